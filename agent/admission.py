@@ -1,0 +1,59 @@
+"""Which queued jobs may start now (pure).
+
+Kept apart from the controller so the capacity rules can be tested without
+Podman: a global ``max_concurrent``, optional per-name limits, priority first,
+then submission order (ULIDs sort by time), and retry backoff (``not_before``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from agent.states import ACTIVE, State
+
+
+def admit(
+    jobs: list[dict[str, Any]],
+    *,
+    max_concurrent: int,
+    name_limits: dict[str, int],
+    now: float,
+) -> list[dict[str, Any]]:
+    """Pick the queued jobs to start, in the order to start them.
+
+    Args:
+        jobs: every non-terminal job (any order).
+        max_concurrent: the most jobs that may be starting or running at once.
+        name_limits: per-``name`` caps on starting or running jobs.
+        now: the current time, for retry backoff.
+
+    Returns:
+        The queued jobs to start now; never more than the free capacity.
+    """
+    active = [j for j in jobs if j["state"] in ACTIVE]
+    free = max_concurrent - len(active)
+    per_name = Counter(j["name"] for j in active if j["name"])
+    queued = sorted(
+        (j for j in jobs if j["state"] == State.QUEUED and not j["cancel_requested"]),
+        key=lambda j: (-j["priority"], j["id"]),
+    )
+    chosen = []
+    for job in queued:
+        if free <= 0:
+            break
+        if job["not_before"] is not None and job["not_before"] > now:
+            continue
+        name = job["name"]
+        if name and name in name_limits and per_name[name] >= name_limits[name]:
+            continue
+        chosen.append(job)
+        free -= 1
+        if name:
+            per_name[name] += 1
+    return chosen
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): base * 2^(n-1), capped."""
+    return min(cap, base * (2 ** max(0, attempt - 1)))

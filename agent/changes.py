@@ -1,0 +1,64 @@
+"""A feed of committed job events that threads can wait on.
+
+The store publishes every event here *after* its transaction commits; waiters
+(``job.wait``, log followers, ``events.subscribe``, the controller) block on
+``wait_for`` instead of polling the database. It holds a bounded window of
+recent events so a subscriber that falls briefly behind misses nothing.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class ChangeFeed:
+    def __init__(self, window: int = 4096):
+        self._cond = threading.Condition()
+        self._events: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
+            maxlen=window
+        )
+        self._seq = 0
+
+    @property
+    def seq(self) -> int:
+        with self._cond:
+            return self._seq
+
+    def publish(self, event: dict[str, Any]) -> None:
+        with self._cond:
+            self._seq += 1
+            self._events.append((self._seq, event))
+            self._cond.notify_all()
+
+    def since(self, seq: int) -> tuple[int, list[dict[str, Any]]]:
+        """Return the newest sequence number and the events after ``seq``."""
+        with self._cond:
+            return self._seq, [e for s, e in self._events if s > seq]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """Block until ``predicate()`` holds (checked after every event) or time runs out.
+
+        Returns:
+            The last value of ``predicate()``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if predicate():
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Wake at least once a second so a predicate that depends on
+                # something other than events (a closed socket) is re-checked.
+                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+
+    def wait_after(self, seq: int, timeout: float) -> int:
+        """Block until an event newer than ``seq`` exists or ``timeout`` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > seq, timeout)
+            return self._seq

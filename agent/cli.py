@@ -1,0 +1,420 @@
+"""``chooctl``: the command line of choo.
+
+Every command talks to the agent through agent.client; nothing here touches
+the database or Podman. Exit status follows ``podman run``: the job's own exit
+code where there is one, 125 when chooctl or the agent fails, 126/127 when the
+job's command could not be run / was not found, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from agent import __version__
+from agent.client import Client
+from agent.errors import ChooError
+
+EXIT_ERROR = 125
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
+EXIT_INTERRUPTED = 130
+
+
+class ChooGroup(click.Group):
+    """Turns any ChooError into a one-line message and exit status 125."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChooError as exc:
+            click.echo(f"chooctl: {exc.message}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=ChooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket",
+    envvar="CHOO_SOCKET",
+    metavar="PATH",
+    help="The agent's socket [env CHOO_SOCKET; default /run/choo/agent.sock for root and "
+    "group choo, else $XDG_RUNTIME_DIR/choo/agent.sock].",
+)
+@click.version_option(__version__, prog_name="chooctl")
+@click.pass_context
+def main(ctx: click.Context, socket: str | None) -> None:
+    """Run and manage container jobs on a choo agent."""
+    ctx.obj = socket
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client(ctx.find_root().obj)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2 if sys.stdout.isatty() else None))
+
+
+# -- run / submit -------------------------------------------------------------
+
+
+def _spec_options(fn):
+    options = [
+        click.option("--name", help="Logical name (groups runs; per-name limits)."),
+        click.option(
+            "-e",
+            "--env",
+            "env",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Set an environment variable (repeatable).",
+        ),
+        click.option(
+            "-l",
+            "--label",
+            "labels",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Add a label (repeatable).",
+        ),
+        click.option(
+            "--timeout",
+            metavar="DURATION",
+            help="Stop the job after this long (e.g. 90, 30m, 2h); it fails with reason timeout.",
+        ),
+        click.option(
+            "--stop-timeout",
+            metavar="DURATION",
+            help="Grace between SIGTERM and SIGKILL (default 10s).",
+        ),
+        click.option("--memory", metavar="SIZE", help="Memory limit (e.g. 512m)."),
+        click.option("--cpus", type=float, help="CPU limit (e.g. 1.5)."),
+        click.option("--pids", type=int, help="Process-count limit."),
+        click.option(
+            "--pull",
+            type=click.Choice(["missing", "always", "never"]),
+            help="Image pull policy (default missing).",
+        ),
+        click.option("--retries", type=int, help="Attempts after a failure (default 0)."),
+        click.option(
+            "--network", type=click.Choice(["none", "default"]), help="Network (default none)."
+        ),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="User inside the container."),
+        click.option("--priority", type=int, help="Higher starts first (default 0)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    fn = click.argument("command", nargs=-1, type=click.UNPROCESSED)(fn)
+    fn = click.argument("image")(fn)
+    return fn
+
+
+def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if what == "env" and key in os.environ:
+                value = os.environ[key]  # like podman: -e NAME passes the caller's value
+            else:
+                raise click.BadParameter(f"expected {what} as KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"image": image, "command": list(command)}
+    if opts["env"]:
+        spec["env"] = _pairs(opts["env"], "env")
+    if opts["labels"]:
+        spec["labels"] = _pairs(opts["labels"], "label")
+    resources = {k: opts[k] for k in ("memory", "cpus", "pids") if opts[k] is not None}
+    if resources:
+        spec["resources"] = resources
+    for key in (
+        "name",
+        "timeout",
+        "stop_timeout",
+        "pull",
+        "retries",
+        "network",
+        "workdir",
+        "user",
+        "priority",
+    ):
+        if opts[key] is not None:
+            spec[key] = opts[key]
+    return spec
+
+
+RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
+
+
+@main.command(context_settings=RUN_SETTINGS)
+@_spec_options
+@click.option("-d", "--detach", is_flag=True, help="Print the job ID and return at once.")
+@click.pass_context
+def run(
+    ctx: click.Context, image: str, command: tuple[str, ...], detach: bool, **opts: Any
+) -> None:
+    """Run IMAGE [COMMAND...] as a job, streaming its output.
+
+    Exits with the job's exit code. Ctrl-C cancels the job and exits 130.
+    """
+    spec = _build_spec(image, command, opts)
+    client = _client(ctx)
+    job = client.call("job.submit", spec=spec, trigger="cli")
+    if detach:
+        click.echo(job["id"])
+        return
+    try:
+        result = client.stream("job.logs", {"id": job["id"], "follow": True}, _print_line)
+    except KeyboardInterrupt:
+        _cancel_after_interrupt(ctx, job["id"])
+        ctx.exit(EXIT_INTERRUPTED)
+    finally:
+        client.close()
+    ctx.exit(_report_end(result["job"]))
+
+
+def _cancel_after_interrupt(ctx: click.Context, job_id: str) -> None:
+    click.echo(f"\nchooctl: cancelling job {job_id}", err=True)
+    with _client(ctx) as client:
+        try:
+            client.call("job.cancel", id=job_id)
+            client.call("job.wait", id=job_id, timeout=60)
+        except ChooError as exc:
+            click.echo(f"chooctl: {exc.message}", err=True)
+
+
+def _print_line(method: str, params: Any) -> None:
+    if method != "job.log" or not isinstance(params, dict):
+        return
+    stream = sys.stderr if params.get("stream") == "stderr" else sys.stdout
+    stream.write(params.get("line", "") + "\n")
+    stream.flush()
+
+
+def exit_status(job: dict[str, Any]) -> int:
+    """The exit status chooctl reports for a finished job (see chooctl(1))."""
+    if job["state"] == "succeeded":
+        return 0
+    if job.get("exit_code") is not None:
+        return job["exit_code"]
+    if job["state"] == "cancelled":
+        return EXIT_INTERRUPTED
+    if job.get("reason") == "create":
+        message = (job.get("log_tail") or "").lower()
+        if "not found" in message or "no such file" in message:
+            return EXIT_NOT_FOUND
+        if "permission denied" in message:
+            return EXIT_CANNOT_RUN
+    return EXIT_ERROR
+
+
+def _report_end(job: dict[str, Any]) -> int:
+    """Explain a job that did not produce its own exit code, and return its status."""
+    status = exit_status(job)
+    if job["state"] == "failed" and job.get("reason") not in ("exit", None):
+        click.echo(f"chooctl: job {job['id']} failed: {job['reason']}", err=True)
+        if job.get("reason") in ("image", "create") and job.get("log_tail"):
+            click.echo(f"chooctl: {job['log_tail']}", err=True)
+    return status
+
+
+@main.command(context_settings=RUN_SETTINGS)
+@_spec_options
+@click.option("-q", "--quiet", is_flag=True, help="Print only the job ID.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    image: str,
+    command: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
+    **opts: Any,
+) -> None:
+    """Queue IMAGE [COMMAND...] as a job and print its ID."""
+    with _client(ctx) as client:
+        job = client.call("job.submit", spec=_build_spec(image, command, opts), trigger="cli")
+    if as_json:
+        _emit_json(job)
+    else:
+        click.echo(job["id"])
+
+
+# -- looking at jobs -----------------------------------------------------------
+
+
+def _age(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    seconds = max(0, time.time() - stamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def _status_text(job: dict[str, Any]) -> str:
+    text = job["state"]
+    if job["state"] == "failed":
+        text += f" ({job['reason']}" + (
+            f", {job['exit_code']})" if job["exit_code"] is not None else ")"
+        )
+    elif job["state"] == "succeeded":
+        text += " (0)"
+    return text
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command("ps")
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show finished jobs too.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only job IDs.")
+@click.option("--json", "as_json", is_flag=True, help="Print job records as JSON.")
+@click.option("-n", "--limit", default=100, show_default=True, help="Show at most this many jobs.")
+@click.pass_context
+def ps(ctx: click.Context, show_all: bool, quiet: bool, as_json: bool, limit: int) -> None:
+    """List jobs (queued and running; -a for all), newest first."""
+    with _client(ctx) as client:
+        jobs = client.call("job.list", all=show_all, limit=limit)["jobs"]
+    if as_json:
+        _emit_json(jobs)
+    elif quiet:
+        for job in jobs:
+            click.echo(job["id"])
+    else:
+        rows = [
+            [
+                job["id"],
+                job["name"] or "-",
+                job["spec"]["image"],
+                _status_text(job),
+                _age(job["submitted_at"]),
+                " ".join(job["spec"]["command"])[:40] or "-",
+            ]
+            for job in jobs
+        ]
+        _table(rows, ["ID", "NAME", "IMAGE", "STATUS", "SUBMITTED", "COMMAND"])
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_context
+def inspect(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Print the full records (with attempts and events) of jobs, as JSON."""
+    with _client(ctx) as client:
+        records = [client.call("job.get", id=job_id) for job_id in ids]
+    _emit_json(records)
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing output until the job ends.")
+@click.option("--tail", type=int, help="Only the last N lines.")
+@click.option("--since", metavar="DURATION", help="Only lines from the last DURATION (e.g. 10m).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def logs(
+    ctx: click.Context,
+    job_id: str,
+    follow: bool,
+    tail: int | None,
+    since: str | None,
+    as_json: bool,
+) -> None:
+    """Print a job's output (stdout and stderr) from the journal."""
+
+    def show(method: str, entry: Any) -> None:
+        if as_json:
+            click.echo(json.dumps(entry))
+        else:
+            _print_line(method, entry)
+
+    params = {"id": job_id, "tail": tail, "since": since, "follow": follow}
+    with _client(ctx) as client:
+        if follow:
+            try:
+                client.stream("job.logs", params, show)
+            except KeyboardInterrupt:
+                ctx.exit(EXIT_INTERRUPTED)
+        else:
+            for entry in client.call("job.logs", **params)["lines"]:
+                show("job.log", entry)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--timeout", metavar="DURATION", help="Give up after this long (exit 125).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job records as JSON.")
+@click.pass_context
+def wait(ctx: click.Context, ids: tuple[str, ...], timeout: str | None, as_json: bool) -> None:
+    """Wait for jobs to end; exit with the last job's exit status."""
+    status = 0
+    records = []
+    with _client(ctx) as client:
+        for job_id in ids:
+            job = client.call("job.wait", id=job_id, timeout=timeout)
+            records.append(job)
+            if job["state"] not in ("succeeded", "failed", "cancelled"):
+                click.echo(
+                    f"chooctl: timed out waiting for job {job['id']} ({job['state']})", err=True
+                )
+                ctx.exit(EXIT_ERROR)
+            status = exit_status(job)
+            if not as_json:
+                click.echo(f"{job['id']} {_status_text(job)}")
+    if as_json:
+        _emit_json(records)
+    ctx.exit(status)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_context
+def cancel(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Cancel jobs: queued ones at once, running ones with SIGTERM then SIGKILL."""
+    with _client(ctx) as client:
+        for job_id in ids:
+            job = client.call("job.cancel", id=job_id)
+            click.echo(job["id"])
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def info(ctx: click.Context, as_json: bool) -> None:
+    """Show the agent's version, Podman, socket and job counts."""
+    with _client(ctx) as client:
+        data = client.call("agent.info")
+    if as_json:
+        _emit_json(data)
+        return
+    jobs = data["jobs"]
+    click.echo(f"agent:      choo-agent {data['version']} (pid {data['pid']})")
+    click.echo(f"socket:     {data['socket']}")
+    click.echo(f"state dir:  {data['state_dir']}")
+    click.echo(f"podman:     {data['podman']['version']} at {data['podman']['url']}")
+    click.echo(f"health:     {'degraded: ' + data['degraded'] if data['degraded'] else 'ok'}")
+    click.echo(
+        "jobs:       "
+        + ", ".join(
+            f"{jobs[s]} {s}"
+            for s in ("running", "starting", "queued", "succeeded", "failed", "cancelled")
+        )
+    )
+    click.echo(
+        f"capacity:   max_concurrent {data['max_concurrent']}, queue_limit {data['queue_limit']}"
+    )

@@ -1,0 +1,217 @@
+"""The agent's configuration: one ``Config`` dataclass, TOML file plus defaults.
+
+Defaults make ``choo-agent`` work with no file at all, whether started by hand
+(state under ``~/.local/state/choo``, socket under ``$XDG_RUNTIME_DIR/choo``) or
+by systemd (``$STATE_DIRECTORY`` and ``$RUNTIME_DIRECTORY``). Every key of the
+file is a field of ``Config``; an unknown key or a wrong type is an error that
+names the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ChooError
+
+SYSTEM_CONFIG = Path("/etc/choo/agent.toml")
+SYSTEM_SOCKET = Path("/run/choo/agent.sock")
+
+#: Settings a SIGHUP applies to a running agent; the rest need a restart.
+RELOADABLE = frozenset(
+    {
+        "log_level",
+        "max_concurrent",
+        "queue_limit",
+        "name_limits",
+        "default_timeout",
+        "default_stop_timeout",
+        "keep_containers",
+        "stop_containers_on_exit",
+        "resync_interval",
+        "retry_backoff_base",
+        "retry_backoff_cap",
+        "allowed_users",
+        "allowed_groups",
+        "max_request_bytes",
+        "ulimits",
+        "runtime",
+    }
+)
+
+
+class ConfigError(ChooError):
+    """The configuration file is unreadable or holds a bad value."""
+
+
+def _runtime_dir() -> Path:
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "choo"
+    return Path(f"/tmp/choo-{os.getuid()}")
+
+
+def default_socket() -> Path:
+    return _runtime_dir() / "agent.sock"
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "choo"
+
+
+def own_ulimits() -> dict[str, list[int]]:
+    """Container ulimits that never exceed the agent's own hard limits.
+
+    Podman's built-in defaults (nofile 1048576) fail on hosts with a lower hard
+    limit, and in a user namespace runc cannot set nproc near the caller's
+    hard limit either; 4096 processes is ample next to the pids limit.
+    """
+    def hard(which: int) -> int:
+        value = resource.getrlimit(which)[1]
+        return 1 << 20 if value == resource.RLIM_INFINITY else min(value, 1 << 20)
+
+    nofile, nproc = hard(resource.RLIMIT_NOFILE), hard(resource.RLIMIT_NPROC)
+    return {"nofile": [min(1024, nofile), nofile], "nproc": [min(4096, nproc)] * 2}
+
+
+@dataclass
+class Config:
+    """Every setting of the agent. Field names are the TOML keys."""
+
+    socket: Path = field(default_factory=default_socket)
+    state_dir: Path = field(default_factory=default_state_dir)
+    log_level: str = "info"
+    #: Podman API URL; empty means ``$XDG_RUNTIME_DIR/podman/podman.sock``, and
+    #: if nothing answers there the agent runs ``podman system service`` itself.
+    podman_url: str = ""
+    podman_timeout: float = 30.0
+    runtime: str = "runc"
+    log_driver: str = "journald"
+    ulimits: dict[str, list[int]] = field(default_factory=own_ulimits)
+    max_concurrent: int = 4
+    queue_limit: int = 1000
+    name_limits: dict[str, int] = field(default_factory=dict)
+    default_timeout: float = 0.0
+    default_stop_timeout: float = 10.0
+    keep_containers: bool = False
+    stop_containers_on_exit: bool = False
+    resync_interval: float = 5.0
+    retry_backoff_base: float = 10.0
+    retry_backoff_cap: float = 360.0
+    socket_group: str = "choo"
+    allowed_users: list[str] = field(default_factory=list)
+    allowed_groups: list[str] = field(default_factory=list)
+    max_request_bytes: int = 1 << 20
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "choo.db"
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, Path):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name}: expected a path string, got {value!r}")
+        return Path(value).expanduser()
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if (
+        isinstance(default, float)
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
+        if value < 0:
+            raise ConfigError(f"{name}: must not be negative, got {value!r}")
+        return float(value)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name}: expected a whole number >= 0, got {value!r}")
+        return value
+    if isinstance(default, str) and isinstance(value, str):
+        return value
+    if (
+        isinstance(default, list)
+        and isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+    ):
+        return value
+    if isinstance(default, dict) and isinstance(value, dict):
+        return value
+    raise ConfigError(f"{name}: expected {type(default).__name__}, got {value!r}")
+
+
+def _check(config: Config) -> Config:
+    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"log_level: expected debug, info, warning or error, not {config.log_level!r}"
+        )
+    if config.max_concurrent < 1:
+        raise ConfigError("max_concurrent: must be at least 1")
+    for name, limits in config.ulimits.items():
+        if (
+            not isinstance(limits, list)
+            or len(limits) != 2
+            or not all(isinstance(v, int) and v >= 0 for v in limits)
+            or limits[0] > limits[1]
+        ):
+            raise ConfigError(f"ulimits.{name}: expected [soft, hard] with soft <= hard")
+    for name, limit in config.name_limits.items():
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"name_limits.{name}: expected a whole number >= 1")
+    return config
+
+
+def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Build the configuration from defaults, an optional TOML file and overrides.
+
+    Args:
+        path: the TOML file; ``None`` reads ``$CHOO_CONFIG``, else
+            ``/etc/choo/agent.toml`` (system service) or
+            ``~/.config/choo/agent.toml`` if one exists.
+        overrides: values from the command line, applied last.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or a key is unknown or
+            has the wrong type.
+    """
+    if path is None:
+        path = _find_file()
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    values.update(overrides or {})
+    config = Config()
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r} in {path}; see choo-agent.toml(5)")
+        setattr(config, key, _coerce(key, value, getattr(config, key)))
+    return _check(config)
+
+
+def _find_file() -> Path | None:
+    if os.environ.get("CHOO_CONFIG"):
+        return Path(os.environ["CHOO_CONFIG"])
+    candidates = [Path.home() / ".config" / "choo" / "agent.toml"]
+    if os.environ.get("STATE_DIRECTORY") or os.getuid() == 0:
+        candidates.insert(0, SYSTEM_CONFIG)
+    if os.environ.get("CONFIGURATION_DIRECTORY"):
+        candidates.insert(0, Path(os.environ["CONFIGURATION_DIRECTORY"]) / "agent.toml")
+    return next((p for p in candidates if p.is_file()), None)

@@ -1,0 +1,395 @@
+"""The reconcile loop: make Podman match the database, level-triggered.
+
+The database says what should be (jobs and their states), Podman says what is
+(containers labelled as this agent's). ``reconcile()`` is one idempotent pass
+that compares the two and acts; everything else only *wakes* it: Podman's
+event stream (a ``died`` event), a submit or cancel, a deadline (timeout, stop
+grace, retry backoff), or the periodic resync that makes a lost event harmless.
+Every step records before it destroys: the exit code, OOM flag and log tail are
+committed before the container is removed, so a crash at any point is repaired
+by the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent import admission
+from agent.config import Config
+from agent.errors import ChooError, CreateError, ImageError, InvalidTransition, PodmanUnavailable
+from agent.journal import JournalReader
+from agent.podman import ContainerState, Podman, container_name
+from agent.states import ACTIVE, TERMINAL, Reason, State
+from agent.store import LOG_TAIL_LINES, Store
+
+log = logging.getLogger(__name__)
+
+#: A container of an unknown job younger than this is left alone: it may be
+#: one whose create call is still returning.
+ORPHAN_GRACE = 30.0
+EVENT_READ_TIMEOUT = 300.0
+
+
+class Controller:
+    """Drives every non-terminal job toward its end. One thread runs ``run()``."""
+
+    def __init__(
+        self,
+        store: Store,
+        podman: Podman,
+        events_podman: Podman,
+        journal: JournalReader,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_tick: Callable[[], None] = lambda: None,
+        on_podman_down: Callable[[], None] = lambda: None,
+    ):
+        self.store = store
+        self.podman = podman
+        self.events_podman = events_podman
+        self.journal = journal
+        self.config = config
+        self.clock = clock
+        self.on_tick = on_tick
+        self.on_podman_down = on_podman_down
+        self.degraded: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._events_thread: threading.Thread | None = None
+
+    # -- triggers ------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask for a reconcile pass as soon as possible (cheap, thread-safe)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def start_event_stream(self) -> None:
+        self._events_thread = threading.Thread(
+            target=self._follow_events, name="podman-events", daemon=True
+        )
+        self._events_thread.start()
+
+    def _follow_events(self) -> None:
+        """Wake the loop on every event of ours; reconnect with backoff forever.
+
+        The stream is only a hint: each (re)connect also wakes the loop, whose
+        full pass picks up anything that happened while the stream was down.
+        """
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                for event in self.events_podman.events(EVENT_READ_TIMEOUT):
+                    delay = 0.1
+                    if event.get("Status") == "died" or event.get("Action") == "died":
+                        log.debug("container %s died", event.get("Actor", {}).get("ID", "?"))
+                    self.wake()
+                    if self._stop.is_set():
+                        return
+            except PodmanUnavailable as exc:
+                log.debug("event stream: %s", exc)
+            except Exception:
+                log.exception("event stream failed; reconnecting")
+            self.wake()
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        """Reconcile until ``stop()``; calls ``on_tick`` every iteration (watchdog)."""
+        while not self._stop.is_set():
+            self._wake.clear()
+            deadline = self.reconcile_safely()
+            self.on_tick()
+            timeout = self.config.resync_interval
+            if deadline is not None:
+                timeout = max(0.0, min(timeout, deadline - self.clock()))
+            self._wake.wait(min(timeout, self.tick_interval))
+
+    tick_interval = 5.0
+
+    def reconcile_safely(self) -> float | None:
+        """One pass; an unexpected error is logged and retried on the next pass."""
+        try:
+            return self.reconcile()
+        except PodmanUnavailable as exc:
+            self._set_degraded(str(exc))
+            self.on_podman_down()
+        except ChooError as exc:
+            log.error("reconcile pass failed: %s", exc)
+        except Exception:
+            log.exception("reconcile pass failed")
+        return self.clock() + 1.0
+
+    def reconcile(self) -> float | None:
+        """Compare jobs with containers and act on every difference.
+
+        Returns:
+            The earliest time something is due (a timeout, a kill after the stop
+            grace, a retry), or None.
+        """
+        containers = {c.job_id: c for c in self.podman.list_ours() if c.job_id}
+        self._set_degraded(None)
+        jobs = self.store.nonterminal()
+        live = {j["id"] for j in jobs if j["state"] in ACTIVE}
+        now = self.clock()
+        deadlines: list[float] = []
+
+        for job in jobs:
+            if job["state"] in ACTIVE:
+                due = self._drive_active(job, containers.get(job["id"]), now)
+                if due is not None:
+                    deadlines.append(due)
+            elif job["state"] == State.QUEUED:
+                if job["cancel_requested"]:
+                    self._try(job, State.CANCELLED, expect=[State.QUEUED])
+                elif job["not_before"] is not None and job["not_before"] > now:
+                    deadlines.append(job["not_before"])
+
+        self._remove_strays(containers, live, now)
+
+        jobs = self.store.nonterminal()
+        for job in admission.admit(
+            jobs,
+            max_concurrent=self.config.max_concurrent,
+            name_limits=self.config.name_limits,
+            now=now,
+        ):
+            due = self._launch(job)
+            if due is not None:
+                deadlines.append(due)
+        return min(deadlines, default=None)
+
+    # -- active jobs ---------------------------------------------------------
+
+    def _drive_active(
+        self, job: dict, container: ContainerState | None, now: float
+    ) -> float | None:
+        if container is None:
+            if job["state"] == State.STARTING:
+                # The agent died between recording `starting` and creating the
+                # container: start it now, once (the same attempt number).
+                return self._launch(job, resume=True)
+            self._lost(job)
+            return None
+        if container.exited:
+            self._finalize(job, container)
+            return None
+        if not container.running:
+            # Created but never started (the agent died in between): start over.
+            self.podman.remove(container.id)
+            if job["state"] == State.STARTING:
+                return self._launch(job, resume=True)
+            self._lost(job)
+            return None
+        if job["state"] == State.STARTING:
+            job = (
+                self._try(
+                    job,
+                    State.RUNNING,
+                    expect=[State.STARTING],
+                    started_at=job["started_at"] or now,
+                    attempt_fields={"container_id": container.id},
+                )
+                or job
+            )
+        return self._enforce_deadlines(job, container, now)
+
+    def _enforce_deadlines(self, job: dict, container: ContainerState, now: float) -> float | None:
+        """Stop a cancelled or timed-out job: SIGTERM, then SIGKILL after its grace."""
+        spec = job["spec"]
+        timeout = spec.get("timeout")
+        stop_reason = job["stop_reason"]
+        if stop_reason is None:
+            if job["cancel_requested"]:
+                stop_reason = "cancel"
+            elif timeout and job["started_at"] and now >= job["started_at"] + timeout:
+                stop_reason = "timeout"
+            else:
+                return job["started_at"] + timeout if timeout and job["started_at"] else None
+            log.info("stopping job %s (%s)", job["id"], stop_reason)
+            self.podman.signal(container.id, "SIGTERM")
+            self.store.update(job["id"], stop_reason=stop_reason, stop_sent_at=now)
+            return now + spec.get("stop_timeout", 10.0)
+        kill_at = (job["stop_sent_at"] or now) + spec.get("stop_timeout", 10.0)
+        if now >= kill_at:
+            self.podman.signal(container.id, "SIGKILL")
+            return now + 1.0
+        return kill_at
+
+    def _finalize(self, job: dict, container: ContainerState) -> None:
+        """Record how the attempt ended, then (and only then) remove its container."""
+        info = self.podman.inspect(container.id) or container
+        exit_code = info.exit_code
+        oom = info.oom_killed
+        fields: dict[str, Any] = {"exit_code": exit_code}
+        attempt_fields = {
+            "container_id": info.id,
+            "ended_at": self.clock(),
+            "exit_code": exit_code,
+            "oom": oom,
+        }
+        if job["stop_reason"] == "cancel" or (job["cancel_requested"] and exit_code != 0):
+            target, reason = State.CANCELLED, None
+        elif job["stop_reason"] == "timeout":
+            target, reason = State.FAILED, Reason.TIMEOUT
+        elif exit_code == 0 and not oom:
+            target, reason = State.SUCCEEDED, None
+        else:
+            target, reason = State.FAILED, Reason.OOM if oom else Reason.EXIT
+        if target != State.SUCCEEDED:
+            fields["log_tail"] = self._log_tail(job["id"])
+        attempt_fields["reason"] = reason
+        if (
+            target == State.FAILED
+            and reason in (Reason.EXIT, Reason.OOM)
+            and job["retries_left"] > 0
+        ):
+            self._retry(job, reason, fields, attempt_fields)
+        else:
+            fields.update(reason=reason)
+            self._try(
+                job,
+                target,
+                expect=ACTIVE,
+                detail={"reason": reason, "exit_code": exit_code},
+                attempt_fields=attempt_fields,
+                **fields,
+            )
+        if not self.config.keep_containers or target == State.FAILED and job["retries_left"] > 0:
+            self.podman.remove(info.id)
+
+    def _lost(self, job: dict) -> None:
+        """A running job's container vanished (removed behind our back)."""
+        log.warning("job %s lost its container %s", job["id"], container_name(job["id"]))
+        attempt_fields = {"ended_at": self.clock(), "reason": Reason.LOST}
+        if job["stop_reason"] == "cancel":
+            self._try(job, State.CANCELLED, expect=ACTIVE, attempt_fields=attempt_fields)
+        elif job["retries_left"] > 0 and job["stop_reason"] is None:
+            self._retry(job, Reason.LOST, {}, attempt_fields)
+        else:
+            self._try(
+                job,
+                State.FAILED,
+                expect=ACTIVE,
+                detail={"reason": Reason.LOST},
+                attempt_fields=attempt_fields,
+                reason=Reason.LOST,
+            )
+
+    def _retry(self, job: dict, reason: Reason, fields: dict, attempt_fields: dict) -> None:
+        delay = admission.backoff(
+            job["attempt"], self.config.retry_backoff_base, self.config.retry_backoff_cap
+        )
+        log.info(
+            "job %s attempt %d failed (%s); retrying in %.0fs",
+            job["id"],
+            job["attempt"],
+            reason,
+            delay,
+        )
+        self._try(
+            job,
+            State.QUEUED,
+            expect=[State.RUNNING],
+            detail={"reason": reason, "retry_in": delay, "exit_code": fields.get("exit_code")},
+            attempt_fields=attempt_fields,
+            retries_left=job["retries_left"] - 1,
+            not_before=self.clock() + delay,
+            stop_reason=None,
+            stop_sent_at=None,
+            **fields,
+        )
+
+    def _launch(self, job: dict, *, resume: bool = False) -> float | None:
+        """Create and start a job's container; ``resume`` re-launches a ``starting`` job."""
+        if not resume:
+            trigger = "retry" if job["attempt"] > 0 else job["trigger"]
+            job = self._try(job, State.STARTING, expect=[State.QUEUED], new_attempt=trigger)
+            if job is None:
+                return None
+        try:
+            container_id = self.podman.run(job["id"], job["attempt"], job["spec"])
+        except PodmanUnavailable:
+            self._try(job, State.QUEUED, expect=[State.STARTING], detail={"reason": "podman"})
+            raise
+        except (ImageError, CreateError) as exc:
+            reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
+            log.warning("job %s could not start: %s", job["id"], exc.message)
+            self._try(
+                job,
+                State.FAILED,
+                expect=[State.STARTING],
+                detail={"reason": reason, "message": exc.message},
+                attempt_fields={"ended_at": self.clock(), "reason": reason},
+                reason=reason,
+                log_tail=exc.message,
+            )
+            return None
+        now = self.clock()
+        job = self._try(
+            job,
+            State.RUNNING,
+            expect=[State.STARTING],
+            started_at=now,
+            attempt_fields={"container_id": container_id, "started_at": now},
+        )
+        timeout = job and job["spec"].get("timeout")
+        return now + timeout if timeout else None
+
+    # -- strays --------------------------------------------------------------
+
+    def _remove_strays(
+        self, containers: dict[str, ContainerState], live: set[str], now: float
+    ) -> None:
+        """Remove containers of ours that no starting or running job owns."""
+        for job_id, container in containers.items():
+            if job_id in live:
+                continue
+            try:
+                known = self.store.get(job_id)
+            except ChooError:
+                known = None
+            if known is None:
+                if container.created_at is not None and now - container.created_at < ORPHAN_GRACE:
+                    continue
+                log.warning("removing orphan container %s (no such job)", container.name)
+            elif known["state"] in TERMINAL and self.config.keep_containers:
+                continue
+            log.info("removing stray container %s", container.name)
+            self.podman.remove(container.id)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _log_tail(self, job_id: str) -> str | None:
+        try:
+            lines = self.journal.read(container_name(job_id), tail=LOG_TAIL_LINES)
+        except ChooError as exc:
+            log.warning("no log tail for job %s: %s", job_id, exc.message)
+            return None
+        return "\n".join(entry["line"] for entry in lines)
+
+    def _try(self, job: dict, target: State, **kwargs: Any) -> dict | None:
+        """Transition, treating a lost race (someone else moved the job) as a no-op."""
+        try:
+            return self.store.transition(job["id"], target, **kwargs)
+        except InvalidTransition as exc:
+            log.debug("skipped %s -> %s: %s", job["id"], target, exc.message)
+            return None
+
+    def _set_degraded(self, reason: str | None) -> None:
+        if reason != self.degraded:
+            if reason:
+                log.warning("degraded: %s", reason)
+            elif self.degraded:
+                log.info("Podman answers again; no longer degraded")
+        self.degraded = reason

@@ -1,0 +1,260 @@
+"""``choo-agent``: the composition root.
+
+Reads the configuration, builds every object and hands each its
+collaborators, runs the recovery pass before reporting ready, and owns signals
+and sd_notify. Nothing else in the agent is global. Signals reach the main
+loop through a wakeup fd; no handler does work of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from agent import __version__, preflight
+from agent import config as configuration
+from agent.changes import ChangeFeed
+from agent.controller import Controller
+from agent.errors import ChooError
+from agent.journal import JournalReader, setup_logging
+from agent.podman import Podman
+from agent.podman_service import PodmanService, answers, default_url
+from agent.server import Server, activated_socket, bind
+from agent.service import Service
+from agent.states import State
+from agent.store import Store
+from agent.systemd import Notifier
+
+log = logging.getLogger("choo-agent")
+
+
+class Agent:
+    """Every long-lived object of one agent process, wired together."""
+
+    def __init__(self, config: configuration.Config, config_path: Path | None, overrides: dict):
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides
+        self.notifier = Notifier()
+        self.feed = ChangeFeed()
+        self.store = Store(config.database, self.feed)
+        self.journal = JournalReader()
+        self.podman_service: PodmanService | None = None
+        self.sock: socket.socket | None = None
+        self.bound_path: Path | None = None
+
+    def start(self) -> None:
+        """Open everything, recover, listen. Raises ChooError/OSError on failure."""
+        self.store.open()
+        url = self.config.podman_url or default_url()
+        if not answers(url):
+            if self.config.podman_url:
+                raise ChooError(f"nothing answers at podman_url {url}; is the Podman service up?")
+            self.podman_service = PodmanService(url, self.config.runtime)
+            self.podman_service.start()
+        agent_id = self.store.agent_id
+        options = dict(
+            agent_id=agent_id,
+            timeout=self.config.podman_timeout,
+            runtime=self.config.runtime,
+            log_driver=self.config.log_driver,
+            ulimits=self.config.ulimits,
+        )
+        self.podman = Podman(url, **options)
+        self.podman_version = self.podman.version()
+        self.controller = Controller(
+            self.store,
+            self.podman,
+            Podman(url, **options),
+            self.journal,
+            self.config,
+            on_tick=self._tick,
+            on_podman_down=self._revive_podman,
+        )
+        if self.notifier.watchdog_interval:
+            self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
+        self.service = Service(
+            self.store,
+            self.feed,
+            self.journal,
+            self.config,
+            wake=self.controller.wake,
+            status=self._status,
+        )
+        self.sock = activated_socket()
+        if self.sock is None:
+            self.sock = bind(self.config.socket, self.config.socket_group)
+            self.bound_path = self.config.socket
+        self.server = Server(self.sock, self.service, self.config)
+        # The recovery pass: adopt what happened while the agent was down
+        # before telling anyone it is ready.
+        self.controller.reconcile()
+        self.controller.start_event_stream()
+        threading.Thread(target=self.controller.run, name="controller", daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, name="server", daemon=True).start()
+        self.notifier.ready(self._status_line())
+        log.info(
+            "choo-agent %s ready: socket %s, Podman %s at %s",
+            __version__,
+            self.config.socket if self.bound_path else "(socket activation)",
+            self.podman_version,
+            url,
+        )
+
+    def _status(self) -> dict:
+        return {
+            "podman": {"url": self.podman.url, "version": self.podman_version},
+            "degraded": self.controller.degraded,
+        }
+
+    def _status_line(self) -> str:
+        counts = self.store.counts()
+        active = counts[State.RUNNING] + counts[State.STARTING]
+        line = f"{active} running, {counts[State.QUEUED]} queued"
+        if self.controller.degraded:
+            line += f"; degraded: {self.controller.degraded}"
+        return line
+
+    def _tick(self) -> None:
+        self.notifier.pet()
+        with contextlib.suppress(ChooError):
+            self.notifier.status(self._status_line())
+
+    def _revive_podman(self) -> None:
+        """Restart the Podman service we own if it died (not one we merely use)."""
+        service = self.podman_service
+        if service and service.process and service.process.poll() is not None:
+            log.warning("the podman system service we started exited; starting it again")
+            try:
+                service.start()
+            except ChooError as exc:
+                log.error("%s", exc.message)
+
+    def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            fresh = configuration.load(self.config_path, self.overrides)
+        except ChooError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc.message)
+        else:
+            changed = []
+            for key in sorted(configuration.RELOADABLE):
+                if getattr(fresh, key) != getattr(self.config, key):
+                    setattr(self.config, key, getattr(fresh, key))
+                    changed.append(key)
+            self.podman.ulimits = self.config.ulimits
+            self.podman.runtime = self.config.runtime
+            logging.getLogger().setLevel(self.config.log_level.upper())
+            log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
+            self.controller.wake()
+        self.notifier.ready(self._status_line())
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        if self.sock is not None:
+            self.server.stop()
+        self.controller.stop()
+        if self.config.stop_containers_on_exit:
+            self._stop_running_jobs()
+        if self.bound_path is not None:
+            self.bound_path.unlink(missing_ok=True)
+        if self.podman_service is not None:
+            self.podman_service.stop()
+        self.store.close()
+
+    def _stop_running_jobs(self) -> None:
+        for container in self.podman.list_ours():
+            if container.running:
+                log.info("stopping %s (stop_containers_on_exit)", container.name)
+                self.podman.client.containers.get(container.id).stop(timeout=10)
+
+
+def _serve(agent: Agent) -> int:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: None)
+    try:
+        agent.start()
+        while True:
+            select.select([read_fd], [], [])
+            for signum in os.read(read_fd, 64):
+                if signum == signal.SIGHUP:
+                    agent.reload()
+                elif signum in (signal.SIGTERM, signal.SIGINT):
+                    agent.shutdown()
+                    return 0
+    finally:
+        signal.set_wakeup_fd(-1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="TOML configuration file (default: see choo-agent.toml(5)).",
+)
+@click.option(
+    "--socket",
+    type=click.Path(path_type=Path),
+    help="Where to listen (overrides the config's socket).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where the database lives (overrides state_dir).",
+)
+@click.option("--podman-url", help="Podman API URL, e.g. unix:///run/user/1000/podman/podman.sock.")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity."
+)
+@click.version_option(__version__, prog_name="choo-agent")
+def main(config_path, socket, state_dir, podman_url, log_level) -> int:
+    """Run the choo agent in the foreground.
+
+    It keeps its database under the state directory, listens for JSON-RPC on
+    a Unix socket, and drives rootless Podman. Stop it with Ctrl-C or SIGTERM;
+    running jobs keep running and are adopted on the next start.
+    """
+    overrides = {
+        key: str(value)
+        for key, value in (
+            ("socket", socket),
+            ("state_dir", state_dir),
+            ("podman_url", podman_url),
+            ("log_level", log_level),
+        )
+        if value
+    }
+    try:
+        config = configuration.load(config_path, overrides)
+    except ChooError as exc:
+        click.echo(f"choo-agent: {exc.message}", err=True)
+        sys.exit(78)  # EX_CONFIG
+    setup_logging(config.log_level)
+    problems = preflight.check(config)
+    if problems:
+        for problem in problems:
+            log.error("%s", problem)
+        sys.exit(1)
+    agent = Agent(config, config_path, overrides)
+    try:
+        code = _serve(agent)
+    except (ChooError, OSError) as exc:
+        log.error("cannot start: %s", getattr(exc, "message", None) or exc)
+        if agent.podman_service is not None:
+            agent.podman_service.stop()
+        sys.exit(1)
+    sys.exit(code)

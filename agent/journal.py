@@ -1,0 +1,171 @@
+"""The journal side of choo: job output read back, and the agent's own log lines.
+
+Job output is written by Podman's journald log driver (one entry per line,
+``CONTAINER_NAME=choo-<ID>``, priority 6 for stdout and 3 for stderr), so it
+outlives the container and the agent. This module reads it back with
+``journalctl -o json``; it never decides when a job ended (the controller
+does), it is only told when to stop following.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from agent.errors import ChooError
+
+#: How long a follower keeps reading after the job ended, for lines journald
+#: is still writing; it stops as soon as that much time passes with no line.
+SETTLE_SECONDS = 0.05
+
+
+def _entry(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    message = record.get("MESSAGE", "")
+    if isinstance(message, list):  # journalctl gives non-UTF-8 text as a byte array
+        message = bytes(message).decode("utf-8", errors="replace")
+    if message is None:
+        message = ""
+    try:
+        stamp = int(record.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+    except ValueError:
+        stamp = 0.0
+    return {
+        "stream": "stderr" if record.get("PRIORITY") == "3" else "stdout",
+        "line": message.removesuffix("\n"),
+        "time": stamp,
+        "cursor": record.get("__CURSOR"),
+    }
+
+
+class JournalReader:
+    """Reads a container's entries from the journal through ``journalctl``."""
+
+    def __init__(self, journalctl: str | None = None):
+        self.journalctl = journalctl or shutil.which("journalctl") or "/usr/bin/journalctl"
+
+    def _argv(self, container: str, tail: int | None, since: float | None) -> list[str]:
+        argv = [self.journalctl, "--no-pager", "-o", "json", "-q"]
+        argv += ["-n", str(tail)] if tail is not None else ["-n", "all"]
+        if since is not None:
+            argv.append(f"--since=@{since:.6f}")
+        argv.append(f"CONTAINER_NAME={container}")
+        return argv
+
+    def read(
+        self, container: str, *, tail: int | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """All (or the last ``tail``) output lines of a container, oldest first.
+
+        Raises:
+            ChooError: journalctl is missing or cannot read the journal.
+        """
+        try:
+            done = subprocess.run(
+                self._argv(container, tail, since), capture_output=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ChooError(f"cannot read the journal: {exc}") from exc
+        if done.returncode != 0 and not done.stdout:
+            raise ChooError(
+                "cannot read the journal: "
+                + done.stderr.decode(errors="replace").strip()[-300:]
+                + " (is the agent's user in group systemd-journal?)"
+            )
+        return [e for e in map(_entry, done.stdout.splitlines()) if e is not None]
+
+    def follow(
+        self,
+        container: str,
+        *,
+        finished: Callable[[], bool],
+        tail: int | None = None,
+        since: float | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield a container's output lines as journald records them.
+
+        Stops once ``finished()`` is true and no line arrived for
+        ``SETTLE_SECONDS``, or at once when ``cancelled()`` is true.
+        """
+        argv = self._argv(container, tail, since)
+        argv.insert(1, "--follow")
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise ChooError(f"cannot read the journal: {exc}") from exc
+        fd = proc.stdout.fileno()
+        buffer = b""
+        last_line = time.monotonic()
+        finished_at: float | None = None
+        try:
+            while not cancelled():
+                ready, _, _ = select.select([fd], [], [], 0.02)
+                now = time.monotonic()
+                if ready:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for raw in lines:
+                        entry = _entry(raw)
+                        if entry is not None:
+                            last_line = now
+                            yield entry
+                    continue
+                if finished_at is None and finished():
+                    finished_at = now
+                if finished_at is not None and now - max(last_line, finished_at) >= SETTLE_SECONDS:
+                    break
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+class _JournalFormatter(logging.Formatter):
+    """Prefix lines with ``<N>`` so journald (via stderr) records the syslog priority."""
+
+    PRIORITY = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        priority = self.PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines() or [""])
+
+
+def setup_logging(level: str) -> None:
+    """Send the agent's log lines to stderr, with syslog priorities under systemd.
+
+    systemd connects stderr to the journal and sets ``$JOURNAL_STREAM``; there
+    the ``<N>`` prefix gives ``journalctl -p warning`` something to filter on.
+    In a terminal, lines get a timestamp and a level name instead.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Their debug output (every SQL statement, every HTTP request) drowns ours.
+    for noisy in ("peewee", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))

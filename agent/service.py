@@ -1,0 +1,214 @@
+"""The operations choo offers, independent of any transport.
+
+rpc.py calls these with plain Python values; tests may too. The service
+validates, reads and writes the store, and wakes the controller; it never
+talks to Podman (the controller does) and knows nothing of sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent import __version__
+from agent import spec as specs
+from agent.changes import ChangeFeed
+from agent.config import Config
+from agent.errors import InvalidParams, InvalidTransition
+from agent.journal import JournalReader
+from agent.podman import container_name
+from agent.states import TERMINAL, State
+from agent.store import Store
+
+MAX_WAIT = 24 * 3600.0
+MAX_LIST = 1000
+TRIGGERS = ("cli", "rpc")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is calling: taken from the socket's SO_PEERCRED."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        feed: ChangeFeed,
+        journal: JournalReader,
+        config: Config,
+        *,
+        wake: Callable[[], None],
+        status: Callable[[], dict[str, Any]],
+    ):
+        self.store = store
+        self.feed = feed
+        self.journal = journal
+        self.config = config
+        self.wake = wake
+        self.status = status
+        self.started = time.time()
+
+    # -- agent ---------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "socket": str(self.config.socket),
+            "state_dir": str(self.config.state_dir),
+            "max_concurrent": self.config.max_concurrent,
+            "queue_limit": self.config.queue_limit,
+            "jobs": self.store.counts(),
+            **self.status(),
+        }
+
+    # -- jobs ----------------------------------------------------------------
+
+    def submit(self, raw: Any, *, trigger: str = "rpc", peer: Peer | None = None) -> dict[str, Any]:
+        if trigger not in TRIGGERS:
+            raise InvalidParams(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
+        spec = specs.normalize(raw, default_timeout=self.config.default_timeout or None)
+        if raw.get("stop_timeout") is None:
+            spec["stop_timeout"] = self.config.default_stop_timeout
+        job = self.store.add_job(
+            spec,
+            trigger=trigger,
+            queue_limit=self.config.queue_limit,
+            uid=peer.uid if peer else None,
+            pid=peer.pid if peer else None,
+        )
+        self.wake()
+        return job
+
+    def get(self, job_id: Any) -> dict[str, Any]:
+        full = self.store.resolve(job_id)
+        job = self.store.get(full)
+        job["attempts"] = self.store.attempts(full)
+        job["events"] = self.store.events(full)
+        return job
+
+    def list(
+        self,
+        *,
+        state: Any = None,
+        name: Any = None,
+        label: Any = None,
+        since: Any = None,
+        limit: Any = 100,
+        cursor: Any = None,
+        all: Any = True,
+    ) -> dict[str, Any]:
+        states = _string_list(state, "state")
+        for s in states:
+            if s not in {x.value for x in State}:
+                raise InvalidParams(f"state: unknown state {s!r}")
+        if not states and not all:
+            states = [s.value for s in State if s not in TERMINAL]
+        labels = {}
+        for item in _string_list(label, "label"):
+            key, _, value = item.partition("=")
+            labels[key] = value
+        if name is not None and not isinstance(name, str):
+            raise InvalidParams("name: expected a string")
+        if since is not None:
+            since = time.time() - specs.parse_duration(since, "since")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise InvalidParams(f"limit: expected an integer from 1 to {MAX_LIST}")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidParams("cursor: expected the cursor of a previous page")
+        jobs = self.store.list(
+            states=states, name=name, labels=labels, since=since, after=cursor, limit=limit
+        )
+        return {"jobs": jobs, "cursor": jobs[-1]["id"] if len(jobs) == limit else None}
+
+    def cancel(self, job_id: Any) -> dict[str, Any]:
+        full = self.store.resolve(job_id)
+        job = self.store.get(full)
+        if job["state"] in TERMINAL:
+            raise InvalidTransition(
+                f"job {full} already ended ({job['state']}); there is nothing to cancel",
+                {"state": job["state"]},
+            )
+        if job["state"] == State.QUEUED:
+            try:
+                return self.store.transition(full, State.CANCELLED, expect=[State.QUEUED])
+            except InvalidTransition:
+                pass  # the controller started it meanwhile: stop it like a running one
+        job = self.store.request_cancel(full)
+        self.wake()
+        return job
+
+    def wait(self, job_id: Any, timeout: Any = None) -> dict[str, Any]:
+        """Block until the job ends or ``timeout`` seconds pass; return the job."""
+        full = self.store.resolve(job_id)
+        limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
+        state = self._watch_state(full)
+        self.feed.wait_for(lambda: state() in TERMINAL, min(limit, MAX_WAIT))
+        return self.store.get(full)
+
+    def logs(
+        self,
+        job_id: Any,
+        *,
+        tail: Any = None,
+        since: Any = None,
+        follow: Any = False,
+        emit: Callable[[dict[str, Any]], None] | None = None,
+        closed: Callable[[], bool] = lambda: False,
+    ) -> dict[str, Any]:
+        """A job's output from the journal.
+
+        Without ``follow`` the lines are returned. With it, each line is passed
+        to ``emit`` as journald records it, until the job has ended and its last
+        lines are read; the job record is returned then.
+        """
+        full = self.store.resolve(job_id)
+        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
+            raise InvalidParams("tail: expected a whole number of lines")
+        if since is not None:
+            since = time.time() - specs.parse_duration(since, "since")
+        if not isinstance(follow, bool):
+            raise InvalidParams("follow: expected true or false")
+        name = container_name(full)
+        if not follow or emit is None:
+            return {"lines": self.journal.read(name, tail=tail, since=since)}
+        state = self._watch_state(full)
+        count = 0
+        for entry in self.journal.follow(
+            name, tail=tail, since=since, finished=lambda: state() in TERMINAL, cancelled=closed
+        ):
+            emit({"id": full, **entry})
+            count += 1
+        return {"lines": count, "job": self.store.get(full)}
+
+    def _watch_state(self, job_id: str) -> Callable[[], str]:
+        """A cheap ``state()`` that reads the database only after a new event."""
+        seen = {"seq": -1, "state": None}
+
+        def state() -> str:
+            seq = self.feed.seq
+            if seq != seen["seq"]:
+                seen["seq"] = seq
+                seen["state"] = self.store.get(job_id)["state"]
+            return seen["state"]
+
+        return state
+
+
+def _string_list(value: Any, field: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise InvalidParams(f"{field}: expected a string or a list of strings")

@@ -1,0 +1,231 @@
+"""Validate and normalise a submitted job spec (pure; no I/O).
+
+``normalize(raw)`` is the single gate between what a client sends and what is
+stored: it returns a new dict holding every field with its type settled and its
+default filled in, or raises ``InvalidParams`` naming the field and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from agent.errors import InvalidParams
+
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+PULL_POLICIES = ("missing", "always", "never")
+NETWORKS = ("none", "default")
+MAX_RETRIES = 100
+MAX_PRIORITY = 1000
+MAX_STRING = 4096
+MAX_COMMAND_ARGS = 4096
+MAX_SECONDS = 366 * 24 * 3600
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+def parse_duration(value: Any, field: str) -> float:
+    """Turn ``30``, ``"30s"``, ``"30m"``, ``"2h"`` or ``"1d"`` into seconds.
+
+    Raises:
+        InvalidParams: when the value is not a positive, finite duration.
+    """
+    if isinstance(value, bool):
+        raise InvalidParams(f"{field}: expected seconds or a duration like '30m', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := DURATION_RE.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise InvalidParams(
+            f"{field}: expected seconds or a duration like '30s', '30m', '2h', got {value!r}"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidParams(f"{field}: must be zero or more seconds, got {value!r}")
+    if seconds > MAX_SECONDS:
+        raise InvalidParams(f"{field}: at most {MAX_SECONDS} seconds (366 days), got {value!r}")
+    return seconds
+
+
+def parse_size(value: Any, field: str) -> int:
+    """Turn ``536870912``, ``"512m"`` or ``"1g"`` into bytes (binary units)."""
+    if isinstance(value, bool):
+        raise InvalidParams(f"{field}: expected bytes or a size like '512m', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := SIZE_RE.match(value)):
+        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    else:
+        raise InvalidParams(f"{field}: expected bytes or a size like '512m', got {value!r}")
+    if size <= 0 or size > 2**62:
+        raise InvalidParams(f"{field}: must be a positive size, got {value!r}")
+    return size
+
+
+def _string(value: Any, field: str, *, pattern: re.Pattern | None = None, hint: str = "") -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidParams(f"{field}: expected a non-empty string, got {value!r}")
+    if len(value) > MAX_STRING or "\x00" in value:
+        raise InvalidParams(f"{field}: too long or contains a NUL byte")
+    if pattern is not None and not pattern.match(value):
+        raise InvalidParams(f"{field}: {value!r} is not valid{hint}")
+    return value
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidParams(f"{field}: expected an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _string_map(value: Any, field: str, key_re: re.Pattern, what: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidParams(f"{field}: expected an object of {what} to strings, got {value!r}")
+    out = {}
+    for key, val in value.items():
+        _string(key, f"{field}", pattern=key_re, hint=f" as {what}")
+        if not isinstance(val, str) or len(val) > MAX_STRING * 8 or "\x00" in val:
+            raise InvalidParams(f"{field}.{key}: expected a string value, got {val!r}")
+        out[key] = val
+    return out
+
+
+def _command(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise InvalidParams(
+            f'command: expected a list of strings (e.g. ["sh", "-c", "..."]), got {value!r}'
+        )
+    if len(value) > MAX_COMMAND_ARGS or any("\x00" in a for a in value):
+        raise InvalidParams("command: too many arguments or an argument with a NUL byte")
+    return list(value)
+
+
+def _resources(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidParams(f"resources: expected an object, got {value!r}")
+    unknown = set(value) - {"memory", "cpus", "pids"}
+    if unknown:
+        raise InvalidParams(
+            f"resources: unknown field(s) {sorted(unknown)}; use memory, cpus, pids"
+        )
+    out: dict[str, Any] = {}
+    if value.get("memory") is not None:
+        out["memory"] = parse_size(value["memory"], "resources.memory")
+    if value.get("cpus") is not None:
+        cpus = value["cpus"]
+        if (
+            isinstance(cpus, bool)
+            or not isinstance(cpus, int | float)
+            or not math.isfinite(cpus)
+            or not 0 < cpus <= 1024
+        ):
+            raise InvalidParams(f"resources.cpus: expected a number above 0, got {cpus!r}")
+        out["cpus"] = float(cpus)
+    if value.get("pids") is not None:
+        out["pids"] = _int(value["pids"], "resources.pids", 1, 1 << 22)
+    return out
+
+
+def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidParams(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, Any]:
+    """Validate a job spec and fill in its defaults.
+
+    Args:
+        raw: the spec as the client sent it (decoded JSON).
+        default_timeout: seconds applied when the spec names no timeout.
+
+    Returns:
+        A new dict with every known field present.
+
+    Raises:
+        InvalidParams: naming the first field that is wrong.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidParams(f"spec: expected a JSON object, got {type(raw).__name__}")
+    unknown = set(raw) - set(FIELDS)
+    if unknown:
+        raise InvalidParams(
+            f"spec: unknown field(s) {', '.join(sorted(map(str, unknown)))}; "
+            f"known fields are {', '.join(FIELDS)}"
+        )
+    if "image" not in raw:
+        raise InvalidParams('image: required (e.g. "localhost/choo-demo")')
+
+    spec: dict[str, Any] = {
+        "image": _string(raw["image"], "image", pattern=IMAGE_RE, hint=" as an image reference"),
+        "command": _command(raw.get("command", [])),
+        "name": None,
+        "env": {},
+        "workdir": None,
+        "user": None,
+        "timeout": default_timeout,
+        "stop_timeout": DEFAULT_STOP_TIMEOUT,
+        "resources": {},
+        "pull": "missing",
+        "retries": 0,
+        "network": "none",
+        "labels": {},
+        "priority": 0,
+    }
+    if raw.get("name") is not None:
+        spec["name"] = _string(
+            raw["name"], "name", pattern=NAME_RE, hint=" (letters, digits, '_', '.', '-'; max 64)"
+        )
+    if raw.get("env") is not None:
+        spec["env"] = _string_map(raw["env"], "env", ENV_NAME_RE, "variable names")
+    if raw.get("workdir") is not None:
+        spec["workdir"] = _string(raw["workdir"], "workdir")
+        if not spec["workdir"].startswith("/"):
+            raise InvalidParams(f"workdir: must be an absolute path, got {spec['workdir']!r}")
+    if raw.get("user") is not None:
+        spec["user"] = _string(raw["user"], "user")
+    if raw.get("timeout") is not None:
+        spec["timeout"] = parse_duration(raw["timeout"], "timeout") or None
+    if raw.get("stop_timeout") is not None:
+        spec["stop_timeout"] = parse_duration(raw["stop_timeout"], "stop_timeout")
+    if raw.get("resources") is not None:
+        spec["resources"] = _resources(raw["resources"])
+    if raw.get("pull") is not None:
+        spec["pull"] = _choice(raw["pull"], "pull", PULL_POLICIES)
+    if raw.get("retries") is not None:
+        spec["retries"] = _int(raw["retries"], "retries", 0, MAX_RETRIES)
+    if raw.get("network") is not None:
+        spec["network"] = _choice(raw["network"], "network", NETWORKS)
+    if raw.get("labels") is not None:
+        spec["labels"] = _string_map(raw["labels"], "labels", LABEL_KEY_RE, "label keys")
+    if raw.get("priority") is not None:
+        spec["priority"] = _int(raw["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    return spec
+
+
+FIELDS = (
+    "image",
+    "command",
+    "name",
+    "env",
+    "workdir",
+    "user",
+    "timeout",
+    "stop_timeout",
+    "resources",
+    "pull",
+    "retries",
+    "network",
+    "labels",
+    "priority",
+)
