@@ -96,6 +96,10 @@ class Config:
     podman_timeout: float = 30.0
     runtime: str = "runc"
     log_driver: str = "journald"
+    #: Run a tiny init (catatonit) as PID 1, so a job's process gets SIGTERM even if
+    #: it installs no handler. Off by default, as in ``podman run``: with it, a
+    #: command that does not exist ends with exit code 1 instead of 127.
+    container_init: bool = False
     ulimits: dict[str, list[int]] = field(default_factory=own_ulimits)
     max_concurrent: int = 4
     queue_limit: int = 1000

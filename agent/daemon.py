@@ -28,7 +28,7 @@ from agent.errors import ChooError
 from agent.journal import JournalReader, setup_logging
 from agent.podman import Podman
 from agent.podman_service import PodmanService, answers, default_url
-from agent.server import Server, activated_socket, bind
+from agent.server import Server, activated_socket, bind, socket_identity, unlink_if_ours
 from agent.service import Service
 from agent.states import State
 from agent.store import Store
@@ -67,6 +67,7 @@ class Agent:
             timeout=self.config.podman_timeout,
             runtime=self.config.runtime,
             log_driver=self.config.log_driver,
+            init=self.config.container_init,
             ulimits=self.config.ulimits,
         )
         self.podman = Podman(url, **options)
@@ -94,6 +95,7 @@ class Agent:
         if self.sock is None:
             self.sock = bind(self.config.socket, self.config.socket_group)
             self.bound_path = self.config.socket
+            self.sock_identity = socket_identity(self.bound_path)
         self.server = Server(self.sock, self.service, self.config)
         # The recovery pass: adopt what happened while the agent was down
         # before telling anyone it is ready.
@@ -130,14 +132,17 @@ class Agent:
             self.notifier.status(self._status_line())
 
     def _revive_podman(self) -> None:
-        """Restart the Podman service we own if it died (not one we merely use)."""
-        service = self.podman_service
-        if service and service.process and service.process.poll() is not None:
-            log.warning("the podman system service we started exited; starting it again")
-            try:
-                service.start()
-            except ChooError as exc:
-                log.error("%s", exc.message)
+        """With no podman_url configured, run our own Podman service when none answers."""
+        if self.config.podman_url or answers(self.podman.url):
+            return
+        if self.podman_service is None:
+            self.podman_service = PodmanService(self.podman.url, self.config.runtime)
+        log.warning("no Podman service answers at %s; starting one", self.podman.url)
+        try:
+            self.podman_service.stop()
+            self.podman_service.start()
+        except ChooError as exc:
+            log.error("%s", exc.message)
 
     def reload(self) -> None:
         self.notifier.reloading()
@@ -167,7 +172,7 @@ class Agent:
         if self.config.stop_containers_on_exit:
             self._stop_running_jobs()
         if self.bound_path is not None:
-            self.bound_path.unlink(missing_ok=True)
+            unlink_if_ours(self.bound_path, self.sock_identity)
         if self.podman_service is not None:
             self.podman_service.stop()
         self.store.close()

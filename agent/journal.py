@@ -22,9 +22,9 @@ from typing import Any
 
 from agent.errors import ChooError
 
-#: How long a follower keeps reading after the job ended, for lines journald
-#: is still writing; it stops as soon as that much time passes with no line.
-SETTLE_SECONDS = 0.05
+#: After a job ended, how long to let journald take in lines still queued on
+#: its socket before the final read.
+SETTLE_SECONDS = 0.01
 
 
 def _entry(raw: bytes) -> dict[str, Any] | None:
@@ -96,8 +96,11 @@ class JournalReader:
     ) -> Iterator[dict[str, Any]]:
         """Yield a container's output lines as journald records them.
 
-        Stops once ``finished()`` is true and no line arrived for
-        ``SETTLE_SECONDS``, or at once when ``cancelled()`` is true.
+        ``journalctl --follow`` learns of new entries through journald's
+        change notifications, which journald coalesces (up to 250 ms). So once
+        ``finished()`` holds, the follower is stopped and one direct read from
+        the last cursor on collects what it had not been told of yet. Stops at
+        once when ``cancelled()`` holds.
         """
         argv = self._argv(container, tail, since)
         argv.insert(1, "--follow")
@@ -107,31 +110,41 @@ class JournalReader:
             raise ChooError(f"cannot read the journal: {exc}") from exc
         fd = proc.stdout.fileno()
         buffer = b""
-        last_line = time.monotonic()
-        finished_at: float | None = None
+        cursor = None
         try:
-            while not cancelled():
+            while True:
+                if cancelled():
+                    return
                 ready, _, _ = select.select([fd], [], [], 0.02)
-                now = time.monotonic()
-                if ready:
-                    chunk = os.read(fd, 65536)
-                    if not chunk:
+                if not ready:
+                    if finished():
                         break
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for raw in lines:
-                        entry = _entry(raw)
-                        if entry is not None:
-                            last_line = now
-                            yield entry
                     continue
-                if finished_at is None and finished():
-                    finished_at = now
-                if finished_at is not None and now - max(last_line, finished_at) >= SETTLE_SECONDS:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    entry = _entry(raw)
+                    if entry is not None:
+                        cursor = entry["cursor"] or cursor
+                        yield entry
         finally:
             proc.kill()
             proc.wait()
+        time.sleep(SETTLE_SECONDS)
+        yield from self._read_after(container, cursor, tail, since)
+
+    def _read_after(
+        self, container: str, cursor: str | None, tail: int | None, since: float | None
+    ) -> list[dict[str, Any]]:
+        if cursor is None:
+            return self.read(container, tail=tail, since=since)
+        argv = self._argv(container, None, None)
+        argv.insert(1, f"--after-cursor={cursor}")
+        done = subprocess.run(argv, capture_output=True, timeout=60)
+        return [e for e in map(_entry, done.stdout.splitlines()) if e is not None]
 
 
 class _JournalFormatter(logging.Formatter):

@@ -70,6 +70,7 @@ class Podman:
         timeout: float,
         runtime: str = "",
         log_driver: str = "journald",
+        init: bool = False,
         ulimits: dict[str, list[int]] | None = None,
     ):
         self.url = url
@@ -78,6 +79,7 @@ class Podman:
         self.timeout = timeout
         self.runtime = runtime
         self.log_driver = log_driver
+        self.init = init
         self.ulimits = ulimits or {}
         self.client = podman.PodmanClient(base_url=url, timeout=timeout)
 
@@ -153,6 +155,7 @@ class Podman:
             "cap_drop": ["ALL"],
             "cap_add": list(DEFAULT_CAPS),
             "no_new_privileges": True,
+            "init": self.init,
             "stop_timeout": int(spec.get("stop_timeout") or 10),
         }
         if spec.get("command"):

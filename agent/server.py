@@ -90,6 +90,18 @@ def bind(path: Path, group: str | None) -> socket.socket:
     return sock
 
 
+def socket_identity(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino)
+
+
+def unlink_if_ours(path: Path, identity: tuple[int, int]) -> None:
+    """Remove our socket file, unless another agent has since bound that path."""
+    with contextlib.suppress(OSError):
+        if socket_identity(path) == identity:
+            path.unlink()
+
+
 def peer_of(conn: socket.socket) -> Peer:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
@@ -236,13 +248,11 @@ class Connection:
 
     def closed(self) -> bool:
         """True once the client hung up (checked by long streaming calls)."""
-        try:
-            readable, _, _ = select.select([self.conn], [], [], 0)
-            if not readable:
-                return False
-            return self.conn.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
+        # POLLHUP means the peer closed both directions; a client that only
+        # shut its writing side (socat after stdin ends) still reads replies.
+        poller = select.poll()
+        poller.register(self.conn, select.POLLHUP | select.POLLERR)
+        return any(mask & (select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
 
     def _write(self, text: str) -> None:
         with self.write_lock:

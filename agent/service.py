@@ -61,6 +61,7 @@ class Service:
     def info(self) -> dict[str, Any]:
         return {
             "version": __version__,
+            "agent_id": self.store.agent_id,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "socket": str(self.config.socket),

@@ -415,6 +415,7 @@ class Store:
             "ended_at": job.ended_at,
             "not_before": job.not_before,
             "stop_reason": job.stop_reason,
+            "stop_sent_at": job.stop_sent_at,
             "submitter_uid": job.submitter_uid,
             "submitter_pid": job.submitter_pid,
             "log_tail": job.log_tail,

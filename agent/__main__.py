@@ -1,0 +1,5 @@
+"""``python -m agent`` runs the agent (same as the ``choo-agent`` script)."""
+
+from agent.daemon import main
+
+main()
