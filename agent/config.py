@@ -34,6 +34,7 @@ RELOADABLE = frozenset(
         "keep_containers",
         "stop_containers_on_exit",
         "resync_interval",
+        "orphan_grace",
         "retry_backoff_base",
         "retry_backoff_cap",
         "allowed_users",
@@ -75,6 +76,7 @@ def own_ulimits() -> dict[str, list[int]]:
     limit, and in a user namespace runc cannot set nproc near the caller's
     hard limit either; 4096 processes is ample next to the pids limit.
     """
+
     def hard(which: int) -> int:
         value = resource.getrlimit(which)[1]
         return 1 << 20 if value == resource.RLIM_INFINITY else min(value, 1 << 20)
@@ -109,6 +111,9 @@ class Config:
     keep_containers: bool = False
     stop_containers_on_exit: bool = False
     resync_interval: float = 5.0
+    #: A container labelled as ours whose job is unknown is removed once it is
+    #: this old (younger, it may be one whose create call is still returning).
+    orphan_grace: float = 30.0
     retry_backoff_base: float = 10.0
     retry_backoff_cap: float = 360.0
     socket_group: str = "choo"

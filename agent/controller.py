@@ -8,6 +8,11 @@ grace, retry backoff), or the periodic resync that makes a lost event harmless.
 Every step records before it destroys: the exit code, OOM flag and log tail are
 committed before the container is removed, so a crash at any point is repaired
 by the next pass.
+
+Decisions are made by the one loop thread; the slow Podman calls they lead to
+(create and start, inspect and remove) run on a small worker pool, so starting
+many jobs is as parallel as Podman allows. A job with work in flight is
+"busy" and left alone by the loop until its worker finishes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent import admission
@@ -28,9 +34,6 @@ from agent.store import LOG_TAIL_LINES, Store
 
 log = logging.getLogger(__name__)
 
-#: A container of an unknown job younger than this is left alone: it may be
-#: one whose create call is still returning.
-ORPHAN_GRACE = 30.0
 EVENT_READ_TIMEOUT = 300.0
 
 
@@ -61,6 +64,11 @@ class Controller:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._events_thread: threading.Thread | None = None
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(2, min(16, config.max_concurrent)), thread_name_prefix="podman"
+        )
 
     # -- triggers ------------------------------------------------------------
 
@@ -69,8 +77,10 @@ class Controller:
         self._wake.set()
 
     def stop(self) -> None:
+        """End the loop; work already handed to the pool finishes first."""
         self._stop.set()
         self._wake.set()
+        self._pool.shutdown(wait=True)
 
     def start_event_stream(self) -> None:
         self._events_thread = threading.Thread(
@@ -137,10 +147,16 @@ class Controller:
             The earliest time something is due (a timeout, a kill after the stop
             grace, a retry), or None.
         """
+        # Order matters. Jobs with work in flight are set aside first; the rest
+        # cannot change under us (only this thread starts work on them). Then
+        # the database is read before Podman, so every container a job
+        # recorded as running already had is in the list.
+        with self._busy_lock:
+            busy = set(self._busy)
+        jobs = [j for j in self.store.nonterminal() if j["id"] not in busy]
         containers = {c.job_id: c for c in self.podman.list_ours() if c.job_id}
         self._set_degraded(None)
-        jobs = self.store.nonterminal()
-        live = {j["id"] for j in jobs if j["state"] in ACTIVE}
+        live = busy | {j["id"] for j in jobs if j["state"] in ACTIVE}
         now = self.clock()
         deadlines: list[float] = []
 
@@ -164,9 +180,7 @@ class Controller:
             name_limits=self.config.name_limits,
             now=now,
         ):
-            due = self._launch(job)
-            if due is not None:
-                deadlines.append(due)
+            self._launch(job)
         return min(deadlines, default=None)
 
     # -- active jobs ---------------------------------------------------------
@@ -178,18 +192,18 @@ class Controller:
             if job["state"] == State.STARTING:
                 # The agent died between recording `starting` and creating the
                 # container: start it now, once (the same attempt number).
-                return self._launch(job, resume=True)
-            self._lost(job)
+                self._launch(job, resume=True)
+            else:
+                self._lost(job)
             return None
         if container.exited:
-            self._finalize(job, container)
+            self._in_pool(job["id"], self._finalize, job, container)
             return None
         if not container.running:
-            # Created but never started (the agent died in between): start over.
-            self.podman.remove(container.id)
-            if job["state"] == State.STARTING:
-                return self._launch(job, resume=True)
-            self._lost(job)
+            # Created but not started: the agent died between the two calls.
+            # Starting it (not re-creating it) keeps this exactly once even if
+            # the old start request is still being served.
+            self._in_pool(job["id"], self._start_created, job, container)
             return None
         if job["state"] == State.STARTING:
             job = (
@@ -229,6 +243,17 @@ class Controller:
     def _finalize(self, job: dict, container: ContainerState) -> None:
         """Record how the attempt ended, then (and only then) remove its container."""
         info = self.podman.inspect(container.id) or container
+        if job["state"] == State.STARTING:
+            # It ran and ended while the agent was down: record that it ran.
+            job = self._try(
+                job,
+                State.RUNNING,
+                expect=[State.STARTING],
+                started_at=job["started_at"] or self.clock(),
+                attempt_fields={"container_id": info.id},
+            )
+            if job is None:
+                return
         exit_code = info.exit_code
         oom = info.oom_killed
         fields: dict[str, Any] = {"exit_code": exit_code}
@@ -310,18 +335,25 @@ class Controller:
             **fields,
         )
 
-    def _launch(self, job: dict, *, resume: bool = False) -> float | None:
-        """Create and start a job's container; ``resume`` re-launches a ``starting`` job."""
+    def _launch(self, job: dict, *, resume: bool = False) -> None:
+        """Record ``starting`` (a new attempt) and hand the create to the pool.
+
+        ``resume`` re-launches a job found ``starting`` with no container.
+        """
         if not resume:
             trigger = "retry" if job["attempt"] > 0 else job["trigger"]
             job = self._try(job, State.STARTING, expect=[State.QUEUED], new_attempt=trigger)
             if job is None:
-                return None
+                return
+        self._in_pool(job["id"], self._create_and_start, job)
+
+    def _create_and_start(self, job: dict) -> None:
         try:
             container_id = self.podman.run(job["id"], job["attempt"], job["spec"])
-        except PodmanUnavailable:
+        except PodmanUnavailable as exc:
             self._try(job, State.QUEUED, expect=[State.STARTING], detail={"reason": "podman"})
-            raise
+            self._set_degraded(str(exc))
+            return
         except (ImageError, CreateError) as exc:
             reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
             log.warning("job %s could not start: %s", job["id"], exc.message)
@@ -334,17 +366,48 @@ class Controller:
                 reason=reason,
                 log_tail=exc.message,
             )
-            return None
+            return
+        self._mark_running(job, container_id)
+
+    def _start_created(self, job: dict, container: ContainerState) -> None:
+        self.podman.start(container.id)
+        if job["state"] == State.STARTING:
+            self._mark_running(job, container.id)
+
+    def _mark_running(self, job: dict, container_id: str) -> None:
         now = self.clock()
-        job = self._try(
+        self._try(
             job,
             State.RUNNING,
             expect=[State.STARTING],
             started_at=now,
             attempt_fields={"container_id": container_id, "started_at": now},
         )
-        timeout = job and job["spec"].get("timeout")
-        return now + timeout if timeout else None
+
+    def _in_pool(self, job_id: str, work: Callable[..., None], *args: Any) -> None:
+        """Run slow Podman work for one job off the loop; the job is busy until done."""
+        with self._busy_lock:
+            if job_id in self._busy:
+                return
+            self._busy.add(job_id)
+
+        def run() -> None:
+            try:
+                work(*args)
+            except PodmanUnavailable as exc:
+                self._set_degraded(str(exc))
+            except Exception:
+                log.exception("work on job %s failed; will retry", job_id)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(job_id)
+                self.wake()
+
+        self._pool.submit(run)
+
+    def _is_busy(self, job_id: str) -> bool:
+        with self._busy_lock:
+            return job_id in self._busy
 
     # -- strays --------------------------------------------------------------
 
@@ -360,13 +423,14 @@ class Controller:
             except ChooError:
                 known = None
             if known is None:
-                if container.created_at is not None and now - container.created_at < ORPHAN_GRACE:
+                age = now - (container.created_at or now)
+                if age < self.config.orphan_grace:
                     continue
                 log.warning("removing orphan container %s (no such job)", container.name)
             elif known["state"] in TERMINAL and self.config.keep_containers:
                 continue
             log.info("removing stray container %s", container.name)
-            self.podman.remove(container.id)
+            self._in_pool(job_id, self.podman.remove, container.id)
 
     # -- helpers -------------------------------------------------------------
 

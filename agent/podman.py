@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import podman
@@ -122,10 +124,25 @@ class Podman:
             CreateError: Podman refused the container.
             PodmanUnavailable: Podman did not answer.
         """
-        self._ensure_image(spec["image"], spec["pull"])
         kwargs = self._create_kwargs(job_id, attempt, spec)
-        with _mapped(f"create container for job {job_id}", CreateError):
-            container = self.client.containers.create(**kwargs)
+        if spec["pull"] == "always":
+            self._pull(spec["image"])
+        try:
+            container = self._create(job_id, kwargs)
+        except CreateError:
+            # Trying the create first saves a look-up on every start of a job
+            # whose image is present, which is nearly all of them. (Podman 4.3
+            # answers a missing image with a 500, so ask rather than parse.)
+            with _mapped(f"look up image {spec['image']}"):
+                if self.client.images.exists(spec["image"]):
+                    raise
+            if spec["pull"] == "never":
+                raise ImageError(
+                    f"image {spec['image']} is not present and the pull policy is 'never'; "
+                    "pull or build it first (podman pull/podman build as the agent's user)"
+                ) from None
+            self._pull(spec["image"])
+            container = self._create(job_id, kwargs)
         try:
             with _mapped(f"start container for job {job_id}", CreateError):
                 container.start()
@@ -177,16 +194,11 @@ class Podman:
             kwargs["pids_limit"] = resources["pids"]
         return kwargs
 
-    def _ensure_image(self, image: str, policy: str) -> None:
-        if policy != "always":
-            with _mapped(f"look up image {image}"):
-                if self.client.images.exists(image):
-                    return
-            if policy == "never":
-                raise ImageError(
-                    f"image {image} is not present and the pull policy is 'never'; "
-                    "pull or build it first (podman pull/podman build as the agent's user)"
-                )
+    def _create(self, job_id: str, kwargs: dict[str, Any]):
+        with _mapped(f"create container for job {job_id}", CreateError):
+            return self.client.containers.create(**kwargs)
+
+    def _pull(self, image: str) -> None:
         log.info("pulling image %s", image)
         with _mapped(f"pull image {image}", ImageError):
             self.client.images.pull(image)
@@ -232,10 +244,19 @@ class Podman:
                     attempt=_int_or_none(labels.get(LABEL_ATTEMPT)),
                     status=str(item.get("State", "unknown")).lower(),
                     exit_code=item.get("ExitCode"),
-                    created_at=item.get("Created"),
+                    created_at=_timestamp(item.get("Created")),
                 )
             )
         return out
+
+    def start(self, name_or_id: str) -> None:
+        """Start a created container; one already started is fine.
+
+        Raises:
+            CreateError: Podman could not start it.
+        """
+        with _mapped(f"start container {name_or_id}", CreateError):
+            self.client.api.post(f"/containers/{name_or_id}/start").raise_for_status()
 
     def signal(self, name_or_id: str, sig: str) -> None:
         """Send a signal; a container that is already gone or stopped is fine."""
@@ -327,6 +348,21 @@ class _mapped:
         if isinstance(exc, requests.RequestException | OSError | perr.PodmanError):
             raise PodmanUnavailable(f"Podman did not answer when asked to {self.what}: {exc}")
         return False
+
+
+def _timestamp(value: Any) -> float | None:
+    """Seconds since the epoch from a number or an RFC 3339 string (nanoseconds allowed)."""
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?", value)
+    if not match:
+        return None
+    base, fraction, zone = match.groups()
+    zone = "+00:00" if zone in (None, "Z") else zone
+    stamp = datetime.fromisoformat(base + zone).timestamp()
+    return stamp + float(fraction or 0)
 
 
 def _int_or_none(value: Any) -> int | None:

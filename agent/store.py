@@ -254,7 +254,9 @@ class Store:
         """Mark a job to be stopped by the controller (which records ``cancelled``)."""
         now = time.time()
         with self._writing():
-            job = self.m.Job.get_by_id(job_id)
+            job = self.m.Job.get_or_none(self.m.Job.id == job_id)
+            if job is None:
+                raise NoSuchJob(f"no job {job_id}")
             if job.cancel_requested or State(job.state) in TERMINAL:
                 return self._job_dict(job)
             job.cancel_requested = True

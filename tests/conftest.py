@@ -7,25 +7,14 @@ user choo-test when invoked as root).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from agent.client import Client
+from tests.harness import IMAGE, AgentProcess, PodmanService, podman, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
-IMAGE = os.environ.get("CHOO_TEST_IMAGE", "localhost/choo-test")
-
-
-def _podman(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], check=check, capture_output=True, text=True, **kwargs)
+__all__ = ["wait_until"]
 
 
 @pytest.fixture(scope="session")
@@ -34,37 +23,9 @@ def image() -> str:
         pytest.fail("the Podman tests run rootless: use 'make test' (it runs them as choo-test)")
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed: use 'make test', which installs it")
-    if _podman("image", "exists", IMAGE, check=False).returncode != 0:
+    if podman("image", "exists", IMAGE, check=False).returncode != 0:
         pytest.fail(f"test image {IMAGE} is missing: use 'make test', which builds it")
     return IMAGE
-
-
-class PodmanService:
-    """A ``podman system service`` of the tests' own, on a private socket."""
-
-    def __init__(self, root: Path):
-        self.path = root / "podman.sock"
-        self.url = f"unix://{self.path}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["podman", "--runtime", "runc", "system", "service", "--time=0", self.url],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _until(self.path.exists, 20, "podman system service did not create its socket")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.path.unlink(missing_ok=True)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 @pytest.fixture(scope="session")
@@ -73,114 +34,6 @@ def podman_service(image, tmp_path_factory):
     service.start()
     yield service
     service.stop()
-
-
-def _until(predicate, timeout: float, message: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(message)
-
-
-class AgentProcess:
-    """A real choo-agent process with its own state dir, socket and config."""
-
-    def __init__(self, root: Path, podman_url: str, settings: dict):
-        self.root = root
-        self.socket = root / "agent.sock"
-        self.state_dir = root / "state"
-        self.config_path = root / "agent.toml"
-        self.log_path = root / "agent.log"
-        self.podman_url = podman_url
-        self.settings = settings
-        self.process: subprocess.Popen | None = None
-        self.agent_id: str | None = None
-
-    def write_config(self, **settings) -> None:
-        self.settings.update(settings)
-        values = {
-            "socket": str(self.socket),
-            "state_dir": str(self.state_dir),
-            "podman_url": self.podman_url,
-            "log_level": "debug",
-            **self.settings,
-        }
-        lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-        self.config_path.write_text("\n".join(lines) + "\n")
-
-    def start(self, wait: bool = True, env: dict | None = None) -> AgentProcess:
-        self.write_config()
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env={**os.environ, **(env or {})},
-        )
-        log.close()
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        def ready():
-            if self.process.poll() is not None:
-                raise AssertionError(f"agent exited {self.process.returncode}:\n{self.log()}")
-            try:
-                with self.client() as c:
-                    self.agent_id = c.call("agent.info")["agent_id"]
-                    return True
-            except Exception:
-                return False
-
-        _until(ready, timeout, f"agent did not become ready:\n{self.log()}", 0.05)
-
-    def client(self, timeout: float | None = 60) -> Client:
-        return Client(self.socket, timeout=timeout)
-
-    def call(self, method: str, **params):
-        with self.client() as c:
-            return c.call(method, **params)
-
-    def chooctl_argv(self) -> list[str]:
-        return [str(Path(sys.executable).parent / "chooctl"), "--socket", str(self.socket)]
-
-    def chooctl(self, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*self.chooctl_argv(), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            **kwargs,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    def send_signal(self, sig: int) -> None:
-        self.process.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
-        return self.process.wait(timeout)
-
-    def containers(self) -> list[dict]:
-        """Every container (any state) labelled as this agent's."""
-        out = _podman(
-            "--url", self.podman_url, "ps", "-a", "--format", "json",
-            "--filter", f"label=io.choo.agent={self.agent_id}",
-        ).stdout
-        return json.loads(out or "[]")
-
-    def remove_containers(self) -> None:
-        for container in self.containers():
-            _podman("--url", self.podman_url, "rm", "-f", container["Id"], check=False)
 
 
 @pytest.fixture
@@ -208,7 +61,3 @@ def make_agent(podman_service, tmp_path):
 @pytest.fixture
 def agent(make_agent) -> AgentProcess:
     return make_agent().start()
-
-
-def wait_until(predicate, timeout: float = 30, message: str = "condition not met"):
-    return _until(predicate, timeout, message, 0.05)

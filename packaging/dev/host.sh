@@ -78,7 +78,7 @@ cmd_venv() {
     local stamp="$dir/.venv/.choo-installed"
     if [ ! -f "$stamp" ] || [ "$dir/pyproject.toml" -nt "$stamp" ]; then
         say "installing choo and its test tools into $dir/.venv"
-        "$dir/.venv/bin/pip" install -q -e "$dir[test]"
+        "$dir/.venv/bin/pip" install -q --config-settings editable_mode=compat -e "$dir[test]"
         touch "$stamp"
     fi
 }

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from agent.errors import InvalidTransition, NoSuchJob
-from tests.conftest import wait_until
+from tests.harness import wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -33,7 +33,8 @@ def test_run_propagates_exit_code(agent, image, command, code):
 def test_run_of_a_killed_job_exits_137(agent, image):
     run = subprocess.Popen(
         [*agent.chooctl_argv(), "run", image, "sh", "-c", "echo started; sleep 300"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert run.stdout.readline() == "started\n"
     job = agent.call("job.list")["jobs"][0]
@@ -53,7 +54,9 @@ def test_run_streams_stdout_and_stderr_and_exit_code(agent, image):
 
 
 def test_output_is_in_chooctl_logs_and_in_the_journal(agent, image):
-    job_id = agent.chooctl("run", "-d", image, "sh", "-c", "echo to-out; echo to-err >&2").stdout.strip()
+    job_id = agent.chooctl(
+        "run", "-d", image, "sh", "-c", "echo to-out; echo to-err >&2"
+    ).stdout.strip()
     agent.call("job.wait", id=job_id, timeout=60)
     logs = agent.chooctl("logs", job_id)
     assert logs.returncode == 0, logs.stderr
@@ -62,7 +65,8 @@ def test_output_is_in_chooctl_logs_and_in_the_journal(agent, image):
     def journal():
         out = subprocess.run(
             ["journalctl", "-o", "json", f"CONTAINER_NAME=choo-{job_id}"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         ).stdout
         return [json.loads(line) for line in out.splitlines()]
 
@@ -70,7 +74,7 @@ def test_output_is_in_chooctl_logs_and_in_the_journal(agent, image):
     by_text = {e["MESSAGE"].strip(): e["PRIORITY"] for e in entries}
     assert by_text == {"to-out": "6", "to-err": "3"}
     # The container is gone, the output is not.
-    assert agent.containers() == []
+    wait_until(lambda: agent.containers() == [], message="container left behind")
 
 
 def test_failed_job_keeps_its_log_tail(agent, image):
@@ -93,7 +97,11 @@ def test_wait_returns_on_every_terminal_state(agent, image):
     assert agent.call("job.wait", id=slow["id"], timeout=60)["state"] == "cancelled"
     # And it returns the unfinished job when its own timeout passes first.
     pending = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
-    assert agent.call("job.wait", id=pending["id"], timeout=0.3)["state"] in ("queued", "starting", "running")
+    assert agent.call("job.wait", id=pending["id"], timeout=0.3)["state"] in (
+        "queued",
+        "starting",
+        "running",
+    )
     agent.call("job.cancel", id=pending["id"])
     agent.call("job.wait", id=pending["id"], timeout=60)
 
@@ -110,7 +118,7 @@ def test_cancel_running_job_stops_it_within_stop_timeout(agent, image):
     assert ended["state"] == "cancelled"
     # sleep ignores nothing: SIGTERM ends it at once, well within the grace.
     assert time.monotonic() - started < 2 + 5
-    assert agent.containers() == []
+    wait_until(lambda: agent.containers() == [], message="container left behind")
     with pytest.raises(InvalidTransition):
         agent.call("job.cancel", id=job["id"])
 
@@ -118,8 +126,11 @@ def test_cancel_running_job_stops_it_within_stop_timeout(agent, image):
 def test_cancel_escalates_to_sigkill_after_grace(agent, image):
     job = agent.call(
         "job.submit",
-        spec={"image": image, "command": ["sh", "-c", "trap '' TERM; sleep 300 & wait; sleep 300"],
-              "stop_timeout": 1},
+        spec={
+            "image": image,
+            "command": ["sh", "-c", "trap '' TERM; sleep 300 & wait; sleep 300"],
+            "stop_timeout": 1,
+        },
     )
     wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
     agent.call("job.cancel", id=job["id"])
@@ -148,7 +159,9 @@ def test_prefixes_and_unknown_ids(agent, image):
 
 
 def test_ps_json_quiet_and_inspect(agent, image):
-    job_id = agent.chooctl("run", "-d", "--name", "demo", "-l", "team=ci", image, "true").stdout.strip()
+    job_id = agent.chooctl(
+        "run", "-d", "--name", "demo", "-l", "team=ci", image, "true"
+    ).stdout.strip()
     agent.call("job.wait", id=job_id, timeout=60)
     assert agent.chooctl("ps", "-q").stdout == ""  # finished jobs need -a
     assert agent.chooctl("ps", "-a", "-q").stdout.split() == [job_id]

@@ -29,7 +29,10 @@ def test_socat_round_trip(agent):
     request = '{"jsonrpc":"2.0","id":1,"method":"agent.ping"}'
     done = subprocess.run(
         ["socat", "-t", "30", "-", f"UNIX-CONNECT:{agent.socket}"],
-        input=request + "\n", capture_output=True, text=True, timeout=30,
+        input=request + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert json.loads(done.stdout) == {"jsonrpc": "2.0", "result": "pong", "id": 1}
 
@@ -42,7 +45,7 @@ def test_errors_have_spec_codes_and_connection_survives(agent):
             b'{"jsonrpc":"2.0","id":2,"method":"job.get","params":{"nope":1}}',
             b"this is not json",
             b'{"jsonrpc":"2.0","id":3,"method":"job.submit","params":{"spec":{"image":""}}}',
-            b'\xff\xfe garbage',
+            b"\xff\xfe garbage",
             b'{"jsonrpc":"2.0","id":4,"method":"agent.ping","params":[]}',
         ],
     )

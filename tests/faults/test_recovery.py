@@ -1,0 +1,194 @@
+"""The agent is killed, restarted, and surprised; no job is lost, none runs twice.
+
+Real agent processes, real signals, real rootless Podman. Whether a job ran is
+read from the journal: each job prints one "ran" line, so a job that ran twice
+would have two entries under its container name.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+
+import pytest
+
+from tests.harness import podman, wait_until
+
+pytestmark = pytest.mark.podman
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _journal_lines(job_id: str) -> list[str]:
+    out = subprocess.run(
+        ["journalctl", "-o", "json", f"CONTAINER_NAME=choo-{job_id}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [json.loads(line)["MESSAGE"].strip() for line in out.splitlines()]
+
+
+def _states(agent) -> dict[str, str]:
+    return {j["id"]: j["state"] for j in agent.call("job.list", all=True, limit=1000)["jobs"]}
+
+
+def test_sigkill_with_running_and_queued_jobs_loses_nothing(make_agent, image):
+    agent = make_agent(max_concurrent=10).start()
+    expected = {}
+    for i in range(20):
+        code = i % 4
+        job = agent.call(
+            "job.submit",
+            spec={"image": image, "command": ["sh", "-c", f"echo ran; sleep 4; exit {code}"]},
+        )
+        expected[job["id"]] = code
+    wait_until(
+        lambda: list(_states(agent).values()).count("running") == 10,
+        message="10 jobs never ran at once",
+    )
+    agent.stop(signal.SIGKILL)
+    assert agent.process.returncode == -signal.SIGKILL
+    agent.start()
+    wait_until(
+        lambda: all(s in TERMINAL for s in _states(agent).values()),
+        timeout=120,
+        message="jobs did not all finish after the restart",
+    )
+    for job_id, code in expected.items():
+        job = agent.call("job.get", id=job_id)
+        assert job["exit_code"] == code, job
+        assert job["state"] == ("succeeded" if code == 0 else "failed")
+        assert len(job["attempts"]) == 1
+        assert _journal_lines(job_id) == ["ran"], f"job {job_id} ran more or less than once"
+    wait_until(lambda: agent.containers() == [], message="container left behind")
+
+
+def test_container_removed_behind_our_back_is_lost(agent, image):
+    job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
+    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    podman("--url", agent.podman_url, "rm", "-f", f"choo-{job['id']}")
+    ended = agent.call("job.wait", id=job["id"], timeout=2.5)
+    assert (ended["state"], ended["reason"]) == ("failed", "lost")
+    assert agent.call("job.get", id=job["id"])["attempts"][0]["reason"] == "lost"
+
+
+def test_lost_job_is_retried_when_it_has_retries(make_agent, image):
+    agent = make_agent(retry_backoff_base=0.1).start()
+    job = agent.call(
+        "job.submit",
+        spec={"image": image, "command": ["sh", "-c", "sleep 1"], "retries": 1},
+    )
+    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    podman("--url", agent.podman_url, "rm", "-f", f"choo-{job['id']}")
+    ended = agent.call("job.wait", id=job["id"], timeout=60)
+    assert ended["state"] == "succeeded"
+    attempts = agent.call("job.get", id=job["id"])["attempts"]
+    assert [a["reason"] for a in attempts] == ["lost", None]
+    assert [a["trigger"] for a in attempts] == ["rpc", "retry"]
+
+
+def test_podman_service_restart_while_jobs_run(make_agent, podman_service, image):
+    agent = make_agent().start()
+    ids = [
+        agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", "sleep 3; exit 5"]})[
+            "id"
+        ]
+        for _ in range(3)
+    ]
+    wait_until(lambda: all(agent.call("job.get", id=i)["state"] == "running" for i in ids))
+    podman_service.restart()
+    for job_id in ids:
+        ended = agent.call("job.wait", id=job_id, timeout=60)
+        assert (ended["state"], ended["exit_code"]) == ("failed", 5)
+    # The agent follows events again: a new job's end is seen.
+    fresh = agent.call("job.submit", spec={"image": image, "command": ["true"]})
+    assert agent.call("job.wait", id=fresh["id"], timeout=60)["state"] == "succeeded"
+
+
+def test_sigterm_leaves_jobs_running_and_restart_adopts_them(make_agent, image):
+    agent = make_agent().start()
+    short = agent.call(
+        "job.submit", spec={"image": image, "command": ["sh", "-c", "echo ran; sleep 2; exit 4"]}
+    )
+    long = agent.call(
+        "job.submit", spec={"image": image, "command": ["sh", "-c", "echo ran; sleep 8; exit 6"]}
+    )
+    wait_until(lambda: set(_states(agent).values()) == {"running"})
+    assert agent.stop(signal.SIGTERM) == 0
+    running = {c["Names"][0] for c in agent.containers() if c["State"] == "running"}
+    assert running == {f"choo-{short['id']}", f"choo-{long['id']}"}
+    # The short job ends while the agent is down; the long one outlives the restart.
+    wait_until(
+        lambda: len([c for c in agent.containers() if c["State"] == "running"]) == 1,
+        message="short job did not end",
+    )
+    agent.start()
+    assert agent.call("job.get", id=long["id"])["state"] == "running"
+    ended_short = agent.call("job.get", id=short["id"])
+    assert (ended_short["state"], ended_short["exit_code"]) == ("failed", 4)
+    ended_long = agent.call("job.wait", id=long["id"], timeout=60)
+    assert (ended_long["state"], ended_long["exit_code"]) == ("failed", 6)
+    for job_id in (short["id"], long["id"]):
+        assert _journal_lines(job_id) == ["ran"]
+    wait_until(lambda: agent.containers() == [], message="container left behind")
+
+
+def test_orphan_container_is_removed_after_its_grace(make_agent, image):
+    agent = make_agent(orphan_grace=3600.0).start()
+    name = f"choo-orphan-{agent.agent_id}"
+    podman(
+        "--url",
+        agent.podman_url,
+        "create",
+        "--name",
+        name,
+        "--label",
+        f"io.choo.agent={agent.agent_id}",
+        "--label",
+        "io.choo.job=NOSUCHJOB",
+        image,
+        "true",
+    )
+    # Younger than the grace: it may be a container whose create is still returning.
+    agent.call("job.wait", id=agent.call("job.submit", spec={"image": image})["id"], timeout=60)
+    assert [c["Names"] for c in agent.containers()] == [[name]]
+    agent.stop()
+    agent.write_config(orphan_grace=0.0)
+    agent.start()
+    wait_until(lambda: agent.containers() == [], message="orphan not removed")
+
+
+def test_capacity_is_never_exceeded(make_agent, image):
+    agent = make_agent(max_concurrent=4).start()
+    seen = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            out = podman(
+                "--url",
+                agent.podman_url,
+                "ps",
+                "-q",
+                "--filter",
+                f"label=io.choo.agent={agent.agent_id}",
+                check=False,
+            ).stdout
+            seen.append(len(out.split()))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        ids = [
+            agent.call("job.submit", spec={"image": image, "command": ["true"]})["id"]
+            for _ in range(200)
+        ]
+        for job_id in ids:
+            assert agent.call("job.wait", id=job_id, timeout=300)["state"] == "succeeded"
+    finally:
+        stop.set()
+        sampler.join()
+    assert len(seen) > 20
+    assert max(seen) <= 4, f"saw {max(seen)} containers running at once"
