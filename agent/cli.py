@@ -27,7 +27,8 @@ EXIT_INTERRUPTED = 130
 
 
 class ChooGroup(click.Group):
-    """Turns any ChooError into a one-line message and exit status 125."""
+    """Exit statuses as podman's: a ChooError or a usage error prints one message
+    and exits 125 (click alone would exit 2 on a usage error)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,6 +36,18 @@ class ChooGroup(click.Group):
         except ChooError as exc:
             click.echo(f"chooctl: {exc.message}", err=True)
             ctx.exit(EXIT_ERROR)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            status = super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_ERROR)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(status if isinstance(status, int) else 0)
 
 
 @click.group(cls=ChooGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -116,14 +116,17 @@ class Controller:
 
     def run(self) -> None:
         """Reconcile until ``stop()``; calls ``on_tick`` every iteration (watchdog)."""
+        due = self.clock()
         while not self._stop.is_set():
-            self._wake.clear()
-            deadline = self.reconcile_safely()
+            if self._wake.is_set() or self.clock() >= due:
+                self._wake.clear()
+                deadline = self.reconcile_safely()
+                due = self.clock() + self.config.resync_interval
+                if deadline is not None:
+                    due = min(due, deadline)
             self.on_tick()
-            timeout = self.config.resync_interval
-            if deadline is not None:
-                timeout = max(0.0, min(timeout, deadline - self.clock()))
-            self._wake.wait(min(timeout, self.tick_interval))
+            # Wake for the next pass, or sooner to pet the watchdog.
+            self._wake.wait(max(0.0, min(due - self.clock(), self.tick_interval)))
 
     tick_interval = 5.0
 
@@ -423,8 +426,8 @@ class Controller:
             except ChooError:
                 known = None
             if known is None:
-                age = now - (container.created_at or now)
-                if age < self.config.orphan_grace:
+                created = container.created_at
+                if created is not None and now - created < self.config.orphan_grace:
                     continue
                 log.warning("removing orphan container %s (no such job)", container.name)
             elif known["state"] in TERMINAL and self.config.keep_containers:
