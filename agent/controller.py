@@ -28,7 +28,8 @@ from agent import admission
 from agent.config import Config
 from agent.errors import ChooError, CreateError, ImageError, InvalidTransition, PodmanUnavailable
 from agent.journal import JournalReader
-from agent.podman import ContainerState, Podman, container_name
+from agent.podman import ContainerState, Podman
+from agent.spec import container_name
 from agent.states import ACTIVE, TERMINAL, Reason, State
 from agent.store import LOG_TAIL_LINES, Store
 
@@ -407,6 +408,17 @@ class Controller:
                 self.wake()
 
         self._pool.submit(run)
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until the pool has no work left (e.g. the recovery pass's); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._busy_lock:
+                if not self._busy:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def _is_busy(self, job_id: str) -> bool:
         with self._busy_lock:

@@ -22,6 +22,7 @@ import requests
 from podman import errors as perr
 
 from agent.errors import ChooError, CreateError, ImageError, PodmanUnavailable
+from agent.spec import container_name
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,6 @@ class ContainerState:
     @property
     def exited(self) -> bool:
         return self.status in ("exited", "stopped")
-
-
-def container_name(job_id: str) -> str:
-    return f"choo-{job_id}"
 
 
 class Podman:

@@ -13,8 +13,11 @@ LIST = "job.list"
 CANCEL = "job.cancel"
 WAIT = "job.wait"
 LOGS = "job.logs"
+SUBSCRIBE = "events.subscribe"
 
 #: Notification carrying one output line: {"id", "stream", "line", "time", "cursor"}.
 LOG_LINE = "job.log"
+#: Notification carrying one job event: {"id", "job_id", "name", "time", "kind", "state", "detail"}.
+EVENT = "event"
 
-METHODS = (PING, INFO, SUBMIT, GET, LIST, CANCEL, WAIT, LOGS)
+METHODS = (PING, INFO, SUBMIT, GET, LIST, CANCEL, WAIT, LOGS, SUBSCRIBE)

@@ -107,6 +107,20 @@ def logs(call: Call, id: Any, tail: Any = None, since: Any = None, follow: Any =
     )
 
 
+@_method
+def subscribe(
+    call: Call, job: Any = None, name: Any = None, timeout: Any = None, count: Any = None
+) -> dict:
+    return call.service.subscribe(
+        job=job,
+        name=name,
+        timeout=timeout,
+        count=count,
+        emit=lambda event: call.notify(protocol.EVENT, event),
+        closed=call.closed,
+    )
+
+
 METHODS: dict[str, Callable] = {
     protocol.PING: ping,
     protocol.INFO: info,
@@ -116,6 +130,7 @@ METHODS: dict[str, Callable] = {
     protocol.CANCEL: cancel,
     protocol.WAIT: wait,
     protocol.LOGS: logs,
+    protocol.SUBSCRIBE: subscribe,
 }
 assert set(METHODS) == set(protocol.METHODS), "rpc.py and protocol.py disagree"
 

@@ -19,7 +19,7 @@ from agent.changes import ChangeFeed
 from agent.config import Config
 from agent.errors import InvalidParams, InvalidTransition
 from agent.journal import JournalReader
-from agent.podman import container_name
+from agent.spec import container_name
 from agent.states import TERMINAL, State
 from agent.store import Store
 
@@ -122,8 +122,7 @@ class Service:
             raise InvalidParams("name: expected a string")
         if since is not None:
             since = time.time() - specs.parse_duration(since, "since")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
-            raise InvalidParams(f"limit: expected an integer from 1 to {MAX_LIST}")
+        _whole(limit, "limit", 1, MAX_LIST)
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidParams("cursor: expected the cursor of a previous page")
         jobs = self.store.list(
@@ -173,8 +172,8 @@ class Service:
         lines are read; the job record is returned then.
         """
         full = self.store.resolve(job_id)
-        if tail is not None and (isinstance(tail, bool) or not isinstance(tail, int) or tail < 0):
-            raise InvalidParams("tail: expected a whole number of lines")
+        if tail is not None:
+            _whole(tail, "tail", 0)
         if since is not None:
             since = time.time() - specs.parse_duration(since, "since")
         if not isinstance(follow, bool):
@@ -191,6 +190,47 @@ class Service:
             count += 1
         return {"lines": count, "job": self.store.get(full)}
 
+    def subscribe(
+        self,
+        *,
+        job: Any = None,
+        name: Any = None,
+        timeout: Any = None,
+        count: Any = None,
+        emit: Callable[[dict[str, Any]], None],
+        closed: Callable[[], bool] = lambda: False,
+    ) -> dict[str, Any]:
+        """Pass each job event committed from now on to ``emit``.
+
+        Ends when ``count`` events were sent, ``timeout`` seconds passed, or the
+        client hung up; returns how many were sent and whether any were missed
+        (a subscriber more than the feed's window behind).
+        """
+        job_id = self.store.resolve(job) if job is not None else None
+        if name is not None and not isinstance(name, str):
+            raise InvalidParams("name: expected a string")
+        if count is not None:
+            _whole(count, "count", 1)
+        limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
+        deadline = time.monotonic() + limit
+        seq = self.feed.seq
+        sent = 0
+        missed = False
+        while not closed() and time.monotonic() < deadline:
+            self.feed.wait_after(seq, min(0.5, max(0.0, deadline - time.monotonic())))
+            newest, events = self.feed.since(seq)
+            missed = missed or newest - seq > len(events)
+            seq = newest
+            for event in events:
+                if (job_id is None or event["job_id"] == job_id) and (
+                    name is None or event["name"] == name
+                ):
+                    emit(event)
+                    sent += 1
+                    if count is not None and sent >= count:
+                        return {"events": sent, "missed": missed}
+        return {"events": sent, "missed": missed}
+
     def _watch_state(self, job_id: str) -> Callable[[], str]:
         """A cheap ``state()`` that reads the database only after a new event."""
         seen = {"seq": -1, "state": None}
@@ -203,6 +243,12 @@ class Service:
             return seen["state"]
 
         return state
+
+
+def _whole(value: Any, field: str, low: int, high: int = 2**31) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidParams(f"{field}: expected a whole number from {low} to {high}")
+    return value
 
 
 def _string_list(value: Any, field: str) -> list[str]:

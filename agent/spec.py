@@ -34,6 +34,11 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 DEFAULT_STOP_TIMEOUT = 10.0
 
 
+def container_name(job_id: str) -> str:
+    """The name of a job's container: deterministic, so a create is idempotent."""
+    return f"choo-{job_id}"
+
+
 def parse_duration(value: Any, field: str) -> float:
     """Turn ``30``, ``"30s"``, ``"30m"``, ``"2h"`` or ``"1d"`` into seconds.
 

@@ -29,6 +29,7 @@ from agent.errors import (
     QueueFull,
     StorageError,
 )
+from agent.spec import container_name
 from agent.states import TERMINAL, State, can_transition
 
 SCHEMA_VERSION = 1
@@ -421,7 +422,7 @@ class Store:
             "submitter_uid": job.submitter_uid,
             "submitter_pid": job.submitter_pid,
             "log_tail": job.log_tail,
-            "container": f"choo-{job.id}",
+            "container": container_name(job.id),
         }
 
 
