@@ -8,6 +8,7 @@ job's command could not be run / was not found, 130 after Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import click
 from agent import __version__
 from agent.client import Client
 from agent.errors import ChooError
+from agent.spec import parse_duration
 
 EXIT_ERROR = 125
 EXIT_CANNOT_RUN = 126
@@ -287,22 +289,73 @@ def _status_text(job: dict[str, Any]) -> str:
     return text
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
+def _table(rows: list[list[str]], header: list[str], colour_column: int | None = None) -> None:
+    """Aligned columns; the state column coloured (click drops colour off a terminal)."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    colour = colour_column is not None and not os.environ.get("NO_COLOR")
+    for number, row in enumerate([header, *rows]):
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
+        if colour and number > 0:
+            state = row[colour_column].split(" ")[0]
+            cells[colour_column] = click.style(cells[colour_column], fg=STATE_COLOURS.get(state))
+        click.echo("  ".join(cells).rstrip())
+
+
+STATE_COLOURS = {
+    "queued": "cyan",
+    "starting": "cyan",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+
+
+def _filters(items: tuple[str, ...]) -> dict[str, Any]:
+    """``--filter state=failed --filter label=team=ci`` -> job.list params."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("state", "name", "label"):
+            raise click.BadParameter(
+                f"expected state=STATE, name=NAME or label=KEY=VALUE, got {item!r}",
+                param_hint="--filter",
+            )
+        if key == "name":
+            params["name"] = value
+        else:
+            params.setdefault(key, []).append(value)
+    return params
 
 
 @main.command("ps")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show finished jobs too.")
+@click.option(
+    "-f",
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="state=STATE, name=NAME or label=KEY=VALUE (repeatable; a state filter implies -a).",
+)
+@click.option("--since", metavar="DURATION", help="Only jobs submitted in the last DURATION.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only job IDs.")
 @click.option("--json", "as_json", is_flag=True, help="Print job records as JSON.")
 @click.option("-n", "--limit", default=100, show_default=True, help="Show at most this many jobs.")
 @click.pass_context
-def ps(ctx: click.Context, show_all: bool, quiet: bool, as_json: bool, limit: int) -> None:
+def ps(
+    ctx: click.Context,
+    show_all: bool,
+    filters: tuple[str, ...],
+    since: str | None,
+    quiet: bool,
+    as_json: bool,
+    limit: int,
+) -> None:
     """List jobs (queued and running; -a for all), newest first."""
+    params = _filters(filters)
     with _client(ctx) as client:
-        jobs = client.call("job.list", all=show_all, limit=limit)["jobs"]
+        jobs = client.call("job.list", all=show_all, since=since, limit=limit, **params)["jobs"]
     if as_json:
         _emit_json(jobs)
     elif quiet:
@@ -320,7 +373,7 @@ def ps(ctx: click.Context, show_all: bool, quiet: bool, as_json: bool, limit: in
             ]
             for job in jobs
         ]
-        _table(rows, ["ID", "NAME", "IMAGE", "STATUS", "SUBMITTED", "COMMAND"])
+        _table(rows, ["ID", "NAME", "IMAGE", "STATUS", "SUBMITTED", "COMMAND"], colour_column=3)
 
 
 @main.command()
@@ -374,19 +427,29 @@ def logs(
 @click.option("--json", "as_json", is_flag=True, help="Print the job records as JSON.")
 @click.pass_context
 def wait(ctx: click.Context, ids: tuple[str, ...], timeout: str | None, as_json: bool) -> None:
-    """Wait for jobs to end; exit with the last job's exit status."""
+    """Wait for jobs to end and print how each ended.
+
+    Exits 0 when every job succeeded, else with the status of the first job
+    (in the order given) that did not.
+    """
     status = 0
     records = []
     with _client(ctx) as client:
+        # One deadline for all the jobs, not one timeout each.
+        deadline = (
+            None if timeout is None else time.monotonic() + parse_duration(timeout, "--timeout")
+        )
         for job_id in ids:
-            job = client.call("job.wait", id=job_id, timeout=timeout)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            job = client.call("job.wait", id=job_id, timeout=remaining)
             records.append(job)
             if job["state"] not in ("succeeded", "failed", "cancelled"):
                 click.echo(
                     f"chooctl: timed out waiting for job {job['id']} ({job['state']})", err=True
                 )
                 ctx.exit(EXIT_ERROR)
-            status = exit_status(job)
+            if status == 0:
+                status = exit_status(job)
             if not as_json:
                 click.echo(f"{job['id']} {_status_text(job)}")
     if as_json:
@@ -431,3 +494,57 @@ def info(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         f"capacity:   max_concurrent {data['max_concurrent']}, queue_limit {data['queue_limit']}"
     )
+
+
+main.add_command(ps, "list")
+
+
+@main.command()
+@click.option("--job", "job_id", metavar="ID", help="Only this job's events.")
+@click.option("--name", help="Only events of jobs with this name.")
+@click.option("-n", "--count", type=click.IntRange(min=1), help="Stop after N events.")
+@click.option("--timeout", metavar="DURATION", help="Stop after this long.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def events(
+    ctx: click.Context,
+    job_id: str | None,
+    name: str | None,
+    count: int | None,
+    timeout: str | None,
+    as_json: bool,
+) -> None:
+    """Stream job events (state changes, cancel requests) as they happen.
+
+    Runs until Ctrl-C, --count events or --timeout.
+    """
+
+    def show(method: str, event: Any) -> None:
+        if method != "event" or not isinstance(event, dict):
+            return
+        if as_json:
+            click.echo(json.dumps(event))
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+        what = event["state"] or event["kind"]
+        detail = " ".join(
+            f"{k}={v}" for k, v in (event.get("detail") or {}).items() if v is not None
+        )
+        click.echo(f"{stamp}  {event['job_id']}  {event['name'] or '-'}  {what}  {detail}".rstrip())
+
+    params = {"job": job_id, "name": name, "count": count, "timeout": timeout}
+    with _client(ctx) as client, contextlib.suppress(KeyboardInterrupt):
+        client.stream("events.subscribe", params, show)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    Enable it with: eval "$(chooctl completion bash)"
+    """
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)(main, {}, "chooctl", "_CHOOCTL_COMPLETE")
+    click.echo(completer.source())
