@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -184,10 +185,13 @@ def run(
     """
     spec = _build_spec(image, command, opts)
     client = _client(ctx)
+    notice = PullNotice(ctx.find_root().obj) if sys.stderr.isatty() and not detach else None
     job = client.call("job.submit", spec=spec, trigger="cli")
     if detach:
         click.echo(job["id"])
         return
+    if notice is not None:
+        notice.follow(job["id"])
     try:
         result = client.stream("job.logs", {"id": job["id"], "follow": True}, _print_line)
     except KeyboardInterrupt:
@@ -196,6 +200,43 @@ def run(
     finally:
         client.close()
     ctx.exit(_report_end(result["job"]))
+
+
+class PullNotice:
+    """On a terminal, say so while the agent pulls the job's image.
+
+    It subscribes to events before the job is submitted (a pull begins only
+    after the agent has tried to create the container, well after that) and
+    stops at the job's first state after ``starting``.
+    """
+
+    def __init__(self, socket: str | None):
+        self.client = Client(socket)
+        self.job_id: str | None = None
+        self.pulling = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def follow(self, job_id: str) -> None:
+        self.job_id = job_id
+
+    def _run(self) -> None:
+        with contextlib.suppress(ChooError, _Done), self.client:
+            self.client.stream("events.subscribe", {"timeout": "1d"}, self._event)
+
+    def _event(self, method: str, event: Any) -> None:
+        if method != "event" or self.job_id is None or event.get("job_id") != self.job_id:
+            return
+        if event.get("kind") == "pulling":
+            self.pulling = True
+            click.echo(f"chooctl: pulling image {event['detail'].get('image')} ...", err=True)
+        elif event.get("state") not in (None, "queued", "starting"):
+            if self.pulling and event["state"] == "running":
+                click.echo("chooctl: pull finished", err=True)
+            raise _Done
+
+
+class _Done(Exception):
+    """Ends a PullNotice's subscription from inside its handler."""
 
 
 def _cancel_after_interrupt(ctx: click.Context, job_id: str) -> None:

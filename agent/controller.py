@@ -353,7 +353,12 @@ class Controller:
 
     def _create_and_start(self, job: dict) -> None:
         try:
-            container_id = self.podman.run(job["id"], job["attempt"], job["spec"])
+            container_id = self.podman.run(
+                job["id"],
+                job["attempt"],
+                job["spec"],
+                on_pull=lambda image: self.store.note(job["id"], "pulling", {"image": image}),
+            )
         except PodmanUnavailable as exc:
             self._try(job, State.QUEUED, expect=[State.STARTING], detail={"reason": "podman"})
             self._set_degraded(str(exc))

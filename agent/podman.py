@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,8 @@ LABEL_AGENT = "io.choo.agent"
 LABEL_JOB = "io.choo.job"
 LABEL_ATTEMPT = "io.choo.attempt"
 MIN_API_VERSION = (4, 3)
+#: A pull may be silent for a long time between progress lines (large layers).
+PULL_READ_TIMEOUT = 600.0
 #: Capabilities left to a job's container; everything else is dropped.
 DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP")
 
@@ -110,8 +112,20 @@ class Podman:
 
     # -- containers ----------------------------------------------------------
 
-    def run(self, job_id: str, attempt: int, spec: dict[str, Any]) -> str:
+    def run(
+        self,
+        job_id: str,
+        attempt: int,
+        spec: dict[str, Any],
+        on_pull: Callable[[str], None] = lambda image: None,
+    ) -> str:
         """Create and start the container of one attempt of a job.
+
+        Args:
+            job_id: the job's ID (names and labels the container).
+            attempt: the attempt number (a label).
+            spec: the normalised job spec.
+            on_pull: called with the image reference before a pull begins.
 
         Returns:
             The container ID.
@@ -123,7 +137,7 @@ class Podman:
         """
         kwargs = self._create_kwargs(job_id, attempt, spec)
         if spec["pull"] == "always":
-            self._pull(spec["image"])
+            self._pull(spec["image"], on_pull)
         try:
             container = self._create(job_id, kwargs)
         except CreateError:
@@ -138,7 +152,7 @@ class Podman:
                     f"image {spec['image']} is not present and the pull policy is 'never'; "
                     "pull or build it first (podman pull/podman build as the agent's user)"
                 ) from None
-            self._pull(spec["image"])
+            self._pull(spec["image"], on_pull)
             container = self._create(job_id, kwargs)
         try:
             with _mapped(f"start container for job {job_id}", CreateError):
@@ -195,10 +209,33 @@ class Podman:
         with _mapped(f"create container for job {job_id}", CreateError):
             return self.client.containers.create(**kwargs)
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, on_pull: Callable[[str], None]) -> None:
+        """Pull an image, raising ImageError with the registry's message on failure.
+
+        The API answers a failed pull with 200 and an ``error`` line in its
+        stream (podman-py's ``images.pull`` then returns an empty Image), so
+        the stream is read here.
+        """
         log.info("pulling image %s", image)
+        on_pull(image)
+        error, pulled = None, False
         with _mapped(f"pull image {image}", ImageError):
-            self.client.images.pull(image)
+            response = self.client.api.post(
+                "/images/pull",
+                params={"reference": image},
+                stream=True,
+                timeout=(self.timeout, max(self.timeout, PULL_READ_TIMEOUT)),
+            )
+            response.raise_for_status()
+            for line in response.iter_lines():
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue
+                error = item.get("error") or error
+                pulled = pulled or bool(item.get("id") or item.get("images"))
+        if error or not pulled:
+            raise ImageError(f"could not pull image {image}: {error or 'Podman reported no image'}")
 
     def inspect(self, name_or_id: str) -> ContainerState | None:
         """Return the container's state, or None when it does not exist."""

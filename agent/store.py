@@ -251,6 +251,16 @@ class Store:
         self.feed.publish(event)
         return self._job_dict(job)
 
+    def note(self, job_id: str, kind: str, detail: dict[str, Any]) -> None:
+        """Record an event that changes no state (an image pull starting)."""
+        now = time.time()
+        with self._writing():
+            job = self.m.Job.get_or_none(self.m.Job.id == job_id)
+            if job is None:
+                raise NoSuchJob(f"no job {job_id}")
+            event = self._event(job, kind, None, detail, now)
+        self.feed.publish(event)
+
     def request_cancel(self, job_id: str) -> dict[str, Any]:
         """Mark a job to be stopped by the controller (which records ``cancelled``)."""
         now = time.time()

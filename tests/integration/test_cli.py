@@ -170,3 +170,21 @@ def test_run_on_a_terminal_streams_live_and_ctrl_c_cancels(agent, image):
     ended = agent.call("job.wait", id=job["id"], timeout=60)
     assert ended["state"] == "cancelled"
     wait_until(lambda: agent.containers() == [], message="container left behind")
+
+
+def test_run_on_a_terminal_says_when_it_pulls(agent):
+    # Nothing listens on port 1: the pull starts (and is announced), then fails.
+    argv = [*agent.chooctl_argv(), "run", "--pull", "always", "localhost:1/nothing", "true"]
+    pid, master = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    try:
+        output = _read_until(master, b"failed: image")
+    finally:
+        status = os.waitpid(pid, 0)[1]
+        os.close(master)
+    assert b"pulling image localhost:1/nothing" in output
+    assert os.waitstatus_to_exitcode(status) == 125
+    job = agent.call("job.list", all=True)["jobs"][0]
+    assert (job["state"], job["reason"]) == ("failed", "image")
+    assert "pulling" in [e["kind"] for e in agent.call("job.get", id=job["id"])["events"]]
