@@ -55,11 +55,17 @@ cmd_journald() {
 cmd_user() {
     local name=$1
     is_root || { say "creating user $name needs root"; exit 1; }
+    getent group choo >/dev/null || groupadd --system choo
     if ! id "$name" >/dev/null 2>&1; then
         say "creating user $name"
-        useradd -m -s /bin/bash "$name"
+        # A group of the same name may exist already (group choo, created for
+        # the socket): then it becomes the user's primary group.
+        if getent group "$name" >/dev/null; then
+            useradd -m -s /bin/bash -g "$name" "$name"
+        else
+            useradd -m -s /bin/bash "$name"
+        fi
     fi
-    getent group choo >/dev/null || groupadd --system choo
     usermod -aG systemd-journal,choo "$name"
     grep -q "^$name:" /etc/subuid || usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "$name"
     local uid; uid=$(id -u "$name")
@@ -120,7 +126,8 @@ cmd_tree() {
     fi
     # The checkout is not readable by USER (e.g. it lives under /root): give
     # USER a world-readable copy, kept in step with rsync.
-    local copy=/var/tmp/choo-tree
+    # One copy per checkout and user, so two checkouts never share (or clobber) one.
+    local copy; copy=/var/tmp/choo-tree-$user-$(printf '%s' "$here" | sha1sum | cut -c1-12)
     mkdir -p "$copy"
     rsync -a --delete --exclude=.venv --exclude=.git --exclude='*.egg-info' \
         --exclude=__pycache__ --exclude=.pytest_cache "$here/" "$copy/"
