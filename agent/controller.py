@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from agent import admission
@@ -52,6 +52,7 @@ class Controller:
         clock: Callable[[], float] = time.time,
         on_tick: Callable[[], None] = lambda: None,
         on_podman_down: Callable[[], None] = lambda: None,
+        executor: Executor | None = None,
     ):
         self.store = store
         self.podman = podman
@@ -67,7 +68,8 @@ class Controller:
         self._events_thread: threading.Thread | None = None
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(
+        # Tests hand in an executor that runs work inline.
+        self._pool = executor or ThreadPoolExecutor(
             max_workers=max(2, min(16, config.max_concurrent)), thread_name_prefix="podman"
         )
 

@@ -192,3 +192,36 @@ def test_capacity_is_never_exceeded(make_agent, image):
         sampler.join()
     assert len(seen) > 20
     assert max(seen) <= 4, f"saw {max(seen)} containers running at once"
+
+
+def test_podman_down_keeps_jobs_queued_and_work_resumes(make_agent, podman_service, image):
+    agent = make_agent().start()
+    podman_service.stop()
+    try:
+        job = agent.call("job.submit", spec={"image": image, "command": ["true"]})
+        wait_until(lambda: agent.call("agent.info")["degraded"], message="agent never degraded")
+        info = agent.call("agent.info")
+        assert "Podman" in info["degraded"]
+        assert agent.call("job.get", id=job["id"])["state"] == "queued"
+    finally:
+        podman_service.start()
+    assert agent.call("job.wait", id=job["id"], timeout=60)["state"] == "succeeded"
+    wait_until(lambda: agent.call("agent.info")["degraded"] is None, message="still degraded")
+
+
+def test_queue_full_is_refused_and_nothing_is_stored(make_agent, image):
+    from agent.errors import QueueFull
+
+    agent = make_agent(max_concurrent=1, queue_limit=2).start()
+    running = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
+    wait_until(lambda: agent.call("job.get", id=running["id"])["state"] == "running")
+    queued = [agent.call("job.submit", spec={"image": image})["id"] for _ in range(2)]
+    with pytest.raises(QueueFull, match="queue is full"):
+        agent.call("job.submit", spec={"image": image})
+    done = agent.chooctl("submit", image, "true")
+    assert done.returncode == 125 and "queue is full" in done.stderr
+    assert len(agent.call("job.list", all=True)["jobs"]) == 3
+    for job_id in [running["id"], *queued]:
+        agent.call("job.cancel", id=job_id)
+    agent.call("job.wait", id=running["id"], timeout=60)
+    wait_until(lambda: agent.containers() == [], message="container left behind")

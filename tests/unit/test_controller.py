@@ -1,0 +1,244 @@
+"""The reconcile pass's decisions, against a fake Podman and a fake clock.
+
+The real thing is covered by tests/integration and tests/faults; this pins the
+decision table (OOM, retries and backoff, timeouts and the kill escalation,
+capacity, lost and orphaned containers, recovery of a created container)
+where a real host cannot produce every case (rootless cgroup v1 ignores memory
+limits, so a real OOM kill cannot happen here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Executor, Future
+
+import pytest
+
+from agent.changes import ChangeFeed
+from agent.config import Config
+from agent.controller import Controller
+from agent.podman import ContainerState
+from agent.store import Store
+
+
+class Inline(Executor):
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # pragma: no cover - surfaced by the test's asserts
+            future.set_exception(exc)
+        return future
+
+
+class FakePodman:
+    def __init__(self, clock):
+        self.clock = clock
+        self.containers: dict[str, ContainerState] = {}
+        self.signals: list[tuple[str, str]] = []
+        self.created: list[str] = []
+        self.started: list[str] = []
+
+    def run(self, job_id, attempt, spec, on_pull=None, **extras):
+        cid = f"c-{job_id}-{attempt}"
+        self.created.append(cid)
+        self.containers[job_id] = ContainerState(
+            id=cid,
+            name=f"choo-{job_id}",
+            job_id=job_id,
+            attempt=attempt,
+            status="running",
+            created_at=self.clock(),
+        )
+        return cid
+
+    def exit(self, job_id, code, oom=False):
+        c = self.containers[job_id]
+        self.containers[job_id] = dataclasses.replace(
+            c, status="exited", exit_code=code, oom_killed=oom
+        )
+
+    def list_ours(self):
+        return list(self.containers.values())
+
+    def inspect(self, cid):
+        return next((c for c in self.containers.values() if c.id == cid), None)
+
+    def remove(self, cid):
+        self.containers = {k: c for k, c in self.containers.items() if c.id != cid}
+
+    def signal(self, cid, sig):
+        self.signals.append((cid, sig))
+
+    # The /out volumes and secrets of a job: nothing to clean up in this fake.
+    def list_out_volumes(self):
+        return []
+
+    def remove_out_volume(self, job_id):
+        pass
+
+    def remove_secrets(self, job_id):
+        pass
+
+    def start(self, cid):
+        self.started.append(cid)
+        for k, c in self.containers.items():
+            if c.id == cid:
+                self.containers[k] = dataclasses.replace(c, status="running")
+
+
+class FakeJournal:
+    def read(self, container, tail=None, since=None):
+        return [{"line": f"last words of {container}"}]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def world(tmp_path):
+    clock = Clock()
+    store = Store(tmp_path / "choo.db", ChangeFeed())
+    store.open()
+    podman = FakePodman(clock)
+    config = Config(
+        socket=tmp_path / "s",
+        state_dir=tmp_path,
+        max_concurrent=2,
+        retry_backoff_base=10,
+        retry_backoff_cap=60,
+        orphan_grace=30,
+    )
+    controller = Controller(
+        store, podman, podman, FakeJournal(), config, clock=clock, executor=Inline()
+    )
+    yield store, podman, controller, clock
+    store.close()
+
+
+def submit(store, **spec):
+    full = {
+        "image": "img",
+        "command": ["x"],
+        "pull": "missing",
+        "retries": 0,
+        "stop_timeout": 5,
+        "timeout": None,
+        **spec,
+    }
+    return store.add_job(full, trigger="rpc", queue_limit=100)["id"]
+
+
+def test_launch_then_success_records_before_removing(world):
+    store, podman, controller, clock = world
+    job = submit(store)
+    controller.reconcile()
+    assert store.get(job)["state"] == "running"
+    podman.exit(job, 0)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["exit_code"], record["log_tail"]) == ("succeeded", 0, None)
+    assert podman.containers == {}
+
+
+def test_oom_is_its_own_reason_with_the_log_tail(world):
+    store, podman, controller, clock = world
+    job = submit(store)
+    controller.reconcile()
+    podman.exit(job, 137, oom=True)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"]) == ("failed", "oom")
+    assert record["log_tail"] == f"last words of choo-{job}"
+    assert store.attempts(job)[0]["oom"] is True
+
+
+def test_retry_waits_for_backoff_then_runs_a_new_attempt(world):
+    store, podman, controller, clock = world
+    job = submit(store, retries=2)
+    controller.reconcile()
+    podman.exit(job, 1)
+    controller.reconcile()  # records the failure (the worker then wakes the loop)
+    record = store.get(job)
+    assert record["state"] == "queued" and record["not_before"] == clock.now + 10
+    assert controller.reconcile() == clock.now + 10  # the pass it woke sleeps until then
+    clock.now += 9
+    controller.reconcile()
+    assert store.get(job)["state"] == "queued"
+    clock.now += 1
+    controller.reconcile()
+    assert store.get(job)["state"] == "running"
+    podman.exit(job, 1)
+    controller.reconcile()
+    assert store.get(job)["not_before"] == clock.now + 20  # doubled
+    assert [a["trigger"] for a in store.attempts(job)] == ["rpc", "retry"]
+
+
+def test_timeout_sends_sigterm_then_sigkill_after_the_grace(world):
+    store, podman, controller, clock = world
+    job = submit(store, timeout=60)
+    controller.reconcile()
+    cid = podman.containers[job].id
+    assert controller.reconcile() == clock.now + 60
+    clock.now += 60
+    assert controller.reconcile() == clock.now + 5
+    assert podman.signals == [(cid, "SIGTERM")]
+    clock.now += 5
+    controller.reconcile()
+    assert podman.signals == [(cid, "SIGTERM"), (cid, "SIGKILL")]
+    podman.exit(job, 137)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"], record["exit_code"]) == ("failed", "timeout", 137)
+
+
+def test_capacity_and_priority(world):
+    store, podman, controller, clock = world
+    low = [submit(store) for _ in range(2)]
+    high = submit(store, priority=5)
+    controller.reconcile()
+    running = {j for j in [*low, high] if store.get(j)["state"] == "running"}
+    assert running == {high, low[0]}
+
+
+def test_lost_container(world):
+    store, podman, controller, clock = world
+    job = submit(store)
+    controller.reconcile()
+    podman.containers.clear()
+    controller.reconcile()
+    assert (store.get(job)["state"], store.get(job)["reason"]) == ("failed", "lost")
+
+
+def test_created_container_of_a_starting_job_is_started_not_recreated(world):
+    store, podman, controller, clock = world
+    job = submit(store)
+    store.transition(job, "starting", new_attempt="rpc")
+    podman.containers[job] = ContainerState(
+        id="made-before-crash", name=f"choo-{job}", job_id=job, attempt=1, status="created"
+    )
+    controller.reconcile()
+    assert podman.started == ["made-before-crash"] and podman.created == []
+    assert store.get(job)["state"] == "running"
+
+
+def test_orphans_are_removed_only_after_the_grace(world):
+    store, podman, controller, clock = world
+    podman.containers["GHOST"] = ContainerState(
+        id="ghost",
+        name="choo-GHOST",
+        job_id="GHOST",
+        attempt=1,
+        status="exited",
+        created_at=clock.now - 10,
+    )
+    controller.reconcile()
+    assert "GHOST" in podman.containers
+    clock.now += 30
+    controller.reconcile()
+    assert "GHOST" not in podman.containers
