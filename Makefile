@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench venv clean install uninstall test-system
 
 venv:
 	@$(HOST) venv $(CURDIR)
@@ -48,6 +48,9 @@ ifeq ($(ROOT),yes)
 	@tree=$$($(HOST) tree $(TEST_USER)) && $(HOST) venv $$tree && \
 	 $(HOST) image $(TEST_USER) $(TEST_IMAGE) && \
 	 $(HOST) as-user $(TEST_USER) bash -c "cd $$tree && CHOO_TEST_IMAGE=$(TEST_IMAGE) .venv/bin/python -m pytest $(PYTEST_ARGS)"
+ifeq ($(PYTEST_ARGS),)
+	@tests/system/run.sh
+endif
 else
 	@$(HOST) packages
 	@$(HOST) journald
@@ -74,3 +77,77 @@ endif
 
 clean:
 	rm -rf .venv build *.egg-info
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: a private virtualenv with choo in
+# it, the two commands, units, man pages and an example config. Run as root
+# without DESTDIR, it also prepares the choo account (packaging/systemd/setup-account.sh).
+PYTHON := /usr/bin/python3
+BINDIR := $(PREFIX)/bin
+LIBDIR := $(PREFIX)/lib/choo
+MANDIR := $(PREFIX)/share/man
+SYSD := packaging/systemd
+ifeq ($(DESTDIR),)
+UNITDIR := /etc/systemd/system
+USERUNITDIR := /etc/systemd/user
+SYSUSERSDIR := /etc/sysusers.d
+TMPFILESDIR := /etc/tmpfiles.d
+else
+UNITDIR := /lib/systemd/system
+USERUNITDIR := /lib/systemd/user
+SYSUSERSDIR := /usr/lib/sysusers.d
+TMPFILESDIR := /usr/lib/tmpfiles.d
+endif
+INSTALLED = $(BINDIR)/choo-agent $(BINDIR)/chooctl \
+	$(UNITDIR)/choo-agent.service $(UNITDIR)/choo-agent.socket \
+	$(USERUNITDIR)/choo-agent.service $(USERUNITDIR)/choo-agent.socket \
+	$(SYSUSERSDIR)/choo.conf $(TMPFILESDIR)/choo.conf \
+	/etc/choo/agent.toml.example
+
+install:
+	$(PYTHON) -m venv --clear $(DESTDIR)$(LIBDIR)/venv
+	@# Built from a scratch copy: an in-tree build would leave a root-owned build/ here.
+	tmp=$$(mktemp -d) && cp -r pyproject.toml README.md agent $$tmp/ && \
+	  $(DESTDIR)$(LIBDIR)/venv/bin/pip install -q --no-warn-script-location $$tmp; \
+	  status=$$?; rm -rf $$tmp; exit $$status
+ifneq ($(DESTDIR),)
+	@# A staged venv must name its final place in the scripts' #! lines.
+	grep -rlI -- '$(DESTDIR)' $(DESTDIR)$(LIBDIR)/venv/bin $(DESTDIR)$(LIBDIR)/venv/pyvenv.cfg \
+	  | xargs -r sed -i 's|$(DESTDIR)||g'
+endif
+	install -d $(DESTDIR)$(BINDIR)
+	ln -sfn $(LIBDIR)/venv/bin/choo-agent $(DESTDIR)$(BINDIR)/choo-agent
+	ln -sfn $(LIBDIR)/venv/bin/chooctl $(DESTDIR)$(BINDIR)/chooctl
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(USERUNITDIR)
+	sed 's|/usr/local/bin/|$(BINDIR)/|' $(SYSD)/choo-agent.service > $(DESTDIR)$(UNITDIR)/choo-agent.service
+	install -m 0644 $(SYSD)/choo-agent.socket $(DESTDIR)$(UNITDIR)/
+	sed 's|/usr/local/bin/|$(BINDIR)/|' $(SYSD)/user/choo-agent.service > $(DESTDIR)$(USERUNITDIR)/choo-agent.service
+	install -m 0644 $(SYSD)/user/choo-agent.socket $(DESTDIR)$(USERUNITDIR)/
+	install -D -m 0644 $(SYSD)/choo.sysusers $(DESTDIR)$(SYSUSERSDIR)/choo.conf
+	install -D -m 0644 $(SYSD)/choo.tmpfiles $(DESTDIR)$(TMPFILESDIR)/choo.conf
+	install -D -m 0644 packaging/choo-agent.toml.example $(DESTDIR)/etc/choo/agent.toml.example
+	for page in $(wildcard man/*.[158]); do \
+	  install -D -m 0644 $$page $(DESTDIR)$(MANDIR)/man$${page##*.}/$${page##*/}; done
+ifeq ($(DESTDIR)$(ROOT),yes)
+	$(SYSD)/setup-account.sh $(SYSUSERSDIR)/choo.conf $(TMPFILESDIR)/choo.conf
+	@echo "choo: installed; start it with: systemctl enable --now choo-agent.socket"
+endif
+
+# Removes what install put in place; the choo account, its subuids, linger and
+# /var/lib/choo (database, Podman storage) stay: remove them by hand if wanted.
+uninstall:
+ifeq ($(DESTDIR)$(ROOT),yes)
+	-[ -d /run/systemd/system ] && systemctl disable --now choo-agent.socket choo-agent.service
+endif
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/,$(foreach p,$(wildcard man/*.[158]),man$(subst .,,$(suffix $(p)))/$(notdir $(p))))
+	rm -rf $(DESTDIR)$(LIBDIR)
+	-rmdir $(DESTDIR)/etc/choo 2>/dev/null
+ifeq ($(DESTDIR)$(ROOT),yes)
+	-[ -d /run/systemd/system ] && systemctl daemon-reload
+	@echo "choo: removed; the choo account and /var/lib/choo are kept (userdel -r choo to drop them)"
+endif
+
+# The unit files under a real systemd, in a container (root only; see tests/system/run.sh).
+test-system:
+	@$(HOST) packages
+	@tests/system/run.sh

@@ -14,13 +14,14 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from agent import __version__
 from agent.client import Client
-from agent.errors import ChooError
+from agent.errors import AgentUnavailable, ChooError
 from agent.spec import parse_duration
 
 EXIT_ERROR = 125
@@ -91,6 +92,14 @@ def _spec_options(fn):
             help="Set an environment variable (repeatable).",
         ),
         click.option(
+            "--secret",
+            "secrets",
+            multiple=True,
+            metavar="NAME",
+            help="Pass the agent's credential NAME as variable NAME (repeatable); "
+            "the value is never stored.",
+        ),
+        click.option(
             "-l",
             "--label",
             "labels",
@@ -121,6 +130,13 @@ def _spec_options(fn):
             "--network", type=click.Choice(["none", "default"]), help="Network (default none)."
         ),
         click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option(
+            "--workspace",
+            metavar="DIR",
+            # The agent decides what it may read (it may be another user).
+            type=click.Path(file_okay=False, readable=False),
+            help="Snapshot DIR now and mount the copy at /workspace (the job starts there).",
+        ),
         click.option("-u", "--user", help="User inside the container."),
         click.option("--priority", type=int, help="Higher starts first (default 0)."),
     ]
@@ -148,6 +164,8 @@ def _build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> d
     spec: dict[str, Any] = {"image": image, "command": list(command)}
     if opts["env"]:
         spec["env"] = _pairs(opts["env"], "env")
+    if opts["secrets"]:
+        spec["secrets"] = list(opts["secrets"])
     if opts["labels"]:
         spec["labels"] = _pairs(opts["labels"], "label")
     resources = {k: opts[k] for k in ("memory", "cpus", "pids") if opts[k] is not None}
@@ -166,6 +184,8 @@ def _build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> d
     ):
         if opts[key] is not None:
             spec[key] = opts[key]
+    if opts["workspace"] is not None:
+        spec["workspace"] = os.path.abspath(opts["workspace"])
     return spec
 
 
@@ -193,13 +213,47 @@ def run(
     if notice is not None:
         notice.follow(job["id"])
     try:
-        result = client.stream("job.logs", {"id": job["id"], "follow": True}, _print_line)
+        result = _follow(ctx, client, {"id": job["id"]}, _print_line)
     except KeyboardInterrupt:
         _cancel_after_interrupt(ctx, job["id"])
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         client.close()
     ctx.exit(_report_end(result["job"]))
+
+
+#: How long a follower keeps trying to reach an agent that went away (restart).
+RECONNECT_SECONDS = 60.0
+
+
+def _follow(
+    ctx: click.Context, client: Client, params: dict[str, Any], show: Callable[[str, Any], None]
+) -> dict[str, Any]:
+    """Follow a job's output to its end, riding out an agent restart.
+
+    If the connection breaks (``systemctl restart choo-agent``), reconnect and
+    resume after the last line shown, so no line is lost or printed twice.
+    """
+    cursor = None
+
+    def on_line(method: str, entry: Any) -> None:
+        nonlocal cursor
+        if method == "job.log" and isinstance(entry, dict):
+            cursor = entry.get("cursor") or cursor
+        show(method, entry)
+
+    give_up = None
+    while True:
+        try:
+            return client.stream("job.logs", {**params, "follow": True, "after": cursor}, on_line)
+        except AgentUnavailable:
+            if give_up is None:
+                give_up = time.monotonic() + RECONNECT_SECONDS
+                click.echo("chooctl: lost the agent; reconnecting ...", err=True)
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.5)
+            client = _client(ctx)
 
 
 class PullNotice:
@@ -450,11 +504,14 @@ def logs(
         else:
             _print_line(method, entry)
 
-    params = {"id": job_id, "tail": tail, "since": since, "follow": follow}
+    params = {"id": job_id, "tail": tail, "since": since}
     with _client(ctx) as client:
         if follow:
+            # Resolve the ID first: a wrong one (or no agent) fails at once,
+            # only a connection lost while following is retried.
+            params["id"] = client.call("job.get", id=job_id)["id"]
             try:
-                client.stream("job.logs", params, show)
+                _follow(ctx, client, params, show)
             except KeyboardInterrupt:
                 ctx.exit(EXIT_INTERRUPTED)
         else:
@@ -535,6 +592,12 @@ def info(ctx: click.Context, as_json: bool) -> None:
     click.echo(
         f"capacity:   max_concurrent {data['max_concurrent']}, queue_limit {data['queue_limit']}"
     )
+    limits = data["podman"].get("resource_limits") or {}
+    if limits:
+        state = {True: "enforced", False: "NOT enforced", None: "unknown"}[limits.get("enforced")]
+        click.echo(f"limits:     {state} ({limits.get('reason')})")
+    if data.get("secrets") is not None:
+        click.echo(f"secrets:    {', '.join(data['secrets']) or '(none available)'}")
 
 
 main.add_command(ps, "list")
@@ -589,3 +652,254 @@ def completion(shell: str) -> None:
 
     completer = get_completion_class(shell)(main, {}, "chooctl", "_CHOOCTL_COMPLETE")
     click.echo(completer.source())
+
+
+# -- removing, pruning, artifacts ------------------------------------------------
+
+
+@main.command("rm")
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_context
+def remove(ctx: click.Context, ids: tuple[str, ...]) -> None:
+    """Remove finished jobs: records, attempts, events, workspaces and archives.
+
+    Prints each removed ID; a job that has not ended is refused (exit 125).
+    """
+    failed = False
+    with _client(ctx) as client:
+        for job_id in ids:
+            try:
+                click.echo(client.call("job.remove", id=job_id)["id"])
+            except AgentUnavailable:
+                raise  # no point going on
+            except ChooError as exc:
+                click.echo(f"chooctl: {exc.message}", err=True)
+                failed = True
+    ctx.exit(EXIT_ERROR if failed else 0)
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    help="Only jobs that ended longer ago than this (default: the agent's retention, 7d).",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(["succeeded", "failed", "cancelled"]),
+    help="Only jobs that ended in this state (repeatable).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the removed IDs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def prune(
+    ctx: click.Context, older_than: str | None, states: tuple[str, ...], quiet: bool, as_json: bool
+) -> None:
+    """Remove finished jobs that ended long enough ago; never one still queued or running."""
+    params: dict[str, Any] = {"state": list(states) or None}
+    if older_than is not None:
+        params["older_than"] = older_than
+    with _client(ctx) as client:
+        result = client.call("job.prune", **params)
+    if as_json:
+        _emit_json(result)
+    elif quiet:
+        for job_id in result["removed"]:
+            click.echo(job_id)
+    else:
+        click.echo(f"removed {result['count']} job{'s' if result['count'] != 1 else ''}")
+
+
+#: Bytes fetched per job.artifacts call.
+ARTIFACT_CHUNK = 1 << 20
+
+
+@main.command()
+@click.argument("job_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    metavar="FILE",
+    help="Write the archive to FILE ('-': standard output); default ./ID.tar.gz.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the artifacts record only.")
+@click.pass_context
+def artifacts(ctx: click.Context, job_id: str, output: str | None, as_json: bool) -> None:
+    """Fetch the archive (tar.gz) of what a job left in /out.
+
+    A job with an empty /out has no artifacts: chooctl says so and writes
+    nothing. The archive's sha256 is checked after the download.
+    """
+    import base64
+    import hashlib
+
+    with _client(ctx) as client:
+        record = client.call("job.artifacts", id=job_id)
+        if as_json:
+            _emit_json(record)
+            return
+        state = record["state"]
+        if state == "none":
+            click.echo(f"chooctl: job {record['id']} has no artifacts", err=True)
+            return
+        if state != "packed":
+            reason = record.get("message") or f"artifacts are {state}"
+            if state == "pending":
+                reason = f"job {record['id']} has not ended ({record['job_state']})"
+            click.echo(f"chooctl: {reason}", err=True)
+            ctx.exit(EXIT_ERROR)
+        path = output or f"{record['id']}.tar.gz"
+        digest = hashlib.sha256()
+        with contextlib.ExitStack() as stack:
+            if path == "-":
+                sink = sys.stdout.buffer
+            else:
+                sink = stack.enter_context(open(path + ".part", "wb"))
+            offset = 0
+            while True:
+                chunk = client.call(
+                    "job.artifacts", id=record["id"], offset=offset, length=ARTIFACT_CHUNK
+                )
+                data = base64.b64decode(chunk["data"])
+                sink.write(data)
+                digest.update(data)
+                offset += len(data)
+                if chunk["eof"] or not data:
+                    break
+        if digest.hexdigest() != record["sha256"] or offset != record["size"]:
+            if path != "-":
+                os.unlink(path + ".part")
+            raise ChooError(f"the archive of job {record['id']} changed or was cut short")
+        if path != "-":
+            os.replace(path + ".part", path)
+            click.echo(path)
+
+
+# -- schedules -------------------------------------------------------------------
+
+
+@main.group(cls=ChooGroup)
+def schedule() -> None:
+    """Named job templates run on a cron schedule."""
+
+
+@schedule.command("add", context_settings=RUN_SETTINGS)
+@click.argument("schedule_name", metavar="NAME")
+@click.argument("cron", metavar="CRON")
+@_spec_options
+@click.option(
+    "--concurrency",
+    type=click.Choice(["allow", "forbid", "replace"]),
+    default="allow",
+    show_default=True,
+    help="When a run is due while an earlier one has not ended.",
+)
+@click.option(
+    "--catch-up/--no-catch-up",
+    default=True,
+    show_default=True,
+    help="After downtime, run once for the fires missed.",
+)
+@click.option(
+    "--history-limit",
+    type=click.IntRange(0, 1000),
+    default=10,
+    show_default=True,
+    help="Finished runs to keep.",
+)
+@click.option("--timezone", metavar="ZONE", help="Time zone of CRON (default: the agent's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the schedule as JSON.")
+@click.pass_context
+def schedule_add(
+    ctx: click.Context,
+    schedule_name: str,
+    cron: str,
+    image: str,
+    command: tuple[str, ...],
+    concurrency: str,
+    catch_up: bool,
+    history_limit: int,
+    timezone: str | None,
+    as_json: bool,
+    **opts: Any,
+) -> None:
+    """Run IMAGE [COMMAND...] whenever CRON (five fields, or @daily...) matches."""
+    with _client(ctx) as client:
+        row = client.call(
+            "schedule.add",
+            name=schedule_name,
+            cron=cron,
+            spec=_build_spec(image, command, opts),
+            concurrency=concurrency,
+            catch_up=catch_up,
+            history_limit=history_limit,
+            timezone=timezone,
+        )
+    if as_json:
+        _emit_json(row)
+    else:
+        click.echo(f"{row['name']}: next run {_when(row['next_fire'])}")
+
+
+def _when(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(stamp))
+
+
+@schedule.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Print only schedule names.")
+@click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
+@click.pass_context
+def schedule_ls(ctx: click.Context, quiet: bool, as_json: bool) -> None:
+    """List schedules: cron, policy, next run, last run."""
+    with _client(ctx) as client:
+        rows = client.call("schedule.list")
+    if as_json:
+        _emit_json(rows)
+    elif quiet:
+        for row in rows:
+            click.echo(row["name"])
+    else:
+        _table(
+            [
+                [
+                    row["name"],
+                    row["cron"],
+                    row["concurrency"],
+                    _when(row["next_fire"]),
+                    row["last_job"] or "-",
+                    str(len(row["active"])),
+                ]
+                for row in rows
+            ],
+            ["NAME", "CRON", "CONCURRENCY", "NEXT RUN", "LAST JOB", "ACTIVE"],
+        )
+
+
+@schedule.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def schedule_rm(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Remove schedules; the jobs they made are kept."""
+    with _client(ctx) as client:
+        for name in names:
+            click.echo(client.call("schedule.remove", name=name)["name"])
+
+
+@schedule.command("run")
+@click.argument("schedule_name", metavar="NAME")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def schedule_run(ctx: click.Context, schedule_name: str, as_json: bool) -> None:
+    """Run a schedule now, under its concurrency policy; print the new job's ID."""
+    with _client(ctx) as client:
+        result = client.call("schedule.trigger", name=schedule_name, trigger="cli")
+    if as_json:
+        _emit_json(result)
+    elif result["job"] is None:
+        click.echo(f"chooctl: schedule {schedule_name}: skipped: {result['skipped']}", err=True)
+    else:
+        click.echo(result["job"]["id"])

@@ -16,6 +16,7 @@ import grp
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -80,7 +81,7 @@ class Client:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
-            sock.connect(self.path)
+            self._connect_waiting(sock)
         except FileNotFoundError:
             sock.close()
             raise AgentUnavailable(
@@ -100,6 +101,24 @@ class Client:
             ) from None
         self._sock = sock
         self._reader = sock.makefile("rb")
+
+    def _connect_waiting(self, sock: socket.socket) -> None:
+        """connect(), waiting while the agent's accept queue is full.
+
+        With a timeout the socket is non-blocking, and a Unix socket whose
+        backlog is full answers EAGAIN at once instead of waiting.
+        """
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            try:
+                sock.connect(self.path)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def call(self, method: str, **params: Any) -> Any:
         """Call a method and return its result.
@@ -124,7 +143,13 @@ class Client:
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
+            # The agent may have refused the connection (unauthorized, too
+            # many connections) and closed it before we wrote: its one error
+            # line, if any, says why.
+            refusal = self._pending_error()
             self.close()
+            if refusal is not None:
+                raise from_response(refusal) from None
             raise AgentUnavailable(f"the agent hung up: {exc}") from None
         while True:
             message = self._read()
@@ -139,6 +164,17 @@ class Client:
             if message.get("id") != request_id:
                 raise ProtocolError(f"answer to request {message.get('id')}, not {request_id}")
             return message.get("result")
+
+    def _pending_error(self) -> dict[str, Any] | None:
+        """The error object of an answer already waiting on a dead connection."""
+        try:
+            self._sock.settimeout(1.0)
+            line = self._reader.readline()
+            message = json.loads(line)
+        except (OSError, ValueError):
+            return None
+        error = message.get("error") if isinstance(message, dict) else None
+        return error if isinstance(error, dict) else None
 
     def _read(self) -> dict[str, Any]:
         try:

@@ -18,9 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ChooError
+from agent.spec import ENV_NAME_RE, parse_size
+
+#: Linux capability names (capabilities(7)), for checking container_caps.
+_CAPABILITY_NAMES = """
+    CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP
+    LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER
+    SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE
+    SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP
+    MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF
+    CHECKPOINT_RESTORE
+"""
+CAPABILITIES = frozenset(_CAPABILITY_NAMES.split())
 
 SYSTEM_CONFIG = Path("/etc/choo/agent.toml")
 SYSTEM_SOCKET = Path("/run/choo/agent.sock")
+#: Capabilities a job's container keeps; every other one is dropped. What
+#: package managers and ordinary Unix tools need inside their own namespace.
+DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
+#: Variables of the agent's environment a job may ask for as secrets.
+DEFAULT_SECRET_ENV = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SSH_AUTH_SOCK")
+#: Keys that take a size: bytes, or a string like "512m" or "4g".
+SIZE_KEYS = frozenset({"default_memory"})
+
+#: Where workspaces may come from unless workspace_roots says otherwise.
+DEFAULT_WORKSPACE_ROOTS = ("/home", "/srv", "/tmp", "/var/tmp")
 
 #: Settings a SIGHUP applies to a running agent; the rest need a restart.
 RELOADABLE = frozenset(
@@ -40,8 +62,20 @@ RELOADABLE = frozenset(
         "allowed_users",
         "allowed_groups",
         "max_request_bytes",
+        "max_connections",
+        "request_timeout",
+        "secret_env",
+        "container_caps",
+        "no_new_privileges",
+        "default_pids",
+        "default_memory",
+        "read_only_rootfs",
         "ulimits",
         "runtime",
+        "workspace_roots",
+        "workspace_max_bytes",
+        "artifacts_max_bytes",
+        "retention",
     }
 )
 
@@ -120,6 +154,28 @@ class Config:
     allowed_users: list[str] = field(default_factory=list)
     allowed_groups: list[str] = field(default_factory=list)
     max_request_bytes: int = 1 << 20
+    #: Open client connections; past it the longest-idle one is closed.
+    max_connections: int = 256
+    #: Seconds a client may take to finish a request it began, or to read an answer.
+    request_timeout: float = 30.0
+    #: Agent environment variables a job's ``secrets`` may name (besides the
+    #: files of ``$CREDENTIALS_DIRECTORY``).
+    secret_env: list[str] = field(default_factory=lambda: list(DEFAULT_SECRET_ENV))
+    container_caps: list[str] = field(default_factory=lambda: list(DEFAULT_CAPS))
+    no_new_privileges: bool = True
+    #: Process-count limit of a job that sets none (0: none).
+    default_pids: int = 4096
+    #: Memory limit of a job that sets none ("" or 0: none).
+    default_memory: str = "4g"
+    read_only_rootfs: bool = False
+    #: Host directories under which a job's ``workspace`` may lie.
+    workspace_roots: list[str] = field(default_factory=lambda: list(DEFAULT_WORKSPACE_ROOTS))
+    #: Largest workspace snapshot, in bytes (0: no limit).
+    workspace_max_bytes: int = 1 << 30
+    #: Largest content of a job's /out that is packed, in bytes (0: no limit).
+    artifacts_max_bytes: int = 1 << 30
+    #: Seconds a finished job (record, archive, workspace) is kept (0: for ever).
+    retention: float = 7 * 86400.0
 
     @property
     def database(self) -> Path:
@@ -127,6 +183,10 @@ class Config:
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name in SIZE_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{name}: expected bytes or a size like '4g', got {value!r}")
+        return str(value)
     if isinstance(default, Path):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name}: expected a path string, got {value!r}")
@@ -175,6 +235,21 @@ def _check(config: Config) -> Config:
             or limits[0] > limits[1]
         ):
             raise ConfigError(f"ulimits.{name}: expected [soft, hard] with soft <= hard")
+    if config.max_connections < 1:
+        raise ConfigError("max_connections: must be at least 1")
+    if config.max_request_bytes < 1024:
+        raise ConfigError("max_request_bytes: must be at least 1024")
+    if config.default_memory not in ("", "0"):
+        try:
+            parse_size(config.default_memory, "default_memory")
+        except ChooError as exc:
+            raise ConfigError(exc.message) from None
+    for cap in config.container_caps:
+        if cap.upper().removeprefix("CAP_") not in CAPABILITIES:
+            raise ConfigError(f"container_caps: {cap!r} is not a capability name (e.g. CHOWN)")
+    for name in config.secret_env:
+        if not ENV_NAME_RE.match(name):
+            raise ConfigError(f"secret_env: {name!r} is not an environment variable name")
     for name, limit in config.name_limits.items():
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"name_limits.{name}: expected a whole number >= 1")

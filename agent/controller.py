@@ -22,20 +22,28 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from agent import admission
+from agent.artifacts import JobFiles
 from agent.config import Config
 from agent.errors import ChooError, CreateError, ImageError, InvalidTransition, PodmanUnavailable
 from agent.journal import JournalReader
-from agent.podman import ContainerState, Podman
-from agent.spec import container_name
+from agent.podman import ContainerState, Hardening, Podman
+from agent.secrets import Credentials
+from agent.spec import container_name, parse_size
 from agent.states import ACTIVE, TERMINAL, Reason, State
 from agent.store import LOG_TAIL_LINES, Store
 
 log = logging.getLogger(__name__)
 
 EVENT_READ_TIMEOUT = 300.0
+#: How long a container killed by a SIGKILL we did not send may take to
+#: disappear before its job counts as killed rather than lost.
+REMOVAL_SETTLE = 1.0
+#: How often a pass also looks for /out volumes no live job owns.
+VOLUME_SWEEP_INTERVAL = 60.0
 
 
 class Controller:
@@ -52,10 +60,13 @@ class Controller:
         clock: Callable[[], float] = time.time,
         on_tick: Callable[[], None] = lambda: None,
         on_podman_down: Callable[[], None] = lambda: None,
+        files: JobFiles | None = None,
         executor: Executor | None = None,
     ):
         self.store = store
         self.podman = podman
+        self.files = files
+        self._volumes_swept_at = float("-inf")
         self.events_podman = events_podman
         self.journal = journal
         self.config = config
@@ -178,6 +189,10 @@ class Controller:
                     deadlines.append(job["not_before"])
 
         self._remove_strays(containers, live, now)
+        if now - self._volumes_swept_at >= VOLUME_SWEEP_INTERVAL:
+            self._volumes_swept_at = now
+            # A queued job (waiting for a retry) keeps its volume too.
+            self._remove_stray_volumes(busy | {j["id"] for j in jobs})
 
         jobs = self.store.nonterminal()
         for job in admission.admit(
@@ -260,6 +275,9 @@ class Controller:
             )
             if job is None:
                 return
+        if self._removed_behind_our_back(job, info):
+            self._lost(job)
+            return
         exit_code = info.exit_code
         oom = info.oom_killed
         fields: dict[str, Any] = {"exit_code": exit_code}
@@ -288,6 +306,9 @@ class Controller:
             self._retry(job, reason, fields, attempt_fields)
         else:
             fields.update(reason=reason)
+            # Record before destroy: /out is packed (and the archive recorded
+            # with the end) while the container that holds it still exists.
+            fields.update(self._pack(job["id"], info))
             self._try(
                 job,
                 target,
@@ -296,17 +317,87 @@ class Controller:
                 attempt_fields=attempt_fields,
                 **fields,
             )
-        if not self.config.keep_containers or target == State.FAILED and job["retries_left"] > 0:
+        retrying = target == State.FAILED and job["retries_left"] > 0
+        if not self.config.keep_containers or retrying:
             self.podman.remove(info.id)
+            if not retrying:
+                self.podman.remove_out_volume(job["id"])
+        self._remove_secrets(job)
+
+    def _removed_behind_our_back(self, job: dict, info: ContainerState) -> bool:
+        """Tell a container someone is removing from one that was merely killed.
+
+        ``podman rm -f`` first kills the container (exit 137), then removes it,
+        and the ``died`` event can wake us in between. A SIGKILL the agent did
+        not send gets a moment to show whether the container is going away:
+        if it is, the job is lost, not failed with exit 137.
+        """
+        if info.exit_code != 137 or info.oom_killed or job["stop_reason"] is not None:
+            return False
+        deadline = time.monotonic() + REMOVAL_SETTLE
+        while time.monotonic() < deadline:
+            if self.podman.inspect(info.id) is None:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _remove_secrets(self, job: dict) -> None:
+        """Remove any Podman secret of a job that asked for secrets.
+
+        ``Podman.run`` removes them once the container has started; this
+        catches those left when the agent died between the two.
+        """
+        if job["spec"].get("secrets"):
+            self.podman.remove_secrets(job["id"])
+
+    def _pack(self, job_id: str, info: ContainerState) -> dict[str, Any]:
+        """Pack the container's /out into the job's archive; the artifacts columns.
+
+        Read straight from the volume's directory when the agent can read all
+        of it (the usual case: the job ran as the container's root, which is
+        the agent's user), else through Podman, which reads as any user.
+        """
+        if self.files is None:
+            return {}
+        if info.out_source:
+            record = self.files.pack_dir(job_id, Path(info.out_source))
+            if record is not None:
+                return self._noted(job_id, record)
+        try:
+            with self.podman.read_out(info.id) as stream:
+                record = self.files.pack(job_id, stream)
+        except PodmanUnavailable:
+            raise  # the pass is retried; nothing was recorded
+        except Exception as exc:
+            log.warning("job %s: could not pack /out: %s", job_id, exc)
+            record = {
+                "artifacts_state": "error",
+                "artifacts_message": f"could not pack /out: {exc}",
+            }
+        return self._noted(job_id, record)
+
+    @staticmethod
+    def _noted(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        if record["artifacts_state"] in ("too_large", "error"):
+            log.warning("job %s: %s", job_id, record["artifacts_message"])
+        return record
 
     def _lost(self, job: dict) -> None:
         """A running job's container vanished (removed behind our back)."""
         log.warning("job %s lost its container %s", job["id"], container_name(job["id"]))
         attempt_fields = {"ended_at": self.clock(), "reason": Reason.LOST}
+        # Without its container, /out cannot be read (the volume goes too).
+        lost_out = {
+            "artifacts_state": "error",
+            "artifacts_message": "the container was lost; /out could not be read",
+        }
         if job["stop_reason"] == "cancel":
-            self._try(job, State.CANCELLED, expect=ACTIVE, attempt_fields=attempt_fields)
+            self._try(
+                job, State.CANCELLED, expect=ACTIVE, attempt_fields=attempt_fields, **lost_out
+            )
         elif job["retries_left"] > 0 and job["stop_reason"] is None:
             self._retry(job, Reason.LOST, {}, attempt_fields)
+            return
         else:
             self._try(
                 job,
@@ -315,7 +406,9 @@ class Controller:
                 detail={"reason": Reason.LOST},
                 attempt_fields=attempt_fields,
                 reason=Reason.LOST,
+                **lost_out,
             )
+        self._in_pool(job["id"], self.podman.remove_out_volume, job["id"])
 
     def _retry(self, job: dict, reason: Reason, fields: dict, attempt_fields: dict) -> None:
         delay = admission.backoff(
@@ -360,6 +453,11 @@ class Controller:
                 job["attempt"],
                 job["spec"],
                 on_pull=lambda image: self.store.note(job["id"], "pulling", {"image": image}),
+                workspace=self._workspace(job["id"]),
+                secrets=Credentials(self.config).resolve(
+                    job["spec"].get("secrets") or [], job["id"]
+                ),
+                hardening=hardening(self.config),
             )
         except PodmanUnavailable as exc:
             self._try(job, State.QUEUED, expect=[State.STARTING], detail={"reason": "podman"})
@@ -377,11 +475,18 @@ class Controller:
                 reason=reason,
                 log_tail=exc.message,
             )
+            self.podman.remove_out_volume(job["id"])
             return
         self._mark_running(job, container_id)
 
+    def _workspace(self, job_id: str) -> str | None:
+        path = self.files.workspace_dir(job_id) if self.files else None
+        return str(path) if path else None
+
     def _start_created(self, job: dict, container: ContainerState) -> None:
         self.podman.start(container.id)
+        # Created before the agent went down: its secrets were not removed yet.
+        self._remove_secrets(job)
         if job["state"] == State.STARTING:
             self._mark_running(job, container.id)
 
@@ -454,6 +559,16 @@ class Controller:
             log.info("removing stray container %s", container.name)
             self._in_pool(job_id, self.podman.remove, container.id)
 
+    def _remove_stray_volumes(self, live: set[str]) -> None:
+        """Remove /out volumes of ours whose job has ended or is unknown.
+
+        A volume still used by a kept container (``keep_containers``) stays;
+        Podman refuses to remove it until the container is gone.
+        """
+        for _name, job_id in self.podman.list_out_volumes():
+            if job_id not in live:
+                self._in_pool(job_id, self.podman.remove_out_volume, job_id)
+
     # -- helpers -------------------------------------------------------------
 
     def _log_tail(self, job_id: str) -> str | None:
@@ -479,3 +594,16 @@ class Controller:
             elif self.degraded:
                 log.info("Podman answers again; no longer degraded")
         self.degraded = reason
+
+
+def hardening(config: Config) -> Hardening:
+    """The container confinement the configuration asks for (read per job, so
+    a reload applies to the next container)."""
+    memory = config.default_memory
+    return Hardening(
+        caps=tuple(cap.upper().removeprefix("CAP_") for cap in config.container_caps),
+        no_new_privileges=config.no_new_privileges,
+        pids=config.default_pids,
+        memory=parse_size(memory, "default_memory") if memory not in ("", "0") else 0,
+        read_only=config.read_only_rootfs,
+    )

@@ -16,18 +16,22 @@ import signal
 import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from agent import __version__, preflight
 from agent import config as configuration
+from agent.artifacts import JobFiles
 from agent.changes import ChangeFeed
 from agent.controller import Controller
 from agent.errors import ChooError
 from agent.journal import JournalReader, setup_logging
 from agent.podman import Podman
 from agent.podman_service import PodmanService, answers, default_url
+from agent.scheduler import MAX_SLEEP, Scheduler
 from agent.server import Server, activated_socket, bind, socket_identity, unlink_if_ours
 from agent.service import Service
 from agent.states import State
@@ -35,6 +39,11 @@ from agent.store import Store
 from agent.systemd import Notifier
 
 log = logging.getLogger("choo-agent")
+
+#: How long a stopping agent lets calls in flight finish (a long poll is cut).
+SHUTDOWN_GRACE = 2.0
+#: SIGTERM-to-SIGKILL grace for jobs stopped by stop_containers_on_exit.
+CONTAINER_STOP_TIMEOUT = 10
 
 
 class Agent:
@@ -48,14 +57,17 @@ class Agent:
         self.feed = ChangeFeed()
         self.store = Store(config.database, self.feed)
         self.journal = JournalReader()
+        self.files = JobFiles(config.state_dir, config)
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
         self.bound_path: Path | None = None
 
     def start(self) -> None:
         """Open everything, recover, listen. Raises ChooError/OSError on failure."""
+        self.notifier.status("starting: opening the database")
         self.store.open()
         url = self.config.podman_url or default_url()
+        self.notifier.status(f"starting: connecting to Podman at {url}")
         if not answers(url):
             if self.config.podman_url:
                 raise ChooError(f"nothing answers at podman_url {url}; is the Podman service up?")
@@ -80,6 +92,7 @@ class Agent:
             self.config,
             on_tick=self._tick,
             on_podman_down=self._revive_podman,
+            files=self.files,
         )
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
@@ -90,7 +103,13 @@ class Agent:
             self.config,
             wake=self.controller.wake,
             status=self._status,
+            files=self.files,
         )
+        clock, max_sleep = schedule_clock()
+        self.scheduler = Scheduler(
+            self.store, self.service, self.config, clock=clock, max_sleep=max_sleep
+        )
+        self.service.scheduler = self.scheduler
         self.sock = activated_socket()
         if self.sock is None:
             self.sock = bind(self.config.socket, self.config.socket_group)
@@ -99,9 +118,23 @@ class Agent:
         self.server = Server(self.sock, self.service, self.config)
         # The recovery pass: adopt what happened while the agent was down
         # before telling anyone it is ready.
-        self.controller.reconcile()
+        self.notifier.status("starting: recovery pass")
+        self.controller.reconcile_safely()
+        # The pass hands its Podman work (recording jobs that ended while we
+        # were down) to a pool; READY waits for it, within reason: a slow image
+        # pull for a queued job must not fail the start.
+        if not self.controller.settle(self.config.podman_timeout):
+            log.info("recovery still busy after %.0fs; ready anyway", self.config.podman_timeout)
         self.controller.start_event_stream()
-        threading.Thread(target=self.controller.run, name="controller", daemon=True).start()
+        self.controller_thread = threading.Thread(
+            target=self.controller.run, name="controller", daemon=True
+        )
+        self.controller_thread.start()
+        # Fires missed while the agent was down are caught up by its first pass.
+        self.scheduler_thread = threading.Thread(
+            target=self.scheduler.run, name="scheduler", daemon=True
+        )
+        self.scheduler_thread.start()
         threading.Thread(target=self.server.serve_forever, name="server", daemon=True).start()
         self.notifier.ready(self._status_line())
         log.info(
@@ -114,7 +147,11 @@ class Agent:
 
     def _status(self) -> dict:
         return {
-            "podman": {"url": self.podman.url, "version": self.podman_version},
+            "podman": {
+                "url": self.podman.url,
+                "version": self.podman_version,
+                "resource_limits": self.podman.resource_limits(),
+            },
             "degraded": self.controller.degraded,
         }
 
@@ -164,11 +201,19 @@ class Agent:
         self.notifier.ready(self._status_line())
 
     def shutdown(self) -> None:
+        """Stop accepting, let calls in flight answer, then close down in order.
+
+        Running containers are left alone (the next start adopts them) unless
+        ``stop_containers_on_exit`` is set.
+        """
         self.notifier.stopping()
         log.info("stopping")
-        if self.sock is not None:
-            self.server.stop()
+        self.server.stop(grace=SHUTDOWN_GRACE)
+        self.scheduler.stop()
+        self.scheduler_thread.join(self.config.podman_timeout + 5)
         self.controller.stop()
+        # A pass in progress finishes before the database closes under it.
+        self.controller_thread.join(self.config.podman_timeout + 5)
         if self.config.stop_containers_on_exit:
             self._stop_running_jobs()
         if self.bound_path is not None:
@@ -181,7 +226,31 @@ class Agent:
         for container in self.podman.list_ours():
             if container.running:
                 log.info("stopping %s (stop_containers_on_exit)", container.name)
-                self.podman.client.containers.get(container.id).stop(timeout=10)
+                # Each stop may take its full grace; ask systemd for the time.
+                self.notifier.extend_timeout(CONTAINER_STOP_TIMEOUT + 5)
+                self.podman.client.containers.get(container.id).stop(timeout=CONTAINER_STOP_TIMEOUT)
+
+
+def schedule_clock() -> tuple[Callable[[], float], float]:
+    """The schedules' clock, and the scheduler's longest sleep.
+
+    For tests only, ``CHOO_CLOCK_OFFSET_FILE`` names a file holding a number of
+    seconds added to the time the schedules see, re-read at every look; the
+    scheduler then looks every quarter second, so a test moves time by
+    rewriting the file. Missing or unreadable, the offset is 0.
+    """
+    path = os.environ.get("CHOO_CLOCK_OFFSET_FILE")
+    if not path:
+        return time.time, MAX_SLEEP
+
+    def clock() -> float:
+        try:
+            return time.time() + float(Path(path).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return time.time()
+
+    log.warning("schedules run on a test clock (CHOO_CLOCK_OFFSET_FILE=%s)", path)
+    return clock, 0.25
 
 
 def _serve(agent: Agent) -> int:

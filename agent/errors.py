@@ -66,6 +66,10 @@ class StorageError(ChooError):
     code = -32007
 
 
+class NoSuchSchedule(ChooError):
+    code = -32008
+
+
 class ImageError(ChooError):
     """Agent side: the job's image is missing and may not, or could not, be pulled."""
 
@@ -97,6 +101,7 @@ _BY_CODE: dict[int, type[ChooError]] = {
         PodmanUnavailable,
         Unauthorized,
         StorageError,
+        NoSuchSchedule,
     )
 }
 

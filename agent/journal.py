@@ -55,25 +55,35 @@ class JournalReader:
     def __init__(self, journalctl: str | None = None):
         self.journalctl = journalctl or shutil.which("journalctl") or "/usr/bin/journalctl"
 
-    def _argv(self, container: str, tail: int | None, since: float | None) -> list[str]:
+    def _argv(
+        self, container: str, tail: int | None, since: float | None, after: str | None = None
+    ) -> list[str]:
         argv = [self.journalctl, "--no-pager", "-o", "json", "-q"]
-        argv += ["-n", str(tail)] if tail is not None else ["-n", "all"]
+        argv += ["-n", str(tail)] if tail is not None and after is None else ["-n", "all"]
         if since is not None:
             argv.append(f"--since=@{since:.6f}")
+        if after is not None:
+            argv.append(f"--after-cursor={after}")
         argv.append(f"CONTAINER_NAME={container}")
         return argv
 
     def read(
-        self, container: str, *, tail: int | None = None, since: float | None = None
+        self,
+        container: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
-        """All (or the last ``tail``) output lines of a container, oldest first.
+        """All (or the last ``tail``, or those after cursor ``after``) output
+        lines of a container, oldest first.
 
         Raises:
             ChooError: journalctl is missing or cannot read the journal.
         """
         try:
             done = subprocess.run(
-                self._argv(container, tail, since), capture_output=True, timeout=60
+                self._argv(container, tail, since, after), capture_output=True, timeout=60
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ChooError(f"cannot read the journal: {exc}") from exc
@@ -92,6 +102,7 @@ class JournalReader:
         finished: Callable[[], bool],
         tail: int | None = None,
         since: float | None = None,
+        after: str | None = None,
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Iterator[dict[str, Any]]:
         """Yield a container's output lines as journald records them.
@@ -102,20 +113,24 @@ class JournalReader:
         the last cursor on collects what it had not been told of yet. Stops at
         once when ``cancelled()`` holds.
         """
-        argv = self._argv(container, tail, since)
+        argv = self._argv(container, tail, since, after)
         argv.insert(1, "--follow")
         try:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         except OSError as exc:
             raise ChooError(f"cannot read the journal: {exc}") from exc
         fd = proc.stdout.fileno()
+        # poll, not select: with many clients connected the pipe's descriptor
+        # can be above 1023, which select() cannot watch.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         buffer = b""
-        cursor = None
+        cursor = after
         try:
             while True:
                 if cancelled():
                     return
-                ready, _, _ = select.select([fd], [], [], 0.02)
+                ready = poller.poll(20)
                 if not ready:
                     if finished():
                         break
@@ -134,17 +149,7 @@ class JournalReader:
             proc.kill()
             proc.wait()
         time.sleep(SETTLE_SECONDS)
-        yield from self._read_after(container, cursor, tail, since)
-
-    def _read_after(
-        self, container: str, cursor: str | None, tail: int | None, since: float | None
-    ) -> list[dict[str, Any]]:
-        if cursor is None:
-            return self.read(container, tail=tail, since=since)
-        argv = self._argv(container, None, None)
-        argv.insert(1, f"--after-cursor={cursor}")
-        done = subprocess.run(argv, capture_output=True, timeout=60)
-        return [e for e in map(_entry, done.stdout.splitlines()) if e is not None]
+        yield from self.read(container, tail=tail, since=since, after=cursor)
 
 
 class _JournalFormatter(logging.Formatter):

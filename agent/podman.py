@@ -21,6 +21,7 @@ import podman
 import requests
 from podman import errors as perr
 
+from agent.config import DEFAULT_CAPS
 from agent.errors import ChooError, CreateError, ImageError, PodmanUnavailable
 from agent.spec import container_name
 
@@ -32,8 +33,27 @@ LABEL_ATTEMPT = "io.choo.attempt"
 MIN_API_VERSION = (4, 3)
 #: A pull may be silent for a long time between progress lines (large layers).
 PULL_READ_TIMEOUT = 600.0
-#: Capabilities left to a job's container; everything else is dropped.
-DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP")
+#: Where a job sees its workspace snapshot and its output directory.
+WORKSPACE_MOUNT = "/workspace"
+OUT_MOUNT = "/out"
+#: Podman secrets holding a job's secret values are named with this prefix,
+#: the job ID and the attempt; they live only while the container is created
+#: and started (Podman copies the values into the container at start).
+SECRET_PREFIX = "choo-"
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """How every job's container is confined; from the agent's configuration.
+
+    ``pids`` and ``memory`` apply to jobs whose spec sets no limit (0: none).
+    """
+
+    caps: tuple[str, ...] = DEFAULT_CAPS
+    no_new_privileges: bool = True
+    pids: int = 0
+    memory: int = 0
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,8 @@ class ContainerState:
     started_at: str | None = None
     finished_at: str | None = None
     created_at: float | None = None
+    #: Where the container's /out lives on this host (from inspect only).
+    out_source: str | None = None
 
     @property
     def running(self) -> bool:
@@ -83,6 +105,7 @@ class Podman:
         self.init = init
         self.ulimits = ulimits or {}
         self.client = podman.PodmanClient(base_url=url, timeout=timeout)
+        self._limits: dict[str, Any] | None = None
 
     # -- service -------------------------------------------------------------
 
@@ -118,6 +141,9 @@ class Podman:
         attempt: int,
         spec: dict[str, Any],
         on_pull: Callable[[str], None] = lambda image: None,
+        workspace: str | None = None,
+        secrets: dict[str, bytes] | None = None,
+        hardening: Hardening | None = None,
     ) -> str:
         """Create and start the container of one attempt of a job.
 
@@ -126,6 +152,12 @@ class Podman:
             attempt: the attempt number (a label).
             spec: the normalised job spec.
             on_pull: called with the image reference before a pull begins.
+            workspace: host directory (the job's snapshot) to mount at /workspace.
+            secrets: environment variables for the container only: passed as
+                Podman secrets (``type=env``), so they are in no create request,
+                log or ``inspect`` of a created container, and removed again
+                as soon as the container has started (or failed to).
+            hardening: capabilities, no-new-privileges, default limits.
 
         Returns:
             The container ID.
@@ -135,7 +167,24 @@ class Podman:
             CreateError: Podman refused the container.
             PodmanUnavailable: Podman did not answer.
         """
-        kwargs = self._create_kwargs(job_id, attempt, spec)
+        kwargs = self._create_kwargs(job_id, attempt, spec, workspace, hardening or Hardening())
+        secret_names = self._create_secrets(job_id, attempt, secrets or {})
+        if secret_names:
+            kwargs["secret_env"] = secret_names
+        try:
+            return self._create_and_start(job_id, spec, kwargs, on_pull)
+        finally:
+            for secret in secret_names.values():
+                self._remove_secret(secret)
+
+    def _create_and_start(
+        self,
+        job_id: str,
+        spec: dict[str, Any],
+        kwargs: dict[str, Any],
+        on_pull: Callable[[str], None],
+    ) -> str:
+        self.create_out_volume(job_id)
         if spec["pull"] == "always":
             self._pull(spec["image"], on_pull)
         try:
@@ -162,7 +211,14 @@ class Podman:
             raise
         return container.id
 
-    def _create_kwargs(self, job_id: str, attempt: int, spec: dict[str, Any]) -> dict[str, Any]:
+    def _create_kwargs(
+        self,
+        job_id: str,
+        attempt: int,
+        spec: dict[str, Any],
+        workspace: str | None = None,
+        hardening: Hardening = Hardening(),  # noqa: B008 (frozen, so shared safely)
+    ) -> dict[str, Any]:
         name = container_name(job_id)
         resources = spec.get("resources") or {}
         kwargs: dict[str, Any] = {
@@ -181,8 +237,9 @@ class Podman:
                 for key, (soft, hard) in self.ulimits.items()
             ],
             "cap_drop": ["ALL"],
-            "cap_add": list(DEFAULT_CAPS),
-            "no_new_privileges": True,
+            "cap_add": list(hardening.caps),
+            "no_new_privileges": hardening.no_new_privileges,
+            "read_only": hardening.read_only,
             "init": self.init,
             "stop_timeout": int(spec.get("stop_timeout") or 10),
         }
@@ -196,14 +253,163 @@ class Podman:
             kwargs["working_dir"] = spec["workdir"]
         if spec.get("user"):
             kwargs["user"] = spec["user"]
-        if resources.get("memory"):
-            kwargs["mem_limit"] = resources["memory"]
-            kwargs["memswap_limit"] = resources["memory"]
+        memory = resources.get("memory") or hardening.memory
+        if memory:
+            kwargs["mem_limit"] = memory
+            kwargs["memswap_limit"] = memory
         if resources.get("cpus"):
             kwargs["nano_cpus"] = int(resources["cpus"] * 1e9)
-        if resources.get("pids"):
-            kwargs["pids_limit"] = resources["pids"]
+        pids = resources.get("pids") or hardening.pids
+        if pids:
+            kwargs["pids_limit"] = pids
+        # /out is a named volume of the job's (see create_out_volume); with a
+        # `user`, :U hands it to that user, whose files Podman (not the agent)
+        # then reads when packing and deletes with the volume. No SELinux
+        # relabelling options: the agent's own paths need none rootless.
+        out_options = ["U"] if spec.get("user") else []
+        kwargs["volumes"] = {
+            out_volume_name(job_id): {"bind": OUT_MOUNT, "mode": "rw", "extended_mode": out_options}
+        }
+        if workspace:
+            kwargs["mounts"] = [
+                {"type": "bind", "source": workspace, "target": WORKSPACE_MOUNT, "read_only": False}
+            ]
+            kwargs.setdefault("working_dir", WORKSPACE_MOUNT)
         return kwargs
+
+    # -- a job's /out volume -------------------------------------------------
+
+    def create_out_volume(self, job_id: str) -> None:
+        """Create the job's /out volume, labelled as ours; one that exists is kept
+        (a job's attempts share it)."""
+        labels = {LABEL_AGENT: self.agent_id, LABEL_JOB: job_id}
+        try:
+            with _mapped(f"create the /out volume of job {job_id}", CreateError):
+                self.client.volumes.create(out_volume_name(job_id), labels=labels)
+        except CreateError as exc:
+            if "already exists" not in exc.message:
+                raise
+
+    def remove_out_volume(self, job_id: str) -> None:
+        """Remove the job's /out volume; one that is gone or still in use is left."""
+        try:
+            with _mapped(f"remove the /out volume of job {job_id}"):
+                self.client.volumes.remove(out_volume_name(job_id), force=False)
+        except (_NotFound, _Conflict):
+            pass
+
+    def list_out_volumes(self) -> list[tuple[str, str]]:
+        """(volume name, job ID) of every volume labelled as this agent's."""
+        with _mapped("list volumes"):
+            response = self.client.api.get(
+                "/volumes/json", params={"filters": json.dumps({"label": [self.ours]})}
+            )
+            response.raise_for_status()
+        out = []
+        for item in response.json() or []:
+            labels = item.get("Labels") or {}
+            if labels.get(LABEL_JOB):
+                out.append((item["Name"], labels[LABEL_JOB]))
+        return out
+
+    def read_out(self, name_or_id: str) -> _Archive:
+        """A tar stream of a (stopped) container's /out; use as a context manager.
+
+        Raises:
+            PodmanUnavailable: Podman did not answer or could not read it.
+        """
+        with _mapped(f"copy /out out of container {name_or_id}"):
+            response = self.client.api.get(
+                f"/containers/{name_or_id}/archive", params={"path": OUT_MOUNT}, stream=True
+            )
+            response.raise_for_status()
+        return _Archive(response)
+
+    # -- secrets -------------------------------------------------------------
+
+    def _create_secrets(
+        self, job_id: str, attempt: int, values: dict[str, bytes]
+    ) -> dict[str, str]:
+        """Store each value as a Podman secret; return {variable: secret name}.
+
+        Never logs or reports a value: error messages name the variable only.
+        """
+        created: dict[str, str] = {}
+        try:
+            for variable, value in values.items():
+                name = f"{SECRET_PREFIX}{job_id}-{attempt}-{variable}"
+                self._remove_secret(name)  # left by an attempt the agent did not see end
+                with _mapped(f"store secret {variable} of job {job_id}", CreateError):
+                    response = self.client.api.post(
+                        "/secrets/create", params={"name": name}, data=value
+                    )
+                    response.raise_for_status()
+                created[variable] = name
+        except ChooError:
+            for name in created.values():
+                self._remove_secret(name)
+            raise
+        return created
+
+    def _remove_secret(self, name: str) -> None:
+        try:
+            with _mapped(f"remove secret {name}"):
+                self.client.api.delete(f"/secrets/{name}").raise_for_status()
+        except _NotFound:
+            pass
+        except ChooError as exc:
+            log.warning("could not remove Podman secret %s: %s", name, exc.message)
+
+    def remove_secrets(self, job_id: str) -> None:
+        """Remove every Podman secret of a job (all attempts); none is fine."""
+        prefix = f"{SECRET_PREFIX}{job_id}-"
+        with _mapped("list secrets"):
+            response = self.client.api.get("/secrets/json")
+            response.raise_for_status()
+        for item in response.json() or []:
+            name = (item.get("Spec") or {}).get("Name") or ""
+            if name.startswith(prefix):
+                self._remove_secret(name)
+
+    # -- what the host enforces ------------------------------------------------
+
+    def resource_limits(self) -> dict[str, Any]:
+        """Whether Podman enforces memory/cpu/pids limits here, and why not.
+
+        Rootless Podman on cgroup v1 ignores them (it warns and creates the
+        container anyway); on cgroup v2 it needs the controllers delegated to
+        the user.
+        """
+        if self._limits is not None:
+            return self._limits
+        try:
+            with _mapped("ask Podman for host information"):
+                host = (self.client.info() or {}).get("host") or {}
+        except ChooError as exc:
+            return {"enforced": None, "reason": f"unknown: {exc.message}"}
+        version = host.get("cgroupVersion") or "unknown"
+        rootless = bool((host.get("security") or {}).get("rootless"))
+        controllers = host.get("cgroupControllers") or []
+        if not rootless:
+            enforced, why = True, "rootful Podman"
+        elif version == "v2":
+            missing = [c for c in ("memory", "pids", "cpu") if c not in controllers]
+            enforced = not missing
+            why = (
+                f"cgroup controllers not delegated to the user: {', '.join(missing)}"
+                if missing
+                else "cgroup v2 with delegated controllers"
+            )
+        else:
+            enforced, why = False, f"rootless Podman on cgroup {version} ignores resource limits"
+        self._limits = {
+            "enforced": enforced,
+            "reason": why,
+            "cgroup_version": version,
+            "rootless": rootless,
+            "controllers": controllers,
+        }
+        return self._limits
 
     def _create(self, job_id: str, kwargs: dict[str, Any]):
         with _mapped(f"create container for job {job_id}", CreateError):
@@ -256,6 +462,14 @@ class Podman:
             oom_killed=bool(state.get("OOMKilled")),
             started_at=state.get("StartedAt"),
             finished_at=state.get("FinishedAt"),
+            out_source=next(
+                (
+                    m.get("Source")
+                    for m in attrs.get("Mounts") or []
+                    if m.get("Destination") == OUT_MOUNT
+                ),
+                None,
+            ),
         )
 
     def list_ours(self) -> list[ContainerState]:
@@ -344,6 +558,24 @@ class Podman:
 
     def close(self) -> None:
         self.client.close()
+
+
+def out_volume_name(job_id: str) -> str:
+    return f"choo-out-{job_id}"
+
+
+class _Archive:
+    """A streamed tar answer: ``with podman.read_out(id) as stream: ...``."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def __enter__(self):
+        self.response.raw.decode_content = True
+        return self.response.raw
+
+    def __exit__(self, *exc) -> None:
+        self.response.close()
 
 
 class _NotFound(Exception):

@@ -7,23 +7,31 @@ talks to Podman (the controller does) and knows nothing of sockets.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from ulid import ULID
 
 from agent import __version__
 from agent import spec as specs
+from agent.artifacts import MAX_READ, JobFiles
 from agent.changes import ChangeFeed
 from agent.config import Config
 from agent.errors import InvalidParams, InvalidTransition
 from agent.journal import JournalReader
+from agent.secrets import Credentials
 from agent.spec import container_name
 from agent.states import TERMINAL, State
 from agent.store import Store
 
 MAX_WAIT = 24 * 3600.0
+#: What ``job.prune`` removes without ``older_than`` when ``retention`` is 0.
+DEFAULT_PRUNE_AGE = 7 * 86400.0
 MAX_LIST = 1000
 TRIGGERS = ("cli", "rpc")
 
@@ -35,6 +43,8 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    #: Supplementary group IDs (SO_PEERGROUPS), for the access check.
+    groups: tuple[int, ...] = ()
 
 
 class Service:
@@ -47,7 +57,11 @@ class Service:
         *,
         wake: Callable[[], None],
         status: Callable[[], dict[str, Any]],
+        files: JobFiles | None = None,
     ):
+        self.files = files
+        #: The agent's Scheduler (schedule.* methods), set by the composition root.
+        self.scheduler: Any = None
         self.store = store
         self.feed = feed
         self.journal = journal
@@ -69,26 +83,152 @@ class Service:
             "max_concurrent": self.config.max_concurrent,
             "queue_limit": self.config.queue_limit,
             "jobs": self.store.counts(),
+            "limits": {
+                "max_connections": self.config.max_connections,
+                "max_request_bytes": self.config.max_request_bytes,
+                "request_timeout": self.config.request_timeout,
+            },
+            "containers": {
+                "caps": list(self.config.container_caps),
+                "no_new_privileges": self.config.no_new_privileges,
+                "default_pids": self.config.default_pids,
+                "default_memory": self.config.default_memory,
+                "read_only_rootfs": self.config.read_only_rootfs,
+            },
+            # Names only: which credentials a job's `secrets` would receive.
+            "secrets": Credentials(self.config).available(),
             **self.status(),
         }
 
+    def release_thread(self) -> None:
+        """The calling thread is done with the service (its client hung up)."""
+        self.store.release_thread()
+
     # -- jobs ----------------------------------------------------------------
 
-    def submit(self, raw: Any, *, trigger: str = "rpc", peer: Peer | None = None) -> dict[str, Any]:
-        if trigger not in TRIGGERS:
+    def submit(
+        self,
+        raw: Any,
+        *,
+        trigger: str = "rpc",
+        peer: Peer | None = None,
+        origin: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Validate a spec, snapshot its workspace, and queue it as a new job.
+
+        Args:
+            origin: for the scheduler only: job columns (``schedule``,
+                ``scheduled_for``, ``catch_up``) and ``schedule_update``, the
+                schedule change stored in the job's own transaction.
+        """
+        if trigger not in TRIGGERS and origin is None:
             raise InvalidParams(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
         spec = specs.normalize(raw, default_timeout=self.config.default_timeout or None)
         if raw.get("stop_timeout") is None:
             spec["stop_timeout"] = self.config.default_stop_timeout
-        job = self.store.add_job(
-            spec,
-            trigger=trigger,
-            queue_limit=self.config.queue_limit,
-            uid=peer.uid if peer else None,
-            pid=peer.pid if peer else None,
-        )
+        fields = dict(origin or {})
+        schedule_update = fields.pop("schedule_update", None)
+        job_id = str(ULID())
+        if spec["workspace"]:
+            fields.update(self._snapshot(job_id, spec["workspace"], peer))
+        try:
+            job = self.store.add_job(
+                spec,
+                trigger=trigger,
+                queue_limit=self.config.queue_limit,
+                uid=peer.uid if peer else None,
+                pid=peer.pid if peer else None,
+                job_id=job_id,
+                fields=fields,
+                schedule_update=schedule_update,
+            )
+        except BaseException:
+            if self.files is not None:
+                self.files.remove(job_id)
+            raise
         self.wake()
         return job
+
+    def check_workspace(self, path: str, peer: Peer | None) -> Path:
+        """Refuse a workspace the caller may not use (InvalidParams), copying nothing."""
+        if self.files is None:
+            raise InvalidParams("workspace: this agent keeps no job files")
+        return self.files.check_workspace(path, peer.uid if peer else None)
+
+    def _snapshot(self, job_id: str, path: str, peer: Peer | None) -> dict[str, Any]:
+        source = self.check_workspace(path, peer)
+        dest, size = self.files.snapshot(job_id, source)
+        return {"workspace": str(dest), "workspace_size": size}
+
+    # -- removal and retention -----------------------------------------------
+
+    def remove(self, job_id: Any) -> dict[str, Any]:
+        """Delete a finished job: its record, attempts, events, workspace and archive.
+
+        Raises:
+            InvalidTransition: the job has not ended.
+        """
+        full = self.store.resolve(job_id)
+        record = self.store.remove_job(full)
+        self._remove_files([full])
+        return record
+
+    def prune(self, *, older_than: Any = None, state: Any = None) -> dict[str, Any]:
+        """Remove finished jobs that ended more than ``older_than`` ago (default:
+        the ``retention`` setting, or 7 days when it is 0), optionally only
+        those in ``state``. A job that has not ended is never touched."""
+        states = _string_list(state, "state")
+        terminal = sorted(s.value for s in TERMINAL)
+        for s in states:
+            if s not in terminal:
+                raise InvalidParams(
+                    f"state: only finished jobs are pruned; expected {', '.join(terminal)}, "
+                    f"got {s!r}"
+                )
+        if older_than is None:
+            seconds = self.config.retention or DEFAULT_PRUNE_AGE
+        else:
+            seconds = specs.parse_duration(older_than, "older_than")
+        return self.prune_before(time.time() - seconds, states or None)
+
+    def prune_before(self, ended_before: float, states: list[str] | None = None) -> dict[str, Any]:
+        ids = self.store.prunable(ended_before=ended_before, states=states)
+        removed = [job["id"] for job in self.store.remove_jobs(ids)]
+        self._remove_files(removed)
+        return {"removed": removed, "count": len(removed)}
+
+    def remove_many(self, job_ids: list[str]) -> list[str]:
+        """Remove those of ``job_ids`` that have ended; returns the IDs removed."""
+        removed = [job["id"] for job in self.store.remove_jobs(job_ids)]
+        self._remove_files(removed)
+        return removed
+
+    def _remove_files(self, job_ids: list[str]) -> None:
+        if self.files is not None:
+            for job_id in job_ids:
+                self.files.remove(job_id)
+
+    # -- artifacts -----------------------------------------------------------
+
+    def artifacts(self, job_id: Any, offset: Any = None, length: Any = None) -> dict[str, Any]:
+        """What a job left in /out: the record, and with ``length`` a chunk of the
+        archive (base64) from ``offset``."""
+        full = self.store.resolve(job_id)
+        job = self.store.get(full)
+        out: dict[str, Any] = {"id": full, "job_state": job["state"], **job["artifacts"]}
+        if length is None:
+            return out
+        _whole(length, "length", 1, MAX_READ)
+        offset = 0 if offset is None else _whole(offset, "offset", 0, 2**62)
+        if out["state"] != "packed":
+            raise InvalidParams(f"job {full} has no archive to read (artifacts {out['state']})")
+        data = self.files.read(full, out["path"], offset, length) if self.files else b""
+        out.update(
+            offset=offset,
+            data=base64.b64encode(data).decode(),
+            eof=offset + len(data) >= (out["size"] or 0),
+        )
+        return out
 
     def get(self, job_id: Any) -> dict[str, Any]:
         full = self.store.resolve(job_id)
@@ -161,6 +301,7 @@ class Service:
         *,
         tail: Any = None,
         since: Any = None,
+        after: Any = None,
         follow: Any = False,
         emit: Callable[[dict[str, Any]], None] | None = None,
         closed: Callable[[], bool] = lambda: False,
@@ -169,7 +310,8 @@ class Service:
 
         Without ``follow`` the lines are returned. With it, each line is passed
         to ``emit`` as journald records it, until the job has ended and its last
-        lines are read; the job record is returned then.
+        lines are read; the job record is returned then. ``after`` (the cursor
+        of a line already seen) resumes where a broken follow left off.
         """
         full = self.store.resolve(job_id)
         if tail is not None:
@@ -178,13 +320,22 @@ class Service:
             since = time.time() - specs.parse_duration(since, "since")
         if not isinstance(follow, bool):
             raise InvalidParams("follow: expected true or false")
+        if after is not None and (
+            not isinstance(after, str) or not after or len(after) > 512 or not after.isprintable()
+        ):
+            raise InvalidParams("after: expected the cursor of a line from this job's output")
         name = container_name(full)
         if not follow or emit is None:
-            return {"lines": self.journal.read(name, tail=tail, since=since)}
+            return {"lines": self.journal.read(name, tail=tail, since=since, after=after)}
         state = self._watch_state(full)
         count = 0
         for entry in self.journal.follow(
-            name, tail=tail, since=since, finished=lambda: state() in TERMINAL, cancelled=closed
+            name,
+            tail=tail,
+            since=since,
+            after=after,
+            finished=lambda: state() in TERMINAL,
+            cancelled=closed,
         ):
             emit({"id": full, **entry})
             count += 1

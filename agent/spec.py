@@ -13,7 +13,20 @@ from typing import Any
 
 from agent.errors import InvalidParams
 
-IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
+# An image reference, as containers/image (and docker/distribution) parse one:
+# [domain[:port]/]path[:tag][@digest], path components lowercase. Written so
+# that no two neighbouring parts can match the same text: matching stays
+# linear whatever a client sends.
+_ALNUM = r"[a-z0-9]+"
+_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_PART = r"[A-Za-z0-9]+(?:-+[A-Za-z0-9]+)*"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9A-Fa-f:]+\])(?::[0-9]{{1,5}})?"
+_TAG = r"\w[\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,}"
+IMAGE_RE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$"
+)
+MAX_IMAGE = 512
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
@@ -27,6 +40,7 @@ MAX_PRIORITY = 1000
 MAX_STRING = 4096
 MAX_COMMAND_ARGS = 4096
 MAX_SECONDS = 366 * 24 * 3600
+MAX_SECRETS = 64
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -47,7 +61,9 @@ def parse_duration(value: Any, field: str) -> float:
     """
     if isinstance(value, bool):
         raise InvalidParams(f"{field}: expected seconds or a duration like '30m', got {value!r}")
-    if isinstance(value, int | float):
+    if isinstance(value, int) and abs(value) > MAX_SECONDS:
+        seconds = math.inf if value > 0 else -math.inf  # float() would overflow
+    elif isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := DURATION_RE.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
@@ -55,7 +71,7 @@ def parse_duration(value: Any, field: str) -> float:
         raise InvalidParams(
             f"{field}: expected seconds or a duration like '30s', '30m', '2h', got {value!r}"
         )
-    if not math.isfinite(seconds) or seconds < 0:
+    if math.isnan(seconds) or seconds < 0:
         raise InvalidParams(f"{field}: must be zero or more seconds, got {value!r}")
     if seconds > MAX_SECONDS:
         raise InvalidParams(f"{field}: at most {MAX_SECONDS} seconds (366 days), got {value!r}")
@@ -69,7 +85,8 @@ def parse_size(value: Any, field: str) -> int:
     if isinstance(value, int):
         size = value
     elif isinstance(value, str) and (m := SIZE_RE.match(value)):
-        size = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+        number = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+        size = int(number) if math.isfinite(number) else 2**63
     else:
         raise InvalidParams(f"{field}: expected bytes or a size like '512m', got {value!r}")
     if size <= 0 or size > 2**62:
@@ -128,17 +145,32 @@ def _resources(value: Any) -> dict[str, Any]:
         out["memory"] = parse_size(value["memory"], "resources.memory")
     if value.get("cpus") is not None:
         cpus = value["cpus"]
-        if (
-            isinstance(cpus, bool)
-            or not isinstance(cpus, int | float)
-            or not math.isfinite(cpus)
-            or not 0 < cpus <= 1024
-        ):
+        # Compared, not converted: float() of a huge integer would overflow,
+        # and NaN fails every comparison.
+        if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not 0 < cpus <= 1024:
             raise InvalidParams(f"resources.cpus: expected a number above 0, got {cpus!r}")
         out["cpus"] = float(cpus)
     if value.get("pids") is not None:
         out["pids"] = _int(value["pids"], "resources.pids", 1, 1 << 22)
     return out
+
+
+def _secrets(value: Any, env: dict[str, str]) -> list[str]:
+    """Names of credentials, each passed to the job as the variable of that name."""
+    if not isinstance(value, list):
+        raise InvalidParams(
+            f'secrets: expected a list of credential names (e.g. ["GITHUB_TOKEN"]), got {value!r}'
+        )
+    if len(value) > MAX_SECRETS:
+        raise InvalidParams(f"secrets: at most {MAX_SECRETS} names")
+    names: list[str] = []
+    for item in value:
+        name = _string(item, "secrets", pattern=ENV_NAME_RE, hint=" as a variable name")
+        if name in env:
+            raise InvalidParams(f"secrets: {name} is also set in env; set it in one place only")
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
@@ -170,12 +202,15 @@ def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, An
         )
     if "image" not in raw:
         raise InvalidParams('image: required (e.g. "localhost/choo-demo")')
+    if isinstance(raw["image"], str) and len(raw["image"]) > MAX_IMAGE:
+        raise InvalidParams(f"image: longer than {MAX_IMAGE} characters")
 
     spec: dict[str, Any] = {
         "image": _string(raw["image"], "image", pattern=IMAGE_RE, hint=" as an image reference"),
         "command": _command(raw.get("command", [])),
         "name": None,
         "env": {},
+        "secrets": [],
         "workdir": None,
         "user": None,
         "timeout": default_timeout,
@@ -193,10 +228,19 @@ def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, An
         )
     if raw.get("env") is not None:
         spec["env"] = _string_map(raw["env"], "env", ENV_NAME_RE, "variable names")
+    if raw.get("secrets") is not None:
+        spec["secrets"] = _secrets(raw["secrets"], spec["env"])
     if raw.get("workdir") is not None:
         spec["workdir"] = _string(raw["workdir"], "workdir")
         if not spec["workdir"].startswith("/"):
             raise InvalidParams(f"workdir: must be an absolute path, got {spec['workdir']!r}")
+    # A host directory, snapshotted at submit time; whether it may be used is
+    # the service's check (it needs the file system and the caller).
+    spec["workspace"] = None
+    if raw.get("workspace") is not None:
+        spec["workspace"] = _string(raw["workspace"], "workspace")
+        if not spec["workspace"].startswith("/"):
+            raise InvalidParams(f"workspace: must be an absolute path, got {spec['workspace']!r}")
     if raw.get("user") is not None:
         spec["user"] = _string(raw["user"], "user")
     if raw.get("timeout") is not None:
@@ -223,7 +267,9 @@ FIELDS = (
     "command",
     "name",
     "env",
+    "secrets",
     "workdir",
+    "workspace",
     "user",
     "timeout",
     "stop_timeout",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,19 +21,21 @@ from typing import Any
 import peewee as pw
 from ulid import ULID
 
+from agent import migrations
 from agent.changes import ChangeFeed
 from agent.errors import (
     AmbiguousPrefix,
     InvalidParams,
     InvalidTransition,
     NoSuchJob,
+    NoSuchSchedule,
     QueueFull,
     StorageError,
 )
 from agent.spec import container_name
 from agent.states import TERMINAL, State, can_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOG_TAIL_LINES = 100
 
 
@@ -69,6 +72,17 @@ def _models(db: pw.Database) -> SimpleNamespace:
         submitter_uid = pw.IntegerField(null=True)
         submitter_pid = pw.IntegerField(null=True)
         log_tail = pw.TextField(null=True)
+        # Schema 2: the schedule that made the job, workspace snapshot, artifacts.
+        schedule = pw.CharField(null=True, index=True)
+        scheduled_for = pw.FloatField(null=True)
+        catch_up = pw.BooleanField(null=True)
+        workspace = pw.TextField(null=True)
+        workspace_size = pw.IntegerField(null=True)
+        artifacts_state = pw.CharField(null=True)
+        artifacts_path = pw.TextField(null=True)
+        artifacts_size = pw.IntegerField(null=True)
+        artifacts_sha256 = pw.CharField(null=True)
+        artifacts_message = pw.TextField(null=True)
 
     class Attempt(Base):
         job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
@@ -91,7 +105,22 @@ def _models(db: pw.Database) -> SimpleNamespace:
         state = pw.CharField(null=True)
         detail = pw.TextField(null=True)
 
-    return SimpleNamespace(Meta=Meta, Job=Job, Attempt=Attempt, Event=Event)
+    class Schedule(Base):
+        name = pw.CharField(primary_key=True)
+        cron = pw.CharField()
+        timezone = pw.CharField(null=True)
+        spec = pw.TextField()
+        concurrency = pw.CharField(default="allow")
+        catch_up = pw.BooleanField(default=True)
+        history_limit = pw.IntegerField(default=10)
+        created_at = pw.FloatField()
+        created_by = pw.IntegerField(null=True)
+        #: The nominal time of the last fire handled (run, skipped or missed).
+        last_fire = pw.FloatField()
+        last_job = pw.CharField(null=True)
+        last_skip = pw.TextField(null=True)
+
+    return SimpleNamespace(Meta=Meta, Job=Job, Attempt=Attempt, Event=Event, Schedule=Schedule)
 
 
 class Store:
@@ -114,6 +143,7 @@ class Store:
             check_same_thread=False,
         )
         self.m = _models(self.db)
+        self._write_lock = threading.RLock()  # re-entrant: atomic() blocks nest
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -121,17 +151,25 @@ class Store:
         """Open (creating if needed) the database and bring its schema up to date."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.db.init(str(self.path))
+        tables = [self.m.Meta, self.m.Job, self.m.Attempt, self.m.Event, self.m.Schedule]
         with self._writing():
-            self.db.create_tables([self.m.Meta, self.m.Job, self.m.Attempt, self.m.Event])
-            row = self.m.Meta.get_or_none(self.m.Meta.key == "schema_version")
-            if row is None:
-                self.m.Meta.create(key="schema_version", value=str(SCHEMA_VERSION))
-                self.m.Meta.create(key="agent_id", value=str(ULID()))
-            elif int(row.value) > SCHEMA_VERSION:
+            row = None
+            if self.db.table_exists("meta"):
+                row = self.m.Meta.get_or_none(self.m.Meta.key == "schema_version")
+            if row is not None and int(row.value) > SCHEMA_VERSION:
                 raise StorageError(
                     f"{self.path} has schema version {row.value}, newer than this agent "
                     f"understands ({SCHEMA_VERSION}); upgrade choo-agent"
                 )
+            if row is not None and int(row.value) < SCHEMA_VERSION:
+                # Before create_tables: its indexes may name columns a step adds.
+                migrations.upgrade(self.db, int(row.value), SCHEMA_VERSION)
+                row.value = str(SCHEMA_VERSION)
+                row.save()
+            self.db.create_tables(tables)
+            if row is None:
+                self.m.Meta.create(key="schema_version", value=str(SCHEMA_VERSION))
+                self.m.Meta.create(key="agent_id", value=str(ULID()))
 
     @property
     def agent_id(self) -> str:
@@ -142,14 +180,32 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def release_thread(self) -> None:
+        """Close the calling thread's connection, if it opened one.
+
+        peewee keeps one connection per thread; a thread about to end (a
+        client's) closes its own at once instead of leaving its three file
+        descriptors to the garbage collector.
+        """
+        if not self.db.is_closed():
+            self.db.close()
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """One IMMEDIATE write transaction; SQLite failures become ``StorageError``."""
-        try:
-            with self.db.atomic():
-                yield
-        except pw.OperationalError as exc:
-            raise _storage_error(self.path, exc) from exc
+        """One IMMEDIATE write transaction; SQLite failures become ``StorageError``.
+
+        The agent's own writers queue on a lock first. SQLite's busy handler
+        polls with growing sleeps, so with hundreds of clients writing at once
+        an unlucky writer could wait past ``busy_timeout`` and fail with
+        "database is locked"; the lock hands over at once, in turn. (Another
+        process holding the database still meets ``busy_timeout``.)
+        """
+        with self._write_lock:
+            try:
+                with self.db.atomic():
+                    yield
+            except pw.OperationalError as exc:
+                raise _storage_error(self.path, exc) from exc
 
     # -- jobs ----------------------------------------------------------------
 
@@ -161,14 +217,24 @@ class Store:
         queue_limit: int,
         uid: int | None = None,
         pid: int | None = None,
+        job_id: str | None = None,
+        fields: dict[str, Any] | None = None,
+        schedule_update: tuple[str, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Store a validated spec as a new ``queued`` job, with its first event.
+
+        Args:
+            job_id: the ID to use (one reserved for a workspace snapshot); default new.
+            fields: more job columns (schedule, scheduled_for, catch_up, workspace...).
+            schedule_update: ``(name, columns)`` of a schedule to update in the same
+                transaction (``last_job`` is set to the new job), so a schedule's
+                fire and the job it made are recorded together or not at all.
 
         Raises:
             QueueFull: ``queue_limit`` jobs are already queued; nothing is stored.
         """
         now = time.time()
-        job_id = str(ULID())
+        job_id = job_id or str(ULID())
         with self._writing():
             queued = self.m.Job.select().where(self.m.Job.state == State.QUEUED).count()
             if queued >= queue_limit:
@@ -188,8 +254,16 @@ class Store:
                 submitted_at=now,
                 submitter_uid=uid,
                 submitter_pid=pid,
+                **(fields or {}),
             )
-            event = self._event(job, "state", State.QUEUED, {"trigger": trigger}, now)
+            if schedule_update is not None:
+                name, columns = schedule_update
+                Schedule = self.m.Schedule
+                Schedule.update(last_job=job_id, **columns).where(Schedule.name == name).execute()
+            detail = {"trigger": trigger}
+            if job.schedule:
+                detail.update(schedule=job.schedule, catch_up=bool(job.catch_up))
+            event = self._event(job, "state", State.QUEUED, detail, now)
         self.feed.publish(event)
         return self._job_dict(job)
 
@@ -387,6 +461,151 @@ class Store:
         query = Event.select().where(Event.job == job_id).order_by(Event.id)
         return [self._event_dict(e) for e in query]
 
+    # -- removal -------------------------------------------------------------
+
+    def remove_job(self, job_id: str) -> dict[str, Any]:
+        """Delete a finished job with its attempts and events, in one transaction.
+
+        The caller removes the job's files afterwards (a crash in between leaves
+        files without a row, which the housekeeping sweep removes).
+
+        Raises:
+            NoSuchJob, InvalidTransition: the job has not ended.
+        """
+        with self._writing():
+            job = self.m.Job.get_or_none(self.m.Job.id == job_id)
+            if job is None:
+                raise NoSuchJob(f"no job {job_id}")
+            if State(job.state) not in TERMINAL:
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state}; only a finished job can be removed "
+                    "(cancel it first)",
+                    {"state": job.state},
+                )
+            record = self._job_dict(job)
+            job.delete_instance()
+        self._publish_removed([record])
+        return record
+
+    def prunable(self, *, ended_before: float, states: Iterable[str] | None = None) -> list[str]:
+        """IDs of finished jobs (in ``states``, all terminal states by default)
+        that ended before ``ended_before``, oldest first."""
+        terminal = [s.value for s in TERMINAL]
+        wanted = [s for s in (states or terminal) if s in terminal]
+        Job = self.m.Job
+        query = (
+            Job.select(Job.id)
+            .where(Job.state.in_(wanted) & (Job.ended_at < ended_before))
+            .order_by(Job.id)
+        )
+        return [row.id for row in query]
+
+    def remove_jobs(self, job_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Delete those of ``job_ids`` that are (still) finished, in one transaction;
+        returns the records removed. A job that is not finished is never touched."""
+        ids = list(job_ids)
+        Job = self.m.Job
+        terminal = [s.value for s in TERMINAL]
+        removed: list[dict[str, Any]] = []
+        with self._writing():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = list(Job.select().where(Job.id.in_(chunk) & Job.state.in_(terminal)))
+                removed += [self._job_dict(job) for job in rows]
+                Job.delete().where(Job.id.in_([job.id for job in rows])).execute()
+        self._publish_removed(removed)
+        return removed
+
+    def job_ids(self) -> set[str]:
+        Job = self.m.Job
+        return {row.id for row in Job.select(Job.id)}
+
+    def _publish_removed(self, records: list[dict[str, Any]]) -> None:
+        # The job's events went with it, so this one is published, not stored.
+        now = time.time()
+        for record in records:
+            self.feed.publish(
+                {
+                    "id": None,
+                    "job_id": record["id"],
+                    "name": record["name"],
+                    "time": now,
+                    "kind": "removed",
+                    "state": None,
+                    "detail": {},
+                }
+            )
+
+    # -- schedules -----------------------------------------------------------
+
+    def add_schedule(self, **columns: Any) -> dict[str, Any]:
+        """Store a new schedule (columns of the schedule table; ``spec`` a dict).
+
+        Raises:
+            InvalidParams: a schedule of that name exists.
+        """
+        Schedule = self.m.Schedule
+        columns["spec"] = json.dumps(columns["spec"])
+        with self._writing():
+            if Schedule.get_or_none(Schedule.name == columns["name"]) is not None:
+                raise InvalidParams(
+                    f"name: a schedule named {columns['name']!r} exists; remove it first"
+                )
+            row = Schedule.create(**columns)
+        return self._schedule_dict(row)
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        row = self.m.Schedule.get_or_none(self.m.Schedule.name == name)
+        if row is None:
+            raise NoSuchSchedule(f"no schedule named {name!r}; see 'chooctl schedule ls'")
+        return self._schedule_dict(row)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        Schedule = self.m.Schedule
+        return [self._schedule_dict(row) for row in Schedule.select().order_by(Schedule.name)]
+
+    def update_schedule(self, name: str, **columns: Any) -> None:
+        with self._writing():
+            Schedule = self.m.Schedule
+            Schedule.update(**columns).where(Schedule.name == name).execute()
+
+    def remove_schedule(self, name: str) -> dict[str, Any]:
+        """Delete a schedule; the jobs it made stay (they keep its name)."""
+        with self._writing():
+            row = self.m.Schedule.get_or_none(self.m.Schedule.name == name)
+            if row is None:
+                raise NoSuchSchedule(f"no schedule named {name!r}; see 'chooctl schedule ls'")
+            record = self._schedule_dict(row)
+            row.delete_instance()
+        return record
+
+    def schedule_runs(
+        self, name: str, *, states: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The jobs a schedule made, newest first."""
+        Job = self.m.Job
+        query = Job.select().where(Job.schedule == name).order_by(Job.id.desc())
+        if states is not None:
+            query = query.where(Job.state.in_(list(states)))
+        return [self._job_dict(job) for job in query]
+
+    @staticmethod
+    def _schedule_dict(row) -> dict[str, Any]:
+        return {
+            "name": row.name,
+            "cron": row.cron,
+            "timezone": row.timezone,
+            "spec": json.loads(row.spec),
+            "concurrency": row.concurrency,
+            "catch_up": row.catch_up,
+            "history_limit": row.history_limit,
+            "created_at": row.created_at,
+            "created_by": row.created_by,
+            "last_fire": row.last_fire,
+            "last_job": row.last_job,
+            "last_skip": row.last_skip,
+        }
+
     # -- helpers -------------------------------------------------------------
 
     def _event(self, job, kind: str, state: State | None, detail: dict, now: float) -> dict:
@@ -433,7 +652,35 @@ class Store:
             "submitter_pid": job.submitter_pid,
             "log_tail": job.log_tail,
             "container": container_name(job.id),
+            "schedule": job.schedule,
+            "scheduled_for": job.scheduled_for,
+            "catch_up": bool(job.catch_up),
+            "workspace": _workspace_dict(job),
+            "artifacts": _artifacts_dict(job),
         }
+
+
+def _workspace_dict(job) -> dict[str, Any] | None:
+    spec = json.loads(job.spec)
+    if not spec.get("workspace"):
+        return None
+    return {"source": spec["workspace"], "snapshot": job.workspace, "size": job.workspace_size}
+
+
+def _artifacts_dict(job) -> dict[str, Any]:
+    """What became of a job's /out: ``pending`` until the job ends; then ``packed``
+    (with path, size, sha256), ``none`` (nothing to pack), ``too_large`` or
+    ``error`` (with a message)."""
+    state = job.artifacts_state
+    if state is None:
+        state = "none" if State(job.state) in TERMINAL else "pending"
+    return {
+        "state": state,
+        "path": job.artifacts_path,
+        "size": job.artifacts_size,
+        "sha256": job.artifacts_sha256,
+        "message": job.artifacts_message,
+    }
 
 
 def _storage_error(path: Path, exc: Exception) -> StorageError:

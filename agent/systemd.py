@@ -54,6 +54,10 @@ class Notifier:
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")
 
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask systemd for more time to finish starting or stopping."""
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
     def status(self, status: str) -> None:
         if status != self._last_status:
             self._last_status = status

@@ -4,11 +4,18 @@ Prints medians and ratios, never a verdict: these machines are shared and
 noisy, so targets live here as figures to read, not as test assertions.
 
     .venv/bin/python tests/bench.py [--image REF] [--pairs N] [--only NAME ...]
+
+Benches: run (one short job, end to end), throughput (100 jobs through
+max_concurrent=4), ready (restart while adopting 20 running containers),
+socket (agent.ping round trips alone and under 50 concurrent clients, and the
+agent's memory before and after).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import socket
 import statistics
 import subprocess
 import sys
@@ -18,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import IMAGE, AgentProcess, PodmanService  # noqa: E402
+from tests.harness import IMAGE, AgentProcess, PodmanService, wait_until  # noqa: E402
 
 PODMAN_RUN = ["podman", "run", "--rm", "--runtime", "runc", "--network", "none"]
 
@@ -44,8 +51,9 @@ def report(title: str, ours: list[float], theirs: list[float], target: float) ->
     )
 
 
-def bench_run(agent: AgentProcess, image: str, pairs: int) -> None:
+def bench_run(make_agent, image: str, pairs: int) -> None:
     """`chooctl run IMAGE true` against `podman run --rm IMAGE true`, alternating."""
+    agent = make_agent()
     ours_argv = [*agent.chooctl_argv(), "run", image, "true"]
     theirs_argv = [*PODMAN_RUN, image, "true"]
     timed(ours_argv), timed(theirs_argv)  # warm-up: page cache, image layers
@@ -56,7 +64,130 @@ def bench_run(agent: AgentProcess, image: str, pairs: int) -> None:
     report("chooctl run true vs podman run --rm true", ours, theirs, 1.25)
 
 
-BENCHES = {"run": bench_run}
+def bench_throughput(make_agent, image: str, pairs: int, jobs: int = 100) -> None:
+    """100 `true` jobs through the agent at max_concurrent=4 vs `xargs -P4 podman run`."""
+    agent = make_agent(max_concurrent=4)
+    xargs = ["sh", "-c", f"seq {jobs} | xargs -P4 -I{{}} {' '.join(PODMAN_RUN)} {image} true"]
+
+    def through_agent() -> float:
+        start = time.perf_counter()
+        with agent.client() as client:
+            ids = [
+                client.call("job.submit", spec={"image": image, "command": ["true"]})["id"]
+                for _ in range(jobs)
+            ]
+            for job_id in ids:
+                if client.call("job.wait", id=job_id, timeout=600)["state"] != "succeeded":
+                    raise SystemExit(f"bench: job {job_id} did not succeed")
+        return time.perf_counter() - start
+
+    ours, theirs = [], []
+    for _ in range(max(1, pairs // 5)):
+        ours.append(through_agent())
+        theirs.append(timed(xargs))
+    report(f"{jobs} true jobs at max_concurrent=4 vs xargs -P4 podman run", ours, theirs, 1.3)
+
+
+def bench_ready(make_agent, image: str, pairs: int, running: int = 20) -> None:
+    """Agent start to ready while it adopts 20 running containers."""
+    agent = make_agent(max_concurrent=running)
+    ids = [
+        agent.call("job.submit", spec={"image": image, "command": ["sleep", "600"]})["id"]
+        for _ in range(running)
+    ]
+    wait_until(lambda: all(agent.call("job.get", id=i)["state"] == "running" for i in ids), 120)
+    times = []
+    for _ in range(max(3, pairs // 3)):
+        agent.stop()
+        start = time.perf_counter()
+        agent.start()
+        times.append(time.perf_counter() - start)
+        states = {agent.call("job.get", id=i)["state"] for i in ids}
+        if states != {"running"}:
+            raise SystemExit(f"bench: adopted jobs are {states}, not running")
+    for job_id in ids:
+        agent.call("job.cancel", id=job_id)
+    print(f"\n## agent start to ready, adopting {running} running containers")
+    print(f"  restarts:        {len(times)}")
+    print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
+    print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+_PING = b'{"jsonrpc":"2.0","id":1,"method":"agent.ping"}\n'
+_LIST = b'{"jsonrpc":"2.0","id":2,"method":"job.list","params":{"limit":10}}\n'
+
+
+def _socket_client(args: tuple[str, int, bool]) -> list[float]:
+    """One client process: ``calls`` round trips on one connection; their latencies."""
+    path, calls, mixed = args
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    reader = sock.makefile("rb")
+    latencies = []
+    for i in range(calls):
+        request = _LIST if mixed and i % 4 == 3 else _PING
+        start = time.perf_counter()
+        sock.sendall(request)
+        if b'"error"' in reader.readline():
+            raise SystemExit("bench: the agent answered with an error")
+        latencies.append(time.perf_counter() - start)
+    sock.close()
+    return latencies
+
+
+def _percentiles(latencies: list[float]) -> str:
+    cuts = statistics.quantiles(latencies, n=100)
+    return f"p50 {cuts[49] * 1e6:7.0f} us   p99 {cuts[98] * 1e6:7.0f} us"
+
+
+def bench_socket(make_agent, image: str, pairs: int, clients: int = 50) -> None:
+    """agent.ping latency on one connection; throughput of 50 concurrent clients."""
+    agent = make_agent()
+    pid = agent.process.pid
+    # A few jobs, so job.list has something to return.
+    for _ in range(10):
+        agent.call("job.submit", spec={"image": image, "command": ["true"]})
+    rss_before = _rss_mib(pid)
+    calls = 200 * max(1, pairs)
+    _socket_client((str(agent.socket), 200, False))  # warm-up
+    alone = _socket_client((str(agent.socket), calls, False))
+    print("\n## socket: agent.ping round trips, one client")
+    print(f"  calls:           {calls}")
+    print(f"  latency:         {_percentiles(alone)}")
+    context = multiprocessing.get_context("fork")
+    per_client = 40 * max(1, pairs)
+    for mixed in (False, True):
+        with context.Pool(clients) as pool:
+            start = time.perf_counter()
+            results = pool.map(
+                _socket_client, [(str(agent.socket), per_client, mixed)] * clients, chunksize=1
+            )
+            elapsed = time.perf_counter() - start
+        latencies = [x for r in results for x in r]
+        what = "3 pings : 1 job.list (limit 10)" if mixed else "agent.ping"
+        print(f"\n## socket: {clients} concurrent clients, {what}")
+        print(f"  calls:           {len(latencies)} in {elapsed:.2f} s")
+        print(f"  throughput:      {len(latencies) / elapsed:8.0f} calls/s")
+        print(f"  latency:         {_percentiles(latencies)}")
+    rss_after = _rss_mib(pid)
+    print("\n## socket: agent memory (VmRSS)")
+    print(f"  before load:     {rss_before:8.1f} MiB")
+    print(f"  after load:      {rss_after:8.1f} MiB")
+
+
+BENCHES = {
+    "run": bench_run,
+    "throughput": bench_throughput,
+    "ready": bench_ready,
+    "socket": bench_socket,
+}
 
 
 def main() -> None:
@@ -69,16 +200,22 @@ def main() -> None:
         root = Path(tmp)
         service = PodmanService(root)
         service.start()
-        agent_root = root / "agent"
-        agent_root.mkdir()
-        agent = AgentProcess(agent_root, service.url, {"log_level": "info"})
+        agents: list[AgentProcess] = []
+
+        def make_agent(**settings) -> AgentProcess:
+            agent_root = root / f"agent{len(agents)}"
+            agent_root.mkdir()
+            agent = AgentProcess(agent_root, service.url, {"log_level": "info", **settings})
+            agents.append(agent)
+            return agent.start()
+
         try:
-            agent.start()
             for name in args.only:
-                BENCHES[name](agent, args.image, args.pairs)
+                BENCHES[name](make_agent, args.image, args.pairs)
         finally:
-            agent.stop()
-            agent.remove_containers()
+            for agent in agents:
+                agent.stop()
+                agent.remove_containers()
             service.stop()
 
 

@@ -89,11 +89,15 @@ class AgentProcess:
         lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
-    def start(self, wait: bool = True, env: dict | None = None) -> AgentProcess:
+    def start(
+        self, wait: bool = True, env: dict | None = None, wrapper: list[str] | None = None
+    ) -> AgentProcess:
+        """Start the agent; ``wrapper`` is a command line it runs under (it execs the rest)."""
         self.write_config()
         with open(self.log_path, "a") as log:
+            argv = [sys.executable, "-m", "agent", "--config", str(self.config_path)]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "agent", "--config", str(self.config_path)],
+                [*(wrapper or []), *argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -225,3 +225,20 @@ def test_queue_full_is_refused_and_nothing_is_stored(make_agent, image):
         agent.call("job.cancel", id=job_id)
     agent.call("job.wait", id=running["id"], timeout=60)
     wait_until(lambda: agent.containers() == [], message="container left behind")
+
+
+def test_chooctl_run_rides_out_an_agent_restart(make_agent, image):
+    agent = make_agent().start()
+    run = subprocess.Popen(
+        [*agent.chooctl_argv(), "run", image, "sh", "-c", "echo one; sleep 4; echo two; exit 5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert run.stdout.readline() == "one\n"
+    assert agent.stop(signal.SIGTERM) == 0
+    agent.start()
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 5
+    assert out == "two\n"  # resumed after the last line shown: nothing lost, nothing twice
+    assert "reconnecting" in err

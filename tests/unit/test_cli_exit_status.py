@@ -84,6 +84,7 @@ def test_exit_status_works_without_optional_members():
 
 NO_OPTIONS = {
     "env": (),
+    "secrets": (),
     "labels": (),
     "memory": None,
     "cpus": None,
@@ -95,6 +96,7 @@ NO_OPTIONS = {
     "retries": None,
     "network": None,
     "workdir": None,
+    "workspace": None,
     "user": None,
     "priority": None,
 }
@@ -118,6 +120,7 @@ def test_every_option_reaches_the_spec():
         "localhost/app",
         ("sh", "-c", "exit 3"),
         env=("A=1", "B=x=y", "EMPTY="),
+        secrets=("GITHUB_TOKEN", "DEPLOY_KEY"),
         labels=("team=infra", "tier=gold"),
         memory="512m",
         cpus=1.5,
@@ -129,6 +132,7 @@ def test_every_option_reaches_the_spec():
         retries=2,
         network="default",
         workdir="/src",
+        workspace="/home/me/project/",
         user="1000",
         priority=-3,
     )
@@ -136,6 +140,7 @@ def test_every_option_reaches_the_spec():
         "image": "localhost/app",
         "command": ["sh", "-c", "exit 3"],
         "env": {"A": "1", "B": "x=y", "EMPTY": ""},
+        "secrets": ["GITHUB_TOKEN", "DEPLOY_KEY"],
         "labels": {"team": "infra", "tier": "gold"},
         "resources": {"memory": "512m", "cpus": 1.5, "pids": 64},
         "name": "nightly",
@@ -145,6 +150,7 @@ def test_every_option_reaches_the_spec():
         "retries": 2,
         "network": "default",
         "workdir": "/src",
+        "workspace": "/home/me/project",
         "user": "1000",
         "priority": -3,
     }
@@ -191,3 +197,8 @@ def test_command_is_a_new_list():
     spec = build(command=command)
     assert spec["command"] == ["echo", "a"]
     assert isinstance(spec["command"], list)
+
+
+def test_a_relative_workspace_is_sent_as_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert build(workspace="src")["workspace"] == str(tmp_path / "src")

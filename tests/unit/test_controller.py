@@ -242,3 +242,33 @@ def test_orphans_are_removed_only_after_the_grace(world):
     clock.now += 30
     controller.reconcile()
     assert "GHOST" not in podman.containers
+
+
+def test_a_container_killed_and_removed_by_someone_else_is_lost(world, monkeypatch):
+    store, podman, controller, clock = world
+    monkeypatch.setattr("agent.controller.REMOVAL_SETTLE", 0.2)
+    job = submit(store)
+    controller.reconcile()
+    podman.exit(job, 137)  # `podman rm -f`: the kill is seen first ...
+    seen = podman.inspect(podman.containers[job].id)
+
+    def inspect(cid):  # ... and the container is gone a moment later
+        if podman.containers:
+            podman.containers.clear()
+            return seen
+        return None
+
+    podman.inspect = inspect
+    controller.reconcile()
+    assert (store.get(job)["state"], store.get(job)["reason"]) == ("failed", "lost")
+
+
+def test_a_sigkill_whose_container_stays_is_an_exit(world, monkeypatch):
+    store, podman, controller, clock = world
+    monkeypatch.setattr("agent.controller.REMOVAL_SETTLE", 0.2)
+    job = submit(store)
+    controller.reconcile()
+    podman.exit(job, 137)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"], record["exit_code"]) == ("failed", "exit", 137)

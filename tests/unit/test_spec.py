@@ -27,7 +27,9 @@ def test_minimal_spec_gets_every_default():
         "command": [],
         "name": None,
         "env": {},
+        "secrets": [],
         "workdir": None,
+        "workspace": None,
         "user": None,
         "timeout": None,
         "stop_timeout": 10.0,
@@ -50,7 +52,9 @@ def test_full_spec_is_normalized():
         "command": ["sh", "-c", "echo hi"],
         "name": "nightly-build.v2",
         "env": {"HOME": "/root", "_X1": ""},
+        "secrets": ["GITHUB_TOKEN"],
         "workdir": "/src",
+        "workspace": "/home/me/project",
         "user": "1000:1000",
         "timeout": "2h",
         "stop_timeout": 3,
@@ -322,3 +326,8 @@ def test_parse_size_refuses(value):
     with pytest.raises(InvalidParams) as excinfo:
         spec.parse_size(value, "resources.memory")
     assert _field_of(excinfo.value) == "resources.memory"
+
+
+def test_workspace_must_be_an_absolute_path():
+    with pytest.raises(InvalidParams, match="workspace: must be an absolute path"):
+        spec.normalize({"image": "alpine", "workspace": "project"})

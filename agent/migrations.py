@@ -1,0 +1,45 @@
+"""Schema migrations of the jobs database, one function per version step.
+
+``upgrade(db, version)`` brings a database recorded at ``version`` up to
+``store.SCHEMA_VERSION`` inside the caller's transaction (SQLite DDL is
+transactional, so a failed upgrade leaves the old schema intact). Each step
+only adds: columns are nullable so old rows stay valid, and no step ever
+rewrites or drops data. Add a step here, bump ``SCHEMA_VERSION`` in store.py,
+and extend tests/unit/test_migrations.py with the new version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee as pw
+from playhouse.migrate import SqliteMigrator, migrate
+
+
+def _v1_to_v2(db: pw.Database) -> None:
+    """Workspaces, artifacts and schedules (schema 2)."""
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("job", "schedule", pw.CharField(null=True)),
+        migrator.add_column("job", "scheduled_for", pw.FloatField(null=True)),
+        migrator.add_column("job", "catch_up", pw.BooleanField(null=True)),
+        migrator.add_column("job", "workspace", pw.TextField(null=True)),
+        migrator.add_column("job", "workspace_size", pw.IntegerField(null=True)),
+        migrator.add_column("job", "artifacts_state", pw.CharField(null=True)),
+        migrator.add_column("job", "artifacts_path", pw.TextField(null=True)),
+        migrator.add_column("job", "artifacts_size", pw.IntegerField(null=True)),
+        migrator.add_column("job", "artifacts_sha256", pw.CharField(null=True)),
+        migrator.add_column("job", "artifacts_message", pw.TextField(null=True)),
+        migrator.add_index("job", ("schedule",), False),
+    )
+    # The schedule table itself is new: Store.open() creates it.
+
+
+#: version -> the step that upgrades a database from it to version + 1.
+STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2}
+
+
+def upgrade(db: pw.Database, version: int, target: int) -> None:
+    """Run every step from ``version`` to ``target``, in order."""
+    for step in range(version, target):
+        STEPS[step](db)

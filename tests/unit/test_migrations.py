@@ -1,0 +1,196 @@
+"""A database written by an older agent opens, upgraded, with its history intact.
+
+The v1 schema below is frozen: it is what choo-agent 0.1.0 (SCHEMA_VERSION 1)
+created, copied from its sqlite_master. Never edit it; add the next version's
+frozen DDL beside it when the schema moves again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+
+import pytest
+
+from agent.changes import ChangeFeed
+from agent.errors import StorageError
+from agent.states import State
+from agent.store import SCHEMA_VERSION, Store
+
+V1_SCHEMA = """
+CREATE TABLE "job" ("id" VARCHAR(26) NOT NULL PRIMARY KEY, "name" VARCHAR(255), "state" VARCHAR(255) NOT NULL, "reason" VARCHAR(255), "exit_code" INTEGER, "priority" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "labels" TEXT NOT NULL, "attempt" INTEGER NOT NULL, "retries_left" INTEGER NOT NULL, "cancel_requested" INTEGER NOT NULL, "submitted_at" REAL NOT NULL, "started_at" REAL, "ended_at" REAL, "not_before" REAL, "stop_sent_at" REAL, "stop_reason" VARCHAR(255), "submitter_uid" INTEGER, "submitter_pid" INTEGER, "log_tail" TEXT);
+CREATE INDEX "job_name" ON "job" ("name");
+CREATE INDEX "job_state" ON "job" ("state");
+CREATE TABLE "attempt" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" VARCHAR(26) NOT NULL, "number" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "container_id" VARCHAR(255), "started_at" REAL, "ended_at" REAL, "exit_code" INTEGER, "reason" VARCHAR(255), "oom" INTEGER NOT NULL, FOREIGN KEY ("job_id") REFERENCES "job" ("id") ON DELETE CASCADE);
+CREATE INDEX "attempt_job_id" ON "attempt" ("job_id");
+CREATE UNIQUE INDEX "attempt_job_id_number" ON "attempt" ("job_id", "number");
+CREATE TABLE "event" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" VARCHAR(26) NOT NULL, "time" REAL NOT NULL, "kind" VARCHAR(255) NOT NULL, "state" VARCHAR(255), "detail" TEXT, FOREIGN KEY ("job_id") REFERENCES "job" ("id") ON DELETE CASCADE);
+CREATE INDEX "event_job_id" ON "event" ("job_id");
+CREATE TABLE "meta" ("key" VARCHAR(255) NOT NULL PRIMARY KEY, "value" TEXT NOT NULL);
+"""  # noqa: E501
+
+AGENT_ID = "01JD0000000000000000000000"
+FINISHED = "01JD0000000000000000000001"
+RUNNING = "01JD0000000000000000000002"
+V1_SPEC = {
+    "image": "alpine",
+    "command": ["sh", "-c", "exit 3"],
+    "name": "nightly",
+    "env": {},
+    "workdir": None,
+    "user": None,
+    "timeout": None,
+    "stop_timeout": 10.0,
+    "resources": {},
+    "pull": "missing",
+    "retries": 0,
+    "network": "none",
+    "labels": {"team": "ci"},
+    "priority": 0,
+}
+
+
+def make_v1(path):
+    """A v1 database holding a failed job with its attempt and events, and a running one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as con, con:
+        con.executescript(V1_SCHEMA)
+        con.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("agent_id", AGENT_ID)]
+        )
+        job = (
+            "INSERT INTO job (id, name, state, reason, exit_code, priority, trigger, spec, labels,"
+            " attempt, retries_left, cancel_requested, submitted_at, started_at, ended_at,"
+            " log_tail) VALUES (?, 'nightly', ?, ?, ?, 0, 'cli', ?, '{\"team\": \"ci\"}',"
+            " 1, 0, 0, 100.0, 101.0, ?, ?)"
+        )
+        con.execute(job, (FINISHED, "failed", "exit", 3, json.dumps(V1_SPEC), 102.0, "boom"))
+        con.execute(job, (RUNNING, "running", None, None, json.dumps(V1_SPEC), None, None))
+        con.execute(
+            "INSERT INTO attempt (job_id, number, trigger, container_id, started_at, ended_at,"
+            " exit_code, reason, oom) VALUES (?, 1, 'cli', 'c0ffee', 101.0, 102.0, 3, 'exit', 0)",
+            (FINISHED,),
+        )
+        for state in ("queued", "starting", "running", "failed"):
+            con.execute(
+                "INSERT INTO event (job_id, time, kind, state, detail) VALUES (?, 100.0, 'state',"
+                " ?, '{}')",
+                (FINISHED, state),
+            )
+
+
+def sql(path, query):
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        return con.execute(query).fetchall()
+
+
+@pytest.fixture
+def upgraded(tmp_path):
+    path = tmp_path / "state" / "choo.db"
+    make_v1(path)
+    store = Store(path, ChangeFeed())
+    store.open()
+    yield store, path
+    store.close()
+
+
+def test_v1_database_is_upgraded_and_keeps_its_identity(upgraded):
+    store, path = upgraded
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+    assert store.agent_id == AGENT_ID
+
+
+def test_v1_jobs_attempts_and_events_survive(upgraded):
+    store, _ = upgraded
+    job = store.get(FINISHED)
+    assert (job["state"], job["reason"], job["exit_code"], job["log_tail"]) == (
+        "failed",
+        "exit",
+        3,
+        "boom",
+    )
+    assert job["spec"] == V1_SPEC
+    assert job["trigger"] == "cli"
+    assert [a["container_id"] for a in store.attempts(FINISHED)] == ["c0ffee"]
+    assert [e["state"] for e in store.events(FINISHED)] == [
+        "queued",
+        "starting",
+        "running",
+        "failed",
+    ]
+
+
+def test_v1_jobs_read_with_the_new_fields_defaulted(upgraded):
+    store, _ = upgraded
+    finished, running = store.get(FINISHED), store.get(RUNNING)
+    assert finished["artifacts"]["state"] == "none"  # it ended before artifacts existed
+    assert running["artifacts"]["state"] == "pending"
+    assert finished["workspace"] is None
+    assert (finished["schedule"], finished["scheduled_for"], finished["catch_up"]) == (
+        None,
+        None,
+        False,
+    )
+
+
+def test_upgraded_database_takes_the_new_features(upgraded):
+    store, path = upgraded
+    store.add_schedule(
+        name="nightly",
+        cron="0 3 * * *",
+        timezone=None,
+        spec={"image": "alpine"},
+        concurrency="forbid",
+        catch_up=True,
+        history_limit=3,
+        created_at=1.0,
+        created_by=None,
+        last_fire=1.0,
+    )
+    assert [s["name"] for s in store.schedules()] == ["nightly"]
+    store.transition(
+        RUNNING,
+        State.SUCCEEDED,
+        artifacts_state="packed",
+        artifacts_path="/x",
+        artifacts_size=3,
+        artifacts_sha256="ab",
+    )
+    assert store.get(RUNNING)["artifacts"]["size"] == 3
+    assert ("job_schedule",) in sql(path, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    assert [r["id"] for r in store.remove_jobs([FINISHED])] == [FINISHED]
+    # The v1 foreign keys cascade: the attempt and events went with the job.
+    assert sql(path, f"SELECT COUNT(*) FROM attempt WHERE job_id = '{FINISHED}'") == [(0,)]
+
+
+def test_upgrade_happens_once(tmp_path):
+    path = tmp_path / "choo.db"
+    make_v1(path)
+    for _ in range(2):
+        store = Store(path, ChangeFeed())
+        store.open()
+        assert store.get(FINISHED)["state"] == "failed"
+        store.close()
+
+
+def test_a_failed_upgrade_leaves_the_v1_database_as_it_was(tmp_path, monkeypatch):
+    from agent import migrations
+
+    path = tmp_path / "choo.db"
+    make_v1(path)
+
+    def broken(db):
+        migrations._v1_to_v2(db)
+        raise StorageError("disk on fire")
+
+    monkeypatch.setitem(migrations.STEPS, 1, broken)
+    store = Store(path, ChangeFeed())
+    with pytest.raises(StorageError):
+        store.open()
+    store.close()
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
+    columns = [row[1] for row in sql(path, "PRAGMA table_info(job)")]
+    assert "artifacts_state" not in columns

@@ -1,0 +1,133 @@
+"""agent.rpc.handle: every line gets what JSON-RPC 2.0 asks for, whatever it holds.
+
+A real Service over a real SQLite store; no Podman (no call here starts a job).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from agent import rpc
+from agent.changes import ChangeFeed
+from agent.config import Config
+from agent.journal import JournalReader
+from agent.service import Peer, Service
+from agent.store import Store
+from tests.rpc_checks import NASTY, PING, check_answer, codes
+from tests.rpc_fuzz import lines
+
+
+@pytest.fixture
+def service(tmp_path):
+    store = Store(tmp_path / "choo.db", ChangeFeed())
+    store.open()
+    config = Config(socket=tmp_path / "agent.sock", state_dir=tmp_path)
+    yield Service(store, ChangeFeed(), JournalReader(), config, wake=lambda: None, status=dict)
+    store.close()
+
+
+@pytest.fixture
+def call(service):
+    return rpc.Call(
+        service=service,
+        peer=Peer(pid=1, uid=1000, gid=1000),
+        notify=lambda method, params: None,
+        closed=lambda: False,
+    )
+
+
+def answer(line: bytes, call) -> str:
+    # The server refuses bytes that are not UTF-8 before rpc sees them.
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return json.dumps({"jsonrpc": "2.0", "error": {"code": -32700, "message": "x"}, "id": None})
+    return rpc.handle(text, call)
+
+
+@pytest.mark.parametrize(("line", "expected"), NASTY, ids=[repr(x[0][:40]) for x in NASTY])
+def test_nasty_line_gets_the_answer_the_spec_asks_for(line, expected, call, service):
+    reply = answer(line, call)
+    if expected == "none":
+        assert reply == ""
+    else:
+        assert codes(reply) == expected
+    assert service.store.list(limit=10) == []  # nothing refused was stored
+
+
+def test_ids_are_echoed_exactly(call):
+    for request_id in ["x", 0, -7, 2**70, 1.5, None, "\u00e9\U0001f600"]:
+        line = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "agent.ping"})
+        assert json.loads(rpc.handle(line, call)) == {
+            "jsonrpc": "2.0",
+            "result": "pong",
+            "id": request_id,
+        }
+
+
+def test_batch_answers_in_order_and_skips_notifications(call):
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "agent.ping"},
+        {"jsonrpc": "2.0", "method": "agent.ping"},
+        {"jsonrpc": "2.0", "id": 2, "method": "nope"},
+        7,
+        {"jsonrpc": "2.0", "id": 3, "method": "agent.ping"},
+    ]
+    replies = check_answer(rpc.handle(json.dumps(batch), call))
+    assert [(r["id"], r.get("result"), r.get("error", {}).get("code")) for r in replies] == [
+        (1, "pong", None),
+        (2, None, -32601),
+        (None, None, -32600),
+        (3, "pong", None),
+    ]
+
+
+@pytest.mark.parametrize("line", [b"[1]", b"[" + PING + b"]", b"[[]]"])
+def test_a_batch_is_answered_with_an_array_even_of_one(line, call):
+    assert isinstance(json.loads(rpc.handle(line.decode(), call)), list)
+
+
+def test_a_failing_method_leaks_nothing(call, service, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("/secret/internal/path token=abc")
+
+    monkeypatch.setattr(service, "info", broken)
+    reply = rpc.handle('{"jsonrpc":"2.0","id":9,"method":"agent.info"}', call)
+    assert codes(reply) == [-32603]
+    assert "secret" not in reply and "token" not in reply
+
+
+def test_an_unserialisable_result_is_an_internal_error(call, service, monkeypatch):
+    monkeypatch.setattr(service, "info", lambda: {"x": float("nan")})
+    reply = rpc.handle('{"jsonrpc":"2.0","id":9,"method":"agent.info"}', call)
+    assert json.loads(reply)["id"] == 9
+    assert codes(reply) == [-32603]
+
+
+def test_submit_records_the_caller(call, service):
+    line = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "job.submit", "params": {"spec": {"image": "a"}}}
+    )
+    job = json.loads(rpc.handle(line, call))["result"]
+    assert (job["submitter_uid"], job["submitter_pid"]) == (1000, 1)
+
+
+# -- property: whatever arrives, the answer is valid JSON-RPC or nothing --------
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(line=lines("localhost/choo-test"))
+def test_any_line_gets_a_valid_answer_or_none(line, call):
+    reply = rpc.handle(line, call)
+    if reply:
+        check_answer(reply)
+        assert "\n" not in reply
+
+
+def test_ping_batch_is_fast_enough(call):
+    # 2000 requests on one line: answered, in order, without quadratic costs.
+    line = b"[" + b",".join([PING] * 2000) + b"]"
+    assert codes(rpc.handle(line.decode(), call)) == [None] * 2000
