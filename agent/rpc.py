@@ -99,7 +99,7 @@ def cancel(call: Call, id: Any) -> dict:
 
 @_method
 def wait(call: Call, id: Any, timeout: Any = None) -> dict:
-    return call.service.wait(id, timeout)
+    return call.service.wait(id, timeout, closed=call.closed)
 
 
 @_method

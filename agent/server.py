@@ -100,10 +100,14 @@ def bind(path: Path, group: str | None) -> socket.socket:
     finally:
         os.umask(old)
     if group:
+        # Best effort: members of the group get access; without it only the
+        # agent's user and root do, which is safe, so the agent still starts.
         try:
             os.chown(path, -1, grp.getgrnam(group).gr_gid)
-        except (KeyError, PermissionError):
-            log.debug("socket group %s not applied", group)
+        except KeyError:
+            log.debug("socket group %s does not exist; not applied", group)
+        except OSError as exc:
+            log.warning("socket group %s not applied to %s: %s", group, path, exc.strerror)
     # A deep backlog: a burst of clients waits to be accepted instead of
     # being refused with EAGAIN (the kernel caps it at net.core.somaxconn).
     sock.listen(socket.SOMAXCONN)

@@ -287,12 +287,15 @@ class Service:
         self.wake()
         return job
 
-    def wait(self, job_id: Any, timeout: Any = None) -> dict[str, Any]:
-        """Block until the job ends or ``timeout`` seconds pass; return the job."""
+    def wait(
+        self, job_id: Any, timeout: Any = None, closed: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
+        """Block until the job ends, ``timeout`` seconds pass or the client hangs
+        up; return the job."""
         full = self.store.resolve(job_id)
         limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
         state = self._watch_state(full)
-        self.feed.wait_for(lambda: state() in TERMINAL, min(limit, MAX_WAIT))
+        self.feed.wait_for(lambda: state() in TERMINAL or closed(), min(limit, MAX_WAIT))
         return self.store.get(full)
 
     def logs(

@@ -290,3 +290,39 @@ def test_fuzzed_lines_get_valid_answers_and_the_agent_stays_up(fuzz_agent, image
     assert agent.process.poll() is None
     internal = [line for line in agent.log().splitlines() if "internal error in" in line]
     assert internal == [], internal[:5]
+
+
+def test_a_wait_whose_client_hung_up_frees_its_connection(make_agent, image):
+    """A client that gives up on a long job.wait must not hold a slot until the job ends."""
+    agent = make_agent(max_connections=2).start()
+    job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
+    for _ in range(2):
+        with connect(agent.socket) as sock:
+            request = {"jsonrpc": "2.0", "id": 1, "method": "job.wait", "params": {"id": job["id"]}}
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            time.sleep(0.2)
+    # Both slots are free of calls again: two new waits, in flight at the
+    # same time, are both served (a slot held by a call cannot be taken).
+    wait_until(
+        lambda: _two_waits_served(agent, job["id"]),
+        timeout=15,
+        message="hung-up waits still hold the slots",
+    )
+    agent.call("job.cancel", id=job["id"])
+    agent.call("job.wait", id=job["id"], timeout=60)
+
+
+def _two_waits_served(agent, job_id: str) -> bool:
+    socks = [connect(agent.socket) for _ in range(2)]
+    try:
+        for sock in socks:
+            request = {"jsonrpc": "2.0", "id": 1, "method": "job.wait"}
+            request["params"] = {"id": job_id, "timeout": 1}
+            sock.sendall(json.dumps(request).encode() + b"\n")
+        answers = [json.loads(sock.makefile("rb").readline() or b"{}") for sock in socks]
+    except OSError:
+        return False
+    finally:
+        for sock in socks:
+            sock.close()
+    return all("result" in answer for answer in answers)
