@@ -144,10 +144,10 @@ class Controller:
 
     tick_interval = 5.0
 
-    def reconcile_safely(self) -> float | None:
+    def reconcile_safely(self, *, admit: bool = True) -> float | None:
         """One pass; an unexpected error is logged and retried on the next pass."""
         try:
-            return self.reconcile()
+            return self.reconcile(admit=admit)
         except PodmanUnavailable as exc:
             self._set_degraded(str(exc))
             self.on_podman_down()
@@ -157,8 +157,13 @@ class Controller:
             log.exception("reconcile pass failed")
         return self.clock() + 1.0
 
-    def reconcile(self) -> float | None:
+    def reconcile(self, *, admit: bool = True) -> float | None:
         """Compare jobs with containers and act on every difference.
+
+        Args:
+            admit: also start queued jobs. The start-up recovery pass does not:
+                it only settles what happened while the agent was down, so
+                READY does not wait on new containers (or image pulls).
 
         Returns:
             The earliest time something is due (a timeout, a kill after the stop
@@ -194,6 +199,8 @@ class Controller:
             # A queued job (waiting for a retry) keeps its volume too.
             self._remove_stray_volumes(busy | {j["id"] for j in jobs})
 
+        if not admit:
+            return min(deadlines, default=None)
         jobs = self.store.nonterminal()
         for job in admission.admit(
             jobs,

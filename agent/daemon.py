@@ -119,10 +119,10 @@ class Agent:
         # The recovery pass: adopt what happened while the agent was down
         # before telling anyone it is ready.
         self.notifier.status("starting: recovery pass")
-        self.controller.reconcile_safely()
+        self.controller.reconcile_safely(admit=False)
         # The pass hands its Podman work (recording jobs that ended while we
-        # were down) to a pool; READY waits for it, within reason: a slow image
-        # pull for a queued job must not fail the start.
+        # were down) to a pool; READY waits for it, within reason. Queued jobs
+        # are started by the loop's first pass, after READY.
         if not self.controller.settle(self.config.podman_timeout):
             log.info("recovery still busy after %.0fs; ready anyway", self.config.podman_timeout)
         self.controller.start_event_stream()

@@ -272,3 +272,12 @@ def test_a_sigkill_whose_container_stays_is_an_exit(world, monkeypatch):
     controller.reconcile()
     record = store.get(job)
     assert (record["state"], record["reason"], record["exit_code"]) == ("failed", "exit", 137)
+
+
+def test_the_recovery_pass_does_not_start_queued_jobs(world):
+    store, podman, controller, clock = world
+    job = submit(store)
+    controller.reconcile(admit=False)
+    assert store.get(job)["state"] == "queued" and podman.created == []
+    controller.reconcile()
+    assert store.get(job)["state"] == "running"
