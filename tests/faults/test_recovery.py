@@ -78,7 +78,8 @@ def test_lost_job_is_retried_when_it_has_retries(make_agent, image):
     agent = make_agent(retry_backoff_base=0.1).start()
     job = agent.call(
         "job.submit",
-        spec={"image": image, "command": ["sh", "-c", "sleep 1"], "retries": 1},
+        # Long enough that the removal below always lands while it runs.
+        spec={"image": image, "command": ["sh", "-c", "sleep 4"], "retries": 1},
     )
     wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
     podman("--url", agent.podman_url, "rm", "-f", f"choo-{job['id']}")
