@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ChooError
-from agent.spec import ENV_NAME_RE, parse_size
+from agent.protocol.errors import ChooError
+from agent.protocol.spec import ENV_NAME_RE, parse_size
 
 #: Linux capability names (capabilities(7)), for checking container_caps.
 _CAPABILITY_NAMES = """

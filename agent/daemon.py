@@ -22,21 +22,22 @@ from pathlib import Path
 
 import click
 
-from agent import __version__, preflight
+from agent import __version__
 from agent import config as configuration
-from agent.artifacts import JobFiles
-from agent.changes import ChangeFeed
-from agent.controller import Controller
-from agent.errors import ChooError
-from agent.journal import JournalReader, setup_logging
-from agent.podman import Podman
-from agent.podman_service import PodmanService, answers, default_url
-from agent.scheduler import MAX_SLEEP, Scheduler
-from agent.server import Server, activated_socket, bind, socket_identity, unlink_if_ours
-from agent.service import Service
-from agent.states import State
-from agent.store import Store
-from agent.systemd import Notifier
+from agent.adapters import preflight
+from agent.adapters.files import JobFiles
+from agent.adapters.journal import JournalReader, setup_logging
+from agent.adapters.podman import Podman
+from agent.adapters.podman_service import PodmanService, answers, default_url
+from agent.adapters.systemd import Notifier
+from agent.api.server import Server, activated_socket, bind, socket_identity, unlink_if_ours
+from agent.api.service import Service
+from agent.protocol.errors import ChooError
+from agent.protocol.states import State
+from agent.runtime.changes import ChangeFeed
+from agent.runtime.controller import Controller
+from agent.runtime.scheduler import MAX_SLEEP, Scheduler
+from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent")
 
@@ -328,7 +329,7 @@ def main(config_path, socket, state_dir, podman_url, log_level) -> int:
         code = _serve(agent)
     except (ChooError, OSError) as exc:
         log.error("cannot start: %s", getattr(exc, "message", None) or exc)
-        if agent.podman_service is not None:
-            agent.podman_service.stop()
+        if agent.adapters.podman_service is not None:
+            agent.adapters.podman_service.stop()
         sys.exit(1)
     sys.exit(code)

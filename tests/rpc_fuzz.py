@@ -6,7 +6,7 @@ import json
 
 from hypothesis import strategies as st
 
-from agent import protocol
+from agent.protocol import methods as protocol
 
 JSON = st.recursive(
     st.none()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import StorageError
+from agent.protocol.errors import StorageError
 
 pytestmark = pytest.mark.podman
 

@@ -211,7 +211,7 @@ def test_podman_down_keeps_jobs_queued_and_work_resumes(make_agent, podman_servi
 
 
 def test_queue_full_is_refused_and_nothing_is_stored(make_agent, image):
-    from agent.errors import QueueFull
+    from agent.protocol.errors import QueueFull
 
     agent = make_agent(max_concurrent=1, queue_limit=2).start()
     running = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from agent.errors import ChooError
+from agent.protocol.errors import ChooError
 from tests.harness import wait_until
 from tests.rpc_checks import PING, check_answer, codes
 from tests.rpc_fuzz import raw_lines

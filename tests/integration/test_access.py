@@ -175,7 +175,7 @@ def test_the_client_library_reports_the_refusal(make_agent, open_dir):
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from agent.client import Client\n"
-        "from agent.errors import Unauthorized\n"
+        "from agent.protocol.errors import Unauthorized\n"
         "try:\n"
         "    Client(sys.argv[2], timeout=20).call('agent.ping')\n"
         "except Unauthorized as exc:\n"

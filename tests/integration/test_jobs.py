@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.errors import InvalidTransition, NoSuchJob
+from agent.protocol.errors import InvalidTransition, NoSuchJob
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.podman

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from agent.errors import InvalidParams
+from agent.protocol.errors import InvalidParams
 from tests.rpc_checks import NASTY, PING, codes
 
 pytestmark = pytest.mark.podman

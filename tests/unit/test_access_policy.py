@@ -8,10 +8,10 @@ import pwd
 
 import pytest
 
-from agent import server
+from agent.api import server
+from agent.api.service import Peer
 from agent.config import Config
-from agent.errors import Unauthorized
-from agent.service import Peer
+from agent.protocol.errors import Unauthorized
 
 ME = os.getuid()
 

@@ -1,4 +1,4 @@
-"""agent.admission: which queued jobs may start now, and retry backoff."""
+"""agent.rules.admission: which queued jobs may start now, and retry backoff."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from agent.admission import admit, backoff
+from agent.rules.admission import admit, backoff
 
 NOW = 1_000_000.0
 

@@ -1,4 +1,4 @@
-"""agent.artifacts: workspace checks and snapshots, packing /out, reading, sweeping."""
+"""agent.adapters.files: workspace checks and snapshots, packing /out, reading, sweeping."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.artifacts import JobFiles
-from agent.errors import InvalidParams
+from agent.adapters.files import JobFiles
+from agent.protocol.errors import InvalidParams
 
 JOB = "01JD0000000000000000000001"
 

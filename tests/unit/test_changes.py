@@ -1,4 +1,4 @@
-"""agent.changes: the feed of committed events that threads wait on."""
+"""agent.runtime.changes: the feed of committed events that threads wait on."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.changes import ChangeFeed
+from agent.runtime.changes import ChangeFeed
 
 
 def _later(delay: float, fn) -> threading.Timer:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from agent import spec as specs
 from agent.cli import _build_spec, exit_status
+from agent.protocol import spec as specs
 
 
 def finished(state: str, reason: str | None = None, exit_code=None, log_tail=None) -> dict:

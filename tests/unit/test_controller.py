@@ -14,11 +14,11 @@ from concurrent.futures import Executor, Future
 
 import pytest
 
-from agent.changes import ChangeFeed
+from agent.adapters.podman import ContainerState
 from agent.config import Config
-from agent.controller import Controller
-from agent.podman import ContainerState
-from agent.store import Store
+from agent.runtime.changes import ChangeFeed
+from agent.runtime.controller import Controller
+from agent.storage.store import Store
 
 
 class Inline(Executor):
@@ -246,7 +246,7 @@ def test_orphans_are_removed_only_after_the_grace(world):
 
 def test_a_container_killed_and_removed_by_someone_else_is_lost(world, monkeypatch):
     store, podman, controller, clock = world
-    monkeypatch.setattr("agent.controller.REMOVAL_SETTLE", 0.2)
+    monkeypatch.setattr("agent.runtime.controller.REMOVAL_SETTLE", 0.2)
     job = submit(store)
     controller.reconcile()
     podman.exit(job, 137)  # `podman rm -f`: the kill is seen first ...
@@ -265,7 +265,7 @@ def test_a_container_killed_and_removed_by_someone_else_is_lost(world, monkeypat
 
 def test_a_sigkill_whose_container_stays_is_an_exit(world, monkeypatch):
     store, podman, controller, clock = world
-    monkeypatch.setattr("agent.controller.REMOVAL_SETTLE", 0.2)
+    monkeypatch.setattr("agent.runtime.controller.REMOVAL_SETTLE", 0.2)
     job = submit(store)
     controller.reconcile()
     podman.exit(job, 137)

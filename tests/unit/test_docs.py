@@ -17,8 +17,10 @@ from pathlib import Path
 import click
 import pytest
 
-from agent import cli, daemon, errors, protocol
+from agent import cli, daemon
 from agent.config import RELOADABLE, Config
+from agent.protocol import errors
+from agent.protocol import methods as protocol
 
 REPO = Path(__file__).resolve().parents[2]
 MAN = REPO / "man"
@@ -191,13 +193,13 @@ def test_agent_page_lists_exactly_the_reloadable_settings_under_sighup():
 
 def test_agent_page_names_every_environment_variable_the_agent_reads():
     text = sections("choo-agent.8")["ENVIRONMENT"]
-    for name in sorted(environment_variables(exclude=("cli.py", "client.py"))):
+    for name in sorted(environment_variables(exclude=("cli", "client"))):
         assert mentions(text, name), f"choo-agent.8 ENVIRONMENT lacks {name}"
 
 
 def test_chooctl_page_names_every_environment_variable_chooctl_reads():
     text = sections("chooctl.1")["ENVIRONMENT"]
-    for name in sorted(environment_variables(only=("cli.py", "client.py"))):
+    for name in sorted(environment_variables(only=("cli", "client"))):
         assert mentions(text, name), f"chooctl.1 ENVIRONMENT lacks {name}"
 
 
@@ -314,8 +316,10 @@ def environment_variables(*, only: tuple[str, ...] = (), exclude: tuple[str, ...
         r"""os\.environ(?:\.get\(|\[)\s*["']([A-Z_]+)["']|envvar=["']([A-Z_]+)["']"""
     )
     names = set()
-    for path in (REPO / "agent").glob("*.py"):
-        if (only and path.name not in only) or path.name in exclude:
+    for path in (REPO / "agent").rglob("*.py"):
+        # The part of the agent a file belongs to: "cli", "client", "daemon.py" ...
+        part = path.relative_to(REPO / "agent").parts[0].removesuffix(".py")
+        if (only and part not in only) or part in exclude:
             continue
         for match in pattern.finditer(path.read_text()):
             names.add(match.group(1) or match.group(2))
@@ -324,8 +328,8 @@ def environment_variables(*, only: tuple[str, ...] = (), exclude: tuple[str, ...
 
 def test_the_helpers_find_what_they_look_for():
     """Guards the checks above against passing vacuously."""
-    assert {"CHOO_SOCKET", "XDG_RUNTIME_DIR"} <= environment_variables(only=("client.py",))
-    assert "CHOO_CONFIG" in environment_variables(exclude=("cli.py", "client.py"))
+    assert {"CHOO_SOCKET", "XDG_RUNTIME_DIR"} <= environment_variables(only=("client",))
+    assert "CHOO_CONFIG" in environment_variables(exclude=("cli", "client"))
     assert -32001 in wire_error_codes()
     assert len(config_items()) >= 10
     assert len(subsections(sections("chooctl.1")["COMMANDS"])) >= len(cli.main.commands)

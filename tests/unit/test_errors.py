@@ -1,11 +1,11 @@
-"""agent.errors: stable codes, and error responses turned back into exceptions."""
+"""agent.protocol.errors: stable codes, and error responses turned back into exceptions."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent import errors
-from agent.errors import (
+from agent.protocol import errors
+from agent.protocol.errors import (
     AgentUnavailable,
     AmbiguousPrefix,
     ChooError,

@@ -13,10 +13,10 @@ import sqlite3
 
 import pytest
 
-from agent.changes import ChangeFeed
-from agent.errors import StorageError
-from agent.states import State
-from agent.store import SCHEMA_VERSION, Store
+from agent.protocol.errors import StorageError
+from agent.protocol.states import State
+from agent.runtime.changes import ChangeFeed
+from agent.storage.store import SCHEMA_VERSION, Store
 
 V1_SCHEMA = """
 CREATE TABLE "job" ("id" VARCHAR(26) NOT NULL PRIMARY KEY, "name" VARCHAR(255), "state" VARCHAR(255) NOT NULL, "reason" VARCHAR(255), "exit_code" INTEGER, "priority" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "labels" TEXT NOT NULL, "attempt" INTEGER NOT NULL, "retries_left" INTEGER NOT NULL, "cancel_requested" INTEGER NOT NULL, "submitted_at" REAL NOT NULL, "started_at" REAL, "ended_at" REAL, "not_before" REAL, "stop_sent_at" REAL, "stop_reason" VARCHAR(255), "submitter_uid" INTEGER, "submitter_pid" INTEGER, "log_tail" TEXT);
@@ -177,7 +177,7 @@ def test_upgrade_happens_once(tmp_path):
 
 
 def test_a_failed_upgrade_leaves_the_v1_database_as_it_was(tmp_path, monkeypatch):
-    from agent import migrations
+    from agent.storage import migrations
 
     path = tmp_path / "choo.db"
     make_v1(path)

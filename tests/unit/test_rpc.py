@@ -1,4 +1,4 @@
-"""agent.rpc.handle: every line gets what JSON-RPC 2.0 asks for, whatever it holds.
+"""agent.api.rpc.handle: every line gets what JSON-RPC 2.0 asks for, whatever it holds.
 
 A real Service over a real SQLite store; no Podman (no call here starts a job).
 """
@@ -10,12 +10,12 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from agent import rpc
-from agent.changes import ChangeFeed
+from agent.adapters.journal import JournalReader
+from agent.api import rpc
+from agent.api.service import Peer, Service
 from agent.config import Config
-from agent.journal import JournalReader
-from agent.service import Peer, Service
-from agent.store import Store
+from agent.runtime.changes import ChangeFeed
+from agent.storage.store import Store
 from tests.rpc_checks import NASTY, PING, check_answer, codes
 from tests.rpc_fuzz import lines
 

@@ -1,4 +1,4 @@
-"""agent.schedule: cron fires, catch-up, concurrency and history rules, on a fake clock."""
+"""agent.rules.schedule: cron fires, catch-up, concurrency and history rules, on a fake clock."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent import schedule as rules
-from agent.errors import InvalidParams
+from agent.protocol.errors import InvalidParams
+from agent.rules import schedule as rules
 
 
 def t(text: str) -> float:

@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.artifacts import JobFiles
-from agent.changes import ChangeFeed
+from agent.adapters.files import JobFiles
+from agent.api.service import Peer, Service
 from agent.config import Config
-from agent.errors import InvalidParams, InvalidTransition, NoSuchSchedule
-from agent.scheduler import Scheduler
-from agent.service import Peer, Service
-from agent.states import State
-from agent.store import Store
+from agent.protocol.errors import InvalidParams, InvalidTransition, NoSuchSchedule
+from agent.protocol.states import State
+from agent.runtime.changes import ChangeFeed
+from agent.runtime.scheduler import Scheduler
+from agent.storage.store import Store
 
 SPEC = {"image": "alpine", "command": ["true"]}
 

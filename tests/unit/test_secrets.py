@@ -1,4 +1,4 @@
-"""agent.secrets.Credentials: where a job's secret values come from."""
+"""agent.adapters.secrets.Credentials: where a job's secret values come from."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
+from agent.adapters.secrets import MAX_SECRET_BYTES, Credentials
 from agent.config import Config
-from agent.secrets import MAX_SECRET_BYTES, Credentials
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""agent.spec: the single gate between a submitted job spec and what is stored."""
+"""agent.protocol.spec: the single gate between a submitted job spec and what is stored."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from agent import spec
-from agent.errors import INVALID_PARAMS, InvalidParams
+from agent.protocol import spec
+from agent.protocol.errors import INVALID_PARAMS, InvalidParams
 
 MIB = 1024**2
 GIB = 1024**3

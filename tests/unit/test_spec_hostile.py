@@ -1,4 +1,4 @@
-"""agent.spec against hostile values: secrets, image references, huge numbers."""
+"""agent.protocol.spec against hostile values: secrets, image references, huge numbers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from agent import spec
-from agent.errors import InvalidParams
+from agent.protocol import spec
+from agent.protocol.errors import InvalidParams
 
 
 def _refused(raw, field):

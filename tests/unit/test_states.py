@@ -1,4 +1,4 @@
-"""agent.states: the job life cycle table."""
+"""agent.protocol.states: the job life cycle table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from agent.states import ACTIVE, TERMINAL, TRANSITIONS, Reason, State, can_transition, is_terminal
+from agent.protocol.states import (
+    ACTIVE,
+    TERMINAL,
+    TRANSITIONS,
+    Reason,
+    State,
+    can_transition,
+    is_terminal,
+)
 
 Q, ST, R = State.QUEUED, State.STARTING, State.RUNNING
 OK, FAIL, CANC = State.SUCCEEDED, State.FAILED, State.CANCELLED

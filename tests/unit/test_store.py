@@ -1,4 +1,4 @@
-"""agent.store: jobs, attempts and events in a real SQLite file."""
+"""agent.storage.store: jobs, attempts and events in a real SQLite file."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from agent import spec as specs
-from agent.changes import ChangeFeed
-from agent.errors import (
+from agent.protocol import spec as specs
+from agent.protocol.errors import (
     AmbiguousPrefix,
     InvalidParams,
     InvalidTransition,
@@ -19,8 +18,9 @@ from agent.errors import (
     QueueFull,
     StorageError,
 )
-from agent.states import State
-from agent.store import SCHEMA_VERSION, Store
+from agent.protocol.states import State
+from agent.runtime.changes import ChangeFeed
+from agent.storage.store import SCHEMA_VERSION, Store
 
 Q, ST, R = State.QUEUED, State.STARTING, State.RUNNING
 OK, FAIL, CANC = State.SUCCEEDED, State.FAILED, State.CANCELLED

@@ -25,10 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-from agent import rpc
+from agent.api import rpc
+from agent.api.service import Peer, Service
 from agent.config import Config
-from agent.errors import INTERNAL_ERROR, INVALID_REQUEST, Unauthorized
-from agent.service import Peer, Service
+from agent.protocol.errors import INTERNAL_ERROR, INVALID_REQUEST, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from agent.errors import InvalidParams
+from agent.protocol.errors import InvalidParams
 
 # An image reference, as containers/image (and docker/distribution) parse one:
 # [domain[:port]/]path[:tag][@digest], path components lowercase. Written so

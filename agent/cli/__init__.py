@@ -21,8 +21,8 @@ import click
 
 from agent import __version__
 from agent.client import Client
-from agent.errors import AgentUnavailable, ChooError
-from agent.spec import parse_duration
+from agent.protocol.errors import AgentUnavailable, ChooError
+from agent.protocol.spec import parse_duration
 
 EXIT_ERROR = 125
 EXIT_CANNOT_RUN = 126

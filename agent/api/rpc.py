@@ -25,9 +25,9 @@ from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
-from agent import protocol
-from agent.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ChooError
-from agent.service import Peer, Service
+from agent.api.service import Peer, Service
+from agent.protocol import methods as protocol
+from agent.protocol.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ChooError
 
 log = logging.getLogger(__name__)
 

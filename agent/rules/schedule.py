@@ -2,7 +2,7 @@
 
 No I/O and no clock of its own: every function takes the time it reasons
 about, so the rules are tested with a fake clock and the scheduler
-(agent/scheduler.py) only applies what they decide. Cron arithmetic is
+(agent/runtime/scheduler.py) only applies what they decide. Cron arithmetic is
 croniter's; this module adds the choo rules on top:
 
 * **Fires.** A schedule fires at each time its 5-field cron expression (or
@@ -33,8 +33,8 @@ from typing import Any
 from croniter import croniter
 from dateutil import tz as dateutil_tz
 
-from agent.errors import InvalidParams
-from agent.states import TERMINAL
+from agent.protocol.errors import InvalidParams
+from agent.protocol.states import TERMINAL
 
 POLICIES = ("allow", "forbid", "replace")
 #: A fire handled this late or less is on time; later, it was missed.

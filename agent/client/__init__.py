@@ -5,7 +5,7 @@
         job = choo.call("job.submit", spec={"image": "localhost/choo-demo", "command": ["true"]})
         done = choo.call("job.wait", id=job["id"])
 
-Errors come back as the ``ChooError`` subclasses of agent.errors, so callers
+Errors come back as the ``ChooError`` subclasses of agent.protocol.errors, so callers
 can catch ``NoSuchJob`` or ``QueueFull`` by type. Deliberately light on
 imports: chooctl starts with every command.
 """
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import AgentUnavailable, ProtocolError, from_response
+from agent.protocol.errors import AgentUnavailable, ProtocolError, from_response
 
 SYSTEM_SOCKET = "/run/choo/agent.sock"
 SYSTEM_GROUP = "choo"

@@ -22,8 +22,8 @@ import requests
 from podman import errors as perr
 
 from agent.config import DEFAULT_CAPS
-from agent.errors import ChooError, CreateError, ImageError, PodmanUnavailable
-from agent.spec import container_name
+from agent.protocol.errors import ChooError, CreateError, ImageError, PodmanUnavailable
+from agent.protocol.spec import container_name
 
 log = logging.getLogger(__name__)
 

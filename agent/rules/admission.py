@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from agent.states import ACTIVE, State
+from agent.protocol.states import ACTIVE, State
 
 
 def admit(

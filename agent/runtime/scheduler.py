@@ -4,7 +4,7 @@ It owns time-driven work that is not the reconcile loop's: it fires
 schedules when their cron expression says so (and once at start-up for fires
 missed while the agent was down), removes a schedule's finished runs beyond
 its history limit, and prunes finished jobs older than ``retention``. The
-rules are the pure functions of agent/schedule.py; jobs are made, cancelled
+rules are the pure functions of agent/rules/schedule.py; jobs are made, cancelled
 and removed through the Service, like any client's. Its clock is injectable
 (tests drive it; see ``CHOO_CLOCK_OFFSET_FILE`` in choo-agent(8)).
 """
@@ -18,11 +18,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agent import schedule as rules
-from agent import spec as specs
-from agent.errors import ChooError, InvalidParams, InvalidTransition
-from agent.states import TERMINAL, State
-from agent.store import Store
+from agent.protocol import spec as specs
+from agent.protocol.errors import ChooError, InvalidParams, InvalidTransition
+from agent.protocol.states import TERMINAL, State
+from agent.rules import schedule as rules
+from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ The store owns the job life cycle on disk. Every state change goes through
 ``transition()``: one ``BEGIN IMMEDIATE`` transaction that checks the move
 against ``states.TRANSITIONS``, updates the job and appends its event, so a
 crash can never split a state change from its record. Events are published to
-the ``ChangeFeed`` only after the commit. The store never talks to Podman.
+the event sink (the runtime's ``ChangeFeed``) only after the commit. The store
+never talks to Podman.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import peewee as pw
 from ulid import ULID
 
-from agent import migrations
-from agent.changes import ChangeFeed
-from agent.errors import (
+from agent.protocol.errors import (
     AmbiguousPrefix,
     InvalidParams,
     InvalidTransition,
@@ -32,10 +31,19 @@ from agent.errors import (
     QueueFull,
     StorageError,
 )
-from agent.spec import container_name
-from agent.states import TERMINAL, State, can_transition
+from agent.protocol.spec import container_name
+from agent.protocol.states import TERMINAL, State, can_transition
+from agent.storage import migrations
 
 SCHEMA_VERSION = 2
+
+
+class EventSink(Protocol):
+    """Where committed events go (the runtime's ``ChangeFeed``)."""
+
+    def publish(self, event: dict[str, Any]) -> None: ...
+
+
 LOG_TAIL_LINES = 100
 
 
@@ -126,7 +134,7 @@ def _models(db: pw.Database) -> SimpleNamespace:
 class Store:
     """The jobs database. Thread-safe: peewee keeps one connection per thread."""
 
-    def __init__(self, path: Path, feed: ChangeFeed):
+    def __init__(self, path: Path, feed: EventSink):
         self.path = path
         self.feed = feed
         self.db = pw.SqliteDatabase(

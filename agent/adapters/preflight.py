@@ -13,8 +13,8 @@ import pwd
 import shutil
 from pathlib import Path
 
+from agent.adapters.podman_service import answers, default_url
 from agent.config import Config
-from agent.podman_service import answers, default_url
 
 #: Enough subordinate ids for images that use uid/gid 65534 (nobody).
 MIN_SUBIDS = 65536

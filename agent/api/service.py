@@ -18,16 +18,16 @@ from typing import Any
 from ulid import ULID
 
 from agent import __version__
-from agent import spec as specs
-from agent.artifacts import MAX_READ, JobFiles
-from agent.changes import ChangeFeed
+from agent.adapters.files import MAX_READ, JobFiles
+from agent.adapters.journal import JournalReader
+from agent.adapters.secrets import Credentials
 from agent.config import Config
-from agent.errors import InvalidParams, InvalidTransition
-from agent.journal import JournalReader
-from agent.secrets import Credentials
-from agent.spec import container_name
-from agent.states import TERMINAL, State
-from agent.store import Store
+from agent.protocol import spec as specs
+from agent.protocol.errors import InvalidParams, InvalidTransition
+from agent.protocol.spec import container_name
+from agent.protocol.states import TERMINAL, State
+from agent.runtime.changes import ChangeFeed
+from agent.storage.store import Store
 
 MAX_WAIT = 24 * 3600.0
 #: What ``job.prune`` removes without ``older_than`` when ``retention`` is 0.

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from agent.errors import ChooError
+from agent.protocol.errors import ChooError
 
 #: After a job ended, how long to let journald take in lines still queued on
 #: its socket before the final read.

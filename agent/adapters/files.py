@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from agent.errors import ChooError, InvalidParams
+from agent.protocol.errors import ChooError, InvalidParams
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from agent.errors import PodmanUnavailable
+from agent.protocol.errors import PodmanUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,22 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from agent import admission
-from agent.artifacts import JobFiles
+from agent.adapters.files import JobFiles
+from agent.adapters.journal import JournalReader
+from agent.adapters.podman import ContainerState, Hardening, Podman
+from agent.adapters.secrets import Credentials
 from agent.config import Config
-from agent.errors import ChooError, CreateError, ImageError, InvalidTransition, PodmanUnavailable
-from agent.journal import JournalReader
-from agent.podman import ContainerState, Hardening, Podman
-from agent.secrets import Credentials
-from agent.spec import container_name, parse_size
-from agent.states import ACTIVE, TERMINAL, Reason, State
-from agent.store import LOG_TAIL_LINES, Store
+from agent.protocol.errors import (
+    ChooError,
+    CreateError,
+    ImageError,
+    InvalidTransition,
+    PodmanUnavailable,
+)
+from agent.protocol.spec import container_name, parse_size
+from agent.protocol.states import ACTIVE, TERMINAL, Reason, State
+from agent.rules import admission
+from agent.storage.store import LOG_TAIL_LINES, Store
 
 log = logging.getLogger(__name__)
 
