@@ -156,6 +156,9 @@ expect "her agent logs to the journal" journal_has "ready: socket (socket activa
     _SYSTEMD_USER_UNIT=choo-agent.service
 as_alice_user systemctl --user disable --now choo-agent.socket choo-agent
 
+. "$src/tests/system/newcomer.sh"
+newcomer_check
+
 step "make uninstall"
 make -s -C "$src" uninstall >/dev/null
 expect "commands and units removed" sh -c '! ls /usr/local/bin/choo-agent /usr/local/bin/chooctl /etc/systemd/system/choo-agent.service /usr/local/lib/choo 2>/dev/null'

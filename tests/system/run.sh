@@ -14,13 +14,13 @@
 #
 # Caches, so a second run takes seconds instead of minutes: the debootstrapped
 # root is a Podman image tagged with a hash of its package list; Python wheels
-# of choo's dependencies live in /var/cache/choo-test/wheels, keyed by
+# of choo's dependencies (and test tools) live in /var/cache/choo-test/wheels, keyed by
 # pyproject.toml's dependency list, so `make install` inside needs no network.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=/var/cache/choo-test
-packages=systemd,systemd-sysv,dbus,libpam-systemd,podman,containernetworking-plugins,runc,uidmap,slirp4netns,fuse-overlayfs,catatonit,python3,python3-venv,socat,busybox-static,make,procps
+packages=systemd,systemd-sysv,dbus,libpam-systemd,podman,containernetworking-plugins,runc,uidmap,slirp4netns,fuse-overlayfs,catatonit,python3,python3-venv,socat,busybox-static,make,procps,mandoc,jq,rsync
 image=localhost/choo-systemd:$(echo "$packages" | sha256sum | cut -c1-12)
 name=choo-systemd-test
 # Rootful Podman on this host warns about its cgroup v1 net_cls on every call.
@@ -51,7 +51,9 @@ build_image() {
 build_wheels() {
     local deps key
     deps=$(/usr/bin/python3 -c 'import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+# The test extras too: make run installs them (tests/system/newcomer.sh).
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))' \
         "$repo/pyproject.toml")
     key=$(printf '%s\nsetuptools>=64\nwheel\n' "$deps" | sha256sum | cut -c1-12)
     [ -f "$cache/wheels/.key-$key" ] && return 0
