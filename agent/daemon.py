@@ -33,6 +33,7 @@ from agent.adapters.systemd import Notifier
 from agent.api.server import Server, activated_socket, bind, socket_identity, unlink_if_ours
 from agent.api.service import Service
 from agent.protocol.errors import ChooError
+from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import Controller
@@ -43,8 +44,6 @@ log = logging.getLogger("choo-agent")
 
 #: How long a stopping agent lets calls in flight finish (a long poll is cut).
 SHUTDOWN_GRACE = 2.0
-#: SIGTERM-to-SIGKILL grace for jobs stopped by stop_containers_on_exit.
-CONTAINER_STOP_TIMEOUT = 10
 
 
 class Agent:
@@ -227,9 +226,10 @@ class Agent:
         for container in self.podman.list_ours():
             if container.running:
                 log.info("stopping %s (stop_containers_on_exit)", container.name)
-                # Each stop may take its full grace; ask systemd for the time.
-                self.notifier.extend_timeout(CONTAINER_STOP_TIMEOUT + 5)
-                self.podman.client.containers.get(container.id).stop(timeout=CONTAINER_STOP_TIMEOUT)
+                # Each stop may take its full grace (the spec's default, SIGTERM
+                # to SIGKILL); ask systemd for the time.
+                self.notifier.extend_timeout(DEFAULT_STOP_TIMEOUT + 5)
+                self.podman.stop(container.id, DEFAULT_STOP_TIMEOUT)
 
 
 def schedule_clock() -> tuple[Callable[[], float], float]:

@@ -3,7 +3,7 @@
 An agent started by hand on a machine where nobody enabled ``podman.socket``
 still works: if nothing answers on the default socket it starts
 ``podman system service`` as a child and stops it on exit. This module only
-manages that process; it does not speak the API (podman.py does).
+manages that process; it does not speak the API (agent.adapters.podman does).
 """
 
 from __future__ import annotations

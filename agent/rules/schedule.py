@@ -1,9 +1,12 @@
 """Cron schedules: when a schedule fires and what its policies decide (pure).
 
-No I/O and no clock of its own: every function takes the time it reasons
-about, so the rules are tested with a fake clock and the scheduler
-(agent/runtime/scheduler.py) only applies what they decide. Cron arithmetic is
-croniter's; this module adds the choo rules on top:
+No clock of its own: every function takes the time it reasons about, so the
+rules are tested with a fake clock and the scheduler
+(agent/runtime/scheduler.py) only applies what they decide. The one thing read
+from the host is the time zone database (the standard library's ``zoneinfo``:
+the system's, or the ``tzdata`` package), and for the local zone ``$TZ`` or
+``/etc/localtime``. Cron arithmetic is croniter's; this module adds the choo
+rules on top:
 
 * **Fires.** A schedule fires at each time its 5-field cron expression (or
   ``@hourly``-style alias) matches, in its time zone (the agent's local one by
@@ -25,13 +28,14 @@ croniter's; this module adds the choo rules on top:
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from dateutil import tz as dateutil_tz
 
 from agent.protocol.errors import InvalidParams
 from agent.protocol.states import TERMINAL
@@ -42,6 +46,8 @@ ON_TIME_GRACE = 30.0
 MAX_HISTORY = 1000
 DEFAULT_HISTORY = 10
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+#: The host's zone when ``$TZ`` is not set (a copy of, or link into, the zone database).
+LOCALTIME = "/etc/localtime"
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
@@ -72,11 +78,43 @@ def zone(name: str | None) -> tzinfo:
         InvalidParams: an unknown zone name.
     """
     if name is None:
-        return dateutil_tz.tzlocal()
-    found = dateutil_tz.gettz(name) if isinstance(name, str) and name else None
+        return local_zone()
+    found = _named_zone(name) if isinstance(name, str) else None
     if found is None:
         raise InvalidParams(f"timezone: unknown time zone {name!r} (e.g. 'UTC', 'Europe/Paris')")
     return found
+
+
+def local_zone() -> tzinfo:
+    """The host's time zone, with its daylight saving rules, as the C library reads it.
+
+    ``$TZ`` when set (a zone name, or ``:`` and a name or a file path; one
+    not found is UTC, as for libc), else ``/etc/localtime``, else UTC. Not
+    ``datetime.now().astimezone().tzinfo``: that is today's fixed offset, and
+    a schedule reading it would fire an hour off after the clocks change.
+    """
+    name = os.environ.get("TZ")
+    if name is None:
+        name = LOCALTIME
+    name = name.removeprefix(":")
+    if name.startswith("/"):
+        try:
+            with open(name, "rb") as file:
+                return ZoneInfo.from_file(file, key=name)
+        except (OSError, ValueError):
+            return UTC
+    return _named_zone(name) or UTC
+
+
+def _named_zone(name: str) -> tzinfo | None:
+    """The zone of an IANA name (``Europe/Paris``), or None for one not found."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    # ValueError: a key outside the database (absolute, ".."); OSError: a directory.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
 
 
 def next_fire(expr: str, after: float, timezone: str | None = None) -> float:

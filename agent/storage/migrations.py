@@ -1,11 +1,12 @@
 """Schema migrations of the jobs database, one function per version step.
 
-``upgrade(db, version)`` brings a database recorded at ``version`` up to
-``store.SCHEMA_VERSION`` inside the caller's transaction (SQLite DDL is
+``upgrade(db, version, target)`` brings a database recorded at ``version`` up
+to ``models.SCHEMA_VERSION`` inside the caller's transaction (SQLite DDL is
 transactional, so a failed upgrade leaves the old schema intact). Each step
 only adds: columns are nullable so old rows stay valid, and no step ever
-rewrites or drops data. Add a step here, bump ``SCHEMA_VERSION`` in store.py,
-and extend tests/unit/test_migrations.py with the new version.
+rewrites or drops data. Add a step here, change the models and bump
+``SCHEMA_VERSION`` in models.py, and extend tests/unit/test_migrations.py
+with the new version.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _v1_to_v2(db: pw.Database) -> None:
         migrator.add_column("job", "artifacts_message", pw.TextField(null=True)),
         migrator.add_index("job", ("schedule",), False),
     )
-    # The schedule table itself is new: Store.open() creates it.
+    # The schedule table itself is new: Database.open() creates it.
 
 
 #: version -> the step that upgrades a database from it to version + 1.
@@ -40,6 +41,12 @@ STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:
-    """Run every step from ``version`` to ``target``, in order."""
+    """Run every step from ``version`` to ``target``, in order.
+
+    Args:
+        db: the open database, inside the caller's write transaction.
+        version: the schema version the file records.
+        target: the version to reach (``SCHEMA_VERSION``).
+    """
     for step in range(version, target):
         STEPS[step](db)

@@ -1,0 +1,119 @@
+"""The connection to one rootless Podman API service, and what that Podman is and enforces.
+
+``Connection`` holds the podman-py client and the settings every container
+of the agent's is made with; the parts of the adapter (containers.py,
+volumes.py, secrets.py, images.py, run.py) build on it. Every call has a
+timeout: podman-py has none by default, and a hung Podman must not freeze the
+agent. Nothing here decides what to create, stop or remove.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import podman
+
+from agent.adapters.podman.errors import mapped
+from agent.adapters.podman.names import LABEL_AGENT
+from agent.protocol.errors import ChooError, PodmanUnavailable
+
+#: The oldest Podman the agent is tested against.
+MIN_API_VERSION = (4, 3)
+
+
+class Connection:
+    """A timeout-bounded podman-py client, and whose containers are ours."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        agent_id: str,
+        timeout: float,
+        runtime: str = "",
+        log_driver: str = "journald",
+        init: bool = False,
+        ulimits: dict[str, list[int]] | None = None,
+    ):
+        """Prepare a client (Podman is first asked by ``version()``).
+
+        Args:
+            url: the API service (``unix:///run/user/UID/podman/podman.sock``).
+            agent_id: the store's identity; labels and finds our containers.
+            timeout: seconds any one call may take (a pull's reads excepted).
+            runtime: the OCI runtime for job containers ("": Podman's default).
+            log_driver: where job output goes (``journald``: the journal reader's source).
+            init: run an init process as PID 1 in every job container.
+            ulimits: ``{name: [soft, hard]}`` applied to every job container.
+        """
+        self.url = url
+        self.agent_id = agent_id
+        #: The label filter matching everything of this agent's.
+        self.ours = f"{LABEL_AGENT}={agent_id}"
+        self.timeout = timeout
+        self.runtime = runtime
+        self.log_driver = log_driver
+        self.init = init
+        self.ulimits = ulimits or {}
+        self.client = podman.PodmanClient(base_url=url, timeout=timeout)
+        self._limits: dict[str, Any] | None = None
+
+    def version(self) -> str:
+        """Return the API version, refusing a Podman older than we test against.
+
+        Raises:
+            PodmanUnavailable: Podman does not answer or is too old.
+        """
+        with mapped("ask Podman for its version"):
+            info = self.client.version()
+        # "Version" is Podman's own; "ApiVersion" is the Docker-compatible API's.
+        version = str(info.get("Version") or "0")
+        parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if parts < MIN_API_VERSION:
+            raise PodmanUnavailable(
+                f"Podman API {version} at {self.url} is older than the minimum "
+                f"{'.'.join(map(str, MIN_API_VERSION))}; upgrade podman"
+            )
+        return version
+
+    def resource_limits(self) -> dict[str, Any]:
+        """Whether Podman enforces memory/cpu/pids limits here, and why not.
+
+        Rootless Podman on cgroup v1 ignores them (it warns and creates the
+        container anyway); on cgroup v2 it needs the controllers delegated to
+        the user. Asked once; the answer is kept.
+        """
+        if self._limits is not None:
+            return self._limits
+        try:
+            with mapped("ask Podman for host information"):
+                host = (self.client.info() or {}).get("host") or {}
+        except ChooError as exc:
+            return {"enforced": None, "reason": f"unknown: {exc.message}"}
+        version = host.get("cgroupVersion") or "unknown"
+        rootless = bool((host.get("security") or {}).get("rootless"))
+        controllers = host.get("cgroupControllers") or []
+        if not rootless:
+            enforced, why = True, "rootful Podman"
+        elif version == "v2":
+            missing = [c for c in ("memory", "pids", "cpu") if c not in controllers]
+            enforced = not missing
+            why = (
+                f"cgroup controllers not delegated to the user: {', '.join(missing)}"
+                if missing
+                else "cgroup v2 with delegated controllers"
+            )
+        else:
+            enforced, why = False, f"rootless Podman on cgroup {version} ignores resource limits"
+        self._limits = {
+            "enforced": enforced,
+            "reason": why,
+            "cgroup_version": version,
+            "rootless": rootless,
+            "controllers": controllers,
+        }
+        return self._limits
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()

@@ -1,0 +1,195 @@
+"""One attempt of a job as a container: the create request, and create, pull, start in order.
+
+``Hardening`` is how every job's container is confined (from the agent's
+configuration); ``JobContainers.run`` turns a normalised spec into a labelled
+``choo-<ID>`` container with its /out volume, workspace mount and secrets,
+pulling the image as the spec's pull policy allows. Whether and when to run
+is the controller's call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.adapters.podman.containers import Containers
+from agent.adapters.podman.errors import mapped
+from agent.adapters.podman.images import Images
+from agent.adapters.podman.names import (
+    LABEL_AGENT,
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    OUT_MOUNT,
+    WORKSPACE_MOUNT,
+    out_volume_name,
+)
+from agent.adapters.podman.secrets import Secrets
+from agent.adapters.podman.volumes import Volumes
+from agent.config import DEFAULT_CAPS
+from agent.protocol.errors import ChooError, CreateError, ImageError
+from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, container_name
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """How every job's container is confined; from the agent's configuration.
+
+    ``pids`` and ``memory`` apply to jobs whose spec sets no limit (0: none).
+    """
+
+    caps: tuple[str, ...] = DEFAULT_CAPS
+    no_new_privileges: bool = True
+    pids: int = 0
+    memory: int = 0
+    read_only: bool = False
+
+
+class JobContainers(Containers, Volumes, Secrets, Images):
+    """``Podman.run``: the container of one attempt of a job."""
+
+    def run(
+        self,
+        job_id: str,
+        attempt: int,
+        spec: dict[str, Any],
+        on_pull: Callable[[str], None] = lambda image: None,
+        workspace: str | None = None,
+        secrets: dict[str, bytes] | None = None,
+        hardening: Hardening | None = None,
+    ) -> str:
+        """Create and start the container of one attempt of a job.
+
+        Args:
+            job_id: the job's ID (names and labels the container).
+            attempt: the attempt number (a label).
+            spec: the normalised job spec.
+            on_pull: called with the image reference before a pull begins.
+            workspace: host directory (the job's snapshot) to mount at /workspace.
+            secrets: environment variables for the container only: passed as
+                Podman secrets (``type=env``), so they are in no create request,
+                log or ``inspect`` of a created container, and removed again
+                as soon as the container has started (or failed to).
+            hardening: capabilities, no-new-privileges, default limits.
+
+        Returns:
+            The container ID.
+
+        Raises:
+            ImageError: the image is missing and may not (or could not) be pulled.
+            CreateError: Podman refused the container.
+            PodmanUnavailable: Podman did not answer.
+        """
+        kwargs = self._create_kwargs(job_id, attempt, spec, workspace, hardening or Hardening())
+        secret_names = self.create_secrets(job_id, attempt, secrets or {})
+        if secret_names:
+            kwargs["secret_env"] = secret_names
+        try:
+            return self._create_and_start(job_id, spec, kwargs, on_pull)
+        finally:
+            for secret in secret_names.values():
+                self.remove_secret(secret)
+
+    def _create_and_start(
+        self,
+        job_id: str,
+        spec: dict[str, Any],
+        kwargs: dict[str, Any],
+        on_pull: Callable[[str], None],
+    ) -> str:
+        self.create_out_volume(job_id)
+        if spec["pull"] == "always":
+            self.pull(spec["image"], on_pull)
+        try:
+            container = self._create(job_id, kwargs)
+        except CreateError:
+            # Trying the create first saves a look-up on every start of a job
+            # whose image is present, which is nearly all of them. (Podman 4.3
+            # answers a missing image with a 500, so ask rather than parse.)
+            if self.image_exists(spec["image"]):
+                raise
+            if spec["pull"] == "never":
+                raise ImageError(
+                    f"image {spec['image']} is not present and the pull policy is 'never'; "
+                    "pull or build it first (podman pull/podman build as the agent's user)"
+                ) from None
+            self.pull(spec["image"], on_pull)
+            container = self._create(job_id, kwargs)
+        try:
+            with mapped(f"start container for job {job_id}", CreateError):
+                container.start()
+        except ChooError:
+            self.remove(container.id)
+            raise
+        return container.id
+
+    def _create(self, job_id: str, kwargs: dict[str, Any]):
+        with mapped(f"create container for job {job_id}", CreateError):
+            return self.client.containers.create(**kwargs)
+
+    def _create_kwargs(
+        self,
+        job_id: str,
+        attempt: int,
+        spec: dict[str, Any],
+        workspace: str | None,
+        hardening: Hardening,
+    ) -> dict[str, Any]:
+        """podman-py's ``containers.create`` arguments for one attempt of a job."""
+        name = container_name(job_id)
+        resources = spec.get("resources") or {}
+        kwargs: dict[str, Any] = {
+            "image": spec["image"],
+            "name": name,
+            "labels": {
+                **spec.get("labels", {}),
+                LABEL_AGENT: self.agent_id,
+                LABEL_JOB: job_id,
+                LABEL_ATTEMPT: str(attempt),
+            },
+            "environment": spec.get("env") or {},
+            "log_config": {"Type": self.log_driver, "Config": {"options": {"tag": name}}},
+            "ulimits": [
+                {"Name": key, "Soft": soft, "Hard": hard}
+                for key, (soft, hard) in self.ulimits.items()
+            ],
+            "cap_drop": ["ALL"],
+            "cap_add": list(hardening.caps),
+            "no_new_privileges": hardening.no_new_privileges,
+            "read_only": hardening.read_only,
+            "init": self.init,
+            "stop_timeout": int(spec.get("stop_timeout") or DEFAULT_STOP_TIMEOUT),
+        }
+        if spec.get("command"):
+            kwargs["command"] = spec["command"]
+        if self.runtime:
+            kwargs["runtime"] = self.runtime
+        if spec.get("network", "none") == "none":
+            kwargs["network_mode"] = "none"
+        if spec.get("workdir"):
+            kwargs["working_dir"] = spec["workdir"]
+        if spec.get("user"):
+            kwargs["user"] = spec["user"]
+        memory = resources.get("memory") or hardening.memory
+        if memory:
+            kwargs["mem_limit"] = memory
+            kwargs["memswap_limit"] = memory
+        if resources.get("cpus"):
+            kwargs["nano_cpus"] = int(resources["cpus"] * 1e9)
+        pids = resources.get("pids") or hardening.pids
+        if pids:
+            kwargs["pids_limit"] = pids
+        # /out is a named volume of the job's (see create_out_volume); with a
+        # `user`, :U hands it to that user, whose files Podman (not the agent)
+        # then reads when packing and deletes with the volume. No SELinux
+        # relabelling options: the agent's own paths need none rootless.
+        out_options = ["U"] if spec.get("user") else []
+        kwargs["volumes"] = {
+            out_volume_name(job_id): {"bind": OUT_MOUNT, "mode": "rw", "extended_mode": out_options}
+        }
+        if workspace:
+            kwargs["mounts"] = [
+                {"type": "bind", "source": workspace, "target": WORKSPACE_MOUNT, "read_only": False}
+            ]
+            kwargs.setdefault("working_dir", WORKSPACE_MOUNT)
+        return kwargs

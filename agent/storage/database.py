@@ -1,0 +1,140 @@
+"""The jobs database file: its connection, its schema on open, and the one way to write it.
+
+``Database`` opens the SQLite file (peewee keeps one connection per thread),
+brings an older schema up to ``SCHEMA_VERSION`` through migrations.py, and
+offers ``writing()``: the single ``BEGIN IMMEDIATE`` transaction every change
+goes through, with SQLite's failures turned into ``StorageError``. It holds
+no queries of jobs or schedules (jobs.py, schedules.py) and never talks to
+Podman.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import peewee as pw
+from ulid import ULID
+
+from agent.protocol.errors import StorageError
+from agent.storage import migrations
+from agent.storage.models import SCHEMA_VERSION, bind
+
+
+class EventSink(Protocol):
+    """Where committed events go (the runtime's ``ChangeFeed``)."""
+
+    def publish(self, event: dict[str, Any]) -> None: ...
+
+
+class Database:
+    """One jobs database file and the models bound to it. Thread-safe."""
+
+    def __init__(self, path: Path, feed: EventSink):
+        """Prepare, without opening, the database at ``path``.
+
+        Args:
+            path: the SQLite file (created with its folder by ``open``).
+            feed: receives every event after its transaction commits.
+        """
+        self.path = path
+        self.feed = feed
+        self.db = pw.SqliteDatabase(
+            None,
+            lock_type="IMMEDIATE",
+            # FULL: a job acknowledged to a client must survive a power loss.
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "full",
+                "foreign_keys": 1,
+                "busy_timeout": 10000,
+            },
+            timeout=10,
+            check_same_thread=False,
+        )
+        self.models = bind(self.db)
+        self._write_lock = threading.RLock()  # re-entrant: atomic() blocks nest
+
+    def open(self) -> None:
+        """Open (creating if needed) the database and bring its schema up to date.
+
+        Raises:
+            StorageError: the file is from a newer agent, or SQLite failed.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.db.init(str(self.path))
+        Setting = self.models.Setting
+        with self.writing():
+            row = None
+            if Setting.table_exists():
+                row = Setting.get_or_none(Setting.key == "schema_version")
+            if row is not None and int(row.value) > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} has schema version {row.value}, newer than this agent "
+                    f"understands ({SCHEMA_VERSION}); upgrade choo-agent"
+                )
+            if row is not None and int(row.value) < SCHEMA_VERSION:
+                # Before create_tables: its indexes may name columns a step adds.
+                migrations.upgrade(self.db, int(row.value), SCHEMA_VERSION)
+                row.value = str(SCHEMA_VERSION)
+                row.save()
+            self.db.create_tables(self.models.tables())
+            if row is None:
+                Setting.create(key="schema_version", value=str(SCHEMA_VERSION))
+                Setting.create(key="agent_id", value=str(ULID()))
+
+    @property
+    def agent_id(self) -> str:
+        """This database's identity; containers are labelled with it, so two
+        agents sharing one Podman never take each other's containers."""
+        return self.models.Setting.get_by_id("agent_id").value
+
+    def close(self) -> None:
+        """Close the calling thread's connection."""
+        self.db.close()
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connection, if it opened one.
+
+        peewee keeps one connection per thread; a thread about to end (a
+        client's) closes its own at once instead of leaving its three file
+        descriptors to the garbage collector.
+        """
+        if not self.db.is_closed():
+            self.db.close()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One IMMEDIATE write transaction; SQLite failures become ``StorageError``.
+
+        The agent's own writers queue on a lock first. SQLite's busy handler
+        polls with growing sleeps, so with hundreds of clients writing at once
+        an unlucky writer could wait past ``busy_timeout`` and fail with
+        "database is locked"; the lock hands over at once, in turn. (Another
+        process holding the database still meets ``busy_timeout``.)
+
+        Raises:
+            StorageError: SQLite failed (disk full, read-only, locked...).
+        """
+        with self._write_lock:
+            try:
+                with self.db.atomic():
+                    yield
+            except pw.OperationalError as exc:
+                raise _storage_error(self.path, exc) from exc
+
+
+def _storage_error(path: Path, exc: Exception) -> StorageError:
+    text = str(exc)
+    if "full" in text:
+        hint = f"the disk holding {path} is full; free space and retry"
+    elif "readonly" in text or "read-only" in text:
+        hint = f"{path} is read-only"
+    elif "locked" in text or "busy" in text:
+        hint = f"{path} is locked by another process; is a second agent running?"
+    else:
+        hint = f"database error on {path}"
+    return StorageError(f"{hint} ({text})")

@@ -1,0 +1,129 @@
+"""The tables of the jobs database, as peewee models bound to one database.
+
+``bind(db)`` declares the model classes afresh for ``db`` and returns them as
+``Models``: peewee binds a model class to a single database, so classes
+declared once at module level would be shared (and rebound) by every Store in
+the process, and tests open several. This module only declares the schema;
+queries live in jobs.py and schedules.py, upgrades of old files in
+migrations.py. Change a model here only together with a migration step and
+``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import peewee as pw
+
+#: The schema these models describe; migrations.py upgrades older files to it.
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Models:
+    """The model classes bound to one database, one attribute per table."""
+
+    #: ``meta``: key/value facts about the file (schema version, agent ID).
+    Setting: type[pw.Model]
+    Job: type[pw.Model]
+    Attempt: type[pw.Model]
+    Event: type[pw.Model]
+    Schedule: type[pw.Model]
+
+    def tables(self) -> list[type[pw.Model]]:
+        """Every model, in an order that creates referenced tables first."""
+        return [self.Setting, self.Job, self.Attempt, self.Event, self.Schedule]
+
+
+def bind(db: pw.Database) -> Models:
+    """Declare the models bound to ``db``.
+
+    Args:
+        db: the (possibly not yet initialised) database the models use.
+
+    Returns:
+        Fresh model classes, shared with no other database.
+    """
+
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class Setting(Base):
+        key = pw.CharField(primary_key=True)
+        value = pw.TextField()
+
+        class Meta:
+            table_name = "meta"
+
+    class Job(Base):
+        id = pw.CharField(primary_key=True, max_length=26)
+        name = pw.CharField(null=True, index=True)
+        state = pw.CharField(index=True)
+        reason = pw.CharField(null=True)
+        exit_code = pw.IntegerField(null=True)
+        priority = pw.IntegerField(default=0)
+        trigger = pw.CharField(default="rpc")
+        spec = pw.TextField()
+        labels = pw.TextField(default="{}")
+        attempt = pw.IntegerField(default=0)
+        retries_left = pw.IntegerField(default=0)
+        cancel_requested = pw.BooleanField(default=False)
+        submitted_at = pw.FloatField()
+        started_at = pw.FloatField(null=True)
+        ended_at = pw.FloatField(null=True)
+        not_before = pw.FloatField(null=True)
+        stop_sent_at = pw.FloatField(null=True)
+        stop_reason = pw.CharField(null=True)
+        submitter_uid = pw.IntegerField(null=True)
+        submitter_pid = pw.IntegerField(null=True)
+        log_tail = pw.TextField(null=True)
+        # Schema 2: the schedule that made the job, workspace snapshot, artifacts.
+        schedule = pw.CharField(null=True, index=True)
+        scheduled_for = pw.FloatField(null=True)
+        catch_up = pw.BooleanField(null=True)
+        workspace = pw.TextField(null=True)
+        workspace_size = pw.IntegerField(null=True)
+        artifacts_state = pw.CharField(null=True)
+        artifacts_path = pw.TextField(null=True)
+        artifacts_size = pw.IntegerField(null=True)
+        artifacts_sha256 = pw.CharField(null=True)
+        artifacts_message = pw.TextField(null=True)
+
+    class Attempt(Base):
+        job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
+        number = pw.IntegerField()
+        trigger = pw.CharField(default="rpc")
+        container_id = pw.CharField(null=True)
+        started_at = pw.FloatField(null=True)
+        ended_at = pw.FloatField(null=True)
+        exit_code = pw.IntegerField(null=True)
+        reason = pw.CharField(null=True)
+        oom = pw.BooleanField(default=False)
+
+        class Meta:
+            indexes = ((("job", "number"), True),)
+
+    class Event(Base):
+        job = pw.ForeignKeyField(Job, backref="events", on_delete="CASCADE")
+        time = pw.FloatField()
+        kind = pw.CharField()
+        state = pw.CharField(null=True)
+        detail = pw.TextField(null=True)
+
+    class Schedule(Base):
+        name = pw.CharField(primary_key=True)
+        cron = pw.CharField()
+        timezone = pw.CharField(null=True)
+        spec = pw.TextField()
+        concurrency = pw.CharField(default="allow")
+        catch_up = pw.BooleanField(default=True)
+        history_limit = pw.IntegerField(default=10)
+        created_at = pw.FloatField()
+        created_by = pw.IntegerField(null=True)
+        #: The nominal time of the last fire handled (run, skipped or missed).
+        last_fire = pw.FloatField()
+        last_job = pw.CharField(null=True)
+        last_skip = pw.TextField(null=True)
+
+    return Models(Setting=Setting, Job=Job, Attempt=Attempt, Event=Event, Schedule=Schedule)

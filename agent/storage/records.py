@@ -1,0 +1,114 @@
+"""Rows of the jobs database as the plain dicts the rest of the agent passes around.
+
+One function per table row; JSON columns are decoded here and derived fields
+(the container name, the workspace and artifacts summaries) are filled in, so
+no caller ever sees a peewee object. Reading only: nothing here queries or
+writes the database.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.protocol.spec import container_name
+from agent.protocol.states import TERMINAL, State
+
+
+def job_dict(job) -> dict[str, Any]:
+    """A ``job`` row as its record (the ``job.get`` result)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "state": job.state,
+        "reason": job.reason,
+        "exit_code": job.exit_code,
+        "priority": job.priority,
+        "trigger": job.trigger,
+        "spec": json.loads(job.spec),
+        "attempt": job.attempt,
+        "retries_left": job.retries_left,
+        "cancel_requested": job.cancel_requested,
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "not_before": job.not_before,
+        "stop_reason": job.stop_reason,
+        "stop_sent_at": job.stop_sent_at,
+        "submitter_uid": job.submitter_uid,
+        "submitter_pid": job.submitter_pid,
+        "log_tail": job.log_tail,
+        "container": container_name(job.id),
+        "schedule": job.schedule,
+        "scheduled_for": job.scheduled_for,
+        "catch_up": bool(job.catch_up),
+        "workspace": _workspace_dict(job),
+        "artifacts": _artifacts_dict(job),
+    }
+
+
+def attempt_dict(attempt) -> dict[str, Any]:
+    """An ``attempt`` row: one container run of a job."""
+    return {
+        "number": attempt.number,
+        "trigger": attempt.trigger,
+        "container_id": attempt.container_id,
+        "started_at": attempt.started_at,
+        "ended_at": attempt.ended_at,
+        "exit_code": attempt.exit_code,
+        "reason": attempt.reason,
+        "oom": attempt.oom,
+    }
+
+
+def event_dict(event) -> dict[str, Any]:
+    """An ``event`` row (the feed adds the job's name to those it publishes)."""
+    return {
+        "id": event.id,
+        "job_id": event.job_id,
+        "time": event.time,
+        "kind": event.kind,
+        "state": event.state,
+        "detail": json.loads(event.detail or "{}"),
+    }
+
+
+def schedule_dict(row) -> dict[str, Any]:
+    """A ``schedule`` row, its job template decoded."""
+    return {
+        "name": row.name,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "spec": json.loads(row.spec),
+        "concurrency": row.concurrency,
+        "catch_up": row.catch_up,
+        "history_limit": row.history_limit,
+        "created_at": row.created_at,
+        "created_by": row.created_by,
+        "last_fire": row.last_fire,
+        "last_job": row.last_job,
+        "last_skip": row.last_skip,
+    }
+
+
+def _workspace_dict(job) -> dict[str, Any] | None:
+    spec = json.loads(job.spec)
+    if not spec.get("workspace"):
+        return None
+    return {"source": spec["workspace"], "snapshot": job.workspace, "size": job.workspace_size}
+
+
+def _artifacts_dict(job) -> dict[str, Any]:
+    """What became of a job's /out: ``pending`` until the job ends; then ``packed``
+    (with path, size, sha256), ``none`` (nothing to pack), ``too_large`` or
+    ``error`` (with a message)."""
+    state = job.artifacts_state
+    if state is None:
+        state = "none" if State(job.state) in TERMINAL else "pending"
+    return {
+        "state": state,
+        "path": job.artifacts_path,
+        "size": job.artifacts_size,
+        "sha256": job.artifacts_sha256,
+        "message": job.artifacts_message,
+    }
