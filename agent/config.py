@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol.errors import ChooError
-from agent.protocol.spec import ENV_NAME_RE, parse_size
+from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, ENV_NAME_RE, parse_size
 
 #: Linux capability names (capabilities(7)), for checking container_caps.
 _CAPABILITY_NAMES = """
@@ -141,7 +141,7 @@ class Config:
     queue_limit: int = 1000
     name_limits: dict[str, int] = field(default_factory=dict)
     default_timeout: float = 0.0
-    default_stop_timeout: float = 10.0
+    default_stop_timeout: float = DEFAULT_STOP_TIMEOUT
     keep_containers: bool = False
     stop_containers_on_exit: bool = False
     resync_interval: float = 5.0
