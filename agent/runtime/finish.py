@@ -131,7 +131,8 @@ class Finisher:
         # A retry's container always goes (the next attempt takes its name);
         # its /out volume stays (a job's attempts share it). A timeout with
         # retries left is treated the same way here, though it is not retried:
-        # its volume is left to the sweep.
+        # its container goes even under keep_containers, its volume is left
+        # to the sweep.
         retrying = outcome.retry or (outcome.state == State.FAILED and job["retries_left"] > 0)
         if not self.config.keep_containers or retrying:
             self.podman.remove(info.id)

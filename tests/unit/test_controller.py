@@ -45,6 +45,7 @@ class FakePodman:
         self.created: list[str] = []
         self.started: list[str] = []
         self.read_outs: list[tuple[str, bool]] = []
+        self.volumes: set[str] = set()
 
     def run(
         self, job_id, attempt, spec, on_pull=None, workspace=None, secrets=None, hardening=None
@@ -79,12 +80,14 @@ class FakePodman:
     def signal(self, name_or_id, sig):
         self.signals.append((name_or_id, sig))
 
-    # The /out volumes and secrets of a job: nothing to clean up in this fake.
+    # The /out volumes of jobs (by job ID), as far as a test put any there.
     def list_out_volumes(self):
-        return []
+        return [(f"choo-out-{job_id}", job_id) for job_id in self.volumes]
 
     def remove_out_volume(self, job_id):
-        pass
+        self.volumes.discard(job_id)
+
+    # Secrets: nothing to clean up in this fake.
 
     def remove_secrets(self, job_id):
         pass
@@ -357,6 +360,22 @@ def test_settle_returns_once_the_pool_is_idle(world):
     submit(store)
     controller.reconcile()
     assert controller.settle(0) is True
+
+
+def test_stray_volumes_are_swept_at_most_once_a_minute(world):
+    store, podman, controller, clock = world
+    queued = submit(store)
+    store.update(queued, not_before=clock.now + 3600)  # waits for a retry: keeps its volume
+    podman.volumes = {queued, "GONE"}
+    controller.reconcile()
+    assert podman.volumes == {queued}
+    podman.volumes.add("LATER")
+    clock.now += 59
+    controller.reconcile()
+    assert podman.volumes == {queued, "LATER"}
+    clock.now += 1
+    controller.reconcile()
+    assert podman.volumes == {queued}
 
 
 # -- the fakes cannot drift from the real adapters ---------------------------
