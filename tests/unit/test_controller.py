@@ -9,13 +9,19 @@ limits, so a real OOM kill cannot happen here).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
+import io
 from concurrent.futures import Executor, Future
 
 import pytest
 
-from agent.adapters.podman import ContainerState
+from agent.adapters.files import JobFiles
+from agent.adapters.journal import JournalReader
+from agent.adapters.podman import ContainerState, Podman
 from agent.config import Config
+from agent.runtime import ports
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import Controller
 from agent.storage.store import Store
@@ -38,8 +44,12 @@ class FakePodman:
         self.signals: list[tuple[str, str]] = []
         self.created: list[str] = []
         self.started: list[str] = []
+        self.read_outs: list[tuple[str, bool]] = []
+        self.volumes: set[str] = set()
 
-    def run(self, job_id, attempt, spec, on_pull=None, **extras):
+    def run(
+        self, job_id, attempt, spec, on_pull=None, workspace=None, secrets=None, hardening=None
+    ):
         cid = f"c-{job_id}-{attempt}"
         self.created.append(cid)
         self.containers[job_id] = ContainerState(
@@ -61,35 +71,68 @@ class FakePodman:
     def list_ours(self):
         return list(self.containers.values())
 
-    def inspect(self, cid):
-        return next((c for c in self.containers.values() if c.id == cid), None)
+    def inspect(self, name_or_id):
+        return next((c for c in self.containers.values() if c.id == name_or_id), None)
 
-    def remove(self, cid):
-        self.containers = {k: c for k, c in self.containers.items() if c.id != cid}
+    def remove(self, name_or_id):
+        self.containers = {k: c for k, c in self.containers.items() if c.id != name_or_id}
 
-    def signal(self, cid, sig):
-        self.signals.append((cid, sig))
+    def signal(self, name_or_id, sig):
+        self.signals.append((name_or_id, sig))
 
-    # The /out volumes and secrets of a job: nothing to clean up in this fake.
+    # The /out volumes of jobs (by job ID), as far as a test put any there.
     def list_out_volumes(self):
-        return []
+        return [(f"choo-out-{job_id}", job_id) for job_id in self.volumes]
 
     def remove_out_volume(self, job_id):
-        pass
+        self.volumes.discard(job_id)
+
+    # Secrets: nothing to clean up in this fake.
 
     def remove_secrets(self, job_id):
         pass
 
-    def start(self, cid):
-        self.started.append(cid)
+    def start(self, name_or_id):
+        self.started.append(name_or_id)
         for k, c in self.containers.items():
-            if c.id == cid:
+            if c.id == name_or_id:
                 self.containers[k] = dataclasses.replace(c, status="running")
+
+    def read_out(self, name_or_id):
+        """/out as Podman streams it (the fake's is empty); notes whether the
+        container still existed when it was read."""
+        self.read_outs.append((name_or_id, self.inspect(name_or_id) is not None))
+        return contextlib.nullcontext(io.BytesIO())
+
+
+class FakeEvents:
+    def __init__(self, *batches):
+        self.batches = list(batches)
+
+    def events(self, read_timeout):
+        yield from self.batches.pop(0) if self.batches else []
 
 
 class FakeJournal:
-    def read(self, container, tail=None, since=None):
+    def read(self, container, *, tail=None, since=None, after=None):
         return [{"line": f"last words of {container}"}]
+
+
+class FakeFiles:
+    """Packs nothing; records what it was asked to pack."""
+
+    def __init__(self):
+        self.packed: list[str] = []
+
+    def workspace_dir(self, job_id):
+        return None
+
+    def pack(self, job_id, stream):
+        self.packed.append(job_id)
+        return {"artifacts_state": "packed", "artifacts_size": 0}
+
+    def pack_dir(self, job_id, source):
+        return None  # as for files the agent cannot read: packed through Podman
 
 
 class Clock:
@@ -98,6 +141,23 @@ class Clock:
 
     def __call__(self):
         return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def build(store, podman, config, clock, **extras):
+    return Controller(
+        store,
+        podman,
+        FakeEvents(),
+        FakeJournal(),
+        config,
+        clock=clock,
+        sleep=clock.sleep,
+        executor=Inline(),
+        **extras,
+    )
 
 
 @pytest.fixture
@@ -114,10 +174,7 @@ def world(tmp_path):
         retry_backoff_cap=60,
         orphan_grace=30,
     )
-    controller = Controller(
-        store, podman, podman, FakeJournal(), config, clock=clock, executor=Inline()
-    )
-    yield store, podman, controller, clock
+    yield store, podman, build(store, podman, config, clock), clock
     store.close()
 
 
@@ -246,7 +303,7 @@ def test_orphans_are_removed_only_after_the_grace(world):
 
 def test_a_container_killed_and_removed_by_someone_else_is_lost(world, monkeypatch):
     store, podman, controller, clock = world
-    monkeypatch.setattr("agent.runtime.controller.REMOVAL_SETTLE", 0.2)
+    monkeypatch.setattr("agent.runtime.finish.REMOVAL_SETTLE", 0.2)
     job = submit(store)
     controller.reconcile()
     podman.exit(job, 137)  # `podman rm -f`: the kill is seen first ...
@@ -265,7 +322,7 @@ def test_a_container_killed_and_removed_by_someone_else_is_lost(world, monkeypat
 
 def test_a_sigkill_whose_container_stays_is_an_exit(world, monkeypatch):
     store, podman, controller, clock = world
-    monkeypatch.setattr("agent.runtime.controller.REMOVAL_SETTLE", 0.2)
+    monkeypatch.setattr("agent.runtime.finish.REMOVAL_SETTLE", 0.2)
     job = submit(store)
     controller.reconcile()
     podman.exit(job, 137)
@@ -281,3 +338,77 @@ def test_the_recovery_pass_does_not_start_queued_jobs(world):
     assert store.get(job)["state"] == "queued" and podman.created == []
     controller.reconcile()
     assert store.get(job)["state"] == "running"
+
+
+def test_out_is_packed_and_recorded_before_the_container_is_removed(world):
+    store, podman, controller, clock = world
+    files = FakeFiles()
+    controller = build(store, podman, controller.config, clock, files=files)
+    job = submit(store)
+    controller.reconcile()
+    cid = podman.containers[job].id
+    podman.exit(job, 0)
+    controller.reconcile()
+    assert podman.read_outs == [(cid, True)]  # read while the container existed
+    assert files.packed == [job]
+    assert store.get(job)["artifacts"]["state"] == "packed"
+    assert podman.containers == {}
+
+
+def test_settle_returns_once_the_pool_is_idle(world):
+    store, podman, controller, clock = world
+    submit(store)
+    controller.reconcile()
+    assert controller.settle(0) is True
+
+
+def test_stray_volumes_are_swept_at_most_once_a_minute(world):
+    store, podman, controller, clock = world
+    queued = submit(store)
+    store.update(queued, not_before=clock.now + 3600)  # waits for a retry: keeps its volume
+    podman.volumes = {queued, "GONE"}
+    controller.reconcile()
+    assert podman.volumes == {queued}
+    podman.volumes.add("LATER")
+    clock.now += 59
+    controller.reconcile()
+    assert podman.volumes == {queued, "LATER"}
+    clock.now += 1
+    controller.reconcile()
+    assert podman.volumes == {queued}
+
+
+# -- the fakes cannot drift from the real adapters ---------------------------
+
+
+def _shape(function):
+    """Parameter names, kinds and which have defaults (default values and
+    annotations may differ: a fake need not repeat them)."""
+    return [
+        (p.name, p.kind, p.default is not p.empty)
+        for p in inspect.signature(function).parameters.values()
+    ]
+
+
+def _members(protocol):
+    return sorted(
+        name for name, value in vars(protocol).items() if callable(value) and name[0] != "_"
+    )
+
+
+@pytest.mark.parametrize(
+    "protocol, real, fake",
+    [
+        (ports.PodmanPort, Podman, FakePodman),
+        (ports.EventSource, Podman, FakeEvents),
+        (ports.LogReader, JournalReader, FakeJournal),
+        (ports.ArtifactFiles, JobFiles, FakeFiles),
+    ],
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
+def test_the_real_adapter_and_the_fake_match_the_port(protocol, real, fake):
+    assert _members(protocol), "a port lists at least one method"
+    for name in _members(protocol):
+        wanted = _shape(getattr(protocol, name))
+        assert _shape(getattr(real, name)) == wanted, f"{real.__name__}.{name}"
+        assert _shape(getattr(fake, name)) == wanted, f"{fake.__name__}.{name}"

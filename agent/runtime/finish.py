@@ -1,0 +1,266 @@
+"""Ending an attempt: record how it ended, pack /out, then remove the container.
+
+Runs on the worker pool (``finish``) or, for a container that vanished, on
+the loop (``lost``). Record before destroy: the exit code, OOM flag, log tail
+and /out archive are committed while the container still exists, so a crash
+at any point leaves something the next pass can finish. How the attempt ends
+(succeeded, failed, cancelled, retried) is decided by
+``agent.rules.outcome``; this module only carries it out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.adapters.podman import ContainerState
+from agent.config import Config
+from agent.protocol.errors import ChooError, PodmanUnavailable
+from agent.protocol.spec import container_name
+from agent.protocol.states import ACTIVE, Reason, State
+from agent.rules import admission
+from agent.rules.outcome import decide
+from agent.runtime.ports import ArtifactFiles, LogReader, PodmanPort
+from agent.runtime.steps import adopt, move, remove_secrets
+from agent.runtime.workers import Workers
+from agent.storage.store import LOG_TAIL_LINES, Store
+
+log = logging.getLogger(__name__)
+
+#: How long a container killed by a SIGKILL we did not send may take to
+#: disappear before its job counts as killed rather than lost.
+REMOVAL_SETTLE = 1.0
+#: How often to look whether such a container is gone yet.
+REMOVAL_POLL = 0.05
+
+_LOST_OUT = {
+    "artifacts_state": "error",
+    "artifacts_message": "the container was lost; /out could not be read",
+}
+
+
+class Finisher:
+    """Records the end of attempts and cleans up after them.
+
+    Args:
+        store: the job store.
+        podman: the Podman connection of the loop and its workers.
+        journal: reads a container's log tail.
+        config: retry backoff and ``keep_containers``, read at each use.
+        files: packs /out into the job's archive (None: no artifacts).
+        workers: the pool, for cleanup a lost job leaves.
+        clock: the time, in seconds.
+        sleep: waits that many seconds (tests advance their clock instead).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        podman: PodmanPort,
+        journal: LogReader,
+        config: Config,
+        *,
+        files: ArtifactFiles | None,
+        workers: Workers,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+    ):
+        self.store = store
+        self.podman = podman
+        self.journal = journal
+        self.config = config
+        self.files = files
+        self.workers = workers
+        self.clock = clock
+        self.sleep = sleep
+
+    def finish(self, job: dict, container: ContainerState) -> None:
+        """Record how the attempt in an exited container ended, then remove it.
+
+        Args:
+            job: the job (``starting`` or ``running``).
+            container: its exited container, as last listed.
+
+        Raises:
+            PodmanUnavailable: Podman did not answer; nothing was removed.
+        """
+        info = self.podman.inspect(container.id) or container
+        if job["state"] == State.STARTING:
+            # It ran and ended while the agent was down: record that it ran.
+            job = adopt(self.store, job, info.id, self.clock())
+            if job is None:
+                return
+        if self._removed_behind_our_back(job, info):
+            self.lost(job)
+            return
+        exit_code = info.exit_code
+        outcome = decide(
+            stop_reason=job["stop_reason"],
+            cancel_requested=job["cancel_requested"],
+            retries_left=job["retries_left"],
+            exit_code=exit_code,
+            oom=info.oom_killed,
+        )
+        fields: dict[str, Any] = {"exit_code": exit_code}
+        attempt_fields = {
+            "container_id": info.id,
+            "ended_at": self.clock(),
+            "exit_code": exit_code,
+            "oom": info.oom_killed,
+            "reason": outcome.attempt_reason,
+        }
+        if outcome.state != State.SUCCEEDED:
+            fields["log_tail"] = self._log_tail(job["id"])
+        if outcome.retry:
+            self._retry(job, outcome.reason, fields, attempt_fields)
+        else:
+            # Record before destroy: /out is packed (and the archive recorded
+            # with the end) while the container that holds it still exists.
+            fields.update(reason=outcome.reason, **self._pack(job["id"], info))
+            move(
+                self.store,
+                job,
+                outcome.state,
+                expect=ACTIVE,
+                detail={"reason": outcome.reason, "exit_code": exit_code},
+                attempt_fields=attempt_fields,
+                **fields,
+            )
+        # A retry's container always goes (the next attempt takes its name);
+        # its /out volume stays (a job's attempts share it). A timeout with
+        # retries left is treated the same way here, though it is not retried:
+        # its container goes even under keep_containers, its volume is left
+        # to the sweep.
+        retrying = outcome.retry or (outcome.state == State.FAILED and job["retries_left"] > 0)
+        if not self.config.keep_containers or retrying:
+            self.podman.remove(info.id)
+            if not retrying:
+                self.podman.remove_out_volume(job["id"])
+        remove_secrets(self.podman, job)
+
+    def lost(self, job: dict) -> None:
+        """Record that a job's container vanished (removed behind our back).
+
+        Args:
+            job: the job (``starting`` or ``running``) whose container is gone.
+        """
+        log.warning("job %s lost its container %s", job["id"], container_name(job["id"]))
+        outcome = decide(
+            stop_reason=job["stop_reason"],
+            cancel_requested=job["cancel_requested"],
+            retries_left=job["retries_left"],
+            lost=True,
+        )
+        attempt_fields = {"ended_at": self.clock(), "reason": outcome.attempt_reason}
+        if outcome.retry:
+            self._retry(job, outcome.reason, {}, attempt_fields)
+            return
+        # Without its container, /out cannot be read (the volume goes too).
+        if outcome.state == State.CANCELLED:
+            move(
+                self.store,
+                job,
+                State.CANCELLED,
+                expect=ACTIVE,
+                attempt_fields=attempt_fields,
+                **_LOST_OUT,
+            )
+        else:
+            move(
+                self.store,
+                job,
+                outcome.state,
+                expect=ACTIVE,
+                detail={"reason": outcome.reason},
+                attempt_fields=attempt_fields,
+                reason=outcome.reason,
+                **_LOST_OUT,
+            )
+        self.workers.submit(job["id"], self.podman.remove_out_volume, job["id"])
+
+    def _retry(self, job: dict, reason: Reason | None, fields: dict, attempt_fields: dict) -> None:
+        """Put the job back in the queue, due after its backoff."""
+        delay = admission.backoff(
+            job["attempt"], self.config.retry_backoff_base, self.config.retry_backoff_cap
+        )
+        log.info(
+            "job %s attempt %d failed (%s); retrying in %.0fs",
+            job["id"],
+            job["attempt"],
+            reason,
+            delay,
+        )
+        move(
+            self.store,
+            job,
+            State.QUEUED,
+            expect=[State.RUNNING],
+            detail={"reason": reason, "retry_in": delay, "exit_code": fields.get("exit_code")},
+            attempt_fields=attempt_fields,
+            retries_left=job["retries_left"] - 1,
+            not_before=self.clock() + delay,
+            stop_reason=None,
+            stop_sent_at=None,
+            **fields,
+        )
+
+    def _removed_behind_our_back(self, job: dict, info: ContainerState) -> bool:
+        """Tell a container someone is removing from one that was merely killed.
+
+        ``podman rm -f`` first kills the container (exit 137), then removes it,
+        and the ``died`` event can wake us in between. A SIGKILL the agent did
+        not send gets a moment to show whether the container is going away:
+        if it is, the job is lost, not failed with exit 137.
+        """
+        if info.exit_code != 137 or info.oom_killed or job["stop_reason"] is not None:
+            return False
+        deadline = self.clock() + REMOVAL_SETTLE
+        while self.clock() < deadline:
+            if self.podman.inspect(info.id) is None:
+                return True
+            self.sleep(REMOVAL_POLL)
+        return False
+
+    def _pack(self, job_id: str, info: ContainerState) -> dict[str, Any]:
+        """Pack the container's /out into the job's archive; the artifacts columns.
+
+        Read straight from the volume's directory when the agent can read all
+        of it (the usual case: the job ran as the container's root, which is
+        the agent's user), else through Podman, which reads as any user.
+        """
+        if self.files is None:
+            return {}
+        if info.out_source:
+            record = self.files.pack_dir(job_id, Path(info.out_source))
+            if record is not None:
+                return _noted(job_id, record)
+        try:
+            with self.podman.read_out(info.id) as stream:
+                record = self.files.pack(job_id, stream)
+        except PodmanUnavailable:
+            raise  # the pass is retried; nothing was recorded
+        except Exception as exc:
+            log.warning("job %s: could not pack /out: %s", job_id, exc)
+            record = {
+                "artifacts_state": "error",
+                "artifacts_message": f"could not pack /out: {exc}",
+            }
+        return _noted(job_id, record)
+
+    def _log_tail(self, job_id: str) -> str | None:
+        """The last lines the container wrote, or None when the journal cannot say."""
+        try:
+            lines = self.journal.read(container_name(job_id), tail=LOG_TAIL_LINES)
+        except ChooError as exc:
+            log.warning("no log tail for job %s: %s", job_id, exc.message)
+            return None
+        return "\n".join(entry["line"] for entry in lines)
+
+
+def _noted(job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Log an archive that could not be kept; return the record unchanged."""
+    if record["artifacts_state"] in ("too_large", "error"):
+        log.warning("job %s: %s", job_id, record["artifacts_message"])
+    return record

@@ -1,0 +1,81 @@
+"""What the runtime needs from its adapters, as ``typing.Protocol``s.
+
+Each Protocol lists exactly the methods the runtime calls, with the adapter's
+own signatures: ``agent.adapters.podman.Podman`` (containers, /out volumes,
+secrets; and, on a connection of its own, the event stream),
+``agent.adapters.journal.JournalReader`` and ``agent.adapters.files.JobFiles``.
+The controller's parameters are typed with them, and a unit test checks that
+the real classes and the tests' fakes both match them, so a fake cannot drift.
+Holds no code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from agent.adapters.podman import ContainerState, Hardening
+
+
+class PodmanPort(Protocol):
+    """The Podman calls of the loop and its workers (``agent.adapters.podman.Podman``)."""
+
+    def run(
+        self,
+        job_id: str,
+        attempt: int,
+        spec: dict[str, Any],
+        on_pull: Callable[[str], None] = ...,
+        workspace: str | None = None,
+        secrets: dict[str, bytes] | None = None,
+        hardening: Hardening | None = None,
+    ) -> str: ...
+
+    def start(self, name_or_id: str) -> None: ...
+
+    def inspect(self, name_or_id: str) -> ContainerState | None: ...
+
+    def list_ours(self) -> list[ContainerState]: ...
+
+    def signal(self, name_or_id: str, sig: str) -> None: ...
+
+    def remove(self, name_or_id: str) -> None: ...
+
+    def read_out(self, name_or_id: str) -> AbstractContextManager[IO[bytes]]: ...
+
+    def list_out_volumes(self) -> list[tuple[str, str]]: ...
+
+    def remove_out_volume(self, job_id: str) -> None: ...
+
+    def remove_secrets(self, job_id: str) -> None: ...
+
+
+class EventSource(Protocol):
+    """Podman's event stream (``agent.adapters.podman.Podman.events``)."""
+
+    def events(self, read_timeout: float) -> Iterator[dict[str, Any]]: ...
+
+
+class LogReader(Protocol):
+    """A container's output (``agent.adapters.journal.JournalReader``)."""
+
+    def read(
+        self,
+        container: str,
+        *,
+        tail: int | None = None,
+        since: float | None = None,
+        after: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+
+class ArtifactFiles(Protocol):
+    """A job's workspace and /out archive (``agent.adapters.files.JobFiles``)."""
+
+    def workspace_dir(self, job_id: str) -> Path | None: ...
+
+    def pack(self, job_id: str, stream: IO[bytes]) -> dict[str, Any]: ...
+
+    def pack_dir(self, job_id: str, source: Path) -> dict[str, Any] | None: ...

@@ -1,0 +1,86 @@
+"""Sweeps: remove containers and /out volumes of ours that no live job owns.
+
+Run from the loop's pass; the removals themselves go to the worker pool.
+Everything labelled as this agent's without a live job is a stray: an orphan
+(no such job; spared until it is ``orphan_grace`` old), or the leftovers of
+an ended job. Never touches a job's
+state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from agent.adapters.podman import ContainerState
+from agent.config import Config
+from agent.protocol.errors import ChooError
+from agent.protocol.states import TERMINAL
+from agent.runtime.ports import PodmanPort
+from agent.runtime.workers import Workers
+from agent.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+#: How often a pass also looks for /out volumes no live job owns.
+VOLUME_SWEEP_INTERVAL = 60.0
+
+
+class Sweeps:
+    """Finds strays and hands their removal to the pool.
+
+    Args:
+        store: the job store (to tell an ended job from an unknown one).
+        podman: the Podman connection of the loop and its workers.
+        config: ``orphan_grace`` and ``keep_containers``, read at each use.
+        workers: the pool that removes.
+    """
+
+    def __init__(self, store: Store, podman: PodmanPort, config: Config, workers: Workers):
+        self.store = store
+        self.podman = podman
+        self.config = config
+        self.workers = workers
+        self._volumes_swept_at = float("-inf")
+
+    def containers(self, containers: dict[str, ContainerState], live: set[str], now: float) -> None:
+        """Remove containers of ours that no starting or running job owns.
+
+        Args:
+            containers: our containers, by job ID.
+            live: the IDs of the jobs that may own a container (active or busy).
+            now: the current time.
+        """
+        for job_id, container in containers.items():
+            if job_id in live:
+                continue
+            try:
+                known = self.store.get(job_id)
+            except ChooError:
+                known = None
+            if known is None:
+                created = container.created_at
+                if created is not None and now - created < self.config.orphan_grace:
+                    continue
+                log.warning("removing orphan container %s (no such job)", container.name)
+            elif known["state"] in TERMINAL and self.config.keep_containers:
+                continue
+            log.info("removing stray container %s", container.name)
+            self.workers.submit(job_id, self.podman.remove, container.id)
+
+    def volumes_if_due(self, live: set[str], now: float) -> None:
+        """Every ``VOLUME_SWEEP_INTERVAL``: remove /out volumes whose job has
+        ended or is unknown.
+
+        A volume still used by a kept container (``keep_containers``) stays;
+        Podman refuses to remove it until the container is gone.
+
+        Args:
+            live: the IDs of the jobs whose volume stays (every non-terminal job).
+            now: the current time.
+        """
+        if now - self._volumes_swept_at < VOLUME_SWEEP_INTERVAL:
+            return
+        self._volumes_swept_at = now
+        for _name, job_id in self.podman.list_out_volumes():
+            if job_id not in live:
+                self.workers.submit(job_id, self.podman.remove_out_volume, job_id)
