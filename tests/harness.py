@@ -262,4 +262,3 @@ class AgentProcess:
     def remove_containers(self) -> None:
         for container in self.containers():
             podman("--url", self.podman_url, "rm", "-f", container["Id"], check=False)
-

@@ -131,7 +131,8 @@ def test_sigterm_leaves_jobs_running_and_restart_adopts_them(make_agent, image):
     agent = make_agent().start()
     short, long = (
         agent.call(
-            "job.submit", spec={"image": image, "command": ["sh", "-c", f"echo ran; {HOLD}; exit {code}"]}
+            "job.submit",
+            spec={"image": image, "command": ["sh", "-c", f"echo ran; {HOLD}; exit {code}"]},
         )
         for code in (4, 6)
     )

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from agent.config import DEFAULT_CAPS
-from tests.harness import podman, wait_until
+from tests.harness import podman
 
 pytestmark = pytest.mark.podman
 

@@ -69,7 +69,7 @@ def test_output_is_in_chooctl_logs_and_in_the_journal(agent, image):
         ).stdout
         return [json.loads(line) for line in out.splitlines()]
 
-    entries = wait_until(lambda: len(journal()) == 2 and journal(), what="both lines in the journal")
+    entries = wait_until(lambda: len(journal()) == 2 and journal(), what="both lines")
     by_text = {e["MESSAGE"].strip(): e["PRIORITY"] for e in entries}
     assert by_text == {"to-out": "6", "to-err": "3"}
     # The container is gone, the output is not.

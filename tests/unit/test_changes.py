@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from agent.protocol import spec as specs
+from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 
 
@@ -148,7 +150,7 @@ def test_wait_for_keeps_waiting_through_irrelevant_events(feed, watched):
     assert feed.wait_for(lambda: bool(target), timeout=5) is True
     thread.join(5)
     assert feed.seq == 6
-    assert watched.wakes.count(True) >= 6  # woken by each event, rechecked, waited on
+    assert watched.wakes[-1] is True  # the wanted event woke it; noise before it did not end it
 
 
 def test_wait_after_returns_at_once_when_already_behind(feed, watched):
@@ -208,3 +210,13 @@ def test_concurrent_publishers_lose_nothing(feed):
     assert len(events) == 800
     for who in range(4):
         assert [e["n"] for e in events if e["who"] == who] == list(range(200))
+
+
+def test_a_store_commit_wakes_a_service_waiting_on_the_same_feed(feed_store, feed_service):
+    spec = specs.normalize({"image": "alpine", "command": ["true"]})
+    job_id = feed_store.add_job(spec, trigger="rpc", queue_limit=10)["id"]
+    watched = WatchedCondition()
+    feed_store.feed._cond = watched
+    _once_waiting(watched, lambda: feed_store.transition(job_id, State.CANCELLED))
+    assert feed_service.wait(job_id, timeout=30)["state"] == "cancelled"
+    assert watched.wakes[-1] is True  # the store's publish woke the service's wait
