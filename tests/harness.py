@@ -101,7 +101,7 @@ HOLD = "until [ -e /tmp/choo-release ]; do sleep 0.1; done"
 
 
 def release(podman_url: str, job_id: str) -> None:
-    """Let a job started with ``HOLD`` go on, by creating its file inside the container."""
+    """Let a ``HOLD`` job go on, by creating its file inside its (running) container."""
     podman("--url", podman_url, "exec", f"choo-{job_id}", "touch", "/tmp/choo-release")
 
 

@@ -167,6 +167,7 @@ def test_status_follows_the_jobs(make_agent, image, notify):
     agent.wait_ready()
     job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", HOLD]})
     running = notify.wait_for("STATUS", "1 running, 0 queued", start=ready)
+    agent.wait_state(job["id"], "running")  # "1 running" counts a starting job too
     release(agent.podman_url, job["id"])
     agent.call("job.wait", id=job["id"], timeout=30)
     notify.wait_for("STATUS", "0 running, 0 queued", start=running)
