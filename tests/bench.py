@@ -7,8 +7,9 @@ noisy, so targets live here as figures to read, not as test assertions.
 
 Benches: run (one short job, end to end), throughput (100 jobs through
 max_concurrent=4), ready (restart while adopting 20 running containers),
-socket (agent.ping round trips alone and under 50 concurrent clients, and the
-agent's memory before and after).
+cancel (job.cancel of a running job to its job.wait answer, against its
+stop_timeout), socket (agent.ping round trips alone and under 50 concurrent
+clients, and the agent's memory before and after).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import IMAGE, AgentProcess, PodmanService, wait_until  # noqa: E402
+from tests.harness import IMAGE, AgentProcess, PodmanService  # noqa: E402
 
 PODMAN_RUN = ["podman", "run", "--rm", "--runtime", "runc", "--network", "none"]
 
@@ -95,7 +96,8 @@ def bench_ready(make_agent, image: str, pairs: int, running: int = 20) -> None:
         agent.call("job.submit", spec={"image": image, "command": ["sleep", "600"]})["id"]
         for _ in range(running)
     ]
-    wait_until(lambda: all(agent.call("job.get", id=i)["state"] == "running" for i in ids), 120)
+    for job_id in ids:
+        agent.wait_state(job_id, "running", timeout=120)
     times = []
     for _ in range(max(3, pairs // 3)):
         agent.stop()
@@ -111,6 +113,26 @@ def bench_ready(make_agent, image: str, pairs: int, running: int = 20) -> None:
     print(f"  restarts:        {len(times)}")
     print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
     print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
+
+
+def bench_cancel(make_agent, image: str, pairs: int, stop_timeout: int = 2) -> None:
+    """job.cancel of a running job until job.wait answers it cancelled."""
+    agent = make_agent()
+    spec = {"image": image, "command": ["sleep", "300"], "stop_timeout": stop_timeout}
+    times = []
+    for _ in range(max(3, pairs // 3)):
+        job_id = agent.call("job.submit", spec=spec)["id"]
+        agent.wait_state(job_id, "running", timeout=120)
+        start = time.perf_counter()
+        agent.call("job.cancel", id=job_id)
+        if agent.call("job.wait", id=job_id, timeout=120)["state"] != "cancelled":
+            raise SystemExit(f"bench: job {job_id} was not cancelled")
+        times.append(time.perf_counter() - start)
+    print(f"\n## job.cancel of a running job to job.wait's answer (stop_timeout {stop_timeout} s)")
+    print(f"  cancels:         {len(times)}")
+    print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
+    print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
+    print(f"  target:          <= stop_timeout + 5 s = {(stop_timeout + 5) * 1000:.0f} ms")
 
 
 def _rss_mib(pid: int) -> float:
@@ -186,6 +208,7 @@ BENCHES = {
     "run": bench_run,
     "throughput": bench_throughput,
     "ready": bench_ready,
+    "cancel": bench_cancel,
     "socket": bench_socket,
 }
 

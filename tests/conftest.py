@@ -2,7 +2,8 @@
 
 Tests that need Podman run as an unprivileged user with rootless Podman and a
 readable journal; ``make test`` arranges all of that (and runs the suite as
-user choo-test when invoked as root).
+user choo-test when invoked as root). How tests wait (never by sleeping) is
+tests/harness.py's business.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import shutil
 
 import pytest
 
-from tests.harness import IMAGE, AgentProcess, PodmanService, podman, wait_until
-
-__all__ = ["wait_until"]
+from tests.harness import IMAGE, AgentProcess, PodmanService, podman
 
 
 @pytest.fixture(scope="session")

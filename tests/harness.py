@@ -3,6 +3,12 @@
 Used by tests/conftest.py (fixtures) and tests/bench.py. Everything here runs
 the real thing: ``podman system service`` and ``python -m agent`` processes
 with their own sockets, state directories and configuration files.
+
+It also owns how tests wait, so none sleeps to synchronise: a job's progress is
+awaited on the agent's own events (``AgentProcess.wait_job``), a job held at a
+point of the test's choosing is let go with ``release`` (see ``HOLD``), and a
+condition no event announces is polled by the one helper ``wait_until``, which
+fails with what it was waiting for. Nothing here asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.client import Client
+from agent.protocol.states import TERMINAL
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = os.environ.get("CHOO_TEST_IMAGE", "localhost/choo-test")
@@ -40,7 +49,7 @@ class PodmanService:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        until(self.path.exists, 20, "podman system service did not create its socket")
+        wait_until(self.path.exists, 20, "podman system service's socket")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -53,14 +62,47 @@ class PodmanService:
         self.start()
 
 
-def until(predicate, timeout: float, message: str, interval: float = 0.02):
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30,
+    what: str = "the condition",
+    interval: float = 0.05,
+    *,
+    message: str | None = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something true, for a condition no event announces.
+
+    Args:
+        predicate: Called until its value is true; may raise to give up early.
+        timeout: Seconds before giving up.
+        what: What is awaited, for the failure message.
+        interval: Seconds between calls.
+        message: The former name of ``what``, still used by some test files.
+
+    Returns:
+        The predicate's first true value.
+
+    Raises:
+        AssertionError: ``timeout`` passed first; the message names ``what``.
+    """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for: {message or what}")
         time.sleep(interval)
-    raise AssertionError(message)
+
+
+#: A job command's prefix that holds it (running) until the test calls ``release``:
+#: the test, not a sleep's length, decides when the job goes on.
+HOLD = "until [ -e /tmp/choo-release ]; do sleep 0.1; done"
+
+
+def release(podman_url: str, job_id: str) -> None:
+    """Let a ``HOLD`` job go on, by creating its file inside its (running) container."""
+    podman("--url", podman_url, "exec", f"choo-{job_id}", "touch", "/tmp/choo-release")
 
 
 class AgentProcess:
@@ -110,7 +152,7 @@ class AgentProcess:
     def wait_ready(self, timeout: float = 30) -> None:
         def ready():
             if self.process.poll() is not None:
-                raise AssertionError(f"agent exited {self.process.returncode}:\n{self.log()}")
+                raise AssertionError(f"agent exited {self.process.returncode}")
             try:
                 with self.client() as c:
                     self.agent_id = c.call("agent.info")["agent_id"]
@@ -118,7 +160,10 @@ class AgentProcess:
             except Exception:
                 return False
 
-        until(ready, timeout, f"agent did not become ready:\n{self.log()}", 0.05)
+        try:
+            wait_until(ready, timeout, "the agent to answer agent.info")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{self.log()}") from None
 
     def client(self, timeout: float | None = 60) -> Client:
         return Client(self.socket, timeout=timeout)
@@ -126,6 +171,55 @@ class AgentProcess:
     def call(self, method: str, **params):
         with self.client() as c:
             return c.call(method, **params)
+
+    def wait_job(
+        self, job_id: str, predicate: Callable[[dict], bool], what: str, timeout: float = 30
+    ) -> dict:
+        """Wait, on the agent's job events, until ``predicate(job)`` holds.
+
+        Between looks at the job it blocks in ``events.subscribe`` for the job's
+        next event; a subscription only sees events from its start, so it is
+        bounded (1 s) to catch one committed between the look and the call.
+
+        Args:
+            job_id: The job.
+            predicate: Called with the job record (``job.get``).
+            what: What is awaited, for the failure message.
+            timeout: Seconds before giving up.
+
+        Returns:
+            The job record that satisfied ``predicate``.
+
+        Raises:
+            AssertionError: ``timeout`` passed first.
+        """
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                job = client.call("job.get", id=job_id)
+                if predicate(job):
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout:g} s waiting for job {job_id}: {what}; "
+                        f"it is {job['state']}"
+                    )
+                client.call("events.subscribe", job=job_id, count=1, timeout=min(1.0, left))
+
+    def wait_state(self, job_id: str, state: str, timeout: float = 30) -> dict:
+        """Wait on the job's events until it is in ``state``; fail at once if it ended instead.
+
+        Returns:
+            The job record.
+        """
+
+        def reached(job: dict) -> bool:
+            if job["state"] != state and job["state"] in TERMINAL:
+                raise AssertionError(f"job {job_id} ended {job['state']} before {state}: {job}")
+            return job["state"] == state
+
+        return self.wait_job(job_id, reached, state, timeout)
 
     def chooctl_argv(self) -> list[str]:
         return [str(Path(sys.executable).parent / "chooctl"), "--socket", str(self.socket)]
@@ -168,7 +262,3 @@ class AgentProcess:
     def remove_containers(self) -> None:
         for container in self.containers():
             podman("--url", self.podman_url, "rm", "-f", container["Id"], check=False)
-
-
-def wait_until(predicate, timeout: float = 30, message: str = "condition not met"):
-    return until(predicate, timeout, message, 0.05)

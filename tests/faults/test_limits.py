@@ -21,7 +21,7 @@ def test_timeout_stops_the_job_and_fails_it(make_agent, image):
     assert (ended["state"], ended["reason"]) == ("failed", "timeout")
     assert ended["exit_code"] == 137  # sleep as PID 1 ignores SIGTERM: killed after the grace
     assert ended["ended_at"] - ended["started_at"] >= 2
-    wait_until(lambda: agent.containers() == [], message="container left behind")
+    wait_until(lambda: agent.containers() == [], what="no container left")
 
 
 def test_default_timeout_from_config(make_agent, image):
@@ -68,4 +68,4 @@ def test_oom_kill_is_reason_oom(make_agent, podman_service, image):
     ended = agent.call("job.wait", id=job["id"], timeout=60)
     assert (ended["state"], ended["reason"]) == ("failed", "oom")
     assert agent.call("job.get", id=job["id"])["attempts"][0]["oom"] is True
-    wait_until(lambda: agent.containers() == [])
+    wait_until(lambda: agent.containers() == [], what="no container left")

@@ -2,7 +2,9 @@
 
 Real agent processes, real signals, real rootless Podman. Whether a job ran is
 read from the journal: each job prints one "ran" line, so a job that ran twice
-would have two entries under its container name.
+would have two entries under its container name. A job that must still be
+running at some point of a test is held there (``HOLD``) and released by the
+test, rather than given a sleep long enough to outlast it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 
 import pytest
 
-from tests.harness import podman, wait_until
+from tests.harness import HOLD, podman, release, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -34,6 +36,21 @@ def _states(agent) -> dict[str, str]:
     return {j["id"]: j["state"] for j in agent.call("job.list", all=True, limit=1000)["jobs"]}
 
 
+def _release_each_as_it_runs(agent, ids) -> None:
+    """Release every held job once it runs, until all have ended."""
+    released = set()
+
+    def all_ended() -> bool:
+        states = _states(agent)
+        for job_id in ids:
+            if states[job_id] == "running" and job_id not in released:
+                release(agent.podman_url, job_id)
+                released.add(job_id)
+        return all(states[i] in TERMINAL for i in ids)
+
+    wait_until(all_ended, timeout=120, what="every job released and ended")
+
+
 def test_sigkill_with_running_and_queued_jobs_loses_nothing(make_agent, image):
     agent = make_agent(max_concurrent=10).start()
     expected = {}
@@ -41,35 +58,31 @@ def test_sigkill_with_running_and_queued_jobs_loses_nothing(make_agent, image):
         code = i % 4
         job = agent.call(
             "job.submit",
-            spec={"image": image, "command": ["sh", "-c", f"echo ran; sleep 4; exit {code}"]},
+            spec={"image": image, "command": ["sh", "-c", f"echo ran; {HOLD}; exit {code}"]},
         )
         expected[job["id"]] = code
     wait_until(
         lambda: list(_states(agent).values()).count("running") == 10,
-        message="10 jobs never ran at once",
+        what="10 jobs running at once",
     )
     agent.stop(signal.SIGKILL)
     assert agent.process.returncode == -signal.SIGKILL
     agent.start()
-    wait_until(
-        lambda: all(s in TERMINAL for s in _states(agent).values()),
-        timeout=120,
-        message="jobs did not all finish after the restart",
-    )
+    _release_each_as_it_runs(agent, list(expected))
     for job_id, code in expected.items():
         job = agent.call("job.get", id=job_id)
         assert job["exit_code"] == code, job
         assert job["state"] == ("succeeded" if code == 0 else "failed")
         assert len(job["attempts"]) == 1
         assert _journal_lines(job_id) == ["ran"], f"job {job_id} ran more or less than once"
-    wait_until(lambda: agent.containers() == [], message="container left behind")
+    wait_until(lambda: agent.containers() == [], what="no container left")
 
 
 def test_container_removed_behind_our_back_is_lost(agent, image):
     job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
-    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    agent.wait_state(job["id"], "running")
     podman("--url", agent.podman_url, "rm", "-f", f"choo-{job['id']}")
-    ended = agent.call("job.wait", id=job["id"], timeout=2.5)
+    ended = agent.call("job.wait", id=job["id"], timeout=60)
     assert (ended["state"], ended["reason"]) == ("failed", "lost")
     assert agent.call("job.get", id=job["id"])["attempts"][0]["reason"] == "lost"
 
@@ -78,11 +91,17 @@ def test_lost_job_is_retried_when_it_has_retries(make_agent, image):
     agent = make_agent(retry_backoff_base=0.1).start()
     job = agent.call(
         "job.submit",
-        # Long enough that the removal below always lands while it runs.
-        spec={"image": image, "command": ["sh", "-c", "sleep 4"], "retries": 1},
+        # Held, so the removal below always lands while it runs.
+        spec={"image": image, "command": ["sh", "-c", HOLD], "retries": 1},
     )
-    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    agent.wait_state(job["id"], "running")
     podman("--url", agent.podman_url, "rm", "-f", f"choo-{job['id']}")
+    agent.wait_job(
+        job["id"],
+        lambda j: len(j["attempts"]) == 2 and j["state"] == "running",
+        "its retry running",
+    )
+    release(agent.podman_url, job["id"])
     ended = agent.call("job.wait", id=job["id"], timeout=60)
     assert ended["state"] == "succeeded"
     attempts = agent.call("job.get", id=job["id"])["attempts"]
@@ -92,14 +111,14 @@ def test_lost_job_is_retried_when_it_has_retries(make_agent, image):
 
 def test_podman_service_restart_while_jobs_run(make_agent, podman_service, image):
     agent = make_agent().start()
-    ids = [
-        agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", "sleep 3; exit 5"]})[
-            "id"
-        ]
-        for _ in range(3)
-    ]
-    wait_until(lambda: all(agent.call("job.get", id=i)["state"] == "running" for i in ids))
+    spec = {"image": image, "command": ["sh", "-c", f"{HOLD}; exit 5"]}
+    ids = [agent.call("job.submit", spec=spec)["id"] for _ in range(3)]
+    for job_id in ids:
+        agent.wait_state(job_id, "running")
     podman_service.restart()
+    # They end only now, so the agent must see it through the new service.
+    for job_id in ids:
+        release(agent.podman_url, job_id)
     for job_id in ids:
         ended = agent.call("job.wait", id=job_id, timeout=60)
         assert (ended["state"], ended["exit_code"]) == ("failed", 5)
@@ -110,30 +129,31 @@ def test_podman_service_restart_while_jobs_run(make_agent, podman_service, image
 
 def test_sigterm_leaves_jobs_running_and_restart_adopts_them(make_agent, image):
     agent = make_agent().start()
-    short = agent.call(
-        "job.submit", spec={"image": image, "command": ["sh", "-c", "echo ran; sleep 2; exit 4"]}
+    short, long = (
+        agent.call(
+            "job.submit",
+            spec={"image": image, "command": ["sh", "-c", f"echo ran; {HOLD}; exit {code}"]},
+        )
+        for code in (4, 6)
     )
-    long = agent.call(
-        "job.submit", spec={"image": image, "command": ["sh", "-c", "echo ran; sleep 8; exit 6"]}
-    )
-    wait_until(lambda: set(_states(agent).values()) == {"running"})
+    for job in (short, long):
+        agent.wait_state(job["id"], "running")
     assert agent.stop(signal.SIGTERM) == 0
     running = {c["Names"][0] for c in agent.containers() if c["State"] == "running"}
     assert running == {f"choo-{short['id']}", f"choo-{long['id']}"}
     # The short job ends while the agent is down; the long one outlives the restart.
-    wait_until(
-        lambda: len([c for c in agent.containers() if c["State"] == "running"]) == 1,
-        message="short job did not end",
-    )
+    release(agent.podman_url, short["id"])
+    podman("--url", agent.podman_url, "wait", f"choo-{short['id']}")
     agent.start()
     assert agent.call("job.get", id=long["id"])["state"] == "running"
+    release(agent.podman_url, long["id"])
     ended_short = agent.call("job.get", id=short["id"])
     assert (ended_short["state"], ended_short["exit_code"]) == ("failed", 4)
     ended_long = agent.call("job.wait", id=long["id"], timeout=60)
     assert (ended_long["state"], ended_long["exit_code"]) == ("failed", 6)
     for job_id in (short["id"], long["id"]):
         assert _journal_lines(job_id) == ["ran"]
-    wait_until(lambda: agent.containers() == [], message="container left behind")
+    wait_until(lambda: agent.containers() == [], what="no container left")
 
 
 def test_orphan_container_is_removed_after_its_grace(make_agent, image):
@@ -158,7 +178,7 @@ def test_orphan_container_is_removed_after_its_grace(make_agent, image):
     agent.stop()
     agent.write_config(orphan_grace=0.0)
     agent.start()
-    wait_until(lambda: agent.containers() == [], message="orphan not removed")
+    wait_until(lambda: agent.containers() == [], what="the orphan removed")
 
 
 def test_capacity_is_never_exceeded(make_agent, image):
@@ -200,14 +220,14 @@ def test_podman_down_keeps_jobs_queued_and_work_resumes(make_agent, podman_servi
     podman_service.stop()
     try:
         job = agent.call("job.submit", spec={"image": image, "command": ["true"]})
-        wait_until(lambda: agent.call("agent.info")["degraded"], message="agent never degraded")
+        wait_until(lambda: agent.call("agent.info")["degraded"], what="the agent degraded")
         info = agent.call("agent.info")
         assert "Podman" in info["degraded"]
         assert agent.call("job.get", id=job["id"])["state"] == "queued"
     finally:
         podman_service.start()
     assert agent.call("job.wait", id=job["id"], timeout=60)["state"] == "succeeded"
-    wait_until(lambda: agent.call("agent.info")["degraded"] is None, message="still degraded")
+    wait_until(lambda: agent.call("agent.info")["degraded"] is None, what="degraded cleared")
 
 
 def test_queue_full_is_refused_and_nothing_is_stored(make_agent, image):
@@ -215,7 +235,7 @@ def test_queue_full_is_refused_and_nothing_is_stored(make_agent, image):
 
     agent = make_agent(max_concurrent=1, queue_limit=2).start()
     running = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
-    wait_until(lambda: agent.call("job.get", id=running["id"])["state"] == "running")
+    agent.wait_state(running["id"], "running")
     queued = [agent.call("job.submit", spec={"image": image})["id"] for _ in range(2)]
     with pytest.raises(QueueFull, match="queue is full"):
         agent.call("job.submit", spec={"image": image})
@@ -225,13 +245,13 @@ def test_queue_full_is_refused_and_nothing_is_stored(make_agent, image):
     for job_id in [running["id"], *queued]:
         agent.call("job.cancel", id=job_id)
     agent.call("job.wait", id=running["id"], timeout=60)
-    wait_until(lambda: agent.containers() == [], message="container left behind")
+    wait_until(lambda: agent.containers() == [], what="no container left")
 
 
 def test_chooctl_run_rides_out_an_agent_restart(make_agent, image):
     agent = make_agent().start()
     run = subprocess.Popen(
-        [*agent.chooctl_argv(), "run", image, "sh", "-c", "echo one; sleep 4; echo two; exit 5"],
+        [*agent.chooctl_argv(), "run", image, "sh", "-c", f"echo one; {HOLD}; echo two; exit 5"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -239,6 +259,7 @@ def test_chooctl_run_rides_out_an_agent_restart(make_agent, image):
     assert run.stdout.readline() == "one\n"
     assert agent.stop(signal.SIGTERM) == 0
     agent.start()
+    release(agent.podman_url, agent.call("job.list")["jobs"][0]["id"])
     out, err = run.communicate(timeout=60)
     assert run.returncode == 5
     assert out == "two\n"  # resumed after the last line shown: nothing lost, nothing twice

@@ -98,7 +98,7 @@ def test_artifacts_round_trip_byte_for_byte(files_agent, image, tmp_path):
         assert tar.extractfile("note").read() == b"done\n"
     as_json = json.loads(agent.chooctl("artifacts", "--json", job_id).stdout)
     assert as_json["sha256"] == record["sha256"]
-    wait_until(lambda: volumes(agent) == [], message="/out volume left behind")
+    wait_until(lambda: volumes(agent) == [], what="no /out volume left")
 
 
 def test_files_the_agent_cannot_read_are_packed_through_podman(files_agent, image, tmp_path):
@@ -131,7 +131,7 @@ def test_cancelled_job_keeps_its_artifacts(files_agent, image):
         "job.submit",
         spec={"image": image, "command": ["sh", "-c", "echo partial > /out/p; sleep 300"]},
     )
-    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    agent.wait_state(job["id"], "running")
     agent.call("job.cancel", id=job["id"])
     done = agent.call("job.wait", id=job["id"], timeout=60)
     assert done["state"] == "cancelled"
@@ -169,7 +169,7 @@ def test_rm_and_prune_remove_exactly_what_they_should(files_agent, image, tmp_pa
     agent.call("job.cancel", id=cancelled)
     for job_id in (ok, failed, cancelled, kept):
         agent.call("job.wait", id=job_id, timeout=60)
-    wait_until(lambda: agent.call("job.get", id=running)["state"] == "running")
+    agent.wait_state(running, "running")
     jobs_dir = agent.state_dir / "jobs"
     assert {p.name for p in jobs_dir.iterdir()} == {ok, failed, cancelled, kept, running}
     assert (jobs_dir / ok / "artifacts.tar.gz").exists()
@@ -202,7 +202,7 @@ def test_retention_prunes_on_its_own(make_agent, image):
     wait_until(
         lambda: agent.call("job.list", all=True)["jobs"] == [],
         timeout=20,
-        message="retention did not prune the finished job",
+        what="retention to prune the finished job",
     )
 
 
@@ -214,7 +214,7 @@ def test_pull_policy_never_on_a_missing_image_fails_with_reason_image(agent):
     assert (job["state"], job["reason"]) == ("failed", "image")
     assert "pull policy is 'never'" in job["log_tail"]
     assert "never" in done.stderr
-    wait_until(lambda: volumes(agent) == [], message="/out volume left behind")
+    wait_until(lambda: volumes(agent) == [], what="no /out volume left")
 
 
 def test_pull_policy_missing_reports_the_registrys_message(agent):

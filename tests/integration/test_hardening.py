@@ -12,7 +12,7 @@ import json
 import pytest
 
 from agent.config import DEFAULT_CAPS
-from tests.harness import podman, wait_until
+from tests.harness import podman
 
 pytestmark = pytest.mark.podman
 
@@ -59,7 +59,7 @@ def test_defaults_seen_from_inside(agent, image):
 
 def test_defaults_on_the_inspected_container(agent, podman_service, image):
     job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "60"]})
-    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    agent.wait_state(job["id"], "running")
     out = podman("--url", podman_service.url, "inspect", f"choo-{job['id']}").stdout
     info = json.loads(out)[0]
     agent.call("job.cancel", id=job["id"])

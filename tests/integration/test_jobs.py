@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
@@ -70,11 +69,11 @@ def test_output_is_in_chooctl_logs_and_in_the_journal(agent, image):
         ).stdout
         return [json.loads(line) for line in out.splitlines()]
 
-    entries = wait_until(lambda: len(journal()) == 2 and journal(), message="journal lacks lines")
+    entries = wait_until(lambda: len(journal()) == 2 and journal(), what="both lines")
     by_text = {e["MESSAGE"].strip(): e["PRIORITY"] for e in entries}
     assert by_text == {"to-out": "6", "to-err": "3"}
     # The container is gone, the output is not.
-    wait_until(lambda: agent.containers() == [], message="container left behind")
+    wait_until(lambda: agent.containers() == [], what="no container left")
 
 
 def test_failed_job_keeps_its_log_tail(agent, image):
@@ -92,7 +91,7 @@ def test_wait_returns_on_every_terminal_state(agent, image):
     slow = agent.call("job.submit", spec={"image": image, "command": ["sleep", "300"]})
     assert agent.call("job.wait", id=ok["id"], timeout=60)["state"] == "succeeded"
     assert agent.call("job.wait", id=bad["id"], timeout=60)["state"] == "failed"
-    wait_until(lambda: agent.call("job.get", id=slow["id"])["state"] == "running")
+    agent.wait_state(slow["id"], "running")
     agent.call("job.cancel", id=slow["id"])
     assert agent.call("job.wait", id=slow["id"], timeout=60)["state"] == "cancelled"
     # And it returns the unfinished job when its own timeout passes first.
@@ -106,19 +105,16 @@ def test_wait_returns_on_every_terminal_state(agent, image):
     agent.call("job.wait", id=pending["id"], timeout=60)
 
 
-def test_cancel_running_job_stops_it_within_stop_timeout(agent, image):
+def test_cancel_running_job_stops_and_removes_it(agent, image):
     job = agent.call(
         "job.submit", spec={"image": image, "command": ["sleep", "300"], "stop_timeout": 2}
     )
-    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
-    started = time.monotonic()
+    agent.wait_state(job["id"], "running")
     done = agent.chooctl("cancel", job["id"][:20])
     assert done.returncode == 0, done.stderr
     ended = agent.call("job.wait", id=job["id"], timeout=30)
-    assert ended["state"] == "cancelled"
-    # sleep ignores nothing: SIGTERM ends it at once, well within the grace.
-    assert time.monotonic() - started < 2 + 5
-    wait_until(lambda: agent.containers() == [], message="container left behind")
+    assert ended["state"] == "cancelled"  # how soon: tests/bench.py's "cancel" figure
+    wait_until(lambda: agent.containers() == [], what="no container left")
     with pytest.raises(InvalidTransition):
         agent.call("job.cancel", id=job["id"])
 
@@ -132,7 +128,7 @@ def test_cancel_escalates_to_sigkill_after_grace(agent, image):
             "stop_timeout": 1,
         },
     )
-    wait_until(lambda: agent.call("job.get", id=job["id"])["state"] == "running")
+    agent.wait_state(job["id"], "running")
     agent.call("job.cancel", id=job["id"])
     ended = agent.call("job.wait", id=job["id"], timeout=30)
     assert ended["state"] == "cancelled" and ended["exit_code"] == 137

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from agent import config as configuration
-from tests.harness import REPO, AgentProcess, podman, until
+from tests.harness import HOLD, REPO, AgentProcess, podman, release, wait_until
 
 SYSTEMD = REPO / "packaging" / "systemd"
 
@@ -142,9 +142,10 @@ def monotonic_usec() -> int:
 @pytest.mark.podman
 def test_ready_only_after_the_recovery_pass_and_a_listening_socket(make_agent, image, notify):
     agent = make_agent().start()
-    job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "1"]})
-    until(lambda: agent.call("job.get", id=job["id"])["state"] == "running", 30, "not running")
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", HOLD]})
+    agent.wait_state(job["id"], "running")
     agent.stop(signal.SIGKILL)  # leaves a stale socket file and a running container
+    release(agent.podman_url, job["id"])  # it ends while the agent is down
     podman("--url", agent.podman_url, "wait", f"choo-{job['id']}")
 
     start_as_systemd(agent, {"NOTIFY_SOCKET": str(notify.path)})
@@ -164,8 +165,10 @@ def test_status_follows_the_jobs(make_agent, image, notify):
     agent = start_as_systemd(make_agent(), {"NOTIFY_SOCKET": str(notify.path)})
     ready = notify.wait_for("READY", "1")
     agent.wait_ready()
-    job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "2"]})
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", HOLD]})
     running = notify.wait_for("STATUS", "1 running, 0 queued", start=ready)
+    agent.wait_state(job["id"], "running")  # "1 running" counts a starting job too
+    release(agent.podman_url, job["id"])
     agent.call("job.wait", id=job["id"], timeout=30)
     notify.wait_for("STATUS", "0 running, 0 queued", start=running)
 
@@ -174,13 +177,15 @@ def test_status_follows_the_jobs(make_agent, image, notify):
 def test_watchdog_pets_at_half_the_period_when_the_pid_is_ours(make_agent, image, notify):
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "self"}
     start_as_systemd(make_agent(), env)
-    notify.wait_for("READY", "1")
-    time.sleep(5)
+    seen = notify.wait_for("READY", "1")
+    for _ in range(4):
+        seen = notify.wait_for("WATCHDOG", "1", start=seen + 1)
     pets = notify.times("WATCHDOG")
     gaps = [b - a for a, b in zip(pets, pets[1:], strict=False)]
-    assert len(pets) >= 4, pets
-    assert max(gaps) < 2.0, gaps  # every pet inside the 2 s period: systemd never fires
-    assert min(gaps) > 0.5, gaps  # and not a flood: about every 1 s
+    # Not a flood: about every 1 s (half the period). That each pet lands
+    # inside the period is a deadline, not asserted here: tests/system/run.sh
+    # checks a real systemd does not restart the agent.
+    assert min(gaps) > 0.5, gaps
 
 
 @pytest.mark.podman
@@ -188,7 +193,7 @@ def test_no_watchdog_for_another_pid(make_agent, image, notify):
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "500000", "WATCHDOG_PID": "1"}
     start_as_systemd(make_agent(), env)
     notify.wait_for("READY", "1")
-    time.sleep(1.5)
+    time.sleep(1.5)  # deliberate: six would-be periods pass, and none is petted
     assert notify.values("WATCHDOG") == []
 
 
@@ -262,8 +267,10 @@ def test_sighup_sends_reloading_then_ready_and_applies_the_file(make_agent, imag
     sent = monotonic_usec()
     agent.send_signal(signal.SIGHUP)
     reloading = notify.wait_for("RELOADING", "1", start=ready + 1)
-    # MONOTONIC_USEC is what Type=notify-reload matches against its SIGHUP.
-    assert 0 <= int(notify.fields()[reloading]["MONOTONIC_USEC"]) - sent < 5_000_000
+    received = monotonic_usec()
+    # MONOTONIC_USEC is what Type=notify-reload matches against its SIGHUP:
+    # the agent's clock reading between the signal and its message.
+    assert sent <= int(notify.fields()[reloading]["MONOTONIC_USEC"]) <= received
     notify.wait_for("READY", "1", start=reloading + 1)
     assert agent.call("agent.info")["max_concurrent"] == 7
 
@@ -281,7 +288,7 @@ def test_sigterm_sends_stopping_lets_a_call_finish_and_leaves_jobs(make_agent, i
     notify.wait_for("READY", "1")
     agent.wait_ready()
     job = agent.call("job.submit", spec={"image": image, "command": ["sleep", "30"]})
-    until(lambda: agent.call("job.get", id=job["id"])["state"] == "running", 30, "not running")
+    agent.wait_state(job["id"], "running")
 
     answers = []
     client = agent.client(timeout=10)
@@ -289,7 +296,8 @@ def test_sigterm_sends_stopping_lets_a_call_finish_and_leaves_jobs(make_agent, i
         target=lambda: answers.append(client.call("job.wait", id=job["id"], timeout=1.5))
     )
     waiter.start()
-    time.sleep(0.5)  # the wait call is in flight
+    # No event says the agent has read the call; half a second lets it in.
+    time.sleep(0.5)
     agent.send_signal(signal.SIGTERM)
     notify.wait_for("STOPPING", "1")
     assert agent.process.wait(15) == 0
@@ -311,7 +319,7 @@ def test_stop_containers_on_exit_stops_running_jobs(make_agent, image):
     # A job that ends on SIGTERM (a bare sleep as PID 1 would wait for the SIGKILL).
     command = ["sh", "-c", "trap 'exit 143' TERM; while :; do sleep 0.1; done"]
     job = agent.call("job.submit", spec={"image": image, "command": command})
-    until(lambda: agent.call("job.get", id=job["id"])["state"] == "running", 30, "not running")
+    agent.wait_state(job["id"], "running")
     assert agent.stop() == 0
     name = f"choo-{job['id']}"
     state = podman("--url", agent.podman_url, "inspect", "-f", "{{.State.Status}}", name)
@@ -348,7 +356,7 @@ def test_socket_activation_uses_fd_3_and_keeps_it_listening_across_restarts(
     notify.wait_for("READY", "1")
     assert _ping(path) == "pong"
     assert not agent.socket.exists()  # it took fd 3 instead of binding its own
-    until(lambda: "socket activation" in agent.log(), 5, "no ready line in the log")
+    wait_until(lambda: "socket activation" in agent.log(), 5, "the ready line in the log")
 
     assert agent.stop() == 0
     # systemd's socket still listens: a client that comes now waits in the

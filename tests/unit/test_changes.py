@@ -7,19 +7,67 @@ import time
 
 import pytest
 
+from agent.protocol import spec as specs
+from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 
 
-def _later(delay: float, fn) -> threading.Timer:
-    timer = threading.Timer(delay, fn)
-    timer.daemon = True
-    timer.start()
-    return timer
+class WatchedCondition(threading.Condition):
+    """The feed's condition, watched: how each wait ended, and how many have begun.
+
+    ``wakes`` holds each ``wait``'s result: True when a notify woke it, False
+    when its timeout did. Tests order their threads on ``wait_for_waits``
+    (a waiter is blocked in the feed) instead of sleeping.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.wakes: list[bool] = []
+        self._begun = 0
+        self._begun_cond = threading.Condition()
+
+    def wait(self, timeout=None):
+        with self._begun_cond:
+            self._begun += 1
+            self._begun_cond.notify_all()
+        woken = super().wait(timeout)
+        self.wakes.append(woken)
+        return woken
+
+    def wait_for_waits(self, count: int) -> None:
+        """Block until ``count`` waits have begun (their lock then released or soon to be)."""
+        with self._begun_cond:
+            assert self._begun_cond.wait_for(lambda: self._begun >= count, 10), (
+                f"only {self._begun} of {count} waits began"
+            )
+
+
+def _once_waiting(watched: WatchedCondition, action, waits: int = 1) -> threading.Thread:
+    """Run ``action`` on another thread once ``waits`` waits have begun on the feed.
+
+    ``publish`` takes the feed's lock, which a waiter holds until it is inside
+    ``wait``: so a publish from ``action`` always lands on a blocked waiter.
+    """
+
+    def run():
+        watched.wait_for_waits(waits)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.fixture
-def feed() -> ChangeFeed:
-    return ChangeFeed()
+def watched() -> WatchedCondition:
+    return WatchedCondition()
+
+
+@pytest.fixture
+def feed(watched) -> ChangeFeed:
+    feed = ChangeFeed()
+    feed._cond = watched  # the feed's only synchronisation, observed
+    return feed
 
 
 def test_publish_numbers_events_from_one(feed):
@@ -44,87 +92,90 @@ def test_window_keeps_only_the_most_recent_events():
     assert feed.since(0) == (5, [{"n": 3}, {"n": 4}, {"n": 5}])
 
 
-def test_wait_for_returns_at_once_when_predicate_holds(feed):
-    start = time.monotonic()
+def test_wait_for_returns_at_once_when_predicate_holds(feed, watched):
     assert feed.wait_for(lambda: True, timeout=5) is True
-    assert time.monotonic() - start < 0.1
+    assert watched.wakes == []  # never waited
 
 
-def test_wait_for_times_out_with_false(feed):
+def test_wait_for_times_out_with_false(feed, watched):
     start = time.monotonic()
     assert feed.wait_for(lambda: False, timeout=0.2) is False
-    elapsed = time.monotonic() - start
-    assert 0.2 <= elapsed < 0.8
+    assert time.monotonic() - start >= 0.2  # not before its time
+    assert watched.wakes and not any(watched.wakes)
 
 
-def test_wait_for_with_zero_timeout_checks_once(feed):
+def test_wait_for_with_zero_timeout_checks_once(feed, watched):
     assert feed.wait_for(lambda: False, timeout=0) is False
+    assert watched.wakes == []
 
 
-def test_wait_for_wakes_on_publish_from_another_thread(feed):
+def test_wait_for_wakes_on_publish_from_another_thread(feed, watched):
     seen = []
-    _later(0.05, lambda: (seen.append(1), feed.publish({"kind": "state"})))
-    start = time.monotonic()
+    _once_waiting(watched, lambda: (seen.append(1), feed.publish({"kind": "state"})))
     assert feed.wait_for(lambda: bool(seen), timeout=5) is True
-    # Well under the one-second fallback wake-up: the publish woke it.
-    assert time.monotonic() - start < 0.5
+    # The publish woke it, not the once-a-second fallback (which may have
+    # come first on a slow machine, and found nothing).
+    assert watched.wakes[-1] is True
 
 
-def test_wait_for_without_timeout_wakes_on_publish(feed):
+def test_wait_for_without_timeout_wakes_on_publish(feed, watched):
     done = []
-    _later(0.05, lambda: (done.append(1), feed.publish({})))
+    _once_waiting(watched, lambda: (done.append(1), feed.publish({})))
     assert feed.wait_for(lambda: bool(done), timeout=None) is True
+    assert watched.wakes[-1] is True
 
 
-def test_wait_for_rechecks_predicate_without_events(feed):
+def test_wait_for_rechecks_predicate_without_events(feed, watched):
     # A predicate that depends on something other than events (a closed
     # socket) must still be noticed, by the periodic wake-up.
     flag = threading.Event()
-    _later(0.05, flag.set)
-    start = time.monotonic()
+    _once_waiting(watched, flag.set)
     assert feed.wait_for(flag.is_set, timeout=5) is True
-    assert time.monotonic() - start < 2.0
+    assert watched.wakes[-1] is False  # the fallback wake-up saw it, no event did
 
 
-def test_wait_for_keeps_waiting_through_irrelevant_events(feed):
+def test_wait_for_keeps_waiting_through_irrelevant_events(feed, watched):
     target = []
 
     def publisher():
-        for _ in range(5):
+        for waits in range(1, 6):
+            watched.wait_for_waits(waits)
             feed.publish({"kind": "noise"})
-            time.sleep(0.01)
+        watched.wait_for_waits(6)
         target.append(1)
         feed.publish({"kind": "wanted"})
 
-    _later(0.01, publisher)
+    thread = threading.Thread(target=publisher, daemon=True)
+    thread.start()
     assert feed.wait_for(lambda: bool(target), timeout=5) is True
+    thread.join(5)
     assert feed.seq == 6
+    assert watched.wakes[-1] is True  # the wanted event woke it; noise before it did not end it
 
 
-def test_wait_after_returns_at_once_when_already_behind(feed):
+def test_wait_after_returns_at_once_when_already_behind(feed, watched):
     feed.publish({})
     feed.publish({})
-    start = time.monotonic()
     assert feed.wait_after(0, timeout=5) == 2
-    assert time.monotonic() - start < 0.1
+    assert watched.wakes == []
 
 
-def test_wait_after_blocks_until_a_newer_event(feed):
+def test_wait_after_blocks_until_a_newer_event(feed, watched):
     feed.publish({})
-    _later(0.05, lambda: feed.publish({}))
-    start = time.monotonic()
+    _once_waiting(watched, lambda: feed.publish({}))
     assert feed.wait_after(1, timeout=5) == 2
-    assert time.monotonic() - start < 0.5
+    assert watched.wakes == [True]
 
 
-def test_wait_after_times_out_returning_the_current_seq(feed):
+def test_wait_after_times_out_returning_the_current_seq(feed, watched):
     feed.publish({})
     start = time.monotonic()
     assert feed.wait_after(1, timeout=0.1) == 1
     assert time.monotonic() - start >= 0.1
+    assert watched.wakes and not any(watched.wakes)
 
 
-def test_one_publish_wakes_every_waiter(feed):
+def test_one_publish_wakes_every_waiter(feed, watched):
     results = []
     lock = threading.Lock()
 
@@ -136,13 +187,12 @@ def test_one_publish_wakes_every_waiter(feed):
     threads = [threading.Thread(target=waiter) for _ in range(5)]
     for t in threads:
         t.start()
-    time.sleep(0.05)
-    start = time.monotonic()
+    watched.wait_for_waits(5)
     feed.publish({})
     for t in threads:
-        t.join(2)
-    assert time.monotonic() - start < 1.0
+        t.join(5)
     assert results == [1] * 5
+    assert watched.wakes == [True] * 5  # all by the one notify, none by a timeout
 
 
 def test_concurrent_publishers_lose_nothing(feed):
@@ -160,3 +210,13 @@ def test_concurrent_publishers_lose_nothing(feed):
     assert len(events) == 800
     for who in range(4):
         assert [e["n"] for e in events if e["who"] == who] == list(range(200))
+
+
+def test_a_store_commit_wakes_a_service_waiting_on_the_same_feed(feed_store, feed_service):
+    spec = specs.normalize({"image": "alpine", "command": ["true"]})
+    job_id = feed_store.add_job(spec, trigger="rpc", queue_limit=10)["id"]
+    watched = WatchedCondition()
+    feed_store.feed._cond = watched
+    _once_waiting(watched, lambda: feed_store.transition(job_id, State.CANCELLED))
+    assert feed_service.wait(job_id, timeout=30)["state"] == "cancelled"
+    assert watched.wakes[-1] is True  # the store's publish woke the service's wait
