@@ -30,17 +30,13 @@ from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import ACTIVE, State
 from agent.rules import admission
 from agent.runtime.finish import Finisher
-from agent.runtime.launch import Launcher, hardening
+from agent.runtime.launch import Launcher
 from agent.runtime.podman_events import EventFollower
 from agent.runtime.ports import ArtifactFiles, EventSource, LogReader, PodmanPort
 from agent.runtime.steps import adopt, move
 from agent.runtime.sweeps import Sweeps
 from agent.runtime.workers import Workers
 from agent.storage.store import Store
-
-# ``hardening`` lives with the launch that applies it; re-exported for callers
-# that still import it from here.
-__all__ = ["Controller", "hardening"]
 
 log = logging.getLogger(__name__)
 

@@ -129,15 +129,12 @@ class Finisher:
                 **fields,
             )
         # A retry's container always goes (the next attempt takes its name);
-        # its /out volume stays (a job's attempts share it). A timeout with
-        # retries left is treated the same way here, though it is not retried:
-        # its container goes even under keep_containers, its volume is left
-        # to the sweep.
-        retrying = outcome.retry or (outcome.state == State.FAILED and job["retries_left"] > 0)
-        if not self.config.keep_containers or retrying:
+        # its /out volume stays (a job's attempts share it). A final end keeps
+        # its container under keep_containers, and its volume goes with it.
+        if outcome.retry or not self.config.keep_containers:
             self.podman.remove(info.id)
-            if not retrying:
-                self.podman.remove_out_volume(job["id"])
+        if not outcome.retry and not self.config.keep_containers:
+            self.podman.remove_out_volume(job["id"])
         remove_secrets(self.podman, job)
 
     def lost(self, job: dict) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from agent import config as configuration
 from agent.config import ConfigError
-from agent.runtime.controller import hardening
+from agent.runtime.launch import hardening
 
 
 def load(tmp_path, text: str):

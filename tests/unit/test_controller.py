@@ -9,11 +9,7 @@ limits, so a real OOM kill cannot happen here).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import inspect
-import io
-from concurrent.futures import Executor, Future
 
 import pytest
 
@@ -25,125 +21,7 @@ from agent.runtime import ports
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import Controller
 from agent.storage.store import Store
-
-
-class Inline(Executor):
-    def submit(self, fn, /, *args, **kwargs):
-        future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as exc:  # pragma: no cover - surfaced by the test's asserts
-            future.set_exception(exc)
-        return future
-
-
-class FakePodman:
-    def __init__(self, clock):
-        self.clock = clock
-        self.containers: dict[str, ContainerState] = {}
-        self.signals: list[tuple[str, str]] = []
-        self.created: list[str] = []
-        self.started: list[str] = []
-        self.read_outs: list[tuple[str, bool]] = []
-        self.volumes: set[str] = set()
-
-    def run(
-        self, job_id, attempt, spec, on_pull=None, workspace=None, secrets=None, hardening=None
-    ):
-        cid = f"c-{job_id}-{attempt}"
-        self.created.append(cid)
-        self.containers[job_id] = ContainerState(
-            id=cid,
-            name=f"choo-{job_id}",
-            job_id=job_id,
-            attempt=attempt,
-            status="running",
-            created_at=self.clock(),
-        )
-        return cid
-
-    def exit(self, job_id, code, oom=False):
-        c = self.containers[job_id]
-        self.containers[job_id] = dataclasses.replace(
-            c, status="exited", exit_code=code, oom_killed=oom
-        )
-
-    def list_ours(self):
-        return list(self.containers.values())
-
-    def inspect(self, name_or_id):
-        return next((c for c in self.containers.values() if c.id == name_or_id), None)
-
-    def remove(self, name_or_id):
-        self.containers = {k: c for k, c in self.containers.items() if c.id != name_or_id}
-
-    def signal(self, name_or_id, sig):
-        self.signals.append((name_or_id, sig))
-
-    # The /out volumes of jobs (by job ID), as far as a test put any there.
-    def list_out_volumes(self):
-        return [(f"choo-out-{job_id}", job_id) for job_id in self.volumes]
-
-    def remove_out_volume(self, job_id):
-        self.volumes.discard(job_id)
-
-    # Secrets: nothing to clean up in this fake.
-
-    def remove_secrets(self, job_id):
-        pass
-
-    def start(self, name_or_id):
-        self.started.append(name_or_id)
-        for k, c in self.containers.items():
-            if c.id == name_or_id:
-                self.containers[k] = dataclasses.replace(c, status="running")
-
-    def read_out(self, name_or_id):
-        """/out as Podman streams it (the fake's is empty); notes whether the
-        container still existed when it was read."""
-        self.read_outs.append((name_or_id, self.inspect(name_or_id) is not None))
-        return contextlib.nullcontext(io.BytesIO())
-
-
-class FakeEvents:
-    def __init__(self, *batches):
-        self.batches = list(batches)
-
-    def events(self, read_timeout):
-        yield from self.batches.pop(0) if self.batches else []
-
-
-class FakeJournal:
-    def read(self, container, *, tail=None, since=None, after=None):
-        return [{"line": f"last words of {container}"}]
-
-
-class FakeFiles:
-    """Packs nothing; records what it was asked to pack."""
-
-    def __init__(self):
-        self.packed: list[str] = []
-
-    def workspace_dir(self, job_id):
-        return None
-
-    def pack(self, job_id, stream):
-        self.packed.append(job_id)
-        return {"artifacts_state": "packed", "artifacts_size": 0}
-
-    def pack_dir(self, job_id, source):
-        return None  # as for files the agent cannot read: packed through Podman
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_000_000.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
+from tests.unit.fakes import Clock, FakeEvents, FakeFiles, FakeJournal, FakePodman, Inline
 
 
 def build(store, podman, config, clock, **extras):
@@ -412,3 +290,19 @@ def test_the_real_adapter_and_the_fake_match_the_port(protocol, real, fake):
         wanted = _shape(getattr(protocol, name))
         assert _shape(getattr(real, name)) == wanted, f"{real.__name__}.{name}"
         assert _shape(getattr(fake, name)) == wanted, f"{fake.__name__}.{name}"
+
+
+def test_a_timeout_with_retries_left_is_final_and_keeps_its_container(world):
+    """A timeout is never retried, so under keep_containers its container stays
+    (it is not cleaned up as if another attempt needed its name)."""
+    store, podman, controller, clock = world
+    controller.config.keep_containers = True
+    podman.volumes.add(job := submit(store, timeout=60, retries=2))
+    controller.reconcile()
+    clock.now += 60
+    controller.reconcile()  # SIGTERM
+    podman.exit(job, 143)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"]) == ("failed", "timeout")
+    assert job in podman.containers and job in podman.volumes
