@@ -1,0 +1,210 @@
+"""A job's output as conmon writes it: one k8s-file log per attempt.
+
+Podman's ``k8s-file`` log driver has conmon append one record per read of the
+container's stdout or stderr, ``<RFC 3339 time> <stdout|stderr> <F|P> <bytes>\\n``:
+``F`` ends a line (its newline is not written), ``P`` is part of one (a line
+longer than conmon's 8 KiB buffer, a read that came mid-line, or output that
+does not end in a newline). Nothing is escaped, so the records give back the
+job's bytes exactly: each ``F`` record's bytes plus a newline, each ``P``
+record's bytes as they are.
+
+This module only reads and names those files. Where a job's attempts keep
+their logs is ``JobLogs``; what to do with the records (stream them to a
+client, ship them to the journal) is for its callers. A record is complete
+once its newline is on disk: a reader never returns the half of a record
+conmon is still writing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+#: What one read of the file takes at most; a record longer than this (conmon
+#: writes at most 8 KiB of output per record) is still read whole.
+READ_BLOCK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of a k8s-file log.
+
+    Attributes:
+        offset: where the record starts in the file.
+        end: where the next record starts.
+        time: when conmon read the bytes (seconds since the epoch).
+        stream: ``stdout`` or ``stderr``.
+        data: the job's bytes, with the newline of a full line put back.
+        partial: the bytes do not end a line.
+    """
+
+    offset: int
+    end: int
+    time: float
+    stream: str
+    data: bytes
+    partial: bool
+
+
+def parse_time(stamp: bytes) -> float:
+    """Seconds since the epoch of conmon's ``2026-12-01T22:23:30.410197384+00:00``."""
+    try:
+        return datetime.fromisoformat(stamp.decode("ascii")).timestamp()
+    except (UnicodeDecodeError, ValueError):
+        return 0.0
+
+
+def parse(line: bytes, offset: int) -> Record | None:
+    """The record of one file line (its newline included), or None if it is not one."""
+    parts = line[:-1].split(b" ", 3)
+    if len(parts) == 3:
+        parts.append(b"")  # an empty line: "<time> stdout F" and nothing after the space
+    if len(parts) != 4 or parts[1] not in (b"stdout", b"stderr") or parts[2] not in (b"F", b"P"):
+        return None
+    stamp, stream, tag, data = parts
+    partial = tag == b"P"
+    return Record(
+        offset=offset,
+        end=offset + len(line),
+        time=parse_time(stamp),
+        stream=stream.decode(),
+        data=data if partial else data + b"\n",
+        partial=partial,
+    )
+
+
+def records(path: Path, offset: int = 0) -> Iterator[Record]:
+    """The complete records of a log from ``offset`` on, oldest first.
+
+    Reads in blocks, so memory stays bounded whatever the log's size; stops at
+    the end of the last complete record (one conmon is still writing is left
+    for the next call). A missing file has no records.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, also on a generator's close
+    except FileNotFoundError:
+        return
+    with handle:
+        handle.seek(offset)
+        pending = b""
+        position = offset
+        while True:
+            block = handle.read(READ_BLOCK)
+            if not block:
+                return
+            pending += block
+            start = 0
+            while (newline := pending.find(b"\n", start)) >= 0:
+                line = pending[start : newline + 1]
+                record = parse(line, position)
+                if record is not None:
+                    yield record
+                position += len(line)
+                start = newline + 1
+            pending = pending[start:]
+
+
+def tail_offset(path: Path, lines: int) -> int:
+    """Where the last ``lines`` lines of a log begin (an offset for ``records``).
+
+    A line is the records up to and including an ``F`` one; trailing ``P``
+    records (output that ends without a newline) make one line more. Reads
+    backwards in blocks, so the tail of a huge log costs what the tail is.
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with handle:
+        size = _complete_size(handle, handle.seek(0, os.SEEK_END))
+        if lines <= 0:
+            return size
+        counted = 0
+        last = True
+        for end, full in _backwards(handle, size):
+            if last and not full:
+                counted = 1  # the unfinished last line
+            last = False
+            if full:
+                if counted == lines:
+                    return end  # just after the line before the wanted ones
+                counted += 1
+        return 0
+
+
+def _complete_size(handle, size: int) -> int:
+    """The end of the last complete record (conmon may be writing the next one)."""
+    position = size
+    while position > 0:
+        step = min(READ_BLOCK, position)
+        position -= step
+        handle.seek(position)
+        newline = handle.read(step).rfind(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+    return 0
+
+
+def _backwards(handle, size: int) -> Iterator[tuple[int, bool]]:
+    """Each complete record's end offset and whether it is ``F``, last first."""
+    position = size
+    carry = b""  # the start of a record whose beginning is in an earlier block
+    while position > 0:
+        step = min(READ_BLOCK, position)
+        position -= step
+        handle.seek(position)
+        buffer = handle.read(step) + carry
+        index = len(buffer)  # buffer[:index] still to split; it ends with a newline
+        while True:
+            newline = buffer.rfind(b"\n", 0, index - 1)
+            if newline < 0:
+                break
+            yield position + index, _full(buffer[newline + 1 : index])
+            index = newline + 1
+        carry = buffer[:index]
+    if carry:
+        yield len(carry), _full(carry)
+
+
+def _full(line: bytes) -> bool:
+    parts = line.split(b" ", 3)
+    return len(parts) >= 3 and parts[2].rstrip(b"\n") == b"F"
+
+
+class JobLogs:
+    """Where each attempt of each job keeps its log: ``<root>/<job ID>/<attempt>.log``.
+
+    The agent makes a job's directory before it creates the container (conmon
+    refuses a path whose directory is missing) and removes it with the job.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, job_id: str, attempt: int) -> Path:
+        return self.root / job_id / f"{attempt}.log"
+
+    def prepare(self, job_id: str, attempt: int) -> Path:
+        """Make the attempt's directory; return the log's path (a fresh file:
+        conmon appends, so a leftover of a create that failed is removed)."""
+        path = self.path(job_id, attempt)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.unlink(missing_ok=True)
+        return path
+
+    def attempts(self, job_id: str) -> list[int]:
+        """The attempts of a job that have a log, in order."""
+        try:
+            names = os.listdir(self.root / job_id)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            int(name[:-4]) for name in names if name[:-4].isdigit() and name.endswith(".log")
+        )
+
+    def remove(self, job_id: str) -> None:
+        shutil.rmtree(self.root / job_id, ignore_errors=True)
