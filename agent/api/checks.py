@@ -38,7 +38,7 @@ def string_list(value: Any, field: str) -> list[str]:
 
 
 def schedule_name(name: Any) -> str:
-    """The name of an existing schedule as given (whether it exists is the store's to say).
+    """``name`` if it can name a schedule (whether one has it is the store's to say).
 
     Raises:
         InvalidParams: ``name`` is not a non-empty string.
