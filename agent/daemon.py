@@ -30,7 +30,9 @@ from agent.adapters.journal import JournalReader, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.systemd import Notifier
-from agent.api.server import Server, activated_socket, bind, socket_identity, unlink_if_ours
+from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
+from agent.api.schedules import Schedules
+from agent.api.server import Server
 from agent.api.service import Service
 from agent.protocol.errors import ChooError
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
@@ -107,15 +109,20 @@ class Agent:
         )
         clock, max_sleep = schedule_clock()
         self.scheduler = Scheduler(
-            self.store, self.service, self.config, clock=clock, max_sleep=max_sleep
+            self.store,
+            self.service,
+            self.config,
+            files=self.files,
+            clock=clock,
+            max_sleep=max_sleep,
         )
-        self.service.scheduler = self.scheduler
+        schedules = Schedules(self.store, self.scheduler, self.service)
         self.sock = activated_socket()
         if self.sock is None:
             self.sock = bind(self.config.socket, self.config.socket_group)
             self.bound_path = self.config.socket
             self.sock_identity = socket_identity(self.bound_path)
-        self.server = Server(self.sock, self.service, self.config)
+        self.server = Server(self.sock, self.service, schedules, self.config)
         # The recovery pass: adopt what happened while the agent was down
         # before telling anyone it is ready.
         self.notifier.status("starting: recovery pass")

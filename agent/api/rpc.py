@@ -1,10 +1,14 @@
-"""JSON-RPC methods: params in, a service call, ``Success``/``Error`` out.
+"""JSON-RPC binding: params in, a use case called, ``Success``/``Error`` out.
 
-Thin on purpose. jsonrpcserver checks arguments against each function's
-signature (-32602 on a mismatch); types are checked by the service. Every
-``ChooError`` becomes an error response with its stable code; anything
-unexpected is logged here and answered with a generic -32603, so internals
-never leak to a client (jsonrpcserver would put ``str(exc)`` in the reply).
+Thin on purpose, and the only module that imports jsonrpcserver. The method
+table is built from the protocol (agent.protocol.methods): each method's
+signature is made from its params dataclass, so jsonrpcserver checks names,
+arity and required params against the one definition (-32602 on a mismatch)
+and the use case receives the bound params object; values are checked by the
+use case. Every ``ChooError`` becomes an error response with its stable code;
+anything unexpected is logged here and answered with a generic -32603, so
+internals never leak to a client (jsonrpcserver would put ``str(exc)`` in the
+reply).
 
 Parsing and batches are ours, jsonrpcserver dispatches single requests:
 jsonrpcserver 5.0.9 answers a batch with any invalid member (``[req, 1]``)
@@ -15,7 +19,8 @@ with one -32600 instead of one response per member, and echoes an id like
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -25,7 +30,9 @@ from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
-from agent.api.service import Peer, Service
+from agent.api.peers import Peer
+from agent.api.schedules import Schedules
+from agent.api.service import Service
 from agent.protocol import methods as protocol
 from agent.protocol.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ChooError
 
@@ -37,178 +44,73 @@ class Call:
     """Per-connection context handed to every method as its first argument."""
 
     service: Service
+    schedules: Schedules
     peer: Peer
     notify: Callable[[str, dict[str, Any]], None]
     closed: Callable[[], bool]
 
 
-def _method(fn):
-    @functools.wraps(fn)
-    def wrapper(call: Call, *args, **kwargs):
+#: What each method does with its bound params: the use case it calls, with
+#: the connection's peer and notifications where the use case needs them.
+USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
+    protocol.PING: lambda call, params: "pong",
+    protocol.INFO: lambda call, params: call.service.info(),
+    protocol.SUBMIT: lambda call, params: call.service.submit(params, peer=call.peer),
+    protocol.GET: lambda call, params: call.service.get(params),
+    protocol.LIST: lambda call, params: call.service.list(params),
+    protocol.CANCEL: lambda call, params: call.service.cancel(params),
+    protocol.WAIT: lambda call, params: call.service.wait(params, closed=call.closed),
+    protocol.LOGS: lambda call, params: call.service.logs(
+        params, emit=lambda entry: call.notify(protocol.LOG_LINE, entry), closed=call.closed
+    ),
+    protocol.SUBSCRIBE: lambda call, params: call.service.subscribe(
+        params, emit=lambda event: call.notify(protocol.EVENT, event), closed=call.closed
+    ),
+    protocol.REMOVE: lambda call, params: call.service.remove(params),
+    protocol.PRUNE: lambda call, params: call.service.prune(params),
+    protocol.ARTIFACTS: lambda call, params: call.service.artifacts(params),
+    protocol.SCHEDULE_ADD: lambda call, params: call.schedules.add(params, peer=call.peer),
+    protocol.SCHEDULE_LIST: lambda call, params: call.schedules.list(params),
+    protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params),
+    protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params),
+}
+assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
+
+
+def signature(method: protocol.Method) -> inspect.Signature:
+    """``(call, <params in order, with their defaults>)``: what jsonrpcserver checks
+    a request's params against (positional or by name)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("call", kind)]
+    for field in dataclasses.fields(method.params):
+        default = inspect.Parameter.empty if field.default is dataclasses.MISSING else field.default
+        params.append(inspect.Parameter(field.name, kind, default=default))
+    return inspect.Signature(params)
+
+
+def bind(method: protocol.Method, use_case: Callable[[Call, Any], Any]) -> Callable[..., Any]:
+    """The jsonrpcserver method for ``method``: binds the params, calls ``use_case``."""
+    shape = signature(method)
+
+    def dispatched(call: Call, *args: Any, **kwargs: Any) -> Any:
+        arguments = shape.bind(call, *args, **kwargs).arguments
+        del arguments["call"]
         try:
-            return Success(fn(call, *args, **kwargs))
+            return Success(use_case(call, method.params(**arguments)))
         except ChooError as exc:
             return Error(exc.code, exc.message, exc.data)
         except Exception:
-            log.exception("internal error in %s", fn.__name__)
+            log.exception("internal error in %s", method.name)
             return Error(INTERNAL_ERROR, "Internal error", "see the agent's log for details")
 
-    return wrapper
+    dispatched.__signature__ = shape  # read by jsonrpcserver's inspect.signature()
+    dispatched.__name__ = method.name
+    return dispatched
 
 
-@_method
-def ping(call: Call) -> str:
-    return "pong"
-
-
-@_method
-def info(call: Call) -> dict:
-    return call.service.info()
-
-
-@_method
-def submit(call: Call, spec: Any, trigger: str = "rpc") -> dict:
-    return call.service.submit(spec, trigger=trigger, peer=call.peer)
-
-
-@_method
-def get(call: Call, id: Any) -> dict:
-    return call.service.get(id)
-
-
-@_method
-def list_jobs(
-    call: Call,
-    state: Any = None,
-    name: Any = None,
-    label: Any = None,
-    since: Any = None,
-    limit: Any = 100,
-    cursor: Any = None,
-    all: Any = True,
-) -> dict:
-    return call.service.list(
-        state=state, name=name, label=label, since=since, limit=limit, cursor=cursor, all=all
-    )
-
-
-@_method
-def cancel(call: Call, id: Any) -> dict:
-    return call.service.cancel(id)
-
-
-@_method
-def wait(call: Call, id: Any, timeout: Any = None) -> dict:
-    return call.service.wait(id, timeout, closed=call.closed)
-
-
-@_method
-def logs(
-    call: Call,
-    id: Any,
-    tail: Any = None,
-    since: Any = None,
-    follow: Any = False,
-    after: Any = None,
-) -> dict:
-    return call.service.logs(
-        id,
-        tail=tail,
-        since=since,
-        after=after,
-        follow=follow,
-        emit=lambda entry: call.notify(protocol.LOG_LINE, entry),
-        closed=call.closed,
-    )
-
-
-@_method
-def subscribe(
-    call: Call, job: Any = None, name: Any = None, timeout: Any = None, count: Any = None
-) -> dict:
-    return call.service.subscribe(
-        job=job,
-        name=name,
-        timeout=timeout,
-        count=count,
-        emit=lambda event: call.notify(protocol.EVENT, event),
-        closed=call.closed,
-    )
-
-
-@_method
-def remove(call: Call, id: Any) -> dict:
-    return call.service.remove(id)
-
-
-@_method
-def prune(call: Call, older_than: Any = None, state: Any = None) -> dict:
-    return call.service.prune(older_than=older_than, state=state)
-
-
-@_method
-def artifacts(call: Call, id: Any, offset: Any = None, length: Any = None) -> dict:
-    return call.service.artifacts(id, offset=offset, length=length)
-
-
-@_method
-def schedule_add(
-    call: Call,
-    name: Any,
-    cron: Any,
-    spec: Any,
-    concurrency: Any = "allow",
-    catch_up: Any = True,
-    history_limit: Any = 10,
-    timezone: Any = None,
-) -> dict:
-    return call.service.scheduler.add(
-        name,
-        cron,
-        spec,
-        concurrency=concurrency,
-        catch_up=catch_up,
-        history_limit=history_limit,
-        timezone=timezone,
-        peer=call.peer,
-    )
-
-
-@_method
-def schedule_list(call: Call, name: Any = None) -> list | dict:
-    scheduler = call.service.scheduler
-    return scheduler.list() if name is None else scheduler.get(name)
-
-
-@_method
-def schedule_remove(call: Call, name: Any) -> dict:
-    return call.service.scheduler.remove(name)
-
-
-@_method
-def schedule_trigger(call: Call, name: Any, trigger: str = "rpc") -> dict:
-    return call.service.scheduler.trigger(name, trigger=trigger)
-
-
-METHODS: dict[str, Callable] = {
-    protocol.PING: ping,
-    protocol.INFO: info,
-    protocol.SUBMIT: submit,
-    protocol.GET: get,
-    protocol.LIST: list_jobs,
-    protocol.CANCEL: cancel,
-    protocol.WAIT: wait,
-    protocol.LOGS: logs,
-    protocol.SUBSCRIBE: subscribe,
-    protocol.REMOVE: remove,
-    protocol.PRUNE: prune,
-    protocol.ARTIFACTS: artifacts,
-    protocol.SCHEDULE_ADD: schedule_add,
-    protocol.SCHEDULE_LIST: schedule_list,
-    protocol.SCHEDULE_REMOVE: schedule_remove,
-    protocol.SCHEDULE_TRIGGER: schedule_trigger,
+METHODS: dict[str, Callable[..., Any]] = {
+    method.name: bind(method, USE_CASES[method.name]) for method in protocol.DEFINITIONS
 }
-assert set(METHODS) == set(protocol.METHODS), "rpc.py and protocol.py disagree"
 
 
 def _reject_constant(name: str) -> Any:

@@ -1,8 +1,10 @@
-"""The operations choo offers, independent of any transport.
+"""The job and agent use cases (job.*, agent.*, events.*), independent of any transport.
 
-rpc.py calls these with plain Python values; tests may too. The service
-validates, reads and writes the store, and wakes the controller; it never
-talks to Podman (the controller does) and knows nothing of sockets.
+rpc.py calls each with its params object (agent.protocol.methods), bound from
+the request; tests and the scheduler thread may too. The service validates
+values, reads and writes the store, and wakes the controller; it never talks
+to Podman (the controller does) and knows nothing of sockets. The schedule.*
+use cases are agent/api/schedules.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import base64
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.journal import JournalReader
 from agent.adapters.secrets import Credentials
+from agent.api.checks import string_list, whole
+from agent.api.peers import Peer
 from agent.config import Config
+from agent.protocol import methods, types
 from agent.protocol import spec as specs
 from agent.protocol.errors import InvalidParams, InvalidTransition
 from agent.protocol.spec import container_name
@@ -33,21 +37,11 @@ MAX_WAIT = 24 * 3600.0
 #: What ``job.prune`` removes without ``older_than`` when ``retention`` is 0.
 DEFAULT_PRUNE_AGE = 7 * 86400.0
 MAX_LIST = 1000
-TRIGGERS = ("cli", "rpc")
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who is calling: taken from the socket's SO_PEERCRED."""
-
-    pid: int
-    uid: int
-    gid: int
-    #: Supplementary group IDs (SO_PEERGROUPS), for the access check.
-    groups: tuple[int, ...] = ()
 
 
 class Service:
+    """The use cases; one instance per agent, shared by every connection's thread."""
+
     def __init__(
         self,
         store: Store,
@@ -60,8 +54,6 @@ class Service:
         files: JobFiles | None = None,
     ):
         self.files = files
-        #: The agent's Scheduler (schedule.* methods), set by the composition root.
-        self.scheduler: Any = None
         self.store = store
         self.feed = feed
         self.journal = journal
@@ -72,7 +64,7 @@ class Service:
 
     # -- agent ---------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> types.Info:
         return {
             "version": __version__,
             "agent_id": self.store.agent_id,
@@ -108,21 +100,28 @@ class Service:
 
     def submit(
         self,
-        raw: Any,
+        params: methods.SubmitParams,
         *,
-        trigger: str = "rpc",
         peer: Peer | None = None,
         origin: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> types.Job:
         """Validate a spec, snapshot its workspace, and queue it as a new job.
 
         Args:
+            params: the spec, and the trigger (any with ``origin``: "schedule").
+            peer: the caller, who must be allowed to read the workspace.
             origin: for the scheduler only: job columns (``schedule``,
                 ``scheduled_for``, ``catch_up``) and ``schedule_update``, the
                 schedule change stored in the job's own transaction.
+
+        Raises:
+            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached.
         """
-        if trigger not in TRIGGERS and origin is None:
-            raise InvalidParams(f"trigger: expected one of {', '.join(TRIGGERS)}, got {trigger!r}")
+        raw, trigger = params.spec, params.trigger
+        if trigger not in methods.TRIGGERS and origin is None:
+            raise InvalidParams(
+                f"trigger: expected one of {', '.join(methods.TRIGGERS)}, got {trigger!r}"
+            )
         spec = specs.normalize(raw, default_timeout=self.config.default_timeout or None)
         if raw.get("stop_timeout") is None:
             spec["stop_timeout"] = self.config.default_stop_timeout
@@ -162,22 +161,23 @@ class Service:
 
     # -- removal and retention -----------------------------------------------
 
-    def remove(self, job_id: Any) -> dict[str, Any]:
+    def remove(self, params: methods.JobRef) -> types.Job:
         """Delete a finished job: its record, attempts, events, workspace and archive.
 
         Raises:
             InvalidTransition: the job has not ended.
         """
-        full = self.store.resolve(job_id)
+        full = self.store.resolve(params.id)
         record = self.store.remove_job(full)
         self._remove_files([full])
         return record
 
-    def prune(self, *, older_than: Any = None, state: Any = None) -> dict[str, Any]:
+    def prune(self, params: methods.PruneParams) -> types.Pruned:
         """Remove finished jobs that ended more than ``older_than`` ago (default:
         the ``retention`` setting, or 7 days when it is 0), optionally only
         those in ``state``. A job that has not ended is never touched."""
-        states = _string_list(state, "state")
+        older_than = params.older_than
+        states = string_list(params.state, "state")
         terminal = sorted(s.value for s in TERMINAL)
         for s in states:
             if s not in terminal:
@@ -191,10 +191,9 @@ class Service:
             seconds = specs.parse_duration(older_than, "older_than")
         return self.prune_before(time.time() - seconds, states or None)
 
-    def prune_before(self, ended_before: float, states: list[str] | None = None) -> dict[str, Any]:
-        ids = self.store.prunable(ended_before=ended_before, states=states)
-        removed = [job["id"] for job in self.store.remove_jobs(ids)]
-        self._remove_files(removed)
+    def prune_before(self, ended_before: float, states: list[str] | None = None) -> types.Pruned:
+        """Remove the finished jobs (in ``states``) that ended before ``ended_before``."""
+        removed = self.remove_many(self.store.prunable(ended_before=ended_before, states=states))
         return {"removed": removed, "count": len(removed)}
 
     def remove_many(self, job_ids: list[str]) -> list[str]:
@@ -210,16 +209,17 @@ class Service:
 
     # -- artifacts -----------------------------------------------------------
 
-    def artifacts(self, job_id: Any, offset: Any = None, length: Any = None) -> dict[str, Any]:
+    def artifacts(self, params: methods.ArtifactsParams) -> types.Artifacts:
         """What a job left in /out: the record, and with ``length`` a chunk of the
         archive (base64) from ``offset``."""
-        full = self.store.resolve(job_id)
+        offset, length = params.offset, params.length
+        full = self.store.resolve(params.id)
         job = self.store.get(full)
         out: dict[str, Any] = {"id": full, "job_state": job["state"], **job["artifacts"]}
         if length is None:
             return out
-        _whole(length, "length", 1, MAX_READ)
-        offset = 0 if offset is None else _whole(offset, "offset", 0, 2**62)
+        whole(length, "length", 1, MAX_READ)
+        offset = 0 if offset is None else whole(offset, "offset", 0, 2**62)
         if out["state"] != "packed":
             raise InvalidParams(f"job {full} has no archive to read (artifacts {out['state']})")
         data = self.files.read(full, out["path"], offset, length) if self.files else b""
@@ -230,39 +230,32 @@ class Service:
         )
         return out
 
-    def get(self, job_id: Any) -> dict[str, Any]:
-        full = self.store.resolve(job_id)
+    def get(self, params: methods.JobRef) -> types.JobDetail:
+        """The job record with its attempts and events."""
+        full = self.store.resolve(params.id)
         job = self.store.get(full)
         job["attempts"] = self.store.attempts(full)
         job["events"] = self.store.events(full)
         return job
 
-    def list(
-        self,
-        *,
-        state: Any = None,
-        name: Any = None,
-        label: Any = None,
-        since: Any = None,
-        limit: Any = 100,
-        cursor: Any = None,
-        all: Any = True,
-    ) -> dict[str, Any]:
-        states = _string_list(state, "state")
+    def list(self, params: methods.ListParams) -> types.JobPage:
+        """One page of jobs, newest first, filtered by state, name, labels and age."""
+        name, since, limit, cursor = params.name, params.since, params.limit, params.cursor
+        states = string_list(params.state, "state")
         for s in states:
             if s not in {x.value for x in State}:
                 raise InvalidParams(f"state: unknown state {s!r}")
-        if not states and not all:
+        if not states and not params.all:
             states = [s.value for s in State if s not in TERMINAL]
         labels = {}
-        for item in _string_list(label, "label"):
+        for item in string_list(params.label, "label"):
             key, _, value = item.partition("=")
             labels[key] = value
         if name is not None and not isinstance(name, str):
             raise InvalidParams("name: expected a string")
         if since is not None:
             since = time.time() - specs.parse_duration(since, "since")
-        _whole(limit, "limit", 1, MAX_LIST)
+        whole(limit, "limit", 1, MAX_LIST)
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidParams("cursor: expected the cursor of a previous page")
         jobs = self.store.list(
@@ -270,8 +263,13 @@ class Service:
         )
         return {"jobs": jobs, "cursor": jobs[-1]["id"] if len(jobs) == limit else None}
 
-    def cancel(self, job_id: Any) -> dict[str, Any]:
-        full = self.store.resolve(job_id)
+    def cancel(self, params: methods.JobRef) -> types.Job:
+        """Cancel a job: a queued one at once, a running one through the controller.
+
+        Raises:
+            InvalidTransition: the job already ended.
+        """
+        full = self.store.resolve(params.id)
         job = self.store.get(full)
         if job["state"] in TERMINAL:
             raise InvalidTransition(
@@ -288,11 +286,12 @@ class Service:
         return job
 
     def wait(
-        self, job_id: Any, timeout: Any = None, closed: Callable[[], bool] = lambda: False
-    ) -> dict[str, Any]:
+        self, params: methods.WaitParams, closed: Callable[[], bool] = lambda: False
+    ) -> types.Job:
         """Block until the job ends, ``timeout`` seconds pass or the client hangs
         up; return the job."""
-        full = self.store.resolve(job_id)
+        full = self.store.resolve(params.id)
+        timeout = params.timeout
         limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
         state = self._watch_state(full)
         self.feed.wait_for(lambda: state() in TERMINAL or closed(), min(limit, MAX_WAIT))
@@ -300,15 +299,11 @@ class Service:
 
     def logs(
         self,
-        job_id: Any,
+        params: methods.LogsParams,
         *,
-        tail: Any = None,
-        since: Any = None,
-        after: Any = None,
-        follow: Any = False,
-        emit: Callable[[dict[str, Any]], None] | None = None,
+        emit: Callable[[types.LogLine], None] | None = None,
         closed: Callable[[], bool] = lambda: False,
-    ) -> dict[str, Any]:
+    ) -> types.Lines | types.Followed:
         """A job's output from the journal.
 
         Without ``follow`` the lines are returned. With it, each line is passed
@@ -316,9 +311,10 @@ class Service:
         lines are read; the job record is returned then. ``after`` (the cursor
         of a line already seen) resumes where a broken follow left off.
         """
-        full = self.store.resolve(job_id)
+        tail, since, after, follow = params.tail, params.since, params.after, params.follow
+        full = self.store.resolve(params.id)
         if tail is not None:
-            _whole(tail, "tail", 0)
+            whole(tail, "tail", 0)
         if since is not None:
             since = time.time() - specs.parse_duration(since, "since")
         if not isinstance(follow, bool):
@@ -346,25 +342,23 @@ class Service:
 
     def subscribe(
         self,
+        params: methods.SubscribeParams,
         *,
-        job: Any = None,
-        name: Any = None,
-        timeout: Any = None,
-        count: Any = None,
-        emit: Callable[[dict[str, Any]], None],
+        emit: Callable[[types.Event], None],
         closed: Callable[[], bool] = lambda: False,
-    ) -> dict[str, Any]:
+    ) -> types.Subscribed:
         """Pass each job event committed from now on to ``emit``.
 
         Ends when ``count`` events were sent, ``timeout`` seconds passed, or the
         client hung up; returns how many were sent and whether any were missed
         (a subscriber more than the feed's window behind).
         """
-        job_id = self.store.resolve(job) if job is not None else None
+        name, timeout, count = params.name, params.timeout, params.count
+        job_id = self.store.resolve(params.job) if params.job is not None else None
         if name is not None and not isinstance(name, str):
             raise InvalidParams("name: expected a string")
         if count is not None:
-            _whole(count, "count", 1)
+            whole(count, "count", 1)
         limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
         deadline = time.monotonic() + limit
         seq = self.feed.seq
@@ -397,19 +391,3 @@ class Service:
             return seen["state"]
 
         return state
-
-
-def _whole(value: Any, field: str, low: int, high: int = 2**31) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidParams(f"{field}: expected a whole number from {low} to {high}")
-    return value
-
-
-def _string_list(value: Any, field: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise InvalidParams(f"{field}: expected a string or a list of strings")

@@ -1,196 +1,237 @@
-"""A JSON-RPC client for the agent's socket, usable from Python and by chooctl.
+"""The Python client of the agent's socket, used by chooctl and by scripts.
 
     from agent.client import Client
     with Client() as choo:
-        job = choo.call("job.submit", spec={"image": "localhost/choo-demo", "command": ["true"]})
-        done = choo.call("job.wait", id=job["id"])
+        job = choo.submit({"image": "localhost/choo-demo", "command": ["true"]})
+        done = choo.wait(job["id"])
 
-Errors come back as the ``ChooError`` subclasses of agent.protocol.errors, so callers
-can catch ``NoSuchJob`` or ``QueueFull`` by type. Deliberately light on
-imports: chooctl starts with every command.
+One typed method per protocol method (agent.protocol.methods), plus what any
+client needs beyond one call: ``follow`` (a job's output to its end, across
+agent restarts) and ``download`` (an artifacts archive, checked). ``call``
+and ``stream`` remain for untyped use. Errors come back as the ``ChooError``
+subclasses of agent.protocol.errors, so callers can catch ``NoSuchJob`` or
+``QueueFull`` by type. Light on imports (no click, no jsonrpcserver): chooctl
+starts with it.
 """
 
 from __future__ import annotations
 
-import grp
-import json
-import os
-import socket
+import base64
+import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
-from agent.protocol.errors import AgentUnavailable, ProtocolError, from_response
+from agent.client.connection import Connection, default_socket
+from agent.protocol import methods as m
+from agent.protocol import types
+from agent.protocol.errors import AgentUnavailable, ChooError
+from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
-SYSTEM_SOCKET = "/run/choo/agent.sock"
-SYSTEM_GROUP = "choo"
+__all__ = ["ARTIFACT_CHUNK", "RECONNECT_SECONDS", "Client", "default_socket"]
 
-
-def default_socket() -> str:
-    """Where chooctl looks for the agent.
-
-    ``$CHOO_SOCKET`` if set; the system agent's ``/run/choo/agent.sock`` for
-    root and members of group ``choo`` (when it exists); otherwise the
-    per-user agent's ``$XDG_RUNTIME_DIR/choo/agent.sock``.
-    """
-    if os.environ.get("CHOO_SOCKET"):
-        return os.environ["CHOO_SOCKET"]
-    user_socket = None
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        user_socket = os.path.join(os.environ["XDG_RUNTIME_DIR"], "choo", "agent.sock")
-    if _in_system_group() and (os.path.exists(SYSTEM_SOCKET) or user_socket is None):
-        return SYSTEM_SOCKET
-    return user_socket or f"/tmp/choo-{os.getuid()}/agent.sock"
+#: How long ``follow`` keeps trying to reach an agent that went away (a restart).
+RECONNECT_SECONDS = 60.0
+#: Pause between two reconnection attempts.
+RECONNECT_PAUSE = 0.5
+#: Bytes fetched per job.artifacts call by ``download``.
+ARTIFACT_CHUNK = 1 << 20
 
 
-def _in_system_group() -> bool:
-    if os.getuid() == 0:
-        return True
-    try:
-        gid = grp.getgrnam(SYSTEM_GROUP).gr_gid
-    except KeyError:
-        return False
-    return gid in os.getgroups() or gid == os.getgid()
+class Client(Connection):
+    """A connection to the agent with one typed method per RPC method."""
 
-
-class Client:
-    """One connection to the agent; calls on it are answered in order."""
-
-    def __init__(self, path: str | os.PathLike | None = None, timeout: float | None = None):
-        self.path = str(path or default_socket())
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._reader = None
-        self._next_id = 0
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-            self._reader = None
-
-    def _connect(self) -> None:
-        if self._sock is not None:
-            return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            self._connect_waiting(sock)
-        except FileNotFoundError:
-            sock.close()
-            raise AgentUnavailable(
-                f"no agent socket at {self.path}; is choo-agent running? "
-                "(start it with 'make run' or 'systemctl start choo-agent', "
-                "or point --socket/CHOO_SOCKET at it)"
-            ) from None
-        except PermissionError:
-            sock.close()
-            raise AgentUnavailable(
-                f"permission denied on {self.path}; ask for membership in group {SYSTEM_GROUP}"
-            ) from None
-        except OSError as exc:
-            sock.close()
-            raise AgentUnavailable(
-                f"cannot connect to {self.path}: {exc.strerror or exc}"
-            ) from None
-        self._sock = sock
-        self._reader = sock.makefile("rb")
-
-    def _connect_waiting(self, sock: socket.socket) -> None:
-        """connect(), waiting while the agent's accept queue is full.
-
-        With a timeout the socket is non-blocking, and a Unix socket whose
-        backlog is full answers EAGAIN at once instead of waiting.
-        """
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        delay = 0.001
-        while True:
-            try:
-                sock.connect(self.path)
-                return
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-
-    def call(self, method: str, **params: Any) -> Any:
-        """Call a method and return its result.
-
-        Raises:
-            ChooError: the agent's error, as its subclass (NoSuchJob, ...).
-            AgentUnavailable: the socket cannot be reached or closed mid-call.
-        """
-        return self.stream(method, params, None)
-
-    def stream(
+    def request(
         self,
         method: str,
-        params: dict[str, Any],
-        on_notification: Callable[[str, Any], None] | None,
+        params: Any,
+        on_notification: Callable[[str, Any], None] | None = None,
     ) -> Any:
-        """Call a method that may send notifications before its response."""
-        self._connect()
-        self._next_id += 1
-        request_id = self._next_id
-        request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        try:
-            self._sock.sendall(json.dumps(request).encode() + b"\n")
-        except OSError as exc:
-            # The agent may have refused the connection (unauthorized, too
-            # many connections) and closed it before we wrote: its one error
-            # line, if any, says why.
-            refusal = self._pending_error()
-            self.close()
-            if refusal is not None:
-                raise from_response(refusal) from None
-            raise AgentUnavailable(f"the agent hung up: {exc}") from None
+        """Call ``method`` with its params object (the protocol's dataclass).
+
+        Params left at their defaults are not sent: the agent applies the same ones.
+        """
+        return self.stream(method, m.wire_params(params), on_notification)
+
+    # -- agent ---------------------------------------------------------------------
+
+    def ping(self) -> str:
+        return self.request(m.PING, m.NoParams())
+
+    def info(self) -> types.Info:
+        return self.request(m.INFO, m.NoParams())
+
+    # -- jobs ----------------------------------------------------------------------
+
+    def submit(self, spec: dict[str, Any], *, trigger: str = m.DEFAULT_TRIGGER) -> types.Job:
+        """Queue ``spec`` as a new job; returns its record."""
+        return self.request(m.SUBMIT, m.SubmitParams(spec=spec, trigger=trigger))
+
+    def get(self, job_id: str) -> types.JobDetail:
+        return self.request(m.GET, m.JobRef(id=job_id))
+
+    def list(
+        self,
+        *,
+        state: str | list[str] | None = None,
+        name: str | None = None,
+        label: str | list[str] | None = None,
+        since: float | str | None = None,
+        limit: int = m.DEFAULT_LIST_LIMIT,
+        cursor: str | None = None,
+        all: bool = True,
+    ) -> types.JobPage:
+        """One page of jobs, newest first (``all=False``: unfinished ones only)."""
+        params = m.ListParams(
+            state=state, name=name, label=label, since=since, limit=limit, cursor=cursor, all=all
+        )
+        return self.request(m.LIST, params)
+
+    def cancel(self, job_id: str) -> types.Job:
+        return self.request(m.CANCEL, m.JobRef(id=job_id))
+
+    def wait(self, job_id: str, *, timeout: float | str | None = None) -> types.Job:
+        """The job once it ended, or as it is when ``timeout`` passed."""
+        return self.request(m.WAIT, m.WaitParams(id=job_id, timeout=timeout))
+
+    def logs(
+        self, job_id: str, *, tail: int | None = None, since: float | str | None = None
+    ) -> types.Lines:
+        """The job's output so far (see ``follow`` for the rest of it)."""
+        return self.request(m.LOGS, m.LogsParams(id=job_id, tail=tail, since=since))
+
+    def follow(
+        self,
+        job_id: str,
+        on_line: Callable[[types.LogLine], None],
+        *,
+        tail: int | None = None,
+        since: float | str | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ) -> types.Followed:
+        """Pass each output line of a job to ``on_line`` until the job has ended.
+
+        If the connection breaks (``systemctl restart choo-agent``), reconnect
+        for up to RECONNECT_SECONDS and resume after the last line passed, so
+        no line is lost or passed twice. ``on_lost`` is told of the first break.
+
+        Raises:
+            AgentUnavailable: the agent stayed away.
+        """
+        cursor = None
+
+        def on_notification(method: str, entry: Any) -> None:
+            nonlocal cursor
+            if method == m.LOG_LINE and isinstance(entry, dict):
+                cursor = entry.get("cursor") or cursor
+                on_line(entry)
+
+        give_up = None
         while True:
-            message = self._read()
-            if "id" not in message and "method" in message:
-                if on_notification is not None:
-                    on_notification(message["method"], message.get("params"))
-                continue
-            if "error" in message:
-                if message.get("id") not in (request_id, None):
-                    raise ProtocolError(f"answer to request {message.get('id')}, not {request_id}")
-                raise from_response(message["error"])
-            if message.get("id") != request_id:
-                raise ProtocolError(f"answer to request {message.get('id')}, not {request_id}")
-            return message.get("result")
+            params = m.LogsParams(id=job_id, tail=tail, since=since, follow=True, after=cursor)
+            try:
+                return self.request(m.LOGS, params, on_notification)
+            except AgentUnavailable:
+                self.close()
+                if give_up is None:
+                    give_up = time.monotonic() + RECONNECT_SECONDS
+                    if on_lost is not None:
+                        on_lost()
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(RECONNECT_PAUSE)  # a back-off between attempts, not a wait for an event
 
-    def _pending_error(self) -> dict[str, Any] | None:
-        """The error object of an answer already waiting on a dead connection."""
-        try:
-            self._sock.settimeout(1.0)
-            line = self._reader.readline()
-            message = json.loads(line)
-        except (OSError, ValueError):
-            return None
-        error = message.get("error") if isinstance(message, dict) else None
-        return error if isinstance(error, dict) else None
+    def subscribe(
+        self,
+        on_event: Callable[[types.Event], None],
+        *,
+        job: str | None = None,
+        name: str | None = None,
+        timeout: float | str | None = None,
+        count: int | None = None,
+    ) -> types.Subscribed:
+        """Pass each job event from now on to ``on_event``, until ``count`` or
+        ``timeout`` (neither: until an exception from ``on_event`` ends it)."""
 
-    def _read(self) -> dict[str, Any]:
-        try:
-            line = self._reader.readline()
-        except OSError as exc:
-            self.close()
-            raise AgentUnavailable(f"lost the connection to the agent: {exc}") from None
-        if not line:
-            self.close()
-            raise AgentUnavailable("the agent closed the connection (did it stop?)")
-        try:
-            message = json.loads(line)
-        except ValueError:
-            raise ProtocolError(
-                f"the agent sent something that is not JSON: {line[:200]!r}"
-            ) from None
-        if not isinstance(message, dict):
-            raise ProtocolError(f"unexpected message from the agent: {line[:200]!r}")
-        return message
+        def on_notification(method: str, event: Any) -> None:
+            if method == m.EVENT and isinstance(event, dict):
+                on_event(event)
+
+        params = m.SubscribeParams(job=job, name=name, timeout=timeout, count=count)
+        return self.request(m.SUBSCRIBE, params, on_notification)
+
+    def remove(self, job_id: str) -> types.Job:
+        return self.request(m.REMOVE, m.JobRef(id=job_id))
+
+    def prune(
+        self, *, older_than: float | str | None = None, state: str | list[str] | None = None
+    ) -> types.Pruned:
+        return self.request(m.PRUNE, m.PruneParams(older_than=older_than, state=state))
+
+    # -- artifacts -----------------------------------------------------------------
+
+    def artifacts(
+        self, job_id: str, *, offset: int | None = None, length: int | None = None
+    ) -> types.Artifacts:
+        """The job's artifacts record; with ``length``, a chunk of its archive."""
+        return self.request(m.ARTIFACTS, m.ArtifactsParams(id=job_id, offset=offset, length=length))
+
+    def download(self, record: types.Artifacts, sink: IO[bytes]) -> int:
+        """Write the archive ``record`` (a ``packed`` artifacts record) describes to ``sink``.
+
+        Returns:
+            The bytes written, checked against the record's size and sha256.
+
+        Raises:
+            ChooError: the archive changed or was cut short meanwhile.
+        """
+        digest = hashlib.sha256()
+        offset = 0
+        while True:
+            chunk = self.artifacts(record["id"], offset=offset, length=ARTIFACT_CHUNK)
+            data = base64.b64decode(chunk["data"])
+            sink.write(data)
+            digest.update(data)
+            offset += len(data)
+            if chunk["eof"] or not data:
+                break
+        if digest.hexdigest() != record["sha256"] or offset != record["size"]:
+            raise ChooError(f"the archive of job {record['id']} changed or was cut short")
+        return offset
+
+    # -- schedules -----------------------------------------------------------------
+
+    def schedule_add(
+        self,
+        name: str,
+        cron: str,
+        spec: dict[str, Any],
+        *,
+        concurrency: str = DEFAULT_POLICY,
+        catch_up: bool = True,
+        history_limit: int = DEFAULT_HISTORY,
+        timezone: str | None = None,
+    ) -> types.ScheduleState:
+        params = m.ScheduleAddParams(
+            name=name,
+            cron=cron,
+            spec=spec,
+            concurrency=concurrency,
+            catch_up=catch_up,
+            history_limit=history_limit,
+            timezone=timezone,
+        )
+        return self.request(m.SCHEDULE_ADD, params)
+
+    def schedule_list(self) -> list[types.ScheduleState]:
+        return self.request(m.SCHEDULE_LIST, m.ScheduleListParams())
+
+    def schedule_get(self, name: str) -> types.ScheduleState:
+        return self.request(m.SCHEDULE_LIST, m.ScheduleListParams(name=name))
+
+    def schedule_remove(self, name: str) -> types.Schedule:
+        return self.request(m.SCHEDULE_REMOVE, m.ScheduleRef(name=name))
+
+    def schedule_trigger(self, name: str, *, trigger: str = m.DEFAULT_TRIGGER) -> types.Triggered:
+        """Run the schedule now, under its concurrency policy."""
+        return self.request(m.SCHEDULE_TRIGGER, m.ScheduleTriggerParams(name=name, trigger=trigger))

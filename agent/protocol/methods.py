@@ -1,9 +1,22 @@
-"""The wire protocol, defined once for server (rpc.py) and client (client.py).
+"""The wire protocol, defined once for the server (agent/api/rpc.py) and the client.
 
-One JSON-RPC 2.0 text per line, each way. Streaming calls (``job.logs`` with
-``follow``) send notifications named below on the same connection before
-their response. Error codes live in errors.py.
+One JSON-RPC 2.0 text per line, each way. Each method is one ``Method``: its
+name, a frozen dataclass of its params (field order is the order of
+positional params; a field's default is the param's default), the type of its
+result (agent/protocol/types.py) and, for a streaming call, the notification
+it sends on the same connection before its response. Error codes live in
+errors.py. Pure data: nothing here validates values (the agent's use cases do)
+or knows a transport.
 """
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from agent.protocol import types
+from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
 PING = "agent.ping"
 INFO = "agent.info"
@@ -22,26 +35,183 @@ SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 
-#: Notification carrying one output line: {"id", "stream", "line", "time", "cursor"}.
+#: Notification carrying one output line (types.LogLine, with the job's ``id``).
 LOG_LINE = "job.log"
-#: Notification carrying one job event: {"id", "job_id", "name", "time", "kind", "state", "detail"}.
+#: Notification carrying one job event (types.Event).
 EVENT = "event"
 
-METHODS = (
-    PING,
-    INFO,
-    SUBMIT,
-    GET,
-    LIST,
-    CANCEL,
-    WAIT,
-    LOGS,
-    SUBSCRIBE,
-    REMOVE,
-    PRUNE,
-    ARTIFACTS,
-    SCHEDULE_ADD,
-    SCHEDULE_LIST,
-    SCHEDULE_REMOVE,
-    SCHEDULE_TRIGGER,
+#: The ``trigger`` chooctl names, and the one of any other client (the default).
+CLI_TRIGGER = "cli"
+DEFAULT_TRIGGER = "rpc"
+#: The triggers a client may name (the agent's scheduler also uses "schedule").
+TRIGGERS = (CLI_TRIGGER, DEFAULT_TRIGGER)
+#: ``job.list``: the page size by default.
+DEFAULT_LIST_LIMIT = 100
+
+# -- params ----------------------------------------------------------------------
+# Typed as the protocol means them; a value off the wire may be anything, and
+# the use case that receives it checks it (InvalidParams naming the field).
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A method without params."""
+
+
+@dataclass(frozen=True)
+class SubmitParams:
+    spec: dict[str, Any]
+    trigger: str = DEFAULT_TRIGGER
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A job named by its ID or a unique prefix of it."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class ListParams:
+    state: str | list[str] | None = None
+    name: str | None = None
+    #: ``KEY=VALUE`` strings.
+    label: str | list[str] | None = None
+    #: A duration: only jobs submitted this recently.
+    since: float | str | None = None
+    limit: int = DEFAULT_LIST_LIMIT
+    #: The ``cursor`` of the previous page.
+    cursor: str | None = None
+    #: Without a ``state``, finished jobs too.
+    all: bool = True
+
+
+@dataclass(frozen=True)
+class WaitParams:
+    id: str
+    timeout: float | str | None = None
+
+
+@dataclass(frozen=True)
+class LogsParams:
+    id: str
+    tail: int | None = None
+    since: float | str | None = None
+    follow: bool = False
+    #: The cursor of a line already seen: resume after it.
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class SubscribeParams:
+    job: str | None = None
+    name: str | None = None
+    timeout: float | str | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True)
+class PruneParams:
+    older_than: float | str | None = None
+    state: str | list[str] | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactsParams:
+    id: str
+    offset: int | None = None
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleAddParams:
+    name: str
+    cron: str
+    spec: dict[str, Any]
+    concurrency: str = DEFAULT_POLICY
+    catch_up: bool = True
+    history_limit: int = DEFAULT_HISTORY
+    timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleListParams:
+    #: One schedule by name; None: every schedule.
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class ScheduleTriggerParams:
+    name: str
+    trigger: str = DEFAULT_TRIGGER
+
+
+# -- the methods -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC method: what it is called, takes, returns and streams."""
+
+    name: str
+    params: type
+    #: The result's type (a TypedDict of types.py, or a plain type).
+    result: Any
+    #: The notification a streaming call sends before its response (None: none).
+    notification: str | None = None
+    #: When it streams only with a true param of this name (``follow``).
+    streams_with: str | None = None
+
+    def param_names(self) -> list[str]:
+        """The params in positional order."""
+        return [field.name for field in dataclasses.fields(self.params)]
+
+    def required(self) -> list[str]:
+        """The params without a default."""
+        return [
+            field.name
+            for field in dataclasses.fields(self.params)
+            if field.default is dataclasses.MISSING
+        ]
+
+
+DEFINITIONS: tuple[Method, ...] = (
+    Method(PING, NoParams, str),
+    Method(INFO, NoParams, types.Info),
+    Method(SUBMIT, SubmitParams, types.Job),
+    Method(GET, JobRef, types.JobDetail),
+    Method(LIST, ListParams, types.JobPage),
+    Method(CANCEL, JobRef, types.Job),
+    Method(WAIT, WaitParams, types.Job),
+    Method(
+        LOGS, LogsParams, types.Lines | types.Followed, notification=LOG_LINE, streams_with="follow"
+    ),
+    Method(SUBSCRIBE, SubscribeParams, types.Subscribed, notification=EVENT),
+    Method(REMOVE, JobRef, types.Job),
+    Method(PRUNE, PruneParams, types.Pruned),
+    Method(ARTIFACTS, ArtifactsParams, types.Artifacts),
+    Method(SCHEDULE_ADD, ScheduleAddParams, types.ScheduleState),
+    Method(SCHEDULE_LIST, ScheduleListParams, list[types.ScheduleState] | types.ScheduleState),
+    Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
+    Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
 )
+BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
+METHODS: tuple[str, ...] = tuple(BY_NAME)
+NOTIFICATIONS = (LOG_LINE, EVENT)
+
+
+def wire_params(params: Any) -> dict[str, Any]:
+    """The JSON params of a request: the fields that differ from their defaults.
+
+    A default left out is the same default on the agent's side: both read it here.
+    """
+    return {
+        field.name: getattr(params, field.name)
+        for field in dataclasses.fields(params)
+        if field.default is dataclasses.MISSING or getattr(params, field.name) != field.default
+    }

@@ -33,8 +33,11 @@ LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 
+#: The allowed values of ``pull`` and ``network``; the first is the default.
 PULL_POLICIES = ("missing", "always", "never")
 NETWORKS = ("none", "default")
+DEFAULT_PULL = PULL_POLICIES[0]
+DEFAULT_NETWORK = NETWORKS[0]
 MAX_RETRIES = 100
 MAX_PRIORITY = 1000
 MAX_STRING = 4096
@@ -216,9 +219,9 @@ def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, An
         "timeout": default_timeout,
         "stop_timeout": DEFAULT_STOP_TIMEOUT,
         "resources": {},
-        "pull": "missing",
+        "pull": DEFAULT_PULL,
         "retries": 0,
-        "network": "none",
+        "network": DEFAULT_NETWORK,
         "labels": {},
         "priority": 0,
     }

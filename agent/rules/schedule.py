@@ -38,13 +38,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from agent.protocol.errors import InvalidParams
+from agent.protocol.schedules import MAX_HISTORY, POLICIES
 from agent.protocol.states import TERMINAL
 
-POLICIES = ("allow", "forbid", "replace")
 #: A fire handled this late or less is on time; later, it was missed.
 ON_TIME_GRACE = 30.0
-MAX_HISTORY = 1000
-DEFAULT_HISTORY = 10
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 #: The host's zone when ``$TZ`` is not set (a copy of, or link into, the zone database).
 LOCALTIME = "/etc/localtime"

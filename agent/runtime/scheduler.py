@@ -4,9 +4,11 @@ It owns time-driven work that is not the reconcile loop's: it fires
 schedules when their cron expression says so (and once at start-up for fires
 missed while the agent was down), removes a schedule's finished runs beyond
 its history limit, and prunes finished jobs older than ``retention``. The
-rules are the pure functions of agent/rules/schedule.py; jobs are made, cancelled
-and removed through the Service, like any client's. Its clock is injectable
-(tests drive it; see ``CHOO_CLOCK_OFFSET_FILE`` in choo-agent(8)).
+rules are the pure functions of agent/rules/schedule.py; jobs are made,
+cancelled and removed through the job use cases (``Jobs``, the agent's
+Service), like any client's. The schedule.* use cases are agent/api/schedules.py's;
+a trigger comes here through ``run_now``. Its clock is injectable (tests
+drive it; see ``CHOO_CLOCK_OFFSET_FILE`` in choo-agent(8)).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from agent.protocol import spec as specs
-from agent.protocol.errors import ChooError, InvalidParams, InvalidTransition
+from agent.adapters.files import JobFiles
+from agent.config import Config
+from agent.protocol.errors import ChooError, InvalidTransition
+from agent.protocol.methods import JobRef, SubmitParams
 from agent.protocol.states import TERMINAL, State
 from agent.rules import schedule as rules
 from agent.storage.store import Store
@@ -33,21 +37,37 @@ PRUNE_EVERY = (1.0, 600.0)
 UNFINISHED = [s.value for s in State if s not in TERMINAL]
 
 
+class Jobs(Protocol):
+    """The job use cases the thread needs (agent.api.service.Service)."""
+
+    def submit(
+        self, params: SubmitParams, *, peer: Any = None, origin: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+    def cancel(self, params: JobRef) -> dict[str, Any]: ...
+
+    def remove_many(self, job_ids: list[str]) -> list[str]: ...
+
+    def prune_before(self, ended_before: float) -> dict[str, Any]: ...
+
+
 class Scheduler:
-    """Runs schedules. ``run()`` is the thread; the other methods serve schedule.*."""
+    """Runs schedules: ``run()`` is the thread, ``run_now()`` serves schedule.trigger."""
 
     def __init__(
         self,
         store: Store,
-        service: Any,
-        config: Any,
+        jobs: Jobs,
+        config: Config,
         *,
+        files: JobFiles | None = None,
         clock: Callable[[], float] = time.time,
         max_sleep: float = MAX_SLEEP,
     ):
         self.store = store
-        self.service = service
+        self.jobs = jobs
         self.config = config
+        self.files = files
         self.clock = clock
         self.max_sleep = max_sleep
         self._wake = threading.Event()
@@ -58,71 +78,12 @@ class Scheduler:
         #: Fires due before this time came while the agent was down.
         self.up_since = clock()
 
-    # -- schedule.* ------------------------------------------------------------
+    def run_now(self, row: dict[str, Any], *, trigger: str) -> dict[str, Any]:
+        """Run the schedule ``row`` now, under its concurrency policy (schedule.trigger).
 
-    def add(
-        self,
-        name: Any,
-        cron: Any,
-        spec: Any,
-        *,
-        concurrency: Any = "allow",
-        catch_up: Any = True,
-        history_limit: Any = rules.DEFAULT_HISTORY,
-        timezone: Any = None,
-        peer: Any = None,
-    ) -> dict[str, Any]:
-        """Register a schedule; it first fires at the first match after now."""
-        rules.check_options(
-            name=name,
-            concurrency=concurrency,
-            catch_up=catch_up,
-            history_limit=history_limit,
-            timezone=timezone,
-        )
-        cron = rules.check_cron(cron)
-        specs.normalize(spec)  # refuse a bad template now, not at 3 a.m.
-        if spec.get("workspace"):
-            self.service.check_workspace(spec["workspace"], peer)
-        now = self.clock()
-        row = self.store.add_schedule(
-            name=name,
-            cron=cron,
-            timezone=timezone,
-            spec=spec,
-            concurrency=concurrency,
-            catch_up=catch_up,
-            history_limit=history_limit,
-            created_at=now,
-            created_by=peer.uid if peer else None,
-            last_fire=now,
-        )
-        self.wake()
-        return self._describe(row, now)
-
-    def list(self) -> list[dict[str, Any]]:
-        now = self.clock()
-        return [self._describe(row, now) for row in self.store.schedules()]
-
-    def get(self, name: Any) -> dict[str, Any]:
-        return self._describe(self.store.get_schedule(_name(name)), self.clock())
-
-    def remove(self, name: Any) -> dict[str, Any]:
-        """Delete a schedule; the runs it made are left as they are."""
-        row = self.store.remove_schedule(_name(name))
-        self.wake()
-        return row
-
-    def trigger(self, name: Any, *, trigger: str = "rpc") -> dict[str, Any]:
-        """Run a schedule now, under its concurrency policy; its cron timing is unchanged.
-
-        Returns:
-            ``job`` (the new run, or None), ``skipped`` (why not, or None) and
-            ``cancelled`` (runs stopped by the ``replace`` policy).
+        Raises:
+            ChooError: the run could not be submitted (a fire would record it instead).
         """
-        if trigger not in ("cli", "rpc"):
-            raise InvalidParams(f"trigger: expected cli or rpc, got {trigger!r}")
-        row = self.store.get_schedule(_name(name))
         with self._lock:
             return self._run(row, trigger=trigger, update={}, when="now")
 
@@ -207,7 +168,7 @@ class Scheduler:
         cancelled = []
         for job_id in decision.cancel:
             try:
-                self.service.cancel(job_id)
+                self.jobs.cancel(JobRef(id=job_id))
                 cancelled.append(job_id)
             except InvalidTransition:
                 pass  # it ended meanwhile
@@ -219,7 +180,9 @@ class Scheduler:
         }
         owner = _Owner(row["created_by"])
         try:
-            job = self.service.submit(row["spec"], trigger=trigger, peer=owner, origin=origin)
+            job = self.jobs.submit(
+                SubmitParams(spec=row["spec"], trigger=trigger), peer=owner, origin=origin
+            )
         except ChooError as exc:
             if not update:
                 raise  # a trigger by hand: tell the caller
@@ -231,7 +194,7 @@ class Scheduler:
     def _trim(self, row: dict[str, Any]) -> None:
         excess = rules.history_excess(self.store.schedule_runs(row["name"]), row["history_limit"])
         if excess:
-            removed = self.service.remove_many(excess)
+            removed = self.jobs.remove_many(excess)
             log.info("schedule %s: removed %d old runs", row["name"], len(removed))
 
     def _retention(self) -> float | None:
@@ -245,20 +208,12 @@ class Scheduler:
         if now - self._pruned_at < every:
             return every - (now - self._pruned_at)
         self._pruned_at = now
-        result = self.service.prune_before(now - retention)
+        result = self.jobs.prune_before(now - retention)
         if result["count"]:
             log.info("retention: removed %d finished jobs", result["count"])
-        if self.service.files is not None:
-            self.service.files.sweep(self.store.job_ids())
+        if self.files is not None:
+            self.files.sweep(self.store.job_ids())
         return every
-
-    def _describe(self, row: dict[str, Any], now: float) -> dict[str, Any]:
-        active = self.store.schedule_runs(row["name"], states=UNFINISHED)
-        return {
-            **row,
-            "next_fire": rules.next_fire(row["cron"], max(now, row["last_fire"]), row["timezone"]),
-            "active": [job["id"] for job in active],
-        }
 
 
 class _Owner:
@@ -267,12 +222,6 @@ class _Owner:
     def __init__(self, uid: int | None):
         self.uid = uid
         self.pid = None
-
-
-def _name(name: Any) -> str:
-    if not isinstance(name, str) or not name:
-        raise InvalidParams(f"name: expected a schedule name, got {name!r}")
-    return name
 
 
 def _iso(stamp: float | None) -> str:

@@ -1,4 +1,4 @@
-"""server.AccessPolicy: who may connect, decided from the peer's credentials."""
+"""peers.AccessPolicy: who may connect, decided from the peer's credentials."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pwd
 
 import pytest
 
-from agent.api import server
-from agent.api.service import Peer
+from agent.api import listener, peers
+from agent.api.peers import Peer
 from agent.config import Config
 from agent.protocol.errors import Unauthorized
 
@@ -38,12 +38,12 @@ def accounts(monkeypatch):
             raise KeyError(name)
         return groups[name]
 
-    monkeypatch.setattr(server.pwd, "getpwuid", getpwuid)
-    monkeypatch.setattr(server.grp, "getgrnam", getgrnam)
+    monkeypatch.setattr(peers.pwd, "getpwuid", getpwuid)
+    monkeypatch.setattr(peers.grp, "getgrnam", getgrnam)
 
 
-def policy(**settings) -> server.AccessPolicy:
-    return server.AccessPolicy(Config(**{"socket_group": "choo", **settings}))
+def policy(**settings) -> peers.AccessPolicy:
+    return peers.AccessPolicy(Config(**{"socket_group": "choo", **settings}))
 
 
 def peer(uid, gid=None, groups=()):
@@ -99,14 +99,14 @@ def test_refusal_names_the_user_and_the_way_in():
 
 def test_the_fd_limit_is_raised_within_the_hard_limit(monkeypatch):
     calls = []
-    monkeypatch.setattr(server.resource, "getrlimit", lambda which: (1024, 4096))
-    monkeypatch.setattr(server.resource, "setrlimit", lambda which, v: calls.append(v))
-    server.raise_fd_limit(256)
-    assert calls == [(256 * server.FDS_PER_CONNECTION + 256, 4096)]
+    monkeypatch.setattr(listener.resource, "getrlimit", lambda which: (1024, 4096))
+    monkeypatch.setattr(listener.resource, "setrlimit", lambda which, v: calls.append(v))
+    listener.raise_fd_limit(256)
+    assert calls == [(256 * listener.FDS_PER_CONNECTION + 256, 4096)]
     calls.clear()
-    server.raise_fd_limit(10_000)
+    listener.raise_fd_limit(10_000)
     assert calls == [(4096, 4096)]
     calls.clear()
-    monkeypatch.setattr(server.resource, "getrlimit", lambda which: (65536, 65536))
-    server.raise_fd_limit(256)
+    monkeypatch.setattr(listener.resource, "getrlimit", lambda which: (65536, 65536))
+    listener.raise_fd_limit(256)
     assert calls == []  # never lowered

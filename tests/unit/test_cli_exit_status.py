@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 import pytest
 
-from agent.cli import _build_spec, exit_status
+from agent.cli.output import exit_status
+from agent.cli.spec_options import build_spec as _build_spec
 from agent.protocol import spec as specs
 
 

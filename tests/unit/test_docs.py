@@ -183,6 +183,58 @@ def test_agent_page_documents_every_method_and_error_code():
         assert re.search(rf"^ {{5}}{code}\b", text, re.M), f"choo-agent.8 lacks error {code}"
 
 
+def man_methods() -> dict[str, tuple[list[str], list[str]]]:
+    """Method -> (required, optional params) from choo-agent(8)'s ``.It Li`` items.
+
+    Read from the mdoc source: ``.It Li job.wait Li id Op Li timeout``.
+    """
+    out = {}
+    for line in (MAN / "choo-agent.8").read_text().splitlines():
+        words = line.split()
+        if words[:2] != [".It", "Li"] or len(words) < 3 or words[2] not in protocol.BY_NAME:
+            continue
+        required: list[str] = []
+        optional: list[str] = []
+        names = required
+        for word in words[3:]:
+            if word == "Op":
+                names = optional
+            elif word not in ("Li", ","):
+                names.append(word.strip(","))
+        out[words[2]] = (required, optional)
+    return out
+
+
+def test_agent_page_gives_every_method_its_params():
+    documented = man_methods()
+    assert set(documented) == set(protocol.METHODS), "choo-agent.8 and the protocol disagree"
+    for method in protocol.DEFINITIONS:
+        required, optional = documented[method.name]
+        names = method.param_names()
+        assert sorted(required) == sorted(method.required()), f"{method.name}: required params"
+        assert sorted(required + optional) == sorted(names), f"{method.name}: params"
+
+
+def readme_methods() -> dict[str, set[str]]:
+    """Method -> params from the README's table under ``### Methods``."""
+    text = README.read_text()
+    table = text[text.index("### Methods") :].split("\n\n|", 1)[-1].split("\n\n", 1)[0]
+    out = {}
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        match = re.fullmatch(r"`([a-z.]+)`", cells[0])
+        if match:
+            out[match.group(1)] = set(re.findall(r"`([a-z_]+)`", cells[1]))
+    return out
+
+
+def test_readme_method_table_matches_the_protocol():
+    documented = readme_methods()
+    assert list(documented) and set(documented) == set(protocol.METHODS)
+    for method in protocol.DEFINITIONS:
+        assert documented[method.name] == set(method.param_names()), f"README: {method.name}"
+
+
 def test_agent_page_lists_exactly_the_reloadable_settings_under_sighup():
     text = sections("choo-agent.8")["SIGNALS"]
     assert "SIGHUP" in text and "SIGTERM" in text

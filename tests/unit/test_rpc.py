@@ -12,9 +12,12 @@ from hypothesis import HealthCheck, given, settings
 
 from agent.adapters.journal import JournalReader
 from agent.api import rpc
-from agent.api.service import Peer, Service
+from agent.api.peers import Peer
+from agent.api.schedules import Schedules
+from agent.api.service import Service
 from agent.config import Config
 from agent.runtime.changes import ChangeFeed
+from agent.runtime.scheduler import Scheduler
 from agent.storage.store import Store
 from tests.rpc_checks import NASTY, PING, check_answer, codes
 from tests.rpc_fuzz import lines
@@ -30,9 +33,16 @@ def service(tmp_path):
 
 
 @pytest.fixture
-def call(service):
+def schedules(service):
+    scheduler = Scheduler(service.store, service, service.config)
+    return Schedules(service.store, scheduler, service)
+
+
+@pytest.fixture
+def call(service, schedules):
     return rpc.Call(
         service=service,
+        schedules=schedules,
         peer=Peer(pid=1, uid=1000, gid=1000),
         notify=lambda method, params: None,
         closed=lambda: False,

@@ -11,9 +11,20 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.adapters.files import JobFiles
-from agent.api.service import Peer, Service
+from agent.api.peers import Peer
+from agent.api.schedules import Schedules
+from agent.api.service import Service
 from agent.config import Config
 from agent.protocol.errors import InvalidParams, InvalidTransition, NoSuchSchedule
+from agent.protocol.methods import (
+    JobRef,
+    PruneParams,
+    ScheduleAddParams,
+    ScheduleListParams,
+    ScheduleRef,
+    ScheduleTriggerParams,
+    SubmitParams,
+)
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.scheduler import Scheduler
@@ -67,14 +78,21 @@ def clock():
 
 @pytest.fixture
 def scheduler(store, service, config, clock):
-    scheduler = Scheduler(store, service, config, clock=clock)
-    service.scheduler = scheduler
-    return scheduler
+    return Scheduler(store, service, config, files=service.files, clock=clock)
+
+
+def schedules(scheduler) -> Schedules:
+    """The schedule.* use cases over ``scheduler``."""
+    return Schedules(scheduler.store, scheduler, scheduler.jobs)
+
+
+def add_schedule(scheduler, name, cron, spec, **options):
+    return schedules(scheduler).add(ScheduleAddParams(name, cron, spec, **options))
 
 
 def add(scheduler, name="every-minute", **options):
     options.setdefault("timezone", "UTC")
-    return scheduler.add(name, "* * * * *", dict(SPEC), **options)
+    return add_schedule(scheduler, name, "* * * * *", dict(SPEC), **options)
 
 
 def runs(store, name="every-minute"):
@@ -138,7 +156,7 @@ def test_downtime_is_caught_up_once_and_marked(scheduler, store, clock):
         "catch_up": True,
     }
     # A fresh scheduler (an agent restart) does not catch up again.
-    Scheduler(store, scheduler.service, scheduler.config, clock=clock).tick()
+    Scheduler(store, scheduler.jobs, scheduler.config, clock=clock).tick()
     assert len(runs(store)) == 1
 
 
@@ -194,10 +212,10 @@ def test_replace_cancels_the_unfinished_run_and_starts_anew(scheduler, store, cl
 
 def test_trigger_by_hand_obeys_the_policy_and_keeps_the_timing(scheduler, store, clock):
     add(scheduler, concurrency="forbid")
-    result = scheduler.trigger("every-minute", trigger="cli")
+    result = schedules(scheduler).trigger(ScheduleTriggerParams("every-minute", trigger="cli"))
     job = result["job"]
     assert (job["trigger"], job["schedule"], job["scheduled_for"]) == ("cli", "every-minute", None)
-    again = scheduler.trigger("every-minute")
+    again = schedules(scheduler).trigger(ScheduleTriggerParams("every-minute"))
     assert again["job"] is None and "forbid" in again["skipped"]
     schedule = store.get_schedule("every-minute")
     assert schedule["last_fire"] == t("2026-01-05 10:00:10")  # cron timing unchanged
@@ -207,7 +225,7 @@ def test_trigger_by_hand_obeys_the_policy_and_keeps_the_timing(scheduler, store,
 def test_trigger_by_hand_refuses_internal_triggers(scheduler):
     add(scheduler)
     with pytest.raises(InvalidParams, match="trigger"):
-        scheduler.trigger("every-minute", trigger="schedule")
+        schedules(scheduler).trigger(ScheduleTriggerParams("every-minute", trigger="schedule"))
 
 
 def test_a_full_queue_skips_a_fire_and_moves_on(scheduler, store, clock, config):
@@ -239,13 +257,13 @@ def test_history_limit_removes_old_finished_runs(scheduler, store, clock):
 
 def test_add_validates_everything_before_storing(scheduler, store):
     with pytest.raises(InvalidParams, match="^cron"):
-        scheduler.add("bad", "every day", dict(SPEC))
+        add_schedule(scheduler, "bad", "every day", dict(SPEC))
     with pytest.raises(InvalidParams, match="^image"):
-        scheduler.add("bad", "* * * * *", {"command": ["true"]})
+        add_schedule(scheduler, "bad", "* * * * *", {"command": ["true"]})
     with pytest.raises(InvalidParams, match="^concurrency"):
-        scheduler.add("bad", "* * * * *", dict(SPEC), concurrency="never")
+        add_schedule(scheduler, "bad", "* * * * *", dict(SPEC), concurrency="never")
     with pytest.raises(InvalidParams, match="^workspace"):
-        scheduler.add("bad", "* * * * *", {**SPEC, "workspace": "/etc"})
+        add_schedule(scheduler, "bad", "* * * * *", {**SPEC, "workspace": "/etc"})
     assert store.schedules() == []
     add(scheduler)
     with pytest.raises(InvalidParams, match="exists"):
@@ -255,15 +273,18 @@ def test_add_validates_everything_before_storing(scheduler, store):
 def test_list_get_and_remove(scheduler, store, clock):
     add(scheduler)
     add(scheduler, name="other")
-    assert [s["name"] for s in scheduler.list()] == ["every-minute", "other"]
+    assert [s["name"] for s in schedules(scheduler).list(ScheduleListParams())] == [
+        "every-minute",
+        "other",
+    ]
     fire(scheduler, clock, 1)
-    assert len(scheduler.get("other")["active"]) == 1
-    removed = scheduler.remove("other")
+    assert len(schedules(scheduler).list(ScheduleListParams("other"))["active"]) == 1
+    removed = schedules(scheduler).remove(ScheduleRef("other"))
     assert removed["name"] == "other"
     with pytest.raises(NoSuchSchedule):
-        scheduler.get("other")
+        schedules(scheduler).list(ScheduleListParams("other"))
     with pytest.raises(NoSuchSchedule):
-        scheduler.remove("other")
+        schedules(scheduler).remove(ScheduleRef("other"))
     assert len(runs(store, "other")) == 1  # its runs stay
 
 
@@ -271,13 +292,13 @@ def test_list_get_and_remove(scheduler, store, clock):
 
 
 def submit(service, **fields):
-    return service.submit({**SPEC, **fields}, peer=Peer(pid=1, uid=0, gid=0))
+    return service.submit(SubmitParams({**SPEC, **fields}), peer=Peer(pid=1, uid=0, gid=0))
 
 
 def test_remove_refuses_an_unfinished_job(service, store):
     job = submit(service)
     with pytest.raises(InvalidTransition, match="only a finished job"):
-        service.remove(job["id"][:10])
+        service.remove(JobRef(job["id"][:10]))
     assert store.get(job["id"])["state"] == "queued"
 
 
@@ -288,7 +309,7 @@ def test_remove_deletes_the_record_and_its_files(service, store, tmp_path):
     snapshot = job["workspace"]["snapshot"]
     assert (tmp_path / "state" / "jobs" / job["id"] / "workspace" / "f").exists()
     finish(store, job["id"])
-    assert service.remove(job["id"])["id"] == job["id"]
+    assert service.remove(JobRef(job["id"]))["id"] == job["id"]
     assert store.job_ids() == set()
     assert not (tmp_path / "state" / "jobs" / job["id"]).exists() and snapshot
 
@@ -302,17 +323,17 @@ def test_prune_removes_exactly_the_old_finished_jobs(service, store):
     store.transition(running, State.RUNNING)
     store.update(old_ok, ended_at=1000.0)
     store.update(old_failed, ended_at=1000.0)
-    assert service.prune(older_than="1d", state="failed")["removed"] == [old_failed]
-    assert service.prune(older_than="1d")["removed"] == [old_ok]
+    assert service.prune(PruneParams(older_than="1d", state="failed"))["removed"] == [old_failed]
+    assert service.prune(PruneParams(older_than="1d"))["removed"] == [old_ok]
     assert store.job_ids() == {recent, running, queued}
     # Even with an age of zero, unfinished jobs are never touched.
-    assert service.prune(older_than=0)["removed"] == [recent]
+    assert service.prune(PruneParams(older_than=0))["removed"] == [recent]
     assert store.job_ids() == {running, queued}
 
 
 def test_prune_refuses_unfinished_states(service):
     with pytest.raises(InvalidParams, match="only finished jobs"):
-        service.prune(state="running")
+        service.prune(PruneParams(state="running"))
 
 
 def test_retention_pass_prunes_on_its_own(scheduler, service, store, config):

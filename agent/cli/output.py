@@ -1,0 +1,123 @@
+"""How chooctl shows things: exit statuses, tables, state colours, times and JSON.
+
+Pure presentation over records the agent returned; no calls to the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from agent.protocol.states import Reason, State
+
+EXIT_ERROR = 125
+EXIT_CANNOT_RUN = 126
+EXIT_NOT_FOUND = 127
+EXIT_INTERRUPTED = 130
+
+#: The colour of each state in tables (click drops colour off a terminal).
+STATE_COLOURS: dict[str, str] = {
+    State.QUEUED: "cyan",
+    State.STARTING: "cyan",
+    State.RUNNING: "yellow",
+    State.SUCCEEDED: "green",
+    State.FAILED: "red",
+    State.CANCELLED: "magenta",
+}
+#: The order ``chooctl info`` counts jobs in: active first.
+STATE_ORDER = (
+    State.RUNNING,
+    State.STARTING,
+    State.QUEUED,
+    State.SUCCEEDED,
+    State.FAILED,
+    State.CANCELLED,
+)
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as JSON: indented on a terminal, one line otherwise."""
+    click.echo(json.dumps(value, indent=2 if sys.stdout.isatty() else None))
+
+
+def exit_status(job: dict[str, Any]) -> int:
+    """The exit status chooctl reports for a finished job (see chooctl(1))."""
+    if job["state"] == State.SUCCEEDED:
+        return 0
+    if job.get("exit_code") is not None:
+        return job["exit_code"]
+    if job["state"] == State.CANCELLED:
+        return EXIT_INTERRUPTED
+    if job.get("reason") == Reason.CREATE:
+        message = (job.get("log_tail") or "").lower()
+        if "not found" in message or "no such file" in message:
+            return EXIT_NOT_FOUND
+        if "permission denied" in message:
+            return EXIT_CANNOT_RUN
+    return EXIT_ERROR
+
+
+def report_end(job: dict[str, Any]) -> int:
+    """Explain a job that did not produce its own exit code, and return its status."""
+    status = exit_status(job)
+    if job["state"] == State.FAILED and job.get("reason") not in (Reason.EXIT, None):
+        click.echo(f"chooctl: job {job['id']} failed: {job['reason']}", err=True)
+        if job.get("reason") in (Reason.IMAGE, Reason.CREATE) and job.get("log_tail"):
+            click.echo(f"chooctl: {job['log_tail']}", err=True)
+    return status
+
+
+def print_line(entry: Any) -> None:
+    """Write one output line of a job to stdout or stderr, as the job wrote it."""
+    if not isinstance(entry, dict):
+        return
+    stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+    stream.write(entry.get("line", "") + "\n")
+    stream.flush()
+
+
+def age(stamp: float | None) -> str:
+    """``3m ago``, ``2h ago``... (``-`` for no time)."""
+    if not stamp:
+        return "-"
+    seconds = max(0, time.time() - stamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+def when(stamp: float | None) -> str:
+    """A local date and time (``-`` for no time)."""
+    if not stamp:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(stamp))
+
+
+def status_text(job: dict[str, Any]) -> str:
+    """``failed (exit, 3)``, ``succeeded (0)``, ``running``..."""
+    text = job["state"]
+    if job["state"] == State.FAILED:
+        text += f" ({job['reason']}" + (
+            f", {job['exit_code']})" if job["exit_code"] is not None else ")"
+        )
+    elif job["state"] == State.SUCCEEDED:
+        text += " (0)"
+    return text
+
+
+def table(rows: list[list[str]], header: list[str], colour_column: int | None = None) -> None:
+    """Aligned columns; the state column coloured (click drops colour off a terminal)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    colour = colour_column is not None and not os.environ.get("NO_COLOR")
+    for number, row in enumerate([header, *rows]):
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=True)]
+        if colour and number > 0:
+            state = row[colour_column].split(" ")[0]
+            cells[colour_column] = click.style(cells[colour_column], fg=STATE_COLOURS.get(state))
+        click.echo("  ".join(cells).rstrip())

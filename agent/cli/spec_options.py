@@ -1,0 +1,141 @@
+"""The job options of ``run``, ``submit`` and ``schedule add``, and the spec they make.
+
+Allowed values and defaults in the help texts come from agent.protocol.spec,
+which also validates the spec (in the agent).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from agent.protocol.spec import (
+    DEFAULT_NETWORK,
+    DEFAULT_PULL,
+    DEFAULT_STOP_TIMEOUT,
+    NETWORKS,
+    PULL_POLICIES,
+)
+
+#: IMAGE COMMAND...: options after IMAGE belong to the command, as with podman run.
+RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
+
+_OPTIONS = [
+    click.option("--name", help="Logical name (groups runs; per-name limits)."),
+    click.option(
+        "-e",
+        "--env",
+        "env",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Set an environment variable (repeatable).",
+    ),
+    click.option(
+        "--secret",
+        "secrets",
+        multiple=True,
+        metavar="NAME",
+        help="Pass the agent's credential NAME as variable NAME (repeatable); "
+        "the value is never stored.",
+    ),
+    click.option(
+        "-l",
+        "--label",
+        "labels",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Add a label (repeatable).",
+    ),
+    click.option(
+        "--timeout",
+        metavar="DURATION",
+        help="Stop the job after this long (e.g. 90, 30m, 2h); it fails with reason timeout.",
+    ),
+    click.option(
+        "--stop-timeout",
+        metavar="DURATION",
+        help=f"Grace between SIGTERM and SIGKILL (default {DEFAULT_STOP_TIMEOUT:g}s).",
+    ),
+    click.option("--memory", metavar="SIZE", help="Memory limit (e.g. 512m)."),
+    click.option("--cpus", type=float, help="CPU limit (e.g. 1.5)."),
+    click.option("--pids", type=int, help="Process-count limit."),
+    click.option(
+        "--pull",
+        type=click.Choice(PULL_POLICIES),
+        help=f"Image pull policy (default {DEFAULT_PULL}).",
+    ),
+    click.option("--retries", type=int, help="Attempts after a failure (default 0)."),
+    click.option(
+        "--network", type=click.Choice(NETWORKS), help=f"Network (default {DEFAULT_NETWORK})."
+    ),
+    click.option("-w", "--workdir", help="Working directory inside the container."),
+    click.option(
+        "--workspace",
+        metavar="DIR",
+        # The agent decides what it may read (it may be another user).
+        type=click.Path(file_okay=False, readable=False),
+        help="Snapshot DIR now and mount the copy at /workspace (the job starts there).",
+    ),
+    click.option("-u", "--user", help="User inside the container."),
+    click.option("--priority", type=int, help="Higher starts first (default 0)."),
+]
+#: The spec fields that are copied as given when set.
+_PLAIN = (
+    "name",
+    "timeout",
+    "stop_timeout",
+    "pull",
+    "retries",
+    "network",
+    "workdir",
+    "user",
+    "priority",
+)
+
+
+def spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add IMAGE, COMMAND... and the job options to a command."""
+    for option in reversed(_OPTIONS):
+        fn = option(fn)
+    fn = click.argument("command", nargs=-1, type=click.UNPROCESSED)(fn)
+    return click.argument("image")(fn)
+
+
+def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            if what == "env" and key in os.environ:
+                value = os.environ[key]  # like podman: -e NAME passes the caller's value
+            else:
+                raise click.BadParameter(f"expected {what} as KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[str, Any]:
+    """The job spec of a command line: only what was given (the agent fills defaults).
+
+    Raises:
+        click.BadParameter: an ``-e``/``-l`` item is not KEY=VALUE.
+    """
+    spec: dict[str, Any] = {"image": image, "command": list(command)}
+    if opts["env"]:
+        spec["env"] = _pairs(opts["env"], "env")
+    if opts["secrets"]:
+        spec["secrets"] = list(opts["secrets"])
+    if opts["labels"]:
+        spec["labels"] = _pairs(opts["labels"], "label")
+    resources = {k: opts[k] for k in ("memory", "cpus", "pids") if opts[k] is not None}
+    if resources:
+        spec["resources"] = resources
+    for key in _PLAIN:
+        if opts[key] is not None:
+            spec[key] = opts[key]
+    if opts["workspace"] is not None:
+        spec["workspace"] = os.path.abspath(opts["workspace"])
+    return spec

@@ -1,0 +1,190 @@
+"""The JSON shapes of the protocol's results and notifications, as TypedDicts.
+
+Documentation the type checker can read: the agent builds these as plain
+dicts (agent/storage, agent/api) and the client receives them from JSON, so
+nothing here is checked at run time. ``None`` members are JSON ``null``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class Workspace(TypedDict):
+    source: str
+    snapshot: str | None
+    size: int | None
+
+
+class ArtifactsRecord(TypedDict):
+    """What became of a job's /out: ``pending`` until it ends, then ``packed``,
+    ``none``, ``too_large`` or ``error``."""
+
+    state: str
+    path: str | None
+    size: int | None
+    sha256: str | None
+    message: str | None
+
+
+class Attempt(TypedDict):
+    number: int
+    trigger: str
+    container_id: str | None
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    reason: str | None
+    oom: bool | None
+
+
+class Event(TypedDict):
+    """One job event; also the params of the ``event`` notification."""
+
+    id: int
+    job_id: str
+    time: float
+    kind: str
+    state: str | None
+    detail: dict[str, Any]
+    #: The job's name: in ``event`` notifications only.
+    name: NotRequired[str | None]
+
+
+class Job(TypedDict):
+    """A job record (times are seconds since the epoch)."""
+
+    id: str
+    name: str | None
+    state: str
+    reason: str | None
+    exit_code: int | None
+    priority: int
+    trigger: str
+    spec: dict[str, Any]
+    attempt: int
+    retries_left: int
+    cancel_requested: bool
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    not_before: float | None
+    stop_reason: str | None
+    stop_sent_at: float | None
+    submitter_uid: int | None
+    submitter_pid: int | None
+    log_tail: str | None
+    container: str
+    schedule: str | None
+    scheduled_for: float | None
+    catch_up: bool
+    workspace: Workspace | None
+    artifacts: ArtifactsRecord
+
+
+class JobDetail(Job):
+    """``job.get``: the record with its attempts and events."""
+
+    attempts: list[Attempt]
+    events: list[Event]
+
+
+class JobPage(TypedDict):
+    """``job.list``: newest first; ``cursor`` is set when another page may follow."""
+
+    jobs: list[Job]
+    cursor: str | None
+
+
+class LogLine(TypedDict, total=False):
+    """One output line; as the ``job.log`` notification it also carries ``id``."""
+
+    id: str
+    stream: str
+    line: str
+    time: float
+    cursor: str | None
+
+
+class Lines(TypedDict):
+    """``job.logs`` without ``follow``."""
+
+    lines: list[LogLine]
+
+
+class Followed(TypedDict):
+    """``job.logs`` with ``follow``: how many lines were sent, and the ended job."""
+
+    lines: int
+    job: Job
+
+
+class Subscribed(TypedDict):
+    """``events.subscribe``: events sent, and whether the subscriber fell behind."""
+
+    events: int
+    missed: bool
+
+
+class Pruned(TypedDict):
+    removed: list[str]
+    count: int
+
+
+class Artifacts(ArtifactsRecord, total=False):
+    """``job.artifacts``: the record; with ``length``, also a base64 chunk."""
+
+    id: str
+    job_state: str
+    offset: int
+    data: str
+    eof: bool
+
+
+class Schedule(TypedDict):
+    name: str
+    cron: str
+    timezone: str | None
+    spec: dict[str, Any]
+    concurrency: str
+    catch_up: bool
+    history_limit: int
+    created_at: float
+    created_by: int | None
+    last_fire: float
+    last_job: str | None
+    last_skip: str | None
+
+
+class ScheduleState(Schedule):
+    """A schedule as ``schedule.add``/``schedule.list`` describe it."""
+
+    next_fire: float | None
+    active: list[str]
+
+
+class Triggered(TypedDict):
+    """``schedule.trigger``: the new run (or None and why not), and runs cancelled."""
+
+    job: Job | None
+    skipped: str | None
+    cancelled: list[str]
+
+
+class Info(TypedDict, total=False):
+    """``agent.info`` (``podman`` and ``degraded`` come from the daemon's status)."""
+
+    version: str
+    agent_id: str
+    pid: int
+    uptime: float
+    socket: str
+    state_dir: str
+    max_concurrent: int
+    queue_limit: int
+    jobs: dict[str, int]
+    limits: dict[str, Any]
+    containers: dict[str, Any]
+    secrets: list[str]
+    podman: dict[str, Any]
+    degraded: str | None
