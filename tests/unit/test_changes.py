@@ -8,6 +8,7 @@ import time
 import pytest
 
 from agent.protocol import spec as specs
+from agent.protocol.methods import WaitParams
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 
@@ -218,5 +219,5 @@ def test_a_store_commit_wakes_a_service_waiting_on_the_same_feed(feed_store, fee
     watched = WatchedCondition()
     feed_store.feed._cond = watched
     _once_waiting(watched, lambda: feed_store.transition(job_id, State.CANCELLED))
-    assert feed_service.wait(job_id, timeout=30)["state"] == "cancelled"
+    assert feed_service.wait(WaitParams(job_id, timeout=30))["state"] == "cancelled"
     assert watched.wakes[-1] is True  # the store's publish woke the service's wait
