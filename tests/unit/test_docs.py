@@ -335,9 +335,14 @@ def test_readme_documents_every_method_and_error_code():
 
 
 def test_readme_layout_names_every_agent_module():
+    """Every module by its path, every package by its folder (its __init__.py)."""
     text = README.read_text()
-    for module in sorted((REPO / "agent").glob("*.py")):
-        assert f"`agent/{module.name}`" in text, f"README.md layout lacks agent/{module.name}"
+    root = REPO / "agent"
+    for module in sorted(root.rglob("*.py")):
+        relative = module.relative_to(REPO)
+        is_package = module.name == "__init__.py" and module.parent != root
+        name = f"{relative.parent}/" if is_package else str(relative)
+        assert f"`{name}`" in text, f"README.md's layout lacks {name}"
 
 
 def test_readme_shows_the_promised_commands():
