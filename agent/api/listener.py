@@ -71,18 +71,33 @@ def bind(path: Path, group: str | None) -> socket.socket:
     finally:
         os.umask(old)
     if group:
-        # Best effort: members of the group get access; without it only the
-        # agent's user and root do, which is safe, so the agent still starts.
-        try:
-            os.chown(path, -1, grp.getgrnam(group).gr_gid)
-        except KeyError:
-            log.debug("socket group %s does not exist; not applied", group)
-        except OSError as exc:
-            log.warning("socket group %s not applied to %s: %s", group, path, exc.strerror)
+        _give_to_group(path, group)
     # A deep backlog: a burst of clients waits to be accepted instead of
     # being refused with EAGAIN (the kernel caps it at net.core.somaxconn).
     sock.listen(socket.SOMAXCONN)
     return sock
+
+
+def _give_to_group(path: Path, group: str) -> None:
+    """Give the socket to ``group``, so its members may connect (best effort).
+
+    Without it only the agent's user and root may, which is safe, so the
+    agent starts either way. A group the agent's user is not in concerns an
+    agent run by that user alone (an ordinary user's ``make run``): nothing
+    to warn about. A member whose chown fails is worth a warning.
+    """
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        log.debug("socket group %s does not exist; not applied", group)
+        return
+    if os.geteuid() != 0 and gid != os.getegid() and gid not in os.getgroups():
+        log.debug("socket group %s: this user is not a member; the socket stays its own", group)
+        return
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        log.warning("socket group %s not applied to %s: %s", group, path, exc.strerror)
 
 
 def socket_identity(path: Path) -> tuple[int, int]:
