@@ -290,8 +290,10 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> C
     known = {f.name for f in dataclasses.fields(Config)}
     for key, value in values.items():
         if key in RETIRED:
-            raise ConfigError(f"{key!r} in {path} is no longer a setting: {RETIRED[key]}; "
-                              "remove it (see choo-agent.toml(5))")
+            raise ConfigError(
+                f"{key!r} in {path} is no longer a setting: {RETIRED[key]}; "
+                "remove it (see choo-agent.toml(5))"
+            )
         if key not in known:
             raise ConfigError(f"unknown setting {key!r} in {path}; see choo-agent.toml(5)")
         setattr(config, key, _coerce(key, value, getattr(config, key)))

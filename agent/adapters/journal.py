@@ -218,9 +218,7 @@ class JournalWriter:
         except OSError:
             return None
         try:
-            reader.add_match(
-                CHOO_JOB_ID=job_id, CHOO_ATTEMPT=str(attempt), _UID=str(self.uid)
-            )
+            reader.add_match(CHOO_JOB_ID=job_id, CHOO_ATTEMPT=str(attempt), _UID=str(self.uid))
             reader.seek_tail()
             entry = reader.get_previous()
         except (OSError, ValueError):
