@@ -41,6 +41,12 @@ DEFAULT_SECRET_ENV = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SS
 #: Keys that take a size: bytes, or a string like "512m" or "4g".
 SIZE_KEYS = frozenset({"default_memory"})
 
+#: Keys that once were settings, and why a file may not set them any more.
+RETIRED = {
+    "log_driver": "job output is now always kept by the agent (a log file per attempt, "
+    "copied to the journal)",
+}
+
 #: Where workspaces may come from unless workspace_roots says otherwise.
 DEFAULT_WORKSPACE_ROOTS = ("/home", "/srv", "/tmp", "/var/tmp")
 
@@ -131,7 +137,6 @@ class Config:
     podman_url: str = ""
     podman_timeout: float = 30.0
     runtime: str = "runc"
-    log_driver: str = "journald"
     #: Run a tiny init (catatonit) as PID 1, so a job's process gets SIGTERM even if
     #: it installs no handler. Off by default, as in ``podman run``: with it, a
     #: command that does not exist ends with exit code 1 instead of 127.
@@ -284,6 +289,11 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> C
     config = Config()
     known = {f.name for f in dataclasses.fields(Config)}
     for key, value in values.items():
+        if key in RETIRED:
+            raise ConfigError(
+                f"{key!r} in {path} is no longer a setting: {RETIRED[key]}; "
+                "remove it (see choo-agent.toml(5))"
+            )
         if key not in known:
             raise ConfigError(f"unknown setting {key!r} in {path}; see choo-agent.toml(5)")
         setattr(config, key, _coerce(key, value, getattr(config, key)))

@@ -26,7 +26,8 @@ from agent import __version__
 from agent import config as configuration
 from agent.adapters import preflight
 from agent.adapters.files import JobFiles
-from agent.adapters.journal import JournalReader, setup_logging
+from agent.adapters.joblogs import JobLogs
+from agent.adapters.journal import JournalReader, JournalWriter, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.systemd import Notifier
@@ -40,6 +41,7 @@ from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import Controller
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
+from agent.runtime.shipper import Shipper
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent")
@@ -60,6 +62,8 @@ class Agent:
         self.store = Store(config.database, self.feed)
         self.journal = JournalReader()
         self.files = JobFiles(config.state_dir, config)
+        self.logs = JobLogs(config.state_dir / "logs")
+        self.shipper = Shipper(self.store, self.feed, self.logs, JournalWriter())
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
         self.bound_path: Path | None = None
@@ -80,7 +84,6 @@ class Agent:
             agent_id=agent_id,
             timeout=self.config.podman_timeout,
             runtime=self.config.runtime,
-            log_driver=self.config.log_driver,
             init=self.config.container_init,
             ulimits=self.config.ulimits,
         )
@@ -133,6 +136,8 @@ class Agent:
         if not self.controller.settle(self.config.podman_timeout):
             log.info("recovery still busy after %.0fs; ready anyway", self.config.podman_timeout)
         self.controller.start_event_stream()
+        # Job output to the journal: it first finds where each copy left off.
+        self.shipper.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -227,6 +232,7 @@ class Agent:
             unlink_if_ours(self.bound_path, self.sock_identity)
         if self.podman_service is not None:
             self.podman_service.stop()
+        self.shipper.stop()
         self.store.close()
 
     def _stop_running_jobs(self) -> None:

@@ -1,10 +1,15 @@
-"""The journal side of choo: job output read back, and the agent's own log lines.
+"""The journal side of choo: job output copied in, and the agent's own log lines.
 
-Job output is written by Podman's journald log driver (one entry per line,
-``CONTAINER_NAME=choo-<ID>``, priority 6 for stdout and 3 for stderr), so it
-outlives the container and the agent. This module reads it back with
-``journalctl -o json``; it never decides when a job ended (the controller
-does), it is only told when to stop following.
+A job's output is kept in its attempt's log file (joblogs.py); ``JournalWriter``
+copies it into the journal record by record, with ``sendv`` (lossless for any
+bytes) and the fields ``journalctl CONTAINER_NAME=choo-<ID>`` finds, and tells
+where a copy left off (``last_shipped``, trusting only the agent's own
+entries, ``_UID``). It never decides what to ship or when: the shipper
+(runtime/shipper.py) does. ``setup_logging`` sends the agent's own lines to
+stderr, which systemd connects to the journal.
+
+``JournalReader`` reads output back with ``journalctl`` for callers that have
+not yet moved to the log files.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from systemd import journal
+
+from agent.adapters.joblogs import Record
 from agent.protocol.errors import ChooError
 
 #: After a job ended, how long to let journald take in lines still queued on
@@ -150,6 +158,75 @@ class JournalReader:
             proc.wait()
         time.sleep(SETTLE_SECONDS)
         yield from self.read(container, tail=tail, since=since, after=cursor)
+
+
+#: syslog priorities of a job's streams, as Podman's journald driver gives them.
+PRIORITY = {"stdout": "6", "stderr": "3"}
+
+
+class JournalWriter:
+    """Copies the records of job attempts into the journal, and finds where a copy stopped.
+
+    Args:
+        uid: the uid whose entries are trusted when looking back (the agent's:
+            anyone may send an entry with any ``CHOO_*`` field, but journald
+            sets ``_UID`` itself).
+    """
+
+    def __init__(self, uid: int | None = None):
+        self.uid = os.getuid() if uid is None else uid
+
+    def ship(self, job_id: str, attempt: int, record: Record) -> None:
+        """Send one record as one journal entry: its bytes exactly, and where it came from.
+
+        ``MESSAGE`` is the record's bytes without the newline of a full line;
+        a partial record carries ``CONTAINER_PARTIAL_MESSAGE=true``, as
+        conmon's own journald driver writes it.
+
+        Raises:
+            OSError: journald did not take the entry (not running, or its
+                socket refused it); nothing was written.
+        """
+        data = record.data if record.partial else record.data[:-1]
+        fields = [
+            b"MESSAGE=" + data,
+            f"CONTAINER_NAME=choo-{job_id}",
+            f"SYSLOG_IDENTIFIER=choo-{job_id}",
+            f"CHOO_JOB_ID={job_id}",
+            f"CHOO_ATTEMPT={attempt}",
+            f"CHOO_STREAM={record.stream}",
+            f"CHOO_OFFSET={record.offset}",
+            f"PRIORITY={PRIORITY[record.stream]}",
+        ]
+        if record.partial:
+            fields.append("CONTAINER_PARTIAL_MESSAGE=true")
+        journal.sendv(*fields)
+
+    def last_shipped(self, job_id: str, attempt: int) -> int | None:
+        """Where the newest record of an attempt copied by this uid began (its ``CHOO_OFFSET``).
+
+        The caller resumes after that record; the record's end is in the file,
+        not in the journal.
+
+        Returns:
+            The offset, or None when no entry of the attempt is found or the
+            journal cannot be read (then the caller falls back on what the
+            database recorded).
+        """
+        try:
+            reader = journal.Reader(converters={"CHOO_OFFSET": int})
+        except OSError:
+            return None
+        try:
+            reader.add_match(CHOO_JOB_ID=job_id, CHOO_ATTEMPT=str(attempt), _UID=str(self.uid))
+            reader.seek_tail()
+            entry = reader.get_previous()
+        except (OSError, ValueError):
+            return None
+        finally:
+            reader.close()
+        offset = entry.get("CHOO_OFFSET")
+        return offset if isinstance(offset, int) and offset >= 0 else None
 
 
 class _JournalFormatter(logging.Formatter):

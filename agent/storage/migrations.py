@@ -36,8 +36,17 @@ def _v1_to_v2(db: pw.Database) -> None:
     # The schedule table itself is new: Database.open() creates it.
 
 
+def _v2_to_v3(db: pw.Database) -> None:
+    """Job output shipped to the journal: how far, and what a log lost (schema 3)."""
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("job", "log_lost", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "log_shipped", pw.IntegerField(null=True)),
+    )
+
+
 #: version -> the step that upgrades a database from it to version + 1.
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2}
+STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ def bind(db: pw.Database) -> Models:
         artifacts_size = pw.IntegerField(null=True)
         artifacts_sha256 = pw.CharField(null=True)
         artifacts_message = pw.TextField(null=True)
+        # Schema 3: output bytes a log file lost to truncation (Podman's log_size_max).
+        log_lost = pw.IntegerField(null=True)
 
     class Attempt(Base):
         job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
@@ -100,6 +102,8 @@ def bind(db: pw.Database) -> Models:
         exit_code = pw.IntegerField(null=True)
         reason = pw.CharField(null=True)
         oom = pw.BooleanField(default=False)
+        # Schema 3: how far this attempt's log is known shipped to the journal.
+        log_shipped = pw.IntegerField(null=True)
 
         class Meta:
             indexes = ((("job", "number"), True),)

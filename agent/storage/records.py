@@ -38,6 +38,7 @@ def job_dict(job) -> dict[str, Any]:
         "submitter_uid": job.submitter_uid,
         "submitter_pid": job.submitter_pid,
         "log_tail": job.log_tail,
+        "log_lost": job.log_lost,
         "container": container_name(job.id),
         "schedule": job.schedule,
         "scheduled_for": job.scheduled_for,
@@ -58,6 +59,7 @@ def attempt_dict(attempt) -> dict[str, Any]:
         "exit_code": attempt.exit_code,
         "reason": attempt.reason,
         "oom": attempt.oom,
+        "log_shipped": attempt.log_shipped,
     }
 
 

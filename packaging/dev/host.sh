@@ -14,7 +14,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
 packages=(podman runc uidmap slirp4netns fuse-overlayfs catatonit busybox-static
-          socat python3-venv systemd mandoc jq rsync)
+          socat python3-venv systemd mandoc jq rsync
+          # systemd-python (a dependency) is built from source against these.
+          libsystemd-dev pkg-config gcc python3-dev)
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 say() { printf 'choo-setup: %s\n' "$*" >&2; }

@@ -156,6 +156,9 @@ expect "her agent logs to the journal" journal_has "ready: socket (socket activa
     _SYSTEMD_USER_UNIT=choo-agent.service
 as_alice_user systemctl --user disable --now choo-agent.socket choo-agent
 
+. "$src/tests/system/output.sh"
+output_check
+
 . "$src/tests/system/newcomer.sh"
 newcomer_check
 

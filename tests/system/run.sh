@@ -20,7 +20,9 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cache=/var/cache/choo-test
-packages=systemd,systemd-sysv,dbus,libpam-systemd,podman,containernetworking-plugins,runc,uidmap,slirp4netns,fuse-overlayfs,catatonit,python3,python3-venv,socat,busybox-static,make,procps,mandoc,jq,rsync
+# The last four build systemd-python: the container installs the wheel built
+# here, but `make run` (tests/system/newcomer.sh) checks host.sh's package list.
+packages=systemd,systemd-sysv,dbus,libpam-systemd,podman,containernetworking-plugins,runc,uidmap,slirp4netns,fuse-overlayfs,catatonit,python3,python3-venv,socat,busybox-static,make,procps,mandoc,jq,rsync,libsystemd-dev,pkg-config,gcc,python3-dev
 image=localhost/choo-systemd:$(echo "$packages" | sha256sum | cut -c1-12)
 name=choo-systemd-test
 # Rootful Podman on this host warns about its cgroup v1 net_cls on every call.

@@ -143,6 +143,13 @@ def test_unknown_key_is_named(toml, key):
     assert repr(key) in excinfo.value.message
 
 
+def test_log_driver_is_retired_with_a_reason(toml):
+    with pytest.raises(ConfigError) as excinfo:
+        load(toml('log_driver = "journald"\n'))
+    assert "'log_driver'" in excinfo.value.message
+    assert "always kept by the agent" in excinfo.value.message
+
+
 def test_unknown_table_is_named(toml):
     with pytest.raises(ConfigError, match="'agent'"):
         load(toml("[agent]\nmax_concurrent = 2\n"))

@@ -194,3 +194,50 @@ def test_a_failed_upgrade_leaves_the_v1_database_as_it_was(tmp_path, monkeypatch
     assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
     columns = [row[1] for row in sql(path, "PRAGMA table_info(job)")]
     assert "artifacts_state" not in columns
+
+
+#: What choo-agent created at SCHEMA_VERSION 2 (frozen, from its sqlite_master).
+V2_SCHEMA = """
+CREATE TABLE "job" ("id" VARCHAR(26) NOT NULL PRIMARY KEY, "name" VARCHAR(255), "state" VARCHAR(255) NOT NULL, "reason" VARCHAR(255), "exit_code" INTEGER, "priority" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "labels" TEXT NOT NULL, "attempt" INTEGER NOT NULL, "retries_left" INTEGER NOT NULL, "cancel_requested" INTEGER NOT NULL, "submitted_at" REAL NOT NULL, "started_at" REAL, "ended_at" REAL, "not_before" REAL, "stop_sent_at" REAL, "stop_reason" VARCHAR(255), "submitter_uid" INTEGER, "submitter_pid" INTEGER, "log_tail" TEXT, "schedule" VARCHAR(255), "scheduled_for" REAL, "catch_up" INTEGER, "workspace" TEXT, "workspace_size" INTEGER, "artifacts_state" VARCHAR(255), "artifacts_path" TEXT, "artifacts_size" INTEGER, "artifacts_sha256" VARCHAR(255), "artifacts_message" TEXT);
+CREATE INDEX "job_name" ON "job" ("name");
+CREATE INDEX "job_state" ON "job" ("state");
+CREATE INDEX "job_schedule" ON "job" ("schedule");
+CREATE TABLE "attempt" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" VARCHAR(26) NOT NULL, "number" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "container_id" VARCHAR(255), "started_at" REAL, "ended_at" REAL, "exit_code" INTEGER, "reason" VARCHAR(255), "oom" INTEGER NOT NULL, FOREIGN KEY ("job_id") REFERENCES "job" ("id") ON DELETE CASCADE);
+CREATE INDEX "attempt_job_id" ON "attempt" ("job_id");
+CREATE UNIQUE INDEX "attempt_job_id_number" ON "attempt" ("job_id", "number");
+CREATE TABLE "event" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" VARCHAR(26) NOT NULL, "time" REAL NOT NULL, "kind" VARCHAR(255) NOT NULL, "state" VARCHAR(255), "detail" TEXT, FOREIGN KEY ("job_id") REFERENCES "job" ("id") ON DELETE CASCADE);
+CREATE INDEX "event_job_id" ON "event" ("job_id");
+CREATE TABLE "schedule" ("name" VARCHAR(255) NOT NULL PRIMARY KEY, "cron" VARCHAR(255) NOT NULL, "timezone" VARCHAR(255), "spec" TEXT NOT NULL, "concurrency" VARCHAR(255) NOT NULL, "catch_up" INTEGER NOT NULL, "history_limit" INTEGER NOT NULL, "created_at" REAL NOT NULL, "created_by" INTEGER, "last_fire" REAL NOT NULL, "last_job" VARCHAR(255), "last_skip" TEXT);
+CREATE TABLE "meta" ("key" VARCHAR(255) NOT NULL PRIMARY KEY, "value" TEXT NOT NULL);
+"""  # noqa: E501
+
+
+def test_v2_database_gains_the_log_columns(tmp_path):
+    path = tmp_path / "choo.db"
+    with contextlib.closing(sqlite3.connect(path)) as con, con:
+        con.executescript(V2_SCHEMA)
+        con.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("schema_version", "2"), ("agent_id", AGENT_ID)]
+        )
+        con.execute(
+            "INSERT INTO job (id, state, priority, trigger, spec, labels, attempt, retries_left,"
+            " cancel_requested, submitted_at) VALUES (?, 'running', 0, 'cli', ?, '{}', 1, 0, 0,"
+            " 100.0)",
+            (RUNNING, json.dumps(V1_SPEC)),
+        )
+        con.execute(
+            "INSERT INTO attempt (job_id, number, trigger, oom) VALUES (?, 1, 'cli', 0)",
+            (RUNNING,),
+        )
+    store = Store(path, ChangeFeed())
+    store.open()
+    try:
+        assert store.get(RUNNING)["log_lost"] is None
+        assert store.attempts(RUNNING)[0]["log_shipped"] is None
+        store.update_attempt(RUNNING, 1, log_shipped=42)
+        store.update(RUNNING, log_lost=7)
+        assert store.attempts(RUNNING)[0]["log_shipped"] == 42
+        assert store.get(RUNNING)["log_lost"] == 7
+    finally:
+        store.close()
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]

@@ -1,0 +1,354 @@
+"""The shipping thread: copies job output from the attempts' log files into the journal.
+
+Each attempt's k8s-file log (adapters/joblogs.py) is the job's own output; the
+journal gets a copy, record by record, exactly once. The shipper follows every
+attempt of every job that has not ended, and the attempts of ended jobs until
+their files are shipped to the end. It learns of jobs from the change feed
+(and a rescan now and then), wakes on an event or every ``POLL`` seconds, and
+keeps in memory how far each attempt is shipped; the database is told every
+``SAVE_EVERY`` seconds. On start it asks the journal where it left off (the
+newest entry of the attempt sent by the agent's uid), falling back on the
+database.
+
+It never blocks the controller (a thread of its own; journald being slow or
+down only delays the copy: the data stays in the file, retried with backoff)
+and never ships a record twice. A file that shrank (Podman's ``log_size_max``
+truncates it in place) is recorded on the job as lost output, never silently.
+It never reads the journal for output and never decides a job's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.adapters.joblogs import JobLogs, Record, records
+from agent.protocol.errors import ChooError
+from agent.protocol.states import TERMINAL, State
+from agent.runtime.changes import ChangeFeed
+from agent.storage.store import Store
+
+log = logging.getLogger("choo-agent.shipper")
+
+#: Seconds between looks at the files when no event wakes the shipper.
+POLL = 0.05
+#: Seconds between writes of the shipped offsets to the database.
+SAVE_EVERY = 2.0
+#: Seconds between rescans of the jobs not yet ended (the feed is the fast path).
+RESCAN_EVERY = 1.0
+#: Records of one attempt shipped per round, so one chatty job never starves the others.
+BATCH = 2000
+#: Backoff while journald refuses entries: first wait, longest wait (seconds).
+BACKOFF = (0.1, 5.0)
+#: On start, ended jobs submitted this long ago (seconds) or less are looked at.
+RESUME_WINDOW = 7 * 86400.0
+#: Jobs read from the database at a time on start.
+PAGE = 200
+#: The event recording output a log file lost.
+LOST_EVENT = "output-lost"
+
+
+class JournalPort(Protocol):
+    """Where the copy goes (``agent.adapters.journal.JournalWriter``)."""
+
+    def ship(self, job_id: str, attempt: int, record: Record) -> None: ...
+
+    def last_shipped(self, job_id: str, attempt: int) -> int | None: ...
+
+
+@dataclass
+class _Copy:
+    """How far one attempt's log is shipped."""
+
+    job_id: str
+    number: int
+    path: Path
+    #: The end of the last record shipped: where the next one begins.
+    offset: int
+    #: What the database holds (None: nothing yet).
+    saved: int | None
+    #: The file's size when last read to its end (-1: read it again).
+    seen: int = -1
+    #: The attempt's container has ended: once shipped to the end, it is done.
+    ended: bool = False
+
+
+class Shipper:
+    """Copies every attempt's output into the journal, in a thread of its own.
+
+    Args:
+        store: the jobs database (which jobs exist, where a copy stood, losses).
+        feed: the change feed the store publishes to (wakes the shipper).
+        logs: where the attempts' log files are.
+        journal: what ships a record and finds where a copy stopped.
+        poll: seconds between looks at the files without an event.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        feed: ChangeFeed,
+        logs: JobLogs,
+        journal: JournalPort,
+        *,
+        poll: float = POLL,
+    ):
+        self.store = store
+        self.feed = feed
+        self.logs = logs
+        self.journal = journal
+        self.poll = poll
+        self._copies: dict[tuple[str, int], _Copy] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retry_at = 0.0
+        self._backoff = BACKOFF[0]
+        self._failing = False
+
+    # -- life cycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the shipping thread (it first finds where each copy left off)."""
+        self._thread = threading.Thread(target=self.run, name="shipper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and save the offsets; waits at most ``timeout`` seconds."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """The thread's loop: recover, then ship whatever is new until stopped."""
+        try:
+            seq = self.feed.seq
+            self.recover()
+            saved_at = rescanned_at = time.monotonic()
+            while not self._stop.is_set():
+                seq = self._follow(seq)
+                now = time.monotonic()
+                if now - rescanned_at >= RESCAN_EVERY:
+                    self._rescan()
+                    rescanned_at = now
+                busy = self.ship_round()
+                if now - saved_at >= SAVE_EVERY:
+                    self.save()
+                    saved_at = now
+                if not busy:
+                    self.feed.wait_after(seq, self.poll)
+        except Exception:  # a bug must not end the copy silently
+            log.exception("the journal shipper stopped")
+        finally:
+            self.save()
+            self.store.release_thread()
+
+    # -- which attempts ---------------------------------------------------------
+
+    def recover(self) -> None:
+        """Track the attempts of jobs not ended, and of recent ended ones not shipped."""
+        self._rescan()
+        after = None
+        since = time.time() - RESUME_WINDOW
+        while True:
+            page = self.store.list(
+                states=[s.value for s in TERMINAL], since=since, after=after, limit=PAGE
+            )
+            for job in page:
+                self.track(job)
+            if len(page) < PAGE:
+                return
+            after = page[-1]["id"]
+
+    def _rescan(self) -> None:
+        for job in self.store.nonterminal():
+            self.track(job)
+
+    def _follow(self, seq: int) -> int:
+        """Look at the jobs the feed's new events are about; the newest sequence number."""
+        newest, events = self.feed.since(seq)
+        if newest - seq > len(events):  # fell behind the feed's window
+            self._rescan()
+        for job_id in dict.fromkeys(e["job_id"] for e in events if e.get("job_id")):
+            self._look_at(job_id)
+        return newest
+
+    def _look_at(self, job_id: str) -> None:
+        try:
+            job = self.store.get(job_id)
+        except ChooError:  # removed: its files went with it
+            for key in [k for k in self._copies if k[0] == job_id]:
+                del self._copies[key]
+            return
+        self.track(job)
+
+    def track(self, job: dict[str, Any]) -> None:
+        """Follow each attempt of ``job`` that has a log not yet shipped to its end."""
+        numbers = self.logs.attempts(job["id"])
+        ended_job = State(job["state"]) in TERMINAL
+        saved = None
+        for number in numbers:
+            ended = ended_job or number < job["attempt"]
+            copy = self._copies.get((job["id"], number))
+            if copy is None:
+                if saved is None:
+                    saved = {a["number"]: a["log_shipped"] for a in self.store.attempts(job["id"])}
+                path = self.logs.path(job["id"], number)
+                copy = _Copy(job["id"], number, path, 0, saved.get(number))
+                if ended and copy.saved is not None and copy.saved == _size(path):
+                    continue  # shipped to the end before: nothing to do
+                copy.offset = self._resume(copy)
+                self._copies[(job["id"], number)] = copy
+            copy.ended = ended
+
+    def _resume(self, copy: _Copy) -> int:
+        """Where to go on with an attempt: after the newest record the journal has
+        from us, or where the database says, whichever is further."""
+        size = _size(copy.path)
+        candidates = []
+        start = self.journal.last_shipped(copy.job_id, copy.number)
+        if start is not None:
+            candidates.append(_end_of_record_at(copy.path, start))
+        if copy.saved:
+            candidates.append(copy.saved if _at_boundary(copy.path, copy.saved) else None)
+        if None in candidates:
+            # What was shipped is no longer in the file: it was cut while we were away.
+            self._lost(copy, seen=max(size, start or 0, copy.saved or 0), size=size)
+            return 0
+        return max(candidates, default=0)
+
+    # -- shipping ---------------------------------------------------------------
+
+    def ship_round(self) -> bool:
+        """Ship what is new in every tracked file, up to ``BATCH`` records each.
+
+        Returns:
+            Whether some file has more to ship right away.
+        """
+        if time.monotonic() < self._retry_at:
+            return False
+        busy = False
+        for key, copy in list(self._copies.items()):
+            try:
+                more = self._ship_one(copy)
+            except OSError as exc:
+                self._journal_failed(exc)
+                return False
+            if more:
+                busy = True
+            elif copy.ended:
+                del self._copies[key]
+                self._save(copy)
+        if self._failing:
+            log.info("journald takes job output again")
+            self._failing = False
+            self._backoff = BACKOFF[0]
+        return busy
+
+    def _ship_one(self, copy: _Copy) -> bool:
+        """Ship one file's new records; whether it has more than one batch's worth.
+
+        Raises:
+            OSError: journald refused a record (those before it are shipped).
+        """
+        size = _size(copy.path)
+        if size == copy.seen:
+            return False
+        if size < copy.offset or (size > copy.seen and not _at_boundary(copy.path, copy.offset)):
+            self._lost(copy, seen=max(copy.seen, copy.offset), size=size)
+            copy.offset = 0
+            self._save(copy)  # never resume past the cut into the new content
+        for shipped, record in enumerate(records(copy.path, copy.offset), 1):
+            self.journal.ship(copy.job_id, copy.number, record)
+            copy.offset = record.end
+            if shipped >= BATCH:
+                copy.seen = -1
+                return True
+        copy.seen = size
+        return False
+
+    def _journal_failed(self, exc: OSError) -> None:
+        if not self._failing:
+            log.warning(
+                "journald does not take job output (%s); retrying, the output stays in the"
+                " jobs' log files",
+                exc,
+            )
+            self._failing = True
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF[1])
+
+    def _lost(self, copy: _Copy, *, seen: int, size: int) -> None:
+        """Record on the job that its log lost output (cut in place, e.g. by log_size_max)."""
+        log.warning(
+            "the log of job %s attempt %d was cut (%d bytes, now %d): output lost",
+            copy.job_id,
+            copy.number,
+            seen,
+            size,
+        )
+        detail = {
+            "attempt": copy.number,
+            "bytes": seen,
+            "unshipped": max(0, seen - copy.offset),
+            "message": "the job's log file was cut (Podman's log_size_max?); the journal keeps"
+            " what was shipped before",
+        }
+        try:
+            self.store.note(copy.job_id, LOST_EVENT, detail)
+            lost = self.store.get(copy.job_id).get("log_lost") or 0
+            self.store.update(copy.job_id, log_lost=lost + seen)
+        except ChooError as exc:
+            log.error("cannot record lost output of job %s: %s", copy.job_id, exc.message)
+
+    # -- the database's copy of the offsets --------------------------------------
+
+    def save(self) -> None:
+        """Write every changed offset to the database."""
+        for copy in list(self._copies.values()):
+            self._save(copy)
+
+    def _save(self, copy: _Copy) -> None:
+        if copy.saved == copy.offset:
+            return
+        try:
+            self.store.update_attempt(copy.job_id, copy.number, log_shipped=copy.offset)
+        except ChooError as exc:
+            log.warning("cannot save how far job %s is shipped: %s", copy.job_id, exc.message)
+            return
+        copy.saved = copy.offset
+
+    def pending(self) -> list[tuple[str, int]]:
+        """The attempts still followed (job ID, attempt), for tests and status."""
+        return sorted(self._copies)
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _at_boundary(path: Path, offset: int) -> bool:
+    """Whether ``offset`` is where a record begins: the file start or just after a newline."""
+    if offset == 0:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset - 1)
+            return handle.read(1) == b"\n"
+    except OSError:
+        return False
+
+
+def _end_of_record_at(path: Path, offset: int) -> int | None:
+    """The end of the record that begins at ``offset``, or None if none begins there."""
+    if not _at_boundary(path, offset):
+        return None
+    first = next(records(path, offset), None)
+    return first.end if first is not None and first.offset == offset else None

@@ -1,0 +1,273 @@
+"""The shipper: every record of every attempt's log reaches the journal exactly once.
+
+A real Store and real k8s-file logs on disk; the journal is a fake that keeps
+what it was sent (and matches ``JournalWriter``'s shape, checked below). The
+shipper's rounds are driven by hand (``recover``, ``track``, ``ship_round``),
+except where the thread itself is under test, which waits on a condition.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import pytest
+
+from agent.adapters.joblogs import JobLogs, Record
+from agent.adapters.journal import JournalWriter
+from agent.protocol.states import State
+from agent.runtime import shipper as shipping
+from agent.runtime.shipper import JournalPort, Shipper
+
+SPEC = {"image": "img", "command": ["x"], "pull": "missing", "retries": 1, "stop_timeout": 5}
+
+
+class FakeJournal:
+    """Keeps each shipped entry; refuses them while ``down``; ``uid`` entries only count."""
+
+    def __init__(self):
+        self.entries: list[tuple[str, int, Record]] = []
+        self.down = False
+
+    def ship(self, job_id: str, attempt: int, record: Record) -> None:
+        if self.down:
+            raise ConnectionRefusedError("journald is down")
+        self.entries.append((job_id, attempt, record))
+
+    def last_shipped(self, job_id: str, attempt: int) -> int | None:
+        offsets = [r.offset for j, a, r in self.entries if (j, a) == (job_id, attempt)]
+        return offsets[-1] if offsets else None
+
+    def data(self, job_id: str, attempt: int = 1) -> bytes:
+        return b"".join(r.data for j, a, r in self.entries if (j, a) == (job_id, attempt))
+
+
+def line(data: bytes, stream: str = "stdout", tag: str = "F") -> bytes:
+    """One record as conmon writes it."""
+    return b"2026-01-02T03:04:05.123456789+00:00 %s %s %s\n" % (stream.encode(), tag.encode(), data)
+
+
+@pytest.fixture
+def world(feed_store, change_feed, tmp_path):
+    logs = JobLogs(tmp_path / "logs")
+    journal = FakeJournal()
+    return feed_store, logs, journal, Shipper(feed_store, change_feed, logs, journal, poll=0.01)
+
+
+def running_job(store, logs, attempt_records=(b"",)) -> str:
+    job_id = store.add_job(SPEC, trigger="rpc", queue_limit=100)["id"]
+    store.transition(job_id, State.STARTING, new_attempt="rpc")
+    store.transition(job_id, State.RUNNING)
+    logs.prepare(job_id, 1).write_bytes(b"".join(attempt_records))
+    return job_id
+
+
+def append(logs, job_id, data: bytes, attempt: int = 1) -> None:
+    with open(logs.path(job_id, attempt), "ab") as handle:
+        handle.write(data)
+
+
+def test_every_record_is_shipped_once_with_its_exact_bytes(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"one"), line(b"\xff\xfe", "stderr"), line(b"")])
+    shipper.recover()
+    shipper.ship_round()
+    append(logs, job, line(b"x" * 8192, tag="P") + line(b"y"))
+    shipper.ship_round()
+    shipper.ship_round()
+    assert journal.data(job) == b"one\n\xff\xfe\n\n" + b"x" * 8192 + b"y\n"
+    assert [r.partial for *_, r in journal.entries] == [False, False, False, True, False]
+    assert [r.stream for *_, r in journal.entries][:2] == ["stdout", "stderr"]
+
+
+def test_an_unfinished_record_waits_for_its_newline(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"whole"), b"2026-01-02T03:04:05Z stdout F hal"])
+    shipper.recover()
+    shipper.ship_round()
+    assert journal.data(job) == b"whole\n"
+    append(logs, job, b"f\n")
+    shipper.ship_round()
+    assert journal.data(job) == b"whole\nhalf\n"
+
+
+def test_an_ended_job_is_shipped_to_its_end_then_dropped_and_saved(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    append(logs, job, line(b"b"))
+    store.transition(job, State.SUCCEEDED)
+    shipper.track(store.get(job))
+    shipper.ship_round()
+    assert journal.data(job) == b"a\nb\n"
+    assert shipper.pending() == []
+    size = logs.path(job, 1).stat().st_size
+    assert store.attempts(job)[0]["log_shipped"] == size
+
+
+def test_a_retry_ends_the_earlier_attempt_and_ships_the_next(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"first")])
+    shipper.recover()
+    store.transition(job, State.QUEUED)
+    store.transition(job, State.STARTING, new_attempt="retry")
+    logs.prepare(job, 2).write_bytes(line(b"second"))
+    shipper.track(store.get(job))
+    shipper.ship_round()
+    assert (journal.data(job, 1), journal.data(job, 2)) == (b"first\n", b"second\n")
+    assert shipper.pending() == [(job, 2)]
+
+
+def test_a_big_backlog_goes_in_batches_without_starving_another_job(world, monkeypatch):
+    store, logs, journal, shipper = world
+    monkeypatch.setattr(shipping, "BATCH", 10)
+    chatty = running_job(store, logs, [line(b"%d" % i) for i in range(25)])
+    quiet = running_job(store, logs, [line(b"q")])
+    shipper.recover()
+    assert shipper.ship_round() is True
+    assert journal.data(quiet) == b"q\n"
+    while shipper.ship_round():
+        pass
+    assert journal.data(chatty) == b"".join(b"%d\n" % i for i in range(25))
+
+
+def test_restart_resumes_after_the_journal_s_newest_entry(world, change_feed):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a"), line(b"b")])
+    shipper.recover()
+    shipper.ship_round()  # shipped, but the database was never told (a SIGKILL)
+    append(logs, job, line(b"c"))
+    again = Shipper(store, change_feed, logs, journal)
+    again.recover()
+    again.ship_round()
+    assert journal.data(job) == b"a\nb\nc\n"
+
+
+def test_restart_falls_back_on_the_database_when_the_journal_has_nothing(world, change_feed):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a"), line(b"b")])
+    shipper.recover()
+    shipper.ship_round()
+    shipper.save()
+    journal.entries.clear()  # vacuumed, or unreadable
+    append(logs, job, line(b"c"))
+    again = Shipper(store, change_feed, logs, journal)
+    again.recover()
+    again.ship_round()
+    assert journal.data(job) == b"c\n"
+
+
+def test_a_finished_shipped_job_is_not_looked_at_again(world, change_feed):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    store.transition(job, State.SUCCEEDED)
+    shipper.recover()
+    shipper.ship_round()
+    journal.entries.clear()
+    again = Shipper(store, change_feed, logs, journal)
+    again.recover()
+    assert again.pending() == []
+
+
+def test_a_journald_that_is_down_is_retried_with_backoff_and_logged_once(world, caplog):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a"), line(b"b")])
+    shipper.recover()
+    journal.down = True
+    with caplog.at_level(logging.INFO, logger="choo-agent.shipper"):
+        for _ in range(3):
+            shipper._retry_at = 0.0  # skip the wait
+            shipper.ship_round()
+        journal.down = False
+        shipper._retry_at = 0.0
+        shipper.ship_round()
+    assert journal.data(job) == b"a\nb\n"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("does not take job output" in m for m in messages) == 1
+    assert sum("takes job output again" in m for m in messages) == 1
+    assert shipper._backoff == shipping.BACKOFF[0]
+
+
+def test_while_backing_off_nothing_is_tried(world):
+    store, logs, journal, shipper = world
+    running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    journal.down = True
+    shipper.ship_round()
+    journal.down = False
+    shipper.ship_round()  # still within the first backoff
+    assert journal.entries == []
+
+
+def test_a_file_cut_in_place_is_recorded_as_lost_and_nothing_is_shipped_twice(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"old %d" % i) for i in range(3)])
+    shipper.recover()
+    shipper.ship_round()
+    cut_at = logs.path(job, 1).stat().st_size
+    logs.path(job, 1).write_bytes(line(b"new"))  # conmon's log_size_max truncation
+    shipper.ship_round()
+    assert journal.data(job) == b"old 0\nold 1\nold 2\nnew\n"
+    record = store.get(job)
+    assert record["log_lost"] == cut_at
+    lost = [e for e in store.events(job) if e["kind"] == shipping.LOST_EVENT]
+    assert [e["detail"]["attempt"] for e in lost] == [1]
+
+
+def test_a_file_cut_and_regrown_past_the_offset_is_detected(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    shipper.ship_round()
+    logs.path(job, 1).write_bytes(line(b"longer than the first record was"))
+    shipper.ship_round()
+    assert journal.data(job) == b"a\nlonger than the first record was\n"
+    assert store.get(job)["log_lost"] is not None
+
+
+def test_a_file_cut_while_the_agent_was_away_is_recorded(world, change_feed):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a" * 100), line(b"b")])
+    shipper.recover()
+    shipper.ship_round()
+    logs.path(job, 1).write_bytes(line(b"c"))
+    again = Shipper(store, change_feed, logs, journal)
+    again.recover()
+    again.ship_round()
+    assert journal.data(job) == b"a" * 100 + b"\nb\nc\n"
+    assert store.get(job)["log_lost"] is not None
+
+
+def test_a_removed_job_is_dropped(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    store.transition(job, State.SUCCEEDED)
+    logs.remove(job)
+    store.remove_job(job)
+    shipper._follow(0)
+    assert shipper.pending() == []
+
+
+def test_the_thread_ships_new_output_and_stops(world, change_feed):
+    store, logs, journal, shipper = world
+    shipper.start()
+    try:
+        job = running_job(store, logs, [line(b"a")])
+        assert change_feed.wait_for(lambda: journal.data(job) == b"a\n", timeout=30)
+        append(logs, job, line(b"b"))
+        assert change_feed.wait_for(lambda: journal.data(job) == b"a\nb\n", timeout=30)
+    finally:
+        shipper.stop(timeout=30)
+    assert not shipper._thread.is_alive()
+    assert store.attempts(job)[0]["log_shipped"] == logs.path(job, 1).stat().st_size
+
+
+def test_the_writer_and_the_fake_match_the_port():
+    def shape(function):
+        return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
+
+    for name in ("ship", "last_shipped"):
+        wanted = shape(getattr(JournalPort, name))
+        assert shape(getattr(JournalWriter, name)) == wanted
+        assert shape(getattr(FakeJournal, name)) == wanted
