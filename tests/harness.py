@@ -100,9 +100,26 @@ def wait_until(
 HOLD = "until [ -e /tmp/choo-release ]; do sleep 0.1; done"
 
 
-def release(podman_url: str, job_id: str) -> None:
-    """Let a ``HOLD`` job go on, by creating its file inside its (running) container."""
-    podman("--url", podman_url, "exec", f"choo-{job_id}", "touch", "/tmp/choo-release")
+def release(podman_url: str, job_id: str, timeout: float = 30) -> None:
+    """Let a ``HOLD`` job go on, by creating its file inside its (running) container.
+
+    ``podman exec`` into a container that has only just started can fail on a
+    loaded host (runc answers 125 before the container's init is ready); the
+    touch is idempotent, so it is tried again until it lands.
+    """
+    tries: list[str] = []
+
+    def touched() -> bool:
+        done = podman(
+            "--url", podman_url, "exec", f"choo-{job_id}", "touch", "/tmp/choo-release", check=False
+        )
+        tries.append(done.stderr.strip())
+        return done.returncode == 0
+
+    try:
+        wait_until(touched, timeout=timeout, what=f"the release of job {job_id}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; podman exec said: {tries[-1] if tries else '-'}") from None
 
 
 class AgentProcess:
