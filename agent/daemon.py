@@ -26,7 +26,8 @@ from agent import __version__
 from agent import config as configuration
 from agent.adapters import preflight
 from agent.adapters.files import JobFiles
-from agent.adapters.journal import JournalReader, setup_logging
+from agent.adapters.joblogs import JobLogs
+from agent.adapters.journal import setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.systemd import Notifier
@@ -58,7 +59,7 @@ class Agent:
         self.notifier = Notifier()
         self.feed = ChangeFeed()
         self.store = Store(config.database, self.feed)
-        self.journal = JournalReader()
+        self.logs = JobLogs(config.state_dir / "logs")
         self.files = JobFiles(config.state_dir, config)
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
@@ -80,7 +81,6 @@ class Agent:
             agent_id=agent_id,
             timeout=self.config.podman_timeout,
             runtime=self.config.runtime,
-            log_driver=self.config.log_driver,
             init=self.config.container_init,
             ulimits=self.config.ulimits,
         )
@@ -90,7 +90,7 @@ class Agent:
             self.store,
             self.podman,
             Podman(url, **options),
-            self.journal,
+            self.logs,
             self.config,
             on_tick=self._tick,
             on_podman_down=self._revive_podman,
@@ -101,7 +101,7 @@ class Agent:
         self.service = Service(
             self.store,
             self.feed,
-            self.journal,
+            self.logs,
             self.config,
             wake=self.controller.wake,
             status=self._status,

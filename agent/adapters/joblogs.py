@@ -115,14 +115,20 @@ def tail_offset(path: Path, lines: int) -> int:
     records (output that ends without a newline) make one line more. Reads
     backwards in blocks, so the tail of a huge log costs what the tail is.
     """
+    return tail_position(path, lines)[0]
+
+
+def tail_position(path: Path, lines: int) -> tuple[int, int]:
+    """``tail_offset``, and how many lines there are from there (fewer than
+    ``lines`` when the whole log is shorter: the rest is in an earlier log)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        return 0
+        return 0, 0
     with handle:
         size = _complete_size(handle, handle.seek(0, os.SEEK_END))
         if lines <= 0:
-            return size
+            return size, 0
         counted = 0
         last = True
         for end, full in _backwards(handle, size):
@@ -131,9 +137,33 @@ def tail_offset(path: Path, lines: int) -> int:
             last = False
             if full:
                 if counted == lines:
-                    return end  # just after the line before the wanted ones
+                    return end, counted  # just after the line before the wanted ones
                 counted += 1
-        return 0
+        return 0, counted
+
+
+def tail_bytes(path: Path, lines: int, limit: int) -> bytes:
+    """The job's bytes of the last ``lines`` lines of a log, at most the last ``limit``.
+
+    Both streams, in the order written. ``limit`` keeps a log without
+    newlines (or with huge lines) from being read whole: a record's bytes
+    never hold a newline, so any newline in the file ends a record, and the
+    first one within the last ``limit`` bytes is a place to start.
+    """
+    start = tail_offset(path, lines)
+    try:
+        with open(path, "rb") as handle:
+            size = _complete_size(handle, handle.seek(0, os.SEEK_END))
+            if size - start > limit:
+                handle.seek(size - limit)
+                newline = handle.read(READ_BLOCK).find(b"\n")
+                start = size - limit + newline + 1 if newline >= 0 else size
+    except FileNotFoundError:
+        return b""
+    out = bytearray()
+    for record in records(path, start):
+        out += record.data
+    return bytes(out[-limit:])
 
 
 def _complete_size(handle, size: int) -> int:
