@@ -18,6 +18,7 @@ conmon is still writing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,6 +107,33 @@ def records(path: Path, offset: int = 0) -> Iterator[Record]:
                 position += len(line)
                 start = newline + 1
             pending = pending[start:]
+
+
+#: One record, for readers that go through many at once (``blocks``): the
+#: time, the stream, ``F`` or ``P``, and the bytes (absent for an empty line).
+RECORD = re.compile(rb"^([^ \n]+) (stdout|stderr) ([FP])(?: ([^\n]*))?\n", re.MULTILINE)
+
+
+def blocks(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """The log from ``offset`` on in blocks of whole records: (where each
+    starts, its bytes). Faster than ``records`` for a reader that matches
+    ``RECORD`` over a block; the same bounded memory, the same unfinished last
+    record left for the next call. A missing file has none."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, also on a generator's close
+    except FileNotFoundError:
+        return
+    with handle:
+        handle.seek(offset)
+        pending = b""
+        position = offset
+        while block := handle.read(READ_BLOCK):
+            pending += block
+            cut = pending.rfind(b"\n") + 1
+            if cut:
+                yield position, pending[:cut]
+                position += cut
+                pending = pending[cut:]
 
 
 def tail_offset(path: Path, lines: int) -> int:

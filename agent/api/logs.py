@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
-from agent.adapters.joblogs import JobLogs, records, tail_position
+from agent.adapters.joblogs import RECORD, JobLogs, blocks, parse_time, tail_position
 from agent.protocol import types
 from agent.protocol.errors import InvalidParams
 from agent.protocol.output import entry, format_cursor, parse_cursor
@@ -80,27 +80,32 @@ class Reading:
     def _attempt_entries(self, path: os.PathLike) -> Iterator[types.LogEntry]:
         self._check_shrunk(path)
         pending = bytearray()
-        stream = ""
-        first_time = 0.0
+        stream = b""
+        first_stamp = b""
         end = self.offset
-        for record in records(path, self.offset):
-            if self.since is not None and record.time < self.since:
-                continue
-            if pending and (
-                record.stream != stream or len(pending) + len(record.data) > ENTRY_BYTES
-            ):
-                yield self._entry(stream, first_time, end, pending)
-                pending = bytearray()
-            if not pending:
-                stream, first_time = record.stream, record.time
-            pending += record.data
-            end = record.end
+        for start, block in blocks(path, self.offset):
+            for match in RECORD.finditer(block):
+                stamp, record_stream, tag, data = match.groups()
+                if self.since is not None and parse_time(stamp) < self.since:
+                    continue
+                size = len(data or b"") + (tag == b"F")
+                if pending and (record_stream != stream or len(pending) + size > ENTRY_BYTES):
+                    yield self._entry(stream, first_stamp, end, pending)
+                    pending = bytearray()
+                if not pending:
+                    stream, first_stamp = record_stream, stamp
+                if data:
+                    pending += data
+                if tag == b"F":
+                    pending += b"\n"
+                end = start + match.end()
         if pending:
-            yield self._entry(stream, first_time, end, pending)
+            yield self._entry(stream, first_stamp, end, pending)
 
-    def _entry(self, stream: str, time: float, end: int, data: bytearray) -> types.LogEntry:
+    def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
         self.offset = end
-        return entry(stream, time, format_cursor(self.attempt, end), bytes(data))
+        cursor = format_cursor(self.attempt, end)
+        return entry(stream.decode(), parse_time(stamp), cursor, bytes(data))
 
     def _check_shrunk(self, path: os.PathLike) -> None:
         """Start over at a log that is now shorter than the position.
