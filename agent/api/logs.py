@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 from agent.adapters.joblogs import RECORD, JobLogs, blocks, parse_time, tail_position
 from agent.protocol import types
-from agent.protocol.errors import InvalidParams
+from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, format_cursor, parse_cursor
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,17 @@ class Reading:
 
     def entries(self) -> Iterator[types.LogEntry]:
         """The entries written since the position, oldest first; the position
-        moves past each as it is yielded. Ends at the end of what is written."""
+        moves past each as it is yielded. Ends at the end of what is written.
+
+        Raises:
+            ChooError: a log cannot be read (what the error says).
+        """
+        try:
+            yield from self._entries()
+        except OSError as exc:
+            raise ChooError(f"cannot read the output of job {self.job_id}: {exc}") from exc
+
+    def _entries(self) -> Iterator[types.LogEntry]:
         for attempt in self.logs.attempts(self.job_id):
             if attempt < self.attempt:
                 continue

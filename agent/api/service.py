@@ -28,7 +28,7 @@ from agent.api.peers import Peer
 from agent.config import Config
 from agent.protocol import methods, types
 from agent.protocol import spec as specs
-from agent.protocol.errors import ChooError, InvalidParams, InvalidTransition
+from agent.protocol.errors import InvalidParams, InvalidTransition
 from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import Store
@@ -326,20 +326,17 @@ class Service:
         if not isinstance(follow, bool):
             raise InvalidParams("follow: expected true or false")
         reading = output.start(self.job_logs, full, tail=tail, since=since, after=after)
-        try:
-            if not follow or emit is None:
-                return output.page(reading)
-            state = self._watch_state(full)
-            sent = output.follow(
-                reading,
-                full,
-                ended=lambda: state() in TERMINAL,
-                emit=emit,
-                closed=closed,
-                wait=lambda seconds: self.feed.wait_after(self.feed.seq, seconds),
-            )
-        except OSError as exc:
-            raise ChooError(f"cannot read the output of job {full}: {exc}") from exc
+        if not follow or emit is None:
+            return output.page(reading)
+        state = self._watch_state(full)
+        sent = output.follow(
+            reading,
+            full,
+            ended=lambda: state() in TERMINAL,
+            emit=emit,
+            closed=closed,
+            wait=lambda seconds: self.feed.wait_after(self.feed.seq, seconds),
+        )
         return {"entries": sent, "job": self.store.get(full)}
 
     def subscribe(

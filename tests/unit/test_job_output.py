@@ -8,7 +8,7 @@ import pytest
 from agent.adapters import joblogs
 from agent.adapters.joblogs import JobLogs
 from agent.api import logs as output
-from agent.protocol.errors import InvalidParams
+from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, entry_bytes, format_cursor, parse_cursor
 from tests.unit.test_joblogs import write_like_conmon
 
@@ -189,3 +189,9 @@ def test_the_log_tail_is_bounded_in_bytes(tmp_path):
 
 def joblogs_record(stream, data):
     return b"2026-12-01T22:23:30.410197384+00:00 " + stream.encode() + b" F " + data[:-1] + b"\n"
+
+
+def test_a_log_that_cannot_be_read_is_an_error_that_says_so(logs):
+    logs.prepare(JOB, 1).mkdir()  # a directory where the file should be: unreadable as a file
+    with pytest.raises(ChooError, match=f"cannot read the output of job {JOB}"):
+        everything(logs)
