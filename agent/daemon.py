@@ -27,7 +27,7 @@ from agent import config as configuration
 from agent.adapters import preflight
 from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
-from agent.adapters.journal import JournalReader, JournalWriter, setup_logging
+from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.systemd import Notifier
@@ -60,7 +60,6 @@ class Agent:
         self.notifier = Notifier()
         self.feed = ChangeFeed()
         self.store = Store(config.database, self.feed)
-        self.journal = JournalReader()
         self.files = JobFiles(config.state_dir, config)
         self.logs = JobLogs(config.state_dir / "logs")
         self.shipper = Shipper(self.store, self.feed, self.logs, JournalWriter())
@@ -93,7 +92,7 @@ class Agent:
             self.store,
             self.podman,
             Podman(url, **options),
-            self.journal,
+            self.logs,
             self.config,
             on_tick=self._tick,
             on_podman_down=self._revive_podman,
@@ -104,7 +103,7 @@ class Agent:
         self.service = Service(
             self.store,
             self.feed,
-            self.journal,
+            self.logs,
             self.config,
             wake=self.controller.wake,
             status=self._status,

@@ -9,7 +9,10 @@ Benches: run (one short job, end to end), throughput (100 jobs through
 max_concurrent=4), ready (restart while adopting 20 running containers),
 cancel (job.cancel of a running job to its job.wait answer, against its
 stop_timeout), socket (agent.ping round trips alone and under 50 concurrent
-clients, and the agent's memory before and after).
+clients, and the agent's memory before and after), output (`seq 1 200000`
+through chooctl run against podman run, with podman's journald log driver as
+a reference), follow (how soon a line a running job prints reaches a
+follower: p50/p99), logs (lines per second through chooctl logs).
 """
 
 from __future__ import annotations
@@ -204,12 +207,69 @@ def bench_socket(make_agent, image: str, pairs: int, clients: int = 50) -> None:
     print(f"  after load:      {rss_after:8.1f} MiB")
 
 
+def bench_output(make_agent, image: str, pairs: int, lines: int = 200_000) -> None:
+    """`chooctl run IMAGE seq 1 N` against `podman run --rm IMAGE seq 1 N`."""
+    agent = make_agent()
+    command = ["seq", "1", str(lines)]
+    ours_argv = [*agent.chooctl_argv(), "run", image, *command]
+    theirs_argv = [*PODMAN_RUN, image, *command]
+    journald_argv = [*PODMAN_RUN, "--log-driver", "journald", image, *command]
+    timed(ours_argv), timed(theirs_argv)  # warm-up
+    ours, theirs = [], []
+    for _ in range(max(3, pairs // 3)):
+        ours.append(timed(ours_argv))
+        theirs.append(timed(theirs_argv))
+    report(f"chooctl run seq 1 {lines} vs podman run --rm", ours, theirs, 1.5)
+    try:
+        journald = [timed(journald_argv) for _ in range(3)]
+    except SystemExit as exc:
+        print(f"  podman run --log-driver journald: not measured ({exc})")
+    else:
+        print(
+            f"  podman --log-driver journald median: {statistics.median(journald) * 1000:8.1f} ms"
+        )
+
+
+def bench_follow(make_agent, image: str, pairs: int, count: int = 200) -> None:
+    """From a line's record time (when conmon read it) to its arrival at a follower."""
+    agent = make_agent()
+    script = f"for i in $(seq 1 {count}); do echo $i; usleep 50000; done"
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", script]})
+    latencies: list[float] = []
+
+    def on_entry(entry) -> None:
+        latencies.append(time.time() - entry["time"])
+
+    with agent.client(timeout=None) as client:
+        client.follow(job["id"], on_entry)
+    print(f"\n## follow latency: a line every 50 ms, record time to the follower ({count} lines)")
+    print(f"  entries:         {len(latencies)}")
+    cuts = statistics.quantiles(latencies, n=100)
+    print(f"  latency:         p50 {cuts[49] * 1000:6.1f} ms   p99 {cuts[98] * 1000:6.1f} ms")
+    print("  target:          <= 50 ms")
+
+
+def bench_logs(make_agent, image: str, pairs: int, lines: int = 1_000_000) -> None:
+    """Lines per second through `chooctl logs` of an ended job."""
+    agent = make_agent()
+    job = agent.call("job.submit", spec={"image": image, "command": ["seq", "1", str(lines)]})
+    agent.call("job.wait", id=job["id"], timeout=600)
+    argv = [*agent.chooctl_argv(), "logs", job["id"]]
+    times = [timed(argv) for _ in range(max(3, pairs // 5))]
+    best = statistics.median(times)
+    print(f"\n## chooctl logs of an ended job of {lines} lines")
+    print(f"  median:          {best * 1000:8.1f} ms   ({lines / best:,.0f} lines/s)")
+
+
 BENCHES = {
     "run": bench_run,
     "throughput": bench_throughput,
     "ready": bench_ready,
     "cancel": bench_cancel,
     "socket": bench_socket,
+    "output": bench_output,
+    "follow": bench_follow,
+    "logs": bench_logs,
 }
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.client import Client
+from agent.client import Client, entry_bytes
 from agent.protocol.states import TERMINAL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,6 +188,19 @@ class AgentProcess:
     def call(self, method: str, **params):
         with self.client() as c:
             return c.call(method, **params)
+
+    def output(self, job_id: str, **params: Any) -> dict[str, bytes]:
+        """A job's output as ``job.logs`` gives it back (every page): each
+        stream's exact bytes."""
+        out = {"stdout": bytearray(), "stderr": bytearray()}
+        with self.client() as client:
+            for entry in client.output(job_id, **params):
+                out[entry["stream"]] += entry_bytes(entry)
+        return {stream: bytes(data) for stream, data in out.items()}
+
+    def output_lines(self, job_id: str) -> list[str]:
+        """A job's standard output as text lines (for tests that print text)."""
+        return self.output(job_id)["stdout"].decode().splitlines()
 
     def wait_job(
         self, job_id: str, predicate: Callable[[dict], bool], what: str, timeout: float = 30

@@ -18,6 +18,7 @@ conmon is still writing.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,6 +109,33 @@ def records(path: Path, offset: int = 0) -> Iterator[Record]:
             pending = pending[start:]
 
 
+#: One record, for readers that go through many at once (``blocks``): the
+#: time, the stream, ``F`` or ``P``, and the bytes (absent for an empty line).
+RECORD = re.compile(rb"^([^ \n]+) (stdout|stderr) ([FP])(?: ([^\n]*))?\n", re.MULTILINE)
+
+
+def blocks(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """The log from ``offset`` on in blocks of whole records: (where each
+    starts, its bytes). Faster than ``records`` for a reader that matches
+    ``RECORD`` over a block; the same bounded memory, the same unfinished last
+    record left for the next call. A missing file has none."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, also on a generator's close
+    except FileNotFoundError:
+        return
+    with handle:
+        handle.seek(offset)
+        pending = b""
+        position = offset
+        while block := handle.read(READ_BLOCK):
+            pending += block
+            cut = pending.rfind(b"\n") + 1
+            if cut:
+                yield position, pending[:cut]
+                position += cut
+                pending = pending[cut:]
+
+
 def tail_offset(path: Path, lines: int) -> int:
     """Where the last ``lines`` lines of a log begin (an offset for ``records``).
 
@@ -115,14 +143,20 @@ def tail_offset(path: Path, lines: int) -> int:
     records (output that ends without a newline) make one line more. Reads
     backwards in blocks, so the tail of a huge log costs what the tail is.
     """
+    return tail_position(path, lines)[0]
+
+
+def tail_position(path: Path, lines: int) -> tuple[int, int]:
+    """``tail_offset``, and how many lines there are from there (fewer than
+    ``lines`` when the whole log is shorter: the rest is in an earlier log)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        return 0
+        return 0, 0
     with handle:
         size = _complete_size(handle, handle.seek(0, os.SEEK_END))
         if lines <= 0:
-            return size
+            return size, 0
         counted = 0
         last = True
         for end, full in _backwards(handle, size):
@@ -131,9 +165,33 @@ def tail_offset(path: Path, lines: int) -> int:
             last = False
             if full:
                 if counted == lines:
-                    return end  # just after the line before the wanted ones
+                    return end, counted  # just after the line before the wanted ones
                 counted += 1
-        return 0
+        return 0, counted
+
+
+def tail_bytes(path: Path, lines: int, limit: int) -> bytes:
+    """The job's bytes of the last ``lines`` lines of a log, at most the last ``limit``.
+
+    Both streams, in the order written. ``limit`` keeps a log without
+    newlines (or with huge lines) from being read whole: a record's bytes
+    never hold a newline, so any newline in the file ends a record, and the
+    first one within the last ``limit`` bytes is a place to start.
+    """
+    start = tail_offset(path, lines)
+    try:
+        with open(path, "rb") as handle:
+            size = _complete_size(handle, handle.seek(0, os.SEEK_END))
+            if size - start > limit:
+                handle.seek(size - limit)
+                newline = handle.read(READ_BLOCK).find(b"\n")
+                start = size - limit + newline + 1 if newline >= 0 else size
+    except FileNotFoundError:
+        return b""
+    out = bytearray()
+    for record in records(path, start):
+        out += record.data
+    return bytes(out[-limit:])
 
 
 def _complete_size(handle, size: int) -> int:

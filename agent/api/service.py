@@ -20,15 +20,15 @@ from ulid import ULID
 
 from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
-from agent.adapters.journal import JournalReader
+from agent.adapters.joblogs import JobLogs
 from agent.adapters.secrets import Credentials
+from agent.api import logs as output
 from agent.api.checks import string_list, whole
 from agent.api.peers import Peer
 from agent.config import Config
 from agent.protocol import methods, types
 from agent.protocol import spec as specs
 from agent.protocol.errors import InvalidParams, InvalidTransition
-from agent.protocol.spec import container_name
 from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import Store
@@ -46,7 +46,7 @@ class Service:
         self,
         store: Store,
         feed: ChangeFeed,
-        journal: JournalReader,
+        job_logs: JobLogs,
         config: Config,
         *,
         wake: Callable[[], None],
@@ -56,7 +56,7 @@ class Service:
         self.files = files
         self.store = store
         self.feed = feed
-        self.journal = journal
+        self.job_logs = job_logs
         self.config = config
         self.wake = wake
         self.status = status
@@ -162,7 +162,7 @@ class Service:
     # -- removal and retention -----------------------------------------------
 
     def remove(self, params: methods.JobRef) -> types.Job:
-        """Delete a finished job: its record, attempts, events, workspace and archive.
+        """Delete a finished job: its record, attempts, events, output, workspace and archive.
 
         Raises:
             InvalidTransition: the job has not ended.
@@ -203,8 +203,10 @@ class Service:
         return removed
 
     def _remove_files(self, job_ids: list[str]) -> None:
-        if self.files is not None:
-            for job_id in job_ids:
+        """A removed job's files go with it: its output, workspace and archive."""
+        for job_id in job_ids:
+            self.job_logs.remove(job_id)
+            if self.files is not None:
                 self.files.remove(job_id)
 
     # -- artifacts -----------------------------------------------------------
@@ -301,15 +303,19 @@ class Service:
         self,
         params: methods.LogsParams,
         *,
-        emit: Callable[[types.LogLine], None] | None = None,
+        emit: Callable[[types.LogEntry], None] | None = None,
         closed: Callable[[], bool] = lambda: False,
-    ) -> types.Lines | types.Followed:
-        """A job's output from the journal.
+    ) -> types.Logs | types.Followed:
+        """A job's output, from its attempts' logs (agent/api/logs.py).
 
-        Without ``follow`` the lines are returned. With it, each line is passed
-        to ``emit`` as journald records it, until the job has ended and its last
-        lines are read; the job record is returned then. ``after`` (the cursor
-        of a line already seen) resumes where a broken follow left off.
+        Without ``follow``, a page of entries (``next`` when more remains).
+        With it, each entry is passed to ``emit`` as it is written, until the
+        job has ended and all of its output is sent; the job record is
+        returned then. ``after`` (an entry's cursor) resumes after that entry,
+        and overrides ``tail``.
+
+        Raises:
+            InvalidParams: a bad ``tail``, ``since``, ``follow`` or ``after``.
         """
         tail, since, after, follow = params.tail, params.since, params.after, params.follow
         full = self.store.resolve(params.id)
@@ -319,26 +325,19 @@ class Service:
             since = time.time() - specs.parse_duration(since, "since")
         if not isinstance(follow, bool):
             raise InvalidParams("follow: expected true or false")
-        if after is not None and (
-            not isinstance(after, str) or not after or len(after) > 512 or not after.isprintable()
-        ):
-            raise InvalidParams("after: expected the cursor of a line from this job's output")
-        name = container_name(full)
+        reading = output.start(self.job_logs, full, tail=tail, since=since, after=after)
         if not follow or emit is None:
-            return {"lines": self.journal.read(name, tail=tail, since=since, after=after)}
+            return output.page(reading)
         state = self._watch_state(full)
-        count = 0
-        for entry in self.journal.follow(
-            name,
-            tail=tail,
-            since=since,
-            after=after,
-            finished=lambda: state() in TERMINAL,
-            cancelled=closed,
-        ):
-            emit({"id": full, **entry})
-            count += 1
-        return {"lines": count, "job": self.store.get(full)}
+        sent = output.follow(
+            reading,
+            full,
+            ended=lambda: state() in TERMINAL,
+            emit=emit,
+            closed=closed,
+            wait=lambda seconds: self.feed.wait_after(self.feed.seq, seconds),
+        )
+        return {"entries": sent, "job": self.store.get(full)}
 
     def subscribe(
         self,

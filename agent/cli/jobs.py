@@ -18,15 +18,15 @@ from agent.cli.output import (
     age,
     emit_json,
     exit_status,
-    print_line,
     report_end,
     status_text,
     table,
+    write_output,
 )
 from agent.cli.spec_options import RUN_SETTINGS, build_spec, spec_options
 from agent.client import Client
 from agent.protocol import types
-from agent.protocol.errors import ChooError
+from agent.protocol.errors import AgentUnavailable, ChooError
 from agent.protocol.methods import CLI_TRIGGER, DEFAULT_LIST_LIMIT
 from agent.protocol.spec import parse_duration
 from agent.protocol.states import TERMINAL, State
@@ -46,6 +46,8 @@ def run(
     """Run IMAGE [COMMAND...] as a job, streaming its output.
 
     Exits with the job's exit code. Ctrl-C cancels the job and exits 130.
+    Output that cannot be shown does not stop it: it says so and waits for
+    the job.
     """
     spec = build_spec(image, command, opts)
     client = connect(ctx)
@@ -57,13 +59,37 @@ def run(
     if notice is not None:
         notice.follow(job["id"])
     try:
-        result = client.follow(job["id"], print_line, on_lost=_lost)
+        try:
+            ended = client.follow(job["id"], write_output, on_lost=_lost)["job"]
+        except AgentUnavailable:
+            click.echo(
+                f"chooctl: lost the agent; job {job['id']} goes on without chooctl "
+                f"(follow it with 'chooctl logs -f {job['id']}' once the agent is back)",
+                err=True,
+            )
+            raise
+        except ChooError as exc:
+            ended = _wait_unseen(client, job["id"], exc)
     except KeyboardInterrupt:
         _cancel_after_interrupt(ctx, job["id"])
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         client.close()
-    ctx.exit(report_end(result["job"]))
+    ctx.exit(report_end(ended))
+
+
+def _wait_unseen(client: Client, job_id: str, exc: ChooError) -> types.Job:
+    """Say the output cannot be shown, and how to see it; wait for the job to end."""
+    click.echo(
+        f"chooctl: cannot show the output of job {job_id}: {exc.message}\n"
+        f"chooctl: waiting for it to end; see its output with 'chooctl logs {job_id}' "
+        f"or 'journalctl CONTAINER_NAME=choo-{job_id}'",
+        err=True,
+    )
+    while True:
+        job = client.wait(job_id)
+        if job["state"] in TERMINAL:
+            return job
 
 
 class PullNotice:
@@ -231,13 +257,17 @@ def logs(
     since: str | None,
     as_json: bool,
 ) -> None:
-    """Print a job's output (stdout and stderr) from the journal."""
+    """Print a job's output, byte for byte, each stream to its own.
+
+    With --json, each entry of the output (see choo-agent(8), job.logs) is
+    printed as one JSON object per line instead.
+    """
 
     def show(entry: Any) -> None:
         if as_json:
             click.echo(json.dumps(entry))
         else:
-            print_line(entry)
+            write_output(entry)
 
     with connect(ctx) as client:
         if follow:
@@ -249,7 +279,7 @@ def logs(
             except KeyboardInterrupt:
                 ctx.exit(EXIT_INTERRUPTED)
         else:
-            for entry in client.logs(job_id, tail=tail, since=since)["lines"]:
+            for entry in client.output(job_id, tail=tail, since=since):
                 show(entry)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from agent.protocol.output import entry_bytes
 from agent.protocol.states import Reason, State
 
 EXIT_ERROR = 125
@@ -72,13 +73,15 @@ def report_end(job: dict[str, Any]) -> int:
     return status
 
 
-def print_line(entry: Any) -> None:
-    """Write one output line of a job to stdout or stderr, as the job wrote it."""
+def write_output(entry: Any) -> None:
+    """Write an entry of a job's output to stdout or stderr, byte for byte, as
+    the job wrote it (to the stream it wrote it to)."""
     if not isinstance(entry, dict):
         return
     stream = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
-    stream.write(entry.get("line", "") + "\n")
-    stream.flush()
+    stream.flush()  # what chooctl itself wrote to it comes first
+    stream.buffer.write(entry_bytes(entry))
+    stream.buffer.flush()
 
 
 def age(stamp: float | None) -> str:

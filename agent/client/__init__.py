@@ -6,8 +6,10 @@
         done = choo.wait(job["id"])
 
 One typed method per protocol method (agent.protocol.methods), plus what any
-client needs beyond one call: ``follow`` (a job's output to its end, across
-agent restarts) and ``download`` (an artifacts archive, checked). ``call``
+client needs beyond one call: ``output`` (all of a job's output so far, page
+after page), ``follow`` (a job's output to its end, across agent restarts),
+``entry_bytes`` (the exact bytes of an output entry) and ``download`` (an
+artifacts archive, checked). ``call``
 and ``stream`` remain for untyped use. Errors come back as the ``ChooError``
 subclasses of agent.protocol.errors, so callers can catch ``NoSuchJob`` or
 ``QueueFull`` by type. Light on imports (no click, no jsonrpcserver): chooctl
@@ -19,16 +21,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from agent.client.connection import Connection, default_socket
 from agent.protocol import methods as m
 from agent.protocol import types
 from agent.protocol.errors import AgentUnavailable, ChooError
+from agent.protocol.output import entry_bytes
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
-__all__ = ["ARTIFACT_CHUNK", "RECONNECT_SECONDS", "Client", "default_socket"]
+__all__ = ["ARTIFACT_CHUNK", "RECONNECT_SECONDS", "Client", "default_socket", "entry_bytes"]
 
 #: How long ``follow`` keeps trying to reach an agent that went away (a restart).
 RECONNECT_SECONDS = 60.0
@@ -95,36 +98,55 @@ class Client(Connection):
         return self.request(m.WAIT, m.WaitParams(id=job_id, timeout=timeout))
 
     def logs(
+        self,
+        job_id: str,
+        *,
+        tail: int | None = None,
+        since: float | str | None = None,
+        after: str | None = None,
+    ) -> types.Logs:
+        """One page of the job's output so far (``next``: pass it as ``after``
+        for the next page); ``output`` reads all the pages."""
+        return self.request(m.LOGS, m.LogsParams(id=job_id, tail=tail, since=since, after=after))
+
+    def output(
         self, job_id: str, *, tail: int | None = None, since: float | str | None = None
-    ) -> types.Lines:
-        """The job's output so far (see ``follow`` for the rest of it)."""
-        return self.request(m.LOGS, m.LogsParams(id=job_id, tail=tail, since=since))
+    ) -> Iterator[types.LogEntry]:
+        """Every entry of the job's output so far, oldest first, a page at a time
+        (so neither side holds a whole log); ``follow`` waits for the rest."""
+        page = self.logs(job_id, tail=tail, since=since)
+        yield from page["entries"]
+        while page.get("next"):
+            page = self.logs(job_id, since=since, after=page["next"])
+            yield from page["entries"]
 
     def follow(
         self,
         job_id: str,
-        on_line: Callable[[types.LogLine], None],
+        on_entry: Callable[[types.LogEntry], None],
         *,
         tail: int | None = None,
         since: float | str | None = None,
+        after: str | None = None,
         on_lost: Callable[[], None] | None = None,
     ) -> types.Followed:
-        """Pass each output line of a job to ``on_line`` until the job has ended.
+        """Pass each entry of a job's output to ``on_entry`` until the job has ended.
 
         If the connection breaks (``systemctl restart choo-agent``), reconnect
-        for up to RECONNECT_SECONDS and resume after the last line passed, so
-        no line is lost or passed twice. ``on_lost`` is told of the first break.
+        for up to RECONNECT_SECONDS and resume after the last entry passed, so
+        no byte is lost or passed twice. ``on_lost`` is told of the first break.
+        ``entry_bytes(entry)`` gives an entry's exact bytes.
 
         Raises:
             AgentUnavailable: the agent stayed away.
         """
-        cursor = None
+        cursor = after
 
         def on_notification(method: str, entry: Any) -> None:
             nonlocal cursor
             if method == m.LOG_LINE and isinstance(entry, dict):
+                on_entry(entry)
                 cursor = entry.get("cursor") or cursor
-                on_line(entry)
 
         give_up = None
         while True:

@@ -35,7 +35,7 @@ SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 
-#: Notification carrying one output line (types.LogLine, with the job's ``id``).
+#: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
 #: Notification carrying one job event (types.Event).
 EVENT = "event"
@@ -98,7 +98,7 @@ class LogsParams:
     tail: int | None = None
     since: float | str | None = None
     follow: bool = False
-    #: The cursor of a line already seen: resume after it.
+    #: The cursor of an entry already seen (``<attempt>:<offset>``): resume after it.
     after: str | None = None
 
 
@@ -189,7 +189,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(CANCEL, JobRef, types.Job),
     Method(WAIT, WaitParams, types.Job),
     Method(
-        LOGS, LogsParams, types.Lines | types.Followed, notification=LOG_LINE, streams_with="follow"
+        LOGS, LogsParams, types.Logs | types.Followed, notification=LOG_LINE, streams_with="follow"
     ),
     Method(SUBSCRIBE, SubscribeParams, types.Subscribed, notification=EVENT),
     Method(REMOVE, JobRef, types.Job),

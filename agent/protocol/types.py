@@ -96,26 +96,38 @@ class JobPage(TypedDict):
     cursor: str | None
 
 
-class LogLine(TypedDict, total=False):
-    """One output line; as the ``job.log`` notification it also carries ``id``."""
+class LogEntry(TypedDict, total=False):
+    """Bytes one stream of a job wrote (agent.protocol.output says how they travel).
+
+    ``text`` holds them when they are valid UTF-8, else ``data`` holds their
+    base64; either carries the newlines the job wrote. ``time`` is when the
+    first of them was read (seconds), ``cursor`` where the output after them
+    begins. As the ``job.log`` notification it also carries the job's ``id``.
+    """
 
     id: str
     stream: str
-    line: str
     time: float
-    cursor: str | None
+    cursor: str
+    text: str
+    data: str
 
 
-class Lines(TypedDict):
-    """``job.logs`` without ``follow``."""
+class Logs(TypedDict):
+    """``job.logs`` without ``follow``: a page of entries, oldest first.
 
-    lines: list[LogLine]
+    ``next`` is set when more output remains: pass it as ``after`` for the
+    next page.
+    """
+
+    entries: list[LogEntry]
+    next: str | None
 
 
 class Followed(TypedDict):
-    """``job.logs`` with ``follow``: how many lines were sent, and the ended job."""
+    """``job.logs`` with ``follow``: how many entries were sent, and the ended job."""
 
-    lines: int
+    entries: int
     job: Job
 
 

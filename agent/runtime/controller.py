@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 
+from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman import ContainerState
 from agent.config import Config
 from agent.protocol.errors import ChooError, PodmanUnavailable
@@ -32,7 +33,7 @@ from agent.rules import admission
 from agent.runtime.finish import Finisher
 from agent.runtime.launch import Launcher
 from agent.runtime.podman_events import EventFollower
-from agent.runtime.ports import ArtifactFiles, EventSource, LogReader, PodmanPort
+from agent.runtime.ports import ArtifactFiles, EventSource, PodmanPort
 from agent.runtime.steps import adopt, move
 from agent.runtime.sweeps import Sweeps
 from agent.runtime.workers import Workers
@@ -53,7 +54,8 @@ class Controller:
         store: the job store (what should be).
         podman: the Podman connection of the loop and its workers (what is).
         events_podman: a Podman connection of its own for the event stream.
-        journal: reads a container's log tail when it ends.
+        logs: each attempt's output file (made before its container, read
+            for the log tail of a failure).
         config: limits, intervals and policies, read at each use.
         clock: the time, in seconds (every deadline of the loop).
         sleep: waits that many seconds (tests advance their clock instead).
@@ -71,7 +73,7 @@ class Controller:
         store: Store,
         podman: PodmanPort,
         events_podman: EventSource,
-        journal: LogReader,
+        logs: JobLogs,
         config: Config,
         *,
         clock: Callable[[], float] = time.time,
@@ -100,12 +102,18 @@ class Controller:
         )
         self.events = EventFollower(events_podman, wake=self.wake, stopped=self._stop)
         self.launcher = Launcher(
-            store, podman, config, files=files, clock=clock, on_unavailable=self._set_degraded
+            store,
+            podman,
+            logs,
+            config,
+            files=files,
+            clock=clock,
+            on_unavailable=self._set_degraded,
         )
         self.finisher = Finisher(
             store,
             podman,
-            journal,
+            logs,
             config,
             files=files,
             workers=self.workers,

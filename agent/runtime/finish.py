@@ -15,14 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.adapters.joblogs import JobLogs, tail_bytes
 from agent.adapters.podman import ContainerState
 from agent.config import Config
-from agent.protocol.errors import ChooError, PodmanUnavailable
+from agent.protocol.errors import PodmanUnavailable
 from agent.protocol.spec import container_name
 from agent.protocol.states import ACTIVE, Reason, State
 from agent.rules import admission
 from agent.rules.outcome import decide
-from agent.runtime.ports import ArtifactFiles, LogReader, PodmanPort
+from agent.runtime.ports import ArtifactFiles, PodmanPort
 from agent.runtime.steps import adopt, move, remove_secrets
 from agent.runtime.workers import Workers
 from agent.storage.store import LOG_TAIL_LINES, Store
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 REMOVAL_SETTLE = 1.0
 #: How often to look whether such a container is gone yet.
 REMOVAL_POLL = 0.05
+#: The most bytes of output a log tail keeps (a job may print one huge line).
+LOG_TAIL_BYTES = 64 * 1024
 
 _LOST_OUT = {
     "artifacts_state": "error",
@@ -47,7 +50,7 @@ class Finisher:
     Args:
         store: the job store.
         podman: the Podman connection of the loop and its workers.
-        journal: reads a container's log tail.
+        logs: each attempt's output, for the log tail of a failure.
         config: retry backoff and ``keep_containers``, read at each use.
         files: packs /out into the job's archive (None: no artifacts).
         workers: the pool, for cleanup a lost job leaves.
@@ -59,7 +62,7 @@ class Finisher:
         self,
         store: Store,
         podman: PodmanPort,
-        journal: LogReader,
+        logs: JobLogs,
         config: Config,
         *,
         files: ArtifactFiles | None,
@@ -69,7 +72,7 @@ class Finisher:
     ):
         self.store = store
         self.podman = podman
-        self.journal = journal
+        self.logs = logs
         self.config = config
         self.files = files
         self.workers = workers
@@ -112,7 +115,7 @@ class Finisher:
             "reason": outcome.attempt_reason,
         }
         if outcome.state != State.SUCCEEDED:
-            fields["log_tail"] = self._log_tail(job["id"])
+            fields["log_tail"] = self._log_tail(job["id"], job["attempt"])
         if outcome.retry:
             self._retry(job, outcome.reason, fields, attempt_fields)
         else:
@@ -246,14 +249,15 @@ class Finisher:
             }
         return _noted(job_id, record)
 
-    def _log_tail(self, job_id: str) -> str | None:
-        """The last lines the container wrote, or None when the journal cannot say."""
+    def _log_tail(self, job_id: str, attempt: int) -> str | None:
+        """The last lines this attempt wrote (its own log only, never an earlier
+        attempt's), both streams; None when its log cannot be read."""
         try:
-            lines = self.journal.read(container_name(job_id), tail=LOG_TAIL_LINES)
-        except ChooError as exc:
-            log.warning("no log tail for job %s: %s", job_id, exc.message)
+            data = tail_bytes(self.logs.path(job_id, attempt), LOG_TAIL_LINES, LOG_TAIL_BYTES)
+        except OSError as exc:
+            log.warning("no log tail for job %s: %s", job_id, exc)
             return None
-        return "\n".join(entry["line"] for entry in lines)
+        return data.decode("utf-8", errors="replace").removesuffix("\n")
 
 
 def _noted(job_id: str, record: dict[str, Any]) -> dict[str, Any]:

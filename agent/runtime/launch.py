@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman import ContainerState, Hardening
 from agent.adapters.secrets import Credentials
 from agent.config import Config
@@ -32,6 +33,7 @@ class Launcher:
     Args:
         store: the job store.
         podman: the Podman connection of the loop and its workers.
+        logs: where each attempt's output is written (conmon writes it).
         config: secrets and container hardening, read per job (a reload
             applies to the next container).
         files: where a job's workspace snapshot is (None: no workspaces).
@@ -43,6 +45,7 @@ class Launcher:
         self,
         store: Store,
         podman: PodmanPort,
+        logs: JobLogs,
         config: Config,
         *,
         files: ArtifactFiles | None,
@@ -51,6 +54,7 @@ class Launcher:
     ):
         self.store = store
         self.podman = podman
+        self.logs = logs
         self.config = config
         self.files = files
         self.clock = clock
@@ -69,13 +73,20 @@ class Launcher:
         """Create and start the container of a ``starting`` job; record ``running``.
 
         An image or create error ends the job ``failed`` (reason ``image`` or
-        ``create``); Podman not answering puts it back to ``queued``.
+        ``create``), and so does a log file that cannot be made; Podman not
+        answering puts it back to ``queued``.
         """
+        try:
+            log_path = self.logs.prepare(job["id"], job["attempt"])
+        except OSError as exc:
+            self._fail(job, CreateError(f"cannot make the job's log file: {exc}"))
+            return
         try:
             container_id = self.podman.run(
                 job["id"],
                 job["attempt"],
                 job["spec"],
+                str(log_path),
                 on_pull=lambda image: self.store.note(job["id"], "pulling", {"image": image}),
                 workspace=self._workspace(job["id"]),
                 secrets=Credentials(self.config).resolve(
@@ -90,21 +101,25 @@ class Launcher:
             self.on_unavailable(str(exc))
             return
         except (ImageError, CreateError) as exc:
-            reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
-            log.warning("job %s could not start: %s", job["id"], exc.message)
-            move(
-                self.store,
-                job,
-                State.FAILED,
-                expect=[State.STARTING],
-                detail={"reason": reason, "message": exc.message},
-                attempt_fields={"ended_at": self.clock(), "reason": reason},
-                reason=reason,
-                log_tail=exc.message,
-            )
-            self.podman.remove_out_volume(job["id"])
+            self._fail(job, exc)
             return
         self._mark_running(job, container_id)
+
+    def _fail(self, job: dict, exc: ImageError | CreateError) -> None:
+        """End a job whose container could not be made (reason ``image`` or ``create``)."""
+        reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
+        log.warning("job %s could not start: %s", job["id"], exc.message)
+        move(
+            self.store,
+            job,
+            State.FAILED,
+            expect=[State.STARTING],
+            detail={"reason": reason, "message": exc.message},
+            attempt_fields={"ended_at": self.clock(), "reason": reason},
+            reason=reason,
+            log_tail=exc.message,
+        )
+        self.podman.remove_out_volume(job["id"])
 
     def start_created(self, job: dict, container: ContainerState) -> None:
         """Start a container created before the agent went down.

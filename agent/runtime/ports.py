@@ -3,7 +3,9 @@
 Each Protocol lists exactly the methods the runtime calls, with the adapter's
 own signatures: ``agent.adapters.podman.Podman`` (containers, /out volumes,
 secrets; and, on a connection of its own, the event stream),
-``agent.adapters.journal.JournalReader`` and ``agent.adapters.files.JobFiles``.
+and ``agent.adapters.files.JobFiles``. (Job output files,
+``agent.adapters.joblogs.JobLogs``, are used as they are: tests hand in the
+real one over a temporary directory.)
 The controller's parameters are typed with them, and a unit test checks that
 the real classes and the tests' fakes both match them, so a fake cannot drift.
 Holds no code.
@@ -27,6 +29,7 @@ class PodmanPort(Protocol):
         job_id: str,
         attempt: int,
         spec: dict[str, Any],
+        log_path: str,
         on_pull: Callable[[str], None] = ...,
         workspace: str | None = None,
         secrets: dict[str, bytes] | None = None,
@@ -56,19 +59,6 @@ class EventSource(Protocol):
     """Podman's event stream (``agent.adapters.podman.Podman.events``)."""
 
     def events(self, read_timeout: float) -> Iterator[dict[str, Any]]: ...
-
-
-class LogReader(Protocol):
-    """A container's output (``agent.adapters.journal.JournalReader``)."""
-
-    def read(
-        self,
-        container: str,
-        *,
-        tail: int | None = None,
-        since: float | None = None,
-        after: str | None = None,
-    ) -> list[dict[str, Any]]: ...
 
 
 class ArtifactFiles(Protocol):

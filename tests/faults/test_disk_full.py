@@ -33,7 +33,9 @@ def wrapper(tmp_path):
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {done.stderr.strip()}")
-    return lambda directory: [sys.executable, str(SMALLFS), str(directory), "4m"]
+    # Job output stays on the host's file system: conmon, outside the
+    # namespace, writes it (and sees no tmpfs).
+    return lambda directory: [sys.executable, str(SMALLFS), str(directory), "4m", "--keep", "logs"]
 
 
 def _fill(directory: Path) -> Path:

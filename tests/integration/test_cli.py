@@ -54,8 +54,12 @@ def test_logs_tail_json_and_follow(agent, image):
     job_id = _ok(agent.chooctl("run", "-d", image, "sh", "-c", "seq 1 5; echo e >&2")).strip()
     agent.chooctl("wait", job_id)
     assert _ok(agent.chooctl("logs", "--tail", "2", job_id)) == "5\n"
-    lines = [json.loads(x) for x in _ok(agent.chooctl("logs", "--json", job_id)).splitlines()]
-    assert [(x["stream"], x["line"]) for x in lines][-2:] == [("stdout", "5"), ("stderr", "e")]
+    entries = [json.loads(x) for x in _ok(agent.chooctl("logs", "--json", job_id)).splitlines()]
+    assert [(x["stream"], x["text"]) for x in entries] == [
+        ("stdout", "1\n2\n3\n4\n5\n"),
+        ("stderr", "e\n"),
+    ]
+    assert all(x["cursor"] and x["time"] for x in entries)
     assert _ok(agent.chooctl("logs", "-f", job_id)) == "1\n2\n3\n4\n5\n"
 
 
@@ -157,7 +161,8 @@ def test_run_on_a_terminal_streams_live_and_ctrl_c_cancels(agent, image):
     try:
         assert b"first" in _read_until(master, b"first")  # live, while the job still runs
         job = agent.call("job.list")["jobs"][0]
-        # Its output can arrive before the agent has recorded it running.
+        # Output read from the job's file can arrive before the agent has
+        # recorded the start it comes from.
         agent.wait_state(job["id"], "running")
         os.write(master, b"\x03")  # Ctrl-C, through the terminal's line discipline
         assert b"cancelling job" in _read_until(master, b"cancelling")

@@ -46,7 +46,7 @@ def _status_of_job(agent, image: str, extra: str = "") -> dict[str, str]:
     job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", script]})
     ended = agent.call("job.wait", id=job["id"], timeout=60)
     assert ended["state"] == "succeeded", ended
-    lines = [e["line"] for e in agent.call("job.logs", id=job["id"])["lines"]]
+    lines = agent.output_lines(job["id"])
     return dict(line.split(":\t", 1) if ":\t" in line else (line, "") for line in lines)
 
 
@@ -105,5 +105,6 @@ def test_pids_limit_is_enforced_where_podman_enforces_limits(make_agent, image):
     script = "for i in $(seq 40); do sleep 5 & done 2>/dev/null; wait; echo done"
     job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", script]})
     agent.call("job.wait", id=job["id"], timeout=60)
-    lines = [e["line"] for e in agent.call("job.logs", id=job["id"])["lines"]]
+    output = agent.output(job["id"])
+    lines = (output["stdout"] + output["stderr"]).decode(errors="replace").splitlines()
     assert any("can't fork" in line or "Resource" in line for line in lines), lines

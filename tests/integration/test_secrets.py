@@ -121,7 +121,8 @@ def test_a_secret_reaches_the_container_and_nothing_else(make_agent, podman_serv
     )
     ended = client.call("job.wait", id=job["id"], timeout=60)
     assert ended["state"] == "succeeded", ended
-    lines = [entry["line"] for entry in client.call("job.logs", id=job["id"])["lines"]]
+    entries = client.call("job.logs", id=job["id"])["entries"]
+    lines = "".join(entry["text"] for entry in entries).splitlines()
     assert lines[0].split()[0] == _sha(values["token"])
     assert lines[1].split()[0] == _sha(values["key"])
     assert lines[2] == "missing=unset notallowed=unset"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from agent.adapters.files import JobFiles
+from agent.adapters.joblogs import JobLogs
 from agent.api.service import Service
 from agent.config import Config
 from agent.runtime.changes import ChangeFeed
@@ -50,7 +51,7 @@ def feed_service(feed_store, change_feed, unit_config) -> Service:
     return Service(
         feed_store,
         change_feed,
-        None,
+        JobLogs(unit_config.state_dir / "logs"),
         unit_config,
         wake=lambda: None,
         status=dict,

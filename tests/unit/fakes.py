@@ -1,6 +1,7 @@
 """Fakes of the runtime's ports (agent/runtime/ports.py): a Podman, an event
-source, a journal and job files that keep their state in memory, a clock that
-moves only when told, and an executor that runs work inline.
+source and job files that keep their state in memory, a clock that moves only
+when told, and an executor that runs work inline. The fake Podman writes each
+container's "output" to its log file, as conmon would.
 
 tests/unit/test_controller.py checks that each fake has the same methods, with
 the same parameters, as the real adapter it stands for.
@@ -35,11 +36,27 @@ class FakePodman:
         self.started: list[str] = []
         self.read_outs: list[tuple[str, bool]] = []
         self.volumes: set[str] = set()
+        self.log_paths: list[str] = []
 
     def run(
-        self, job_id, attempt, spec, on_pull=None, workspace=None, secrets=None, hardening=None
+        self,
+        job_id,
+        attempt,
+        spec,
+        log_path,
+        on_pull=None,
+        workspace=None,
+        secrets=None,
+        hardening=None,
     ):
         cid = f"c-{job_id}-{attempt}"
+        self.log_paths.append(log_path)
+        with open(log_path, "ab") as log:
+            log.write(
+                b"2026-12-01T22:23:30.410197384+00:00 stdout F "
+                + f"last words of attempt {attempt}".encode()
+                + b"\n"
+            )
         self.created.append(cid)
         self.containers[job_id] = ContainerState(
             id=cid,
@@ -100,11 +117,6 @@ class FakeEvents:
 
     def events(self, read_timeout):
         yield from self.batches.pop(0) if self.batches else []
-
-
-class FakeJournal:
-    def read(self, container, *, tail=None, since=None, after=None):
-        return [{"line": f"last words of {container}"}]
 
 
 class FakeFiles:

@@ -12,7 +12,7 @@ import io
 import pytest
 
 from agent import client as client_module
-from agent.client import Client
+from agent.client import Client, entry_bytes
 from agent.protocol import methods
 from agent.protocol.errors import AgentUnavailable, ChooError
 
@@ -42,25 +42,25 @@ def test_typed_methods_send_only_params_off_their_defaults():
     ]
 
 
-def test_follow_resumes_after_the_last_line_across_a_lost_agent(monkeypatch):
+def test_follow_resumes_after_the_last_entry_across_a_lost_agent(monkeypatch):
     monkeypatch.setattr(client_module.time, "sleep", lambda seconds: None)
 
     def first(notify):
-        notify(methods.LOG_LINE, {"line": "one", "cursor": "c1"})
+        notify(methods.LOG_LINE, {"stream": "stdout", "text": "one\n", "cursor": "1:40"})
         raise AgentUnavailable("the agent closed the connection")
 
     def second(notify):
-        notify(methods.LOG_LINE, {"line": "two", "cursor": "c2"})
-        return {"lines": 1, "job": {"id": "J", "state": "succeeded"}}
+        notify(methods.LOG_LINE, {"stream": "stdout", "data": "/3R3bw==", "cursor": "1:80"})
+        return {"entries": 1, "job": {"id": "J", "state": "succeeded"}}
 
     choo = Scripted(first, second)
-    lines, lost = [], []
+    chunks, lost = [], []
     result = choo.follow(
-        "J", lambda entry: lines.append(entry["line"]), on_lost=lambda: lost.append(1)
+        "J", lambda entry: chunks.append(entry_bytes(entry)), on_lost=lambda: lost.append(1)
     )
     assert result["job"]["state"] == "succeeded"
-    assert lines == ["one", "two"] and lost == [1]
-    assert [params.get("after") for _, params in choo.sent] == [None, "c1"]
+    assert chunks == [b"one\n", b"\xfftwo"] and lost == [1]
+    assert [params.get("after") for _, params in choo.sent] == [None, "1:40"]
     assert all(params["follow"] is True for _, params in choo.sent)
 
 

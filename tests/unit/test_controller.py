@@ -14,14 +14,14 @@ import inspect
 import pytest
 
 from agent.adapters.files import JobFiles
-from agent.adapters.journal import JournalReader
+from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman import ContainerState, Podman
 from agent.config import Config
 from agent.runtime import ports
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import Controller
 from agent.storage.store import Store
-from tests.unit.fakes import Clock, FakeEvents, FakeFiles, FakeJournal, FakePodman, Inline
+from tests.unit.fakes import Clock, FakeEvents, FakeFiles, FakePodman, Inline
 
 
 def build(store, podman, config, clock, **extras):
@@ -29,7 +29,7 @@ def build(store, podman, config, clock, **extras):
         store,
         podman,
         FakeEvents(),
-        FakeJournal(),
+        JobLogs(config.state_dir / "logs"),
         config,
         clock=clock,
         sleep=clock.sleep,
@@ -89,7 +89,7 @@ def test_oom_is_its_own_reason_with_the_log_tail(world):
     controller.reconcile()
     record = store.get(job)
     assert (record["state"], record["reason"]) == ("failed", "oom")
-    assert record["log_tail"] == f"last words of choo-{job}"
+    assert record["log_tail"] == "last words of attempt 1"
     assert store.attempts(job)[0]["oom"] is True
 
 
@@ -279,7 +279,6 @@ def _members(protocol):
     [
         (ports.PodmanPort, Podman, FakePodman),
         (ports.EventSource, Podman, FakeEvents),
-        (ports.LogReader, JournalReader, FakeJournal),
         (ports.ArtifactFiles, JobFiles, FakeFiles),
     ],
     ids=lambda value: getattr(value, "__name__", str(value)),

@@ -10,7 +10,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from agent.adapters.journal import JournalReader
+from agent.adapters.joblogs import JobLogs
 from agent.api import rpc
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
@@ -28,7 +28,9 @@ def service(tmp_path):
     store = Store(tmp_path / "choo.db", ChangeFeed())
     store.open()
     config = Config(socket=tmp_path / "agent.sock", state_dir=tmp_path)
-    yield Service(store, ChangeFeed(), JournalReader(), config, wake=lambda: None, status=dict)
+    yield Service(
+        store, ChangeFeed(), JobLogs(tmp_path / "logs"), config, wake=lambda: None, status=dict
+    )
     store.close()
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from agent.adapters.files import JobFiles
+from agent.adapters.joblogs import JobLogs
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
@@ -63,7 +64,7 @@ def service(store, config):
     return Service(
         store,
         store.feed,
-        None,
+        JobLogs(config.state_dir / "logs"),
         config,
         wake=lambda: None,
         status=dict,

@@ -31,7 +31,6 @@ class Connection:
         agent_id: str,
         timeout: float,
         runtime: str = "",
-        log_driver: str = "journald",
         init: bool = False,
         ulimits: dict[str, list[int]] | None = None,
     ):
@@ -42,7 +41,6 @@ class Connection:
             agent_id: the store's identity; labels and finds our containers.
             timeout: seconds any one call may take (a pull's reads excepted).
             runtime: the OCI runtime for job containers ("": Podman's default).
-            log_driver: where job output goes (``journald``: the journal reader's source).
             init: run an init process as PID 1 in every job container.
             ulimits: ``{name: [soft, hard]}`` applied to every job container.
         """
@@ -52,7 +50,6 @@ class Connection:
         self.ours = f"{LABEL_AGENT}={agent_id}"
         self.timeout = timeout
         self.runtime = runtime
-        self.log_driver = log_driver
         self.init = init
         self.ulimits = ulimits or {}
         self.client = podman.PodmanClient(base_url=url, timeout=timeout)

@@ -53,6 +53,7 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         job_id: str,
         attempt: int,
         spec: dict[str, Any],
+        log_path: str,
         on_pull: Callable[[str], None] = lambda image: None,
         workspace: str | None = None,
         secrets: dict[str, bytes] | None = None,
@@ -64,6 +65,9 @@ class JobContainers(Containers, Volumes, Secrets, Images):
             job_id: the job's ID (names and labels the container).
             attempt: the attempt number (a label).
             spec: the normalised job spec.
+            log_path: the attempt's log (its directory must exist): conmon
+                writes the container's output there, in Podman's k8s-file
+                format, byte for byte (agent.adapters.joblogs reads it back).
             on_pull: called with the image reference before a pull begins.
             workspace: host directory (the job's snapshot) to mount at /workspace.
             secrets: environment variables for the container only: passed as
@@ -80,7 +84,9 @@ class JobContainers(Containers, Volumes, Secrets, Images):
             CreateError: Podman refused the container.
             PodmanUnavailable: Podman did not answer.
         """
-        kwargs = self._create_kwargs(job_id, attempt, spec, workspace, hardening or Hardening())
+        kwargs = self._create_kwargs(
+            job_id, attempt, spec, log_path, workspace, hardening or Hardening()
+        )
         secret_names = self.create_secrets(job_id, attempt, secrets or {})
         if secret_names:
             kwargs["secret_env"] = secret_names
@@ -132,6 +138,7 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         job_id: str,
         attempt: int,
         spec: dict[str, Any],
+        log_path: str,
         workspace: str | None,
         hardening: Hardening,
     ) -> dict[str, Any]:
@@ -148,7 +155,9 @@ class JobContainers(Containers, Volumes, Secrets, Images):
                 LABEL_ATTEMPT: str(attempt),
             },
             "environment": spec.get("env") or {},
-            "log_config": {"Type": self.log_driver, "Config": {"options": {"tag": name}}},
+            # The file, not the journal: conmon writes it without slowing the
+            # job, it survives the container, and it keeps any bytes exactly.
+            "log_config": {"Type": "k8s-file", "Config": {"path": log_path}},
             "ulimits": [
                 {"Name": key, "Soft": soft, "Hard": hard}
                 for key, (soft, hard) in self.ulimits.items()

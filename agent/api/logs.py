@@ -1,0 +1,218 @@
+"""``job.logs``: a job's output read back from its attempts' k8s-file logs.
+
+Each attempt of a job has its own log (agent.adapters.joblogs), which conmon
+writes and nothing rewrites, so the files are the job's output, exactly.
+This module turns their records into the protocol's entries (consecutive
+records of one stream coalesced, up to ENTRY_BYTES each), one attempt after
+the other: a page of them (at most about PAGE_BYTES, so no reply holds a
+whole log), or all of them as they are written (``follow``), until the job
+has ended and every file is read to its end. Memory stays bounded whatever
+a log's size. It never decides when a job ended (the caller says so) and
+never writes a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+
+from agent.adapters.joblogs import RECORD, JobLogs, blocks, parse_time, tail_position
+from agent.protocol import types
+from agent.protocol.errors import ChooError, InvalidParams
+from agent.protocol.output import entry, format_cursor, parse_cursor
+
+log = logging.getLogger(__name__)
+
+#: The most bytes of output one entry carries (records are at most 8 KiB).
+ENTRY_BYTES = 64 * 1024
+#: About the most bytes of output one non-follow reply carries.
+PAGE_BYTES = 1 << 20
+#: How long a follow waits for more output when there is none yet.
+FOLLOW_POLL = 0.01
+
+
+class Reading:
+    """A position in a job's output, moved on by reading entries from it.
+
+    Args:
+        logs: where the job's attempts keep their logs.
+        job_id: the job.
+        attempt: the attempt to begin with (earlier ones are skipped).
+        offset: where to begin in that attempt's log (later ones begin at 0).
+        since: skip records read before this time (seconds), if set.
+    """
+
+    def __init__(
+        self, logs: JobLogs, job_id: str, attempt: int, offset: int, since: float | None = None
+    ):
+        self.logs = logs
+        self.job_id = job_id
+        self.attempt = attempt
+        self.offset = offset
+        self.since = since
+
+    @classmethod
+    def tail(cls, logs: JobLogs, job_id: str, lines: int, since: float | None) -> Reading:
+        """The position of the last ``lines`` lines of the job's output, all
+        attempts counted, newest last."""
+        attempts = logs.attempts(job_id)
+        wanted = lines
+        for attempt in reversed(attempts):
+            offset, found = tail_position(logs.path(job_id, attempt), wanted)
+            if found >= wanted:
+                return cls(logs, job_id, attempt, offset, since)
+            wanted -= found
+        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since)
+
+    def entries(self) -> Iterator[types.LogEntry]:
+        """The entries written since the position, oldest first; the position
+        moves past each as it is yielded. Ends at the end of what is written.
+
+        Raises:
+            ChooError: a log cannot be read (what the error says).
+        """
+        try:
+            yield from self._entries()
+        except OSError as exc:
+            raise ChooError(f"cannot read the output of job {self.job_id}: {exc}") from exc
+
+    def _entries(self) -> Iterator[types.LogEntry]:
+        for attempt in self.logs.attempts(self.job_id):
+            if attempt < self.attempt:
+                continue
+            if attempt > self.attempt:
+                # A later attempt exists, so this one's container has ended and
+                # its log is complete: what is left of it was read above.
+                self.attempt, self.offset = attempt, 0
+            yield from self._attempt_entries(self.logs.path(self.job_id, attempt))
+
+    def _attempt_entries(self, path: os.PathLike) -> Iterator[types.LogEntry]:
+        self._check_shrunk(path)
+        pending = bytearray()
+        stream = b""
+        first_stamp = b""
+        end = self.offset
+        for start, block in blocks(path, self.offset):
+            for match in RECORD.finditer(block):
+                stamp, record_stream, tag, data = match.groups()
+                if self.since is not None and parse_time(stamp) < self.since:
+                    continue
+                size = len(data or b"") + (tag == b"F")
+                if pending and (record_stream != stream or len(pending) + size > ENTRY_BYTES):
+                    yield self._entry(stream, first_stamp, end, pending)
+                    pending = bytearray()
+                if not pending:
+                    stream, first_stamp = record_stream, stamp
+                if data:
+                    pending += data
+                if tag == b"F":
+                    pending += b"\n"
+                end = start + match.end()
+        if pending:
+            yield self._entry(stream, first_stamp, end, pending)
+
+    def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
+        self.offset = end
+        cursor = format_cursor(self.attempt, end)
+        return entry(stream.decode(), parse_time(stamp), cursor, bytes(data))
+
+    def _check_shrunk(self, path: os.PathLike) -> None:
+        """Start over at a log that is now shorter than the position.
+
+        conmon truncates a log in place when it reaches containers.conf's
+        ``log_size_max``: what it held is gone, and the new output starts at 0.
+        """
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return
+        if size < self.offset:
+            log.warning(
+                "job %s attempt %d: its log was cut to %d bytes from at least %d "
+                "(log_size_max in containers.conf?); output in between is lost",
+                self.job_id,
+                self.attempt,
+                size,
+                self.offset,
+            )
+            self.offset = 0
+
+
+def start(
+    logs: JobLogs, job_id: str, *, tail: int | None, since: float | None, after: str | None
+) -> Reading:
+    """Where ``job.logs`` begins: after the ``after`` cursor, else at the last
+    ``tail`` lines, else at the start; records before ``since`` are skipped.
+
+    Raises:
+        InvalidParams: ``after`` is not a cursor.
+    """
+    if after is not None:
+        position = parse_cursor(after)
+        if position is None:
+            raise InvalidParams(
+                "after: expected the cursor of an entry of this job's output (<attempt>:<offset>)"
+            )
+        return Reading(logs, job_id, *position, since)
+    if tail is not None:
+        return Reading.tail(logs, job_id, tail, since)
+    return Reading(logs, job_id, 0, 0, since)
+
+
+def page(reading: Reading) -> types.Logs:
+    """At most about PAGE_BYTES of output from ``reading``; ``next`` when more remains."""
+    out: list[types.LogEntry] = []
+    size = 0
+    entries = reading.entries()
+    for item in entries:
+        out.append(item)
+        size += len(item.get("text") or item.get("data") or "")
+        if size >= PAGE_BYTES:
+            more = next(entries, None) is not None
+            return {"entries": out, "next": out[-1]["cursor"] if more else None}
+    return {"entries": out, "next": None}
+
+
+def follow(
+    reading: Reading,
+    job_id: str,
+    *,
+    ended: Callable[[], bool],
+    emit: Callable[[types.LogEntry], None],
+    closed: Callable[[], bool],
+    wait: Callable[[float], None],
+) -> int:
+    """Pass each entry to ``emit`` as it is written, until the job has ended
+    and its logs are read to their ends, or the client hung up.
+
+    The end is known, not guessed: once ``ended()`` holds, the job's last
+    container has exited and conmon has written all of its output, so one
+    more read that finds nothing new is the end.
+
+    Args:
+        reading: where to begin.
+        job_id: the job (each entry carries its ``id``).
+        ended: whether the job has ended.
+        emit: sends one entry.
+        closed: whether the client hung up.
+        wait: waits up to that many seconds (and less when something happens).
+
+    Returns:
+        How many entries were sent.
+    """
+    sent = 0
+    while not closed():
+        done = ended()  # before the read, so the read sees all of the output
+        got = False
+        for item in reading.entries():
+            emit({"id": job_id, **item})
+            sent += 1
+            got = True
+            if closed():
+                return sent
+        if not got:
+            if done:
+                break
+            wait(FOLLOW_POLL)
+    return sent

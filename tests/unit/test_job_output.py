@@ -1,0 +1,197 @@
+"""job.logs from k8s-file logs: entries, cursors, pages, tail, follow (agent/api/logs.py,
+agent/protocol/output.py), over files written as conmon writes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.adapters import joblogs
+from agent.adapters.joblogs import JobLogs
+from agent.api import logs as output
+from agent.protocol.errors import ChooError, InvalidParams
+from agent.protocol.output import entry, entry_bytes, format_cursor, parse_cursor
+from tests.unit.test_joblogs import write_like_conmon
+
+JOB = "01JOB"
+
+
+@pytest.fixture
+def logs(tmp_path):
+    return JobLogs(tmp_path / "logs")
+
+
+def attempt(logs, number, chunks):
+    write_like_conmon(logs.prepare(JOB, number), chunks)
+
+
+def joined(entries):
+    out = {"stdout": b"", "stderr": b""}
+    for item in entries:
+        out[item["stream"]] += entry_bytes(item)
+    return out
+
+
+def everything(logs):
+    return list(output.start(logs, JOB, tail=None, since=None, after=None).entries())
+
+
+def test_an_entry_is_text_when_it_can_be_and_base64_otherwise():
+    assert entry("stdout", 1.0, "1:9", b"h\xc3\xa9\n") == {
+        "stream": "stdout",
+        "time": 1.0,
+        "cursor": "1:9",
+        "text": "hé\n",
+    }
+    raw = entry("stderr", 1.0, "1:9", b"\xff\x00\r")
+    assert "text" not in raw and entry_bytes(raw) == b"\xff\x00\r"
+    assert entry_bytes({"text": "x"}) == b"x" and entry_bytes(None) == b""
+    assert entry_bytes({"data": "not base64!"}) == b""
+
+
+@pytest.mark.parametrize("bad", ["", "1", "a:1", "1:-1", "1:2:3", " 1:2", 12, None, "1:2\n"])
+def test_a_cursor_is_attempt_colon_offset(bad):
+    assert parse_cursor(format_cursor(3, 4096)) == (3, 4096)
+    assert parse_cursor(bad) is None
+
+
+def test_a_malformed_after_is_refused_naming_the_param(logs):
+    with pytest.raises(InvalidParams, match="after"):
+        output.start(logs, JOB, tail=None, since=None, after="journal-cursor=abc")
+
+
+def test_records_of_one_stream_are_coalesced_and_attempts_follow_each_other(logs):
+    attempt(logs, 1, [("stdout", b"a\nb\n"), ("stderr", b"e\n"), ("stdout", b"no newline")])
+    attempt(logs, 2, [("stdout", b"second\n")])
+    entries = everything(logs)
+    assert [(e["stream"], entry_bytes(e)) for e in entries] == [
+        ("stdout", b"a\nb\n"),
+        ("stderr", b"e\n"),
+        ("stdout", b"no newline"),
+        ("stdout", b"second\n"),
+    ]
+    assert [parse_cursor(e["cursor"])[0] for e in entries] == [1, 1, 1, 2]
+
+
+def test_an_entry_holds_at_most_64_kib(logs):
+    attempt(logs, 1, [("stdout", b"x" * 300_000 + b"\n")])
+    entries = everything(logs)
+    assert all(len(entry_bytes(e)) <= output.ENTRY_BYTES for e in entries)
+    assert b"".join(map(entry_bytes, entries)) == b"x" * 300_000 + b"\n"
+
+
+def test_resuming_after_any_cursor_gives_exactly_the_rest(logs):
+    attempt(logs, 1, [("stdout", b"one\n"), ("stderr", b"two\n"), ("stdout", b"three\n")])
+    attempt(logs, 2, [("stderr", b"four\n"), ("stdout", b"five")])
+    entries = everything(logs)
+    for index, seen in enumerate(entries):
+        reading = output.start(logs, JOB, tail=None, since=None, after=seen["cursor"])
+        rest = list(reading.entries())
+        assert rest == entries[index + 1 :]
+
+
+def test_tail_counts_lines_across_attempts_newest_last(logs):
+    attempt(logs, 1, [("stdout", b"1\n2\n3\n")])
+    attempt(logs, 2, [("stdout", b"4\n"), ("stderr", b"5\n")])
+    tail = list(output.start(logs, JOB, tail=3, since=None, after=None).entries())
+    assert joined(tail) == {"stdout": b"3\n4\n", "stderr": b"5\n"}
+    assert list(output.start(logs, JOB, tail=0, since=None, after=None).entries()) == []
+    whole = list(output.start(logs, JOB, tail=100, since=None, after=None).entries())
+    assert joined(whole) == {"stdout": b"1\n2\n3\n4\n", "stderr": b"5\n"}
+
+
+def test_since_skips_earlier_records(logs, tmp_path):
+    path = logs.prepare(JOB, 1)
+    path.write_bytes(
+        b"2020-01-01T00:00:00.000000000+00:00 stdout F old\n"
+        b"2030-01-01T00:00:00.000000000+00:00 stdout F new\n"
+    )
+    since = joblogs.parse_time(b"2025-01-01T00:00:00+00:00")
+    entries = list(output.start(logs, JOB, tail=None, since=since, after=None).entries())
+    assert joined(entries)["stdout"] == b"new\n"
+
+
+def test_a_page_stops_near_its_size_and_says_where_to_go_on(logs, monkeypatch):
+    monkeypatch.setattr(output, "PAGE_BYTES", 100_000)
+    attempt(logs, 1, [("stdout", b"y" * 250_000)])
+    data, after, pages = b"", None, 0
+    while True:
+        page = output.page(output.start(logs, JOB, tail=None, since=None, after=after))
+        pages += 1
+        data += b"".join(map(entry_bytes, page["entries"]))
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert data == b"y" * 250_000 and pages == 2  # 64 KiB entries, two a page
+
+
+def test_a_log_cut_short_is_read_from_its_start_without_repeats(logs):
+    attempt(logs, 1, [("stdout", b"a" * 100 + b"\n")])
+    reading = output.start(logs, JOB, tail=None, since=None, after=None)
+    assert joined(reading.entries())["stdout"] == b"a" * 100 + b"\n"
+    # conmon truncates in place at log_size_max and writes on from 0.
+    write_like_conmon(logs.path(JOB, 1), [("stdout", b"b\n")])
+    assert joined(reading.entries())["stdout"] == b"b\n"
+    assert list(reading.entries()) == []
+
+
+def test_follow_sends_what_is_written_until_the_job_ended_and_its_log_is_read(logs):
+    path = logs.prepare(JOB, 1)
+    written = [[("stdout", b"first\n")], [("stderr", b"second\n")], []]
+    sent = []
+    state = {"ended": False}
+
+    def wait(seconds):
+        # Each idle poll, the "job" writes its next piece; then it ends.
+        chunks = written.pop(0) if written else []
+        with open(path, "ab") as log:
+            for stream, data in chunks:
+                log.write(joblogs_record(stream, data))
+        state["ended"] = not written
+
+    reading = output.start(logs, JOB, tail=None, since=None, after=None)
+    count = output.follow(
+        reading,
+        JOB,
+        ended=lambda: state["ended"],
+        emit=sent.append,
+        closed=lambda: False,
+        wait=wait,
+    )
+    assert count == 2 and [entry_bytes(e) for e in sent] == [b"first\n", b"second\n"]
+    assert all(e["id"] == JOB for e in sent)
+
+
+def test_follow_stops_when_the_client_hangs_up(logs):
+    attempt(logs, 1, [("stdout", b"x\n")])
+    reading = output.start(logs, JOB, tail=None, since=None, after=None)
+    sent = []
+    count = output.follow(
+        reading,
+        JOB,
+        ended=lambda: False,
+        emit=sent.append,
+        closed=lambda: bool(sent),
+        wait=lambda seconds: None,
+    )
+    assert count == 1
+
+
+def test_the_log_tail_is_bounded_in_bytes(tmp_path):
+    path = tmp_path / "1.log"
+    write_like_conmon(path, [("stdout", b"z" * 200_000 + b"\nlast\n")])
+    tail = joblogs.tail_bytes(path, 100, 1000)
+    assert tail == b"last\n"  # the z record that holds the limit's start is left out
+    tail = joblogs.tail_bytes(path, 100, 10_000)
+    assert tail.endswith(b"z\nlast\n") and 1000 < len(tail) <= 10_000
+    assert joblogs.tail_bytes(path, 1, 1000) == b"last\n"
+    assert joblogs.tail_bytes(tmp_path / "missing.log", 1, 1000) == b""
+
+
+def joblogs_record(stream, data):
+    return b"2026-12-01T22:23:30.410197384+00:00 " + stream.encode() + b" F " + data[:-1] + b"\n"
+
+
+def test_a_log_that_cannot_be_read_is_an_error_that_says_so(logs):
+    logs.prepare(JOB, 1).mkdir()  # a directory where the file should be: unreadable as a file
+    with pytest.raises(ChooError, match=f"cannot read the output of job {JOB}"):
+        everything(logs)
