@@ -25,7 +25,6 @@ ifeq ($(ROOT),yes)
 	@$(HOST) user $(RUN_USER)
 	@$(HOST) venv $(CURDIR)
 	@tree=$$($(HOST) tree $(RUN_USER)) && $(HOST) venv $$tree && \
-	 $(HOST) as-user $(RUN_USER) $$tree/$(HOST) journal-access && \
 	 $(HOST) image $(RUN_USER) $(DEMO_IMAGE) && \
 	 install -d -m 0750 -o $(RUN_USER) -g choo /run/choo && \
 	 echo "choo: agent runs as user $(RUN_USER); socket /run/choo/agent.sock (root and group choo)" && \
@@ -34,7 +33,6 @@ ifeq ($(ROOT),yes)
 else
 	@$(HOST) packages
 	@$(HOST) journald
-	@$(HOST) journal-access
 	@$(HOST) venv $(CURDIR)
 	@$(HOST) image $$(id -un) $(DEMO_IMAGE)
 	@echo "choo: in another terminal: $(CURDIR)/.venv/bin/chooctl run $(DEMO_IMAGE) echo hello"
