@@ -32,6 +32,15 @@ def _journal_lines(job_id: str) -> list[str]:
     return [json.loads(line)["MESSAGE"].strip() for line in out.splitlines()]
 
 
+def _ran_once(agent, job_id: str) -> None:
+    """The job printed "ran" exactly once: in its output, and in the journal's
+    copy (shipped a moment after the job wrote it; a second run would have
+    left a second copy there even if its file had been replaced)."""
+    assert agent.output_lines(job_id) == ["ran"], f"job {job_id}: its output"
+    lines = wait_until(lambda: _journal_lines(job_id), what=f"the journal copy of job {job_id}")
+    assert lines == ["ran"], f"job {job_id} ran more or less than once"
+
+
 def _states(agent) -> dict[str, str]:
     return {j["id"]: j["state"] for j in agent.call("job.list", all=True, limit=1000)["jobs"]}
 
@@ -74,7 +83,7 @@ def test_sigkill_with_running_and_queued_jobs_loses_nothing(make_agent, image):
         assert job["exit_code"] == code, job
         assert job["state"] == ("succeeded" if code == 0 else "failed")
         assert len(job["attempts"]) == 1
-        assert _journal_lines(job_id) == ["ran"], f"job {job_id} ran more or less than once"
+        _ran_once(agent, job_id)
     wait_until(lambda: agent.containers() == [], what="no container left")
 
 
@@ -152,7 +161,7 @@ def test_sigterm_leaves_jobs_running_and_restart_adopts_them(make_agent, image):
     ended_long = agent.call("job.wait", id=long["id"], timeout=60)
     assert (ended_long["state"], ended_long["exit_code"]) == ("failed", 6)
     for job_id in (short["id"], long["id"]):
-        assert _journal_lines(job_id) == ["ran"]
+        _ran_once(agent, job_id)
     wait_until(lambda: agent.containers() == [], what="no container left")
 
 

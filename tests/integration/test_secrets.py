@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import podman
+from tests.harness import podman, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -78,6 +78,14 @@ def _journal_bytes(since: float) -> bytes:
     return bytes(data) + export.stdout
 
 
+def _journal_lines_of(job_id: str) -> int:
+    done = subprocess.run(
+        ["journalctl", "--no-pager", "-q", "-o", "cat", f"CHOO_JOB_ID={job_id}"],
+        capture_output=True,
+    )
+    return len(done.stdout.splitlines())
+
+
 def _state_bytes(state_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in state_dir.rglob("*") if p.is_file())
 
@@ -135,6 +143,10 @@ def test_a_secret_reaches_the_container_and_nothing_else(make_agent, podman_serv
     # Cleaned up: no Podman secret of the job is left.
     assert not [s for s in _podman_secrets(podman_service.url) if job["id"] in s]
 
+    # The journal's copy of the output is shipped a moment after the job wrote it.
+    wait_until(
+        lambda: _journal_lines_of(job["id"]) >= 3, what="the journal copy of the job's output"
+    )
     haystacks = {
         "RPC responses": bytes(client.received),
         "the state directory (database, WAL, job files)": _state_bytes(agent.state_dir),
