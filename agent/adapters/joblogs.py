@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from agent.rules.output_cap import Budget
+
 #: What one read of the file takes at most; a record longer than this (conmon
 #: writes at most 8 KiB of output per record) is still read whole.
 READ_BLOCK = 1 << 16
@@ -107,6 +109,17 @@ def records(path: Path, offset: int = 0) -> Iterator[Record]:
                 position += len(line)
                 start = newline + 1
             pending = pending[start:]
+
+
+def count_kept(path: Path, budget: Budget, offset: int) -> None:
+    """Feed ``budget`` the records of a log before ``offset`` it has not counted
+    yet, so a reader that starts mid-log (a resumed copy, a cursor, a tail)
+    still knows where the attempt's output cap cuts it."""
+    if budget.cut is not None or budget.end >= offset:
+        return
+    for record in records(path, budget.end):
+        if record.offset >= offset or not budget.admit(record.offset, record.end, len(record.data)):
+            return
 
 
 #: One record, for readers that go through many at once (``blocks``): the

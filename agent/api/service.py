@@ -122,7 +122,11 @@ class Service:
             raise InvalidParams(
                 f"trigger: expected one of {', '.join(methods.TRIGGERS)}, got {trigger!r}"
             )
-        spec = specs.normalize(raw, default_timeout=self.config.default_timeout or None)
+        spec = specs.normalize(
+            raw,
+            default_timeout=self.config.default_timeout or None,
+            default_max_log_bytes=self.config.max_log_bytes,
+        )
         if raw.get("stop_timeout") is None:
             spec["stop_timeout"] = self.config.default_stop_timeout
         fields = dict(origin or {})
