@@ -63,23 +63,24 @@ class OutputCap:
             The file's size afterwards: the cut, or what it was if it is gone.
         """
         assert budget.cut is not None
-        if (job_id, attempt) not in self._noted:
-            self._noted.add((job_id, attempt))
-            self._first_cut(job_id, attempt, budget)
         try:
             dropped, end = 0, budget.cut
             for record in records(path, budget.cut):
                 dropped += len(record.data)
                 end = record.end
             size = os.stat(path).st_size
-            if size <= budget.cut:
-                return size
-            os.truncate(path, budget.cut)
+            if size > budget.cut:
+                os.truncate(path, budget.cut)
         except FileNotFoundError:
             return 0
-        # An unfinished last record counts as its file bytes: its data is not parsed yet.
-        self._add_dropped(job_id, dropped + max(0, size - end))
-        return budget.cut
+        if size > budget.cut:
+            # An unfinished last record counts as its file bytes: its data is not parsed yet.
+            self._add_dropped(job_id, dropped + max(0, size - end))
+        # Noted after the count: a client woken by the event finds log_dropped set.
+        if (job_id, attempt) not in self._noted:
+            self._noted.add((job_id, attempt))
+            self._first_cut(job_id, attempt, budget)
+        return min(size, budget.cut)
 
     def _first_cut(self, job_id: str, attempt: int, budget: Budget) -> None:
         try:
