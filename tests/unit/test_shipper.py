@@ -15,8 +15,8 @@ import pytest
 
 from agent.adapters.joblogs import JobLogs, Record
 from agent.adapters.journal import JournalWriter
-from agent.protocol.states import State
 from agent.config import Config
+from agent.protocol.states import State
 from agent.runtime import log_limit
 from agent.runtime import shipper as shipping
 from agent.runtime.shipper import JournalPort, Shipper
