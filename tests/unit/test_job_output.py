@@ -231,3 +231,13 @@ def test_a_cursor_or_a_follow_never_passes_the_cut(logs):
         wait=lambda _: None,
     )
     assert b"".join(entry_bytes(e) for e in sent) == b"aaaa\nbbbb\n"
+
+
+def test_the_log_tail_stops_at_the_cut(tmp_path):
+    path = tmp_path / "1.log"
+    write_like_conmon(path, [("stdout", b"one\ntwo\n"), ("stderr", b"three\n")])
+    assert joblogs.cut_of(path, 0) is None and joblogs.cut_of(path, 100) is None
+    cut = joblogs.cut_of(path, 8)  # "one\ntwo\n" fills it: "three\n" is cut
+    assert joblogs.tail_bytes(path, 100, 1000, cut) == b"one\ntwo\n"
+    assert joblogs.tail_bytes(path, 1, 1000, cut) == b"two\n"
+    assert joblogs.tail_offset(path, 1, cut) == joblogs.tail_offset(path, 2)
