@@ -176,6 +176,7 @@ class Reading:
                 self.offset,
             )
             self.offset = 0
+            self._budgets.pop(self.attempt, None)  # the new content has the whole cap again
 
 
 def start(

@@ -277,6 +277,8 @@ class Shipper:
         if size < copy.offset or (size > copy.seen and not _at_boundary(copy.path, copy.offset)):
             self._lost(copy, seen=max(copy.seen, copy.offset), size=size)
             copy.offset = 0
+            if copy.budget is not None:  # the new content has the whole cap again
+                copy.budget = Budget(copy.budget.cap)
             self._save(copy)  # never resume past the cut into the new content
         budget = copy.budget
         for shipped, record in enumerate(records(copy.path, copy.offset), 1):
