@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol.errors import ChooError
-from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, ENV_NAME_RE, parse_size
+from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, ENV_NAME_RE, parse_cap, parse_size
 
 #: Linux capability names (capabilities(7)), for checking container_caps.
 _CAPABILITY_NAMES = """
@@ -40,6 +40,10 @@ DEFAULT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "
 DEFAULT_SECRET_ENV = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SSH_AUTH_SOCK")
 #: Keys that take a size: bytes, or a string like "512m" or "4g".
 SIZE_KEYS = frozenset({"default_memory"})
+#: Keys that take bytes, or a size like "100m", kept as bytes (0: none).
+CAP_KEYS = frozenset({"max_log_bytes"})
+#: What happens to a job whose output passes its max_log_bytes; the first is the default.
+LOG_LIMIT_ACTIONS = ("truncate", "fail")
 
 #: Keys that once were settings, and why a file may not set them any more.
 RETIRED = {
@@ -59,6 +63,8 @@ RELOADABLE = frozenset(
         "name_limits",
         "default_timeout",
         "default_stop_timeout",
+        "max_log_bytes",
+        "log_limit_action",
         "keep_containers",
         "stop_containers_on_exit",
         "resync_interval",
@@ -147,6 +153,10 @@ class Config:
     name_limits: dict[str, int] = field(default_factory=dict)
     default_timeout: float = 0.0
     default_stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    #: Output each attempt of a job keeps when its spec names no max_log_bytes (0: no cap).
+    max_log_bytes: int = 0
+    #: Past a job's max_log_bytes: drop the rest ("truncate") or fail the job ("fail").
+    log_limit_action: str = LOG_LIMIT_ACTIONS[0]
     keep_containers: bool = False
     stop_containers_on_exit: bool = False
     resync_interval: float = 5.0
@@ -188,6 +198,11 @@ class Config:
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name in CAP_KEYS:
+        try:
+            return parse_cap(value, name)
+        except ChooError as exc:
+            raise ConfigError(f"{exc.message} (0: no cap)") from None
     if name in SIZE_KEYS:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(f"{name}: expected bytes or a size like '4g', got {value!r}")
@@ -229,6 +244,11 @@ def _check(config: Config) -> Config:
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"log_level: expected debug, info, warning or error, not {config.log_level!r}"
+        )
+    if config.log_limit_action not in LOG_LIMIT_ACTIONS:
+        raise ConfigError(
+            f"log_limit_action: expected {' or '.join(LOG_LIMIT_ACTIONS)}, "
+            f"not {config.log_limit_action!r}"
         )
     if config.max_concurrent < 1:
         raise ConfigError("max_concurrent: must be at least 1")

@@ -62,7 +62,15 @@ class Agent:
         self.store = Store(config.database, self.feed)
         self.files = JobFiles(config.state_dir, config)
         self.logs = JobLogs(config.state_dir / "logs")
-        self.shipper = Shipper(self.store, self.feed, self.logs, JournalWriter())
+        # The controller is made in start(); the shipper only wakes it once running.
+        self.shipper = Shipper(
+            self.store,
+            self.feed,
+            self.logs,
+            JournalWriter(),
+            config=config,
+            wake=lambda: self.controller.wake(),
+        )
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
         self.bound_path: Path | None = None

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from agent.rules.output_cap import Budget
+
 #: What one read of the file takes at most; a record longer than this (conmon
 #: writes at most 8 KiB of output per record) is still read whole.
 READ_BLOCK = 1 << 16
@@ -109,6 +111,17 @@ def records(path: Path, offset: int = 0) -> Iterator[Record]:
             pending = pending[start:]
 
 
+def count_kept(path: Path, budget: Budget, offset: int) -> None:
+    """Feed ``budget`` the records of a log before ``offset`` it has not counted
+    yet, so a reader that starts mid-log (a resumed copy, a cursor, a tail)
+    still knows where the attempt's output cap cuts it."""
+    if budget.cut is not None or budget.end >= offset:
+        return
+    for record in records(path, budget.end):
+        if record.offset >= offset or not budget.admit(record.offset, record.end, len(record.data)):
+            return
+
+
 #: One record, for readers that go through many at once (``blocks``): the
 #: time, the stream, ``F`` or ``P``, and the bytes (absent for an empty line).
 RECORD = re.compile(rb"^([^ \n]+) (stdout|stderr) ([FP])(?: ([^\n]*))?\n", re.MULTILINE)
@@ -136,17 +149,27 @@ def blocks(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
                 pending = pending[cut:]
 
 
-def tail_offset(path: Path, lines: int) -> int:
-    """Where the last ``lines`` lines of a log begin (an offset for ``records``).
+def cut_of(path: Path, cap: int) -> int | None:
+    """Where the output cap ``cap`` (0: none) cuts a log, or None if it does not."""
+    if not cap:
+        return None
+    budget = Budget(cap)
+    count_kept(path, budget, 1 << 62)
+    return budget.cut
+
+
+def tail_offset(path: Path, lines: int, end: int | None = None) -> int:
+    """Where the last ``lines`` lines of a log (up to ``end``, if given) begin
+    (an offset for ``records``).
 
     A line is the records up to and including an ``F`` one; trailing ``P``
     records (output that ends without a newline) make one line more. Reads
     backwards in blocks, so the tail of a huge log costs what the tail is.
     """
-    return tail_position(path, lines)[0]
+    return tail_position(path, lines, end)[0]
 
 
-def tail_position(path: Path, lines: int) -> tuple[int, int]:
+def tail_position(path: Path, lines: int, end: int | None = None) -> tuple[int, int]:
     """``tail_offset``, and how many lines there are from there (fewer than
     ``lines`` when the whole log is shorter: the rest is in an earlier log)."""
     try:
@@ -154,7 +177,7 @@ def tail_position(path: Path, lines: int) -> tuple[int, int]:
     except FileNotFoundError:
         return 0, 0
     with handle:
-        size = _complete_size(handle, handle.seek(0, os.SEEK_END))
+        size = _complete_size(handle, _until(handle, end))
         if lines <= 0:
             return size, 0
         counted = 0
@@ -170,18 +193,19 @@ def tail_position(path: Path, lines: int) -> tuple[int, int]:
         return 0, counted
 
 
-def tail_bytes(path: Path, lines: int, limit: int) -> bytes:
+def tail_bytes(path: Path, lines: int, limit: int, end: int | None = None) -> bytes:
     """The job's bytes of the last ``lines`` lines of a log, at most the last ``limit``.
 
-    Both streams, in the order written. ``limit`` keeps a log without
-    newlines (or with huge lines) from being read whole: a record's bytes
-    never hold a newline, so any newline in the file ends a record, and the
-    first one within the last ``limit`` bytes is a place to start.
+    Both streams, in the order written, up to ``end`` if given (an attempt's
+    cut). ``limit`` keeps a log without newlines (or with huge lines) from
+    being read whole: a record's bytes never hold a newline, so any newline
+    in the file ends a record, and the first one within the last ``limit``
+    bytes is a place to start.
     """
-    start = tail_offset(path, lines)
+    start = tail_offset(path, lines, end)
     try:
         with open(path, "rb") as handle:
-            size = _complete_size(handle, handle.seek(0, os.SEEK_END))
+            size = _complete_size(handle, _until(handle, end))
             if size - start > limit:
                 handle.seek(size - limit)
                 newline = handle.read(READ_BLOCK).find(b"\n")
@@ -190,8 +214,16 @@ def tail_bytes(path: Path, lines: int, limit: int) -> bytes:
         return b""
     out = bytearray()
     for record in records(path, start):
+        if record.offset >= size:
+            break
         out += record.data
     return bytes(out[-limit:])
+
+
+def _until(handle, end: int | None) -> int:
+    """The file's size, or ``end`` if that is less."""
+    size = handle.seek(0, os.SEEK_END)
+    return size if end is None else min(size, end)
 
 
 def _complete_size(handle, size: int) -> int:

@@ -17,10 +17,18 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 
-from agent.adapters.joblogs import RECORD, JobLogs, blocks, parse_time, tail_position
+from agent.adapters.joblogs import (
+    RECORD,
+    JobLogs,
+    blocks,
+    count_kept,
+    parse_time,
+    tail_position,
+)
 from agent.protocol import types
 from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, format_cursor, parse_cursor
+from agent.rules.output_cap import Budget
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +49,36 @@ class Reading:
         attempt: the attempt to begin with (earlier ones are skipped).
         offset: where to begin in that attempt's log (later ones begin at 0).
         since: skip records read before this time (seconds), if set.
+        cap: the job's ``max_log_bytes`` (0: none): no record past an
+            attempt's cut is read, even before the shipper truncated the file.
     """
 
     def __init__(
-        self, logs: JobLogs, job_id: str, attempt: int, offset: int, since: float | None = None
+        self,
+        logs: JobLogs,
+        job_id: str,
+        attempt: int,
+        offset: int,
+        since: float | None = None,
+        cap: int = 0,
     ):
         self.logs = logs
         self.job_id = job_id
         self.attempt = attempt
         self.offset = offset
         self.since = since
+        self.cap = cap
+        self._budgets: dict[int, Budget] = {}
+
+    @property
+    def cut(self) -> bool:
+        """Whether some attempt read so far was cut at the job's cap."""
+        return any(budget.cut is not None for budget in self._budgets.values())
 
     @classmethod
-    def tail(cls, logs: JobLogs, job_id: str, lines: int, since: float | None) -> Reading:
+    def tail(
+        cls, logs: JobLogs, job_id: str, lines: int, since: float | None, cap: int = 0
+    ) -> Reading:
         """The position of the last ``lines`` lines of the job's output, all
         attempts counted, newest last."""
         attempts = logs.attempts(job_id)
@@ -61,9 +86,9 @@ class Reading:
         for attempt in reversed(attempts):
             offset, found = tail_position(logs.path(job_id, attempt), wanted)
             if found >= wanted:
-                return cls(logs, job_id, attempt, offset, since)
+                return cls(logs, job_id, attempt, offset, since, cap)
             wanted -= found
-        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since)
+        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since, cap)
 
     def entries(self) -> Iterator[types.LogEntry]:
         """The entries written since the position, oldest first; the position
@@ -85,32 +110,46 @@ class Reading:
                 # A later attempt exists, so this one's container has ended and
                 # its log is complete: what is left of it was read above.
                 self.attempt, self.offset = attempt, 0
-            yield from self._attempt_entries(self.logs.path(self.job_id, attempt))
+            yield from self._attempt_entries(self.logs.path(self.job_id, attempt), attempt)
 
-    def _attempt_entries(self, path: os.PathLike) -> Iterator[types.LogEntry]:
+    def _attempt_entries(self, path: os.PathLike, attempt: int) -> Iterator[types.LogEntry]:
         self._check_shrunk(path)
         pending = bytearray()
         stream = b""
         first_stamp = b""
         end = self.offset
+        for record_end, stamp, record_stream, tag, data, size in self._records(path, attempt):
+            if self.since is not None and parse_time(stamp) < self.since:
+                continue
+            if pending and (record_stream != stream or len(pending) + size > ENTRY_BYTES):
+                yield self._entry(stream, first_stamp, end, pending)
+                pending = bytearray()
+            if not pending:
+                stream, first_stamp = record_stream, stamp
+            if data:
+                pending += data
+            if tag == b"F":
+                pending += b"\n"
+            end = record_end
+        if pending:
+            yield self._entry(stream, first_stamp, end, pending)
+
+    def _records(self, path: os.PathLike, attempt: int) -> Iterator[tuple]:
+        """The records from the position on: (end, time stamp, stream, F or P,
+        bytes, output size); under a cap, only those before the attempt's cut."""
+        budget = None
+        if self.cap:
+            budget = self._budgets.setdefault(attempt, Budget(self.cap))
+            count_kept(path, budget, self.offset)
         for start, block in blocks(path, self.offset):
             for match in RECORD.finditer(block):
                 stamp, record_stream, tag, data = match.groups()
-                if self.since is not None and parse_time(stamp) < self.since:
-                    continue
                 size = len(data or b"") + (tag == b"F")
-                if pending and (record_stream != stream or len(pending) + size > ENTRY_BYTES):
-                    yield self._entry(stream, first_stamp, end, pending)
-                    pending = bytearray()
-                if not pending:
-                    stream, first_stamp = record_stream, stamp
-                if data:
-                    pending += data
-                if tag == b"F":
-                    pending += b"\n"
-                end = start + match.end()
-        if pending:
-            yield self._entry(stream, first_stamp, end, pending)
+                if budget is not None and not budget.admit(
+                    start + match.start(), start + match.end(), size
+                ):
+                    return
+                yield start + match.end(), stamp, record_stream, tag, data, size
 
     def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
         self.offset = end
@@ -137,13 +176,21 @@ class Reading:
                 self.offset,
             )
             self.offset = 0
+            self._budgets.pop(self.attempt, None)  # the new content has the whole cap again
 
 
 def start(
-    logs: JobLogs, job_id: str, *, tail: int | None, since: float | None, after: str | None
+    logs: JobLogs,
+    job_id: str,
+    *,
+    tail: int | None,
+    since: float | None,
+    after: str | None,
+    cap: int = 0,
 ) -> Reading:
     """Where ``job.logs`` begins: after the ``after`` cursor, else at the last
-    ``tail`` lines, else at the start; records before ``since`` are skipped.
+    ``tail`` lines, else at the start; records before ``since`` are skipped,
+    and none past an attempt's cut under ``cap`` (the job's ``max_log_bytes``).
 
     Raises:
         InvalidParams: ``after`` is not a cursor.
@@ -154,10 +201,10 @@ def start(
             raise InvalidParams(
                 "after: expected the cursor of an entry of this job's output (<attempt>:<offset>)"
             )
-        return Reading(logs, job_id, *position, since)
+        return Reading(logs, job_id, *position, since, cap)
     if tail is not None:
-        return Reading.tail(logs, job_id, tail, since)
-    return Reading(logs, job_id, 0, 0, since)
+        return Reading.tail(logs, job_id, tail, since, cap)
+    return Reading(logs, job_id, 0, 0, since, cap)
 
 
 def page(reading: Reading) -> types.Logs:

@@ -34,6 +34,9 @@ from agent.runtime.changes import ChangeFeed
 from agent.storage.store import Store
 
 MAX_WAIT = 24 * 3600.0
+#: The longest a follow of a job whose output was cut waits for the shipper to
+#: record ``log_dropped`` (it does so within one of its rounds).
+DROPPED_WAIT = 5.0
 #: What ``job.prune`` removes without ``older_than`` when ``retention`` is 0.
 DEFAULT_PRUNE_AGE = 7 * 86400.0
 MAX_LIST = 1000
@@ -122,7 +125,11 @@ class Service:
             raise InvalidParams(
                 f"trigger: expected one of {', '.join(methods.TRIGGERS)}, got {trigger!r}"
             )
-        spec = specs.normalize(raw, default_timeout=self.config.default_timeout or None)
+        spec = specs.normalize(
+            raw,
+            default_timeout=self.config.default_timeout or None,
+            default_max_log_bytes=self.config.max_log_bytes,
+        )
         if raw.get("stop_timeout") is None:
             spec["stop_timeout"] = self.config.default_stop_timeout
         fields = dict(origin or {})
@@ -325,7 +332,8 @@ class Service:
             since = time.time() - specs.parse_duration(since, "since")
         if not isinstance(follow, bool):
             raise InvalidParams("follow: expected true or false")
-        reading = output.start(self.job_logs, full, tail=tail, since=since, after=after)
+        cap = self.store.get(full)["spec"].get("max_log_bytes") or 0
+        reading = output.start(self.job_logs, full, tail=tail, since=since, after=after, cap=cap)
         if not follow or emit is None:
             return output.page(reading)
         state = self._watch_state(full)
@@ -337,6 +345,12 @@ class Service:
             closed=closed,
             wait=lambda seconds: self.feed.wait_after(self.feed.seq, seconds),
         )
+        if reading.cut:
+            # The shipper counts what the cap dropped; the record the client
+            # gets should say so (the shipper's output-cut event wakes this).
+            self.feed.wait_for(
+                lambda: bool(self.store.get(full).get("log_dropped")) or closed(), DROPPED_WAIT
+            )
         return {"entries": sent, "job": self.store.get(full)}
 
     def subscribe(

@@ -18,6 +18,7 @@ from agent.cli.output import (
     age,
     emit_json,
     exit_status,
+    report_dropped,
     report_end,
     status_text,
     table,
@@ -75,6 +76,7 @@ def run(
         ctx.exit(EXIT_INTERRUPTED)
     finally:
         client.close()
+    report_dropped(ended)
     ctx.exit(report_end(ended))
 
 
@@ -275,12 +277,14 @@ def logs(
             # only a connection lost while following is retried.
             full = client.get(job_id)["id"]
             try:
-                client.follow(full, show, tail=tail, since=since, on_lost=_lost)
+                ended = client.follow(full, show, tail=tail, since=since, on_lost=_lost)["job"]
             except KeyboardInterrupt:
                 ctx.exit(EXIT_INTERRUPTED)
         else:
             for entry in client.output(job_id, tail=tail, since=since):
                 show(entry)
+            ended = client.get(job_id)
+    report_dropped(ended)
 
 
 @click.command()

@@ -73,6 +73,18 @@ def report_end(job: dict[str, Any]) -> int:
     return status
 
 
+def report_dropped(job: dict[str, Any]) -> None:
+    """Say on stderr that output past the job's ``max_log_bytes`` was dropped, if it was."""
+    dropped = job.get("log_dropped") or 0
+    if dropped > 0:
+        cap = (job.get("spec") or {}).get("max_log_bytes")
+        click.echo(
+            f"chooctl: job {job['id']}: output past max_log_bytes ({cap}) was dropped "
+            f"({dropped} bytes)",
+            err=True,
+        )
+
+
 def write_output(entry: Any) -> None:
     """Write an entry of a job's output to stdout or stderr, byte for byte, as
     the job wrote it (to the stream it wrote it to)."""

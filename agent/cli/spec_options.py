@@ -59,6 +59,12 @@ _OPTIONS = [
         metavar="DURATION",
         help=f"Grace between SIGTERM and SIGKILL (default {DEFAULT_STOP_TIMEOUT:g}s).",
     ),
+    click.option(
+        "--max-log-bytes",
+        metavar="SIZE",
+        help="Keep at most this much output per attempt (e.g. 10m; 0: no cap; default: the"
+        " agent's max_log_bytes); the rest is dropped, or the job fails (log_limit_action).",
+    ),
     click.option("--memory", metavar="SIZE", help="Memory limit (e.g. 512m)."),
     click.option("--cpus", type=float, help="CPU limit (e.g. 1.5)."),
     click.option("--pids", type=int, help="Process-count limit."),
@@ -87,6 +93,7 @@ _PLAIN = (
     "name",
     "timeout",
     "stop_timeout",
+    "max_log_bytes",
     "pull",
     "retries",
     "network",

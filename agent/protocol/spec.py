@@ -97,6 +97,17 @@ def parse_size(value: Any, field: str) -> int:
     return size
 
 
+def parse_cap(value: Any, field: str) -> int:
+    """A size that may be 0 for "none" (``max_log_bytes``): bytes, or ``"100m"``.
+
+    Raises:
+        InvalidParams: when the value is neither 0 nor a positive size.
+    """
+    if not isinstance(value, bool) and value in (0, "0"):
+        return 0
+    return parse_size(value, field)
+
+
 def _string(value: Any, field: str, *, pattern: re.Pattern | None = None, hint: str = "") -> str:
     if not isinstance(value, str) or not value:
         raise InvalidParams(f"{field}: expected a non-empty string, got {value!r}")
@@ -182,12 +193,16 @@ def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, Any]:
+def normalize(
+    raw: Any, *, default_timeout: float | None = None, default_max_log_bytes: int = 0
+) -> dict[str, Any]:
     """Validate a job spec and fill in its defaults.
 
     Args:
         raw: the spec as the client sent it (decoded JSON).
         default_timeout: seconds applied when the spec names no timeout.
+        default_max_log_bytes: the output cap of each attempt when the spec
+            names none (0: none).
 
     Returns:
         A new dict with every known field present.
@@ -224,6 +239,7 @@ def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, An
         "network": DEFAULT_NETWORK,
         "labels": {},
         "priority": 0,
+        "max_log_bytes": default_max_log_bytes,
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -250,6 +266,8 @@ def normalize(raw: Any, *, default_timeout: float | None = None) -> dict[str, An
         spec["timeout"] = parse_duration(raw["timeout"], "timeout") or None
     if raw.get("stop_timeout") is not None:
         spec["stop_timeout"] = parse_duration(raw["stop_timeout"], "stop_timeout")
+    if raw.get("max_log_bytes") is not None:
+        spec["max_log_bytes"] = parse_cap(raw["max_log_bytes"], "max_log_bytes")
     if raw.get("resources") is not None:
         spec["resources"] = _resources(raw["resources"])
     if raw.get("pull") is not None:
@@ -276,6 +294,7 @@ FIELDS = (
     "user",
     "timeout",
     "stop_timeout",
+    "max_log_bytes",
     "resources",
     "pull",
     "retries",

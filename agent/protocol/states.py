@@ -27,6 +27,8 @@ class Reason(StrEnum):
     OOM = "oom"
     IMAGE = "image"
     CREATE = "create"
+    #: The output passed max_log_bytes with log_limit_action = "fail".
+    LOG_LIMIT = "log_limit"
 
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})

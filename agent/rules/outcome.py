@@ -51,8 +51,8 @@ def decide(
     """Decide how an attempt whose container exited (or vanished) ends.
 
     Args:
-        stop_reason: the stop the agent sent the container (``"cancel"`` or
-            ``"timeout"``), or None.
+        stop_reason: the stop the agent sent the container (``"cancel"``,
+            ``"timeout"`` or ``"log_limit"``), or None.
         cancel_requested: a client asked to cancel the job (a stop may not
             have been sent yet).
         retries_left: how many more attempts the job may make.
@@ -77,10 +77,12 @@ def decide(
         return Outcome(State.CANCELLED, None, None)
     if stop_reason == "timeout":
         return Outcome(State.FAILED, Reason.TIMEOUT, Reason.TIMEOUT)
+    if stop_reason == "log_limit":
+        return Outcome(State.FAILED, Reason.LOG_LIMIT, Reason.LOG_LIMIT)
     if exit_code == 0 and not oom:
         return Outcome(State.SUCCEEDED, None, None)
     reason = Reason.OOM if oom else Reason.EXIT
-    # Only the job's own failures are retried: a timeout or a cancel is final.
+    # Only the job's own failures are retried: a timeout, a log limit or a cancel is final.
     if retries_left > 0:
         return Outcome(State.QUEUED, reason, reason)
     return Outcome(State.FAILED, reason, reason)

@@ -257,7 +257,9 @@ class Controller:
         return self._enforce_deadlines(job, container, now)
 
     def _enforce_deadlines(self, job: dict, container: ContainerState, now: float) -> float | None:
-        """Stop a cancelled or timed-out job: SIGTERM, then SIGKILL after its grace.
+        """Stop a cancelled or timed-out job, or one whose stop another part
+        asked for (``stop_reason`` set, no stop sent yet: the shipper's
+        ``log_limit``): SIGTERM, then SIGKILL after its grace.
 
         Returns:
             When to look at the job again (its timeout, the end of its stop
@@ -267,13 +269,15 @@ class Controller:
         timeout = spec.get("timeout")
         grace = spec.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
         stop_reason = job["stop_reason"]
-        if stop_reason is None:
-            if job["cancel_requested"]:
+        if stop_reason is None or job["stop_sent_at"] is None:
+            if stop_reason is None and job["cancel_requested"]:
                 stop_reason = "cancel"
-            elif timeout and job["started_at"] and now >= job["started_at"] + timeout:
+            elif stop_reason is None and timeout and job["started_at"]:
+                if now < job["started_at"] + timeout:
+                    return job["started_at"] + timeout
                 stop_reason = "timeout"
-            else:
-                return job["started_at"] + timeout if timeout and job["started_at"] else None
+            elif stop_reason is None:
+                return None
             log.info("stopping job %s (%s)", job["id"], stop_reason)
             self.podman.signal(container.id, "SIGTERM")
             self.store.update(job["id"], stop_reason=stop_reason, stop_sent_at=now)

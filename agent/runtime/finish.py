@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.adapters.joblogs import JobLogs, tail_bytes
+from agent.adapters.joblogs import JobLogs, cut_of, tail_bytes
 from agent.adapters.podman import ContainerState
 from agent.config import Config
 from agent.protocol.errors import PodmanUnavailable
@@ -115,7 +115,7 @@ class Finisher:
             "reason": outcome.attempt_reason,
         }
         if outcome.state != State.SUCCEEDED:
-            fields["log_tail"] = self._log_tail(job["id"], job["attempt"])
+            fields["log_tail"] = self._log_tail(job)
         if outcome.retry:
             self._retry(job, outcome.reason, fields, attempt_fields)
         else:
@@ -249,11 +249,15 @@ class Finisher:
             }
         return _noted(job_id, record)
 
-    def _log_tail(self, job_id: str, attempt: int) -> str | None:
+    def _log_tail(self, job: dict[str, Any]) -> str | None:
         """The last lines this attempt wrote (its own log only, never an earlier
-        attempt's), both streams; None when its log cannot be read."""
+        attempt's, and nothing past its max_log_bytes even if the shipper has
+        not cut the file yet), both streams; None when its log cannot be read."""
+        job_id = job["id"]
+        path = self.logs.path(job_id, job["attempt"])
         try:
-            data = tail_bytes(self.logs.path(job_id, attempt), LOG_TAIL_LINES, LOG_TAIL_BYTES)
+            cut = cut_of(path, job["spec"].get("max_log_bytes") or 0)
+            data = tail_bytes(path, LOG_TAIL_LINES, LOG_TAIL_BYTES, cut)
         except OSError as exc:
             log.warning("no log tail for job %s: %s", job_id, exc)
             return None

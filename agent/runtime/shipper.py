@@ -14,6 +14,9 @@ It never blocks the controller (a thread of its own; journald being slow or
 down only delays the copy: the data stays in the file, retried with backoff)
 and never ships a record twice. A file that shrank (Podman's ``log_size_max``
 truncates it in place) is recorded on the job as lost output, never silently.
+A job's ``max_log_bytes`` is enforced here too, as it reads every record: it
+ships nothing at or past an attempt's cut (agent/rules/output_cap.py) and has
+agent/runtime/log_limit.py truncate the file there.
 It never reads the journal for output and never decides a job's state.
 """
 
@@ -23,14 +26,18 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.adapters.joblogs import JobLogs, Record, records
+from agent.adapters.joblogs import JobLogs, Record, count_kept, records
+from agent.config import Config
 from agent.protocol.errors import ChooError
 from agent.protocol.states import TERMINAL, State
+from agent.rules.output_cap import Budget
 from agent.runtime.changes import ChangeFeed
+from agent.runtime.log_limit import OutputCap, budget_for
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent.shipper")
@@ -76,6 +83,8 @@ class _Copy:
     seen: int = -1
     #: The attempt's container has ended: once shipped to the end, it is done.
     ended: bool = False
+    #: The output the attempt kept under its job's max_log_bytes (None: no cap).
+    budget: Budget | None = None
 
 
 class Shipper:
@@ -87,6 +96,8 @@ class Shipper:
         logs: where the attempts' log files are.
         journal: what ships a record and finds where a copy stopped.
         poll: seconds between looks at the files without an event.
+        config: the agent's settings (``log_limit_action``, read at each cut).
+        wake: asks the controller for a pass (to stop a job past its cap).
     """
 
     def __init__(
@@ -97,12 +108,15 @@ class Shipper:
         journal: JournalPort,
         *,
         poll: float = POLL,
+        config: Config | None = None,
+        wake: Callable[[], None] = lambda: None,
     ):
         self.store = store
         self.feed = feed
         self.logs = logs
         self.journal = journal
         self.poll = poll
+        self.cap = OutputCap(store, config or Config(), wake)
         self._copies: dict[tuple[str, int], _Copy] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -198,10 +212,12 @@ class Shipper:
                 if saved is None:
                     saved = {a["number"]: a["log_shipped"] for a in self.store.attempts(job["id"])}
                 path = self.logs.path(job["id"], number)
-                copy = _Copy(job["id"], number, path, 0, saved.get(number))
+                copy = _Copy(job["id"], number, path, 0, saved.get(number), budget=budget_for(job))
                 if ended and copy.saved is not None and copy.saved == _size(path):
                     continue  # shipped to the end before: nothing to do
                 copy.offset = self._resume(copy)
+                if copy.budget is not None:  # what was kept before counts against the cap
+                    count_kept(path, copy.budget, copy.offset)
                 self._copies[(job["id"], number)] = copy
             copy.ended = ended
 
@@ -261,13 +277,20 @@ class Shipper:
         if size < copy.offset or (size > copy.seen and not _at_boundary(copy.path, copy.offset)):
             self._lost(copy, seen=max(copy.seen, copy.offset), size=size)
             copy.offset = 0
+            if copy.budget is not None:  # the new content has the whole cap again
+                copy.budget = Budget(copy.budget.cap)
             self._save(copy)  # never resume past the cut into the new content
+        budget = copy.budget
         for shipped, record in enumerate(records(copy.path, copy.offset), 1):
+            if budget is not None and not budget.admit(record.offset, record.end, len(record.data)):
+                break
             self.journal.ship(copy.job_id, copy.number, record)
             copy.offset = record.end
             if shipped >= BATCH:
                 copy.seen = -1
                 return True
+        if budget is not None and budget.cut is not None:
+            size = self.cap.enforce(copy.job_id, copy.number, copy.path, budget)
         copy.seen = size
         return False
 

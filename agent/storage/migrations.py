@@ -37,10 +37,12 @@ def _v1_to_v2(db: pw.Database) -> None:
 
 
 def _v2_to_v3(db: pw.Database) -> None:
-    """Job output shipped to the journal: how far, and what a log lost (schema 3)."""
+    """Job output shipped to the journal: how far, what a log lost, and what
+    the output cap dropped (schema 3)."""
     migrator = SqliteMigrator(db)
     migrate(
         migrator.add_column("job", "log_lost", pw.IntegerField(null=True)),
+        migrator.add_column("job", "log_dropped", pw.IntegerField(null=True)),
         migrator.add_column("attempt", "log_shipped", pw.IntegerField(null=True)),
     )
 

@@ -91,6 +91,8 @@ def bind(db: pw.Database) -> Models:
         artifacts_message = pw.TextField(null=True)
         # Schema 3: output bytes a log file lost to truncation (Podman's log_size_max).
         log_lost = pw.IntegerField(null=True)
+        # Schema 3: output bytes dropped past the job's max_log_bytes (all attempts).
+        log_dropped = pw.IntegerField(null=True)
 
     class Attempt(Base):
         job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")

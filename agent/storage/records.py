@@ -39,6 +39,7 @@ def job_dict(job) -> dict[str, Any]:
         "submitter_pid": job.submitter_pid,
         "log_tail": job.log_tail,
         "log_lost": job.log_lost,
+        "log_dropped": job.log_dropped,
         "container": container_name(job.id),
         "schedule": job.schedule,
         "scheduled_for": job.scheduled_for,

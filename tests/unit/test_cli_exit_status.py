@@ -93,6 +93,7 @@ NO_OPTIONS = {
     "name": None,
     "timeout": None,
     "stop_timeout": None,
+    "max_log_bytes": None,
     "pull": None,
     "retries": None,
     "network": None,
@@ -129,6 +130,7 @@ def test_every_option_reaches_the_spec():
         name="nightly",
         timeout="30m",
         stop_timeout="5s",
+        max_log_bytes="10k",
         pull="always",
         retries=2,
         network="default",
@@ -147,6 +149,7 @@ def test_every_option_reaches_the_spec():
         "name": "nightly",
         "timeout": "30m",
         "stop_timeout": "5s",
+        "max_log_bytes": "10k",
         "pull": "always",
         "retries": 2,
         "network": "default",
@@ -157,6 +160,7 @@ def test_every_option_reaches_the_spec():
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0
+    assert normalized["max_log_bytes"] == 10 * 1024
     assert normalized["resources"] == {"memory": 512 * 1024**2, "cpus": 1.5, "pids": 64}
 
 

@@ -17,9 +17,13 @@ ENDED = {"id": "J", "state": "failed", "reason": "exit", "exit_code": 3}
 class Script:
     """The calls chooctl makes, answered from a script."""
 
-    def __init__(self, *, follow_error: ChooError | None = None):
+    def __init__(self, *, follow_error: ChooError | None = None, ended=ENDED):
         self.follow_error = follow_error
+        self.ended = ended
         self.waits = 0
+
+    def get(self, job_id):
+        return self.ended
 
     def submit(self, spec, trigger):
         return {"id": "J"}
@@ -30,7 +34,7 @@ class Script:
         on_entry({"stream": "stdout", "text": "abc", "cursor": "1:1"})
         on_entry({"stream": "stderr", "data": base64.b64encode(b"\xff\r").decode()})
         on_entry({"stream": "stdout", "text": "\n", "cursor": "1:2"})
-        return {"entries": 3, "job": ENDED}
+        return {"entries": 3, "job": self.ended}
 
     def wait(self, job_id, timeout=None):
         self.waits += 1
@@ -72,3 +76,16 @@ def test_run_waits_for_the_job_when_its_output_cannot_be_shown(monkeypatch):
 def test_logs_writes_exact_bytes(monkeypatch):
     done = invoke(monkeypatch, Script(), "logs", "J")
     assert done.exit_code == 0 and done.stdout_bytes == b"\x00\x01"
+
+
+CUT = {**ENDED, "log_dropped": 4096, "spec": {"max_log_bytes": 10240}}
+NOTICE = "chooctl: job J: output past max_log_bytes (10240) was dropped (4096 bytes)"
+
+
+def test_run_and_logs_say_on_stderr_that_output_was_dropped(monkeypatch):
+    for args in (["run", "img", "cmd"], ["logs", "J"], ["logs", "-f", "J"]):
+        done = invoke(monkeypatch, Script(ended=CUT), *args)
+        assert NOTICE in done.stderr, args
+        assert NOTICE.encode() not in done.stdout_bytes
+        quiet = invoke(monkeypatch, Script(), *args)
+        assert "max_log_bytes" not in quiet.stderr, args

@@ -267,3 +267,31 @@ def test_own_ulimits_pass_the_config_check(toml):
     limits = own_ulimits()
     text = "ulimits = { " + ", ".join(f"{k} = {v}" for k, v in limits.items()) + " }\n"
     assert load(toml(text)).ulimits == limits
+
+
+# -- the output cap ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, expected", [('"100m"', 100 * 1024**2), ("4096", 4096), ("0", 0), ('"0"', 0)]
+)
+def test_max_log_bytes_is_a_size_kept_as_bytes(toml, value, expected):
+    assert load(toml(f"max_log_bytes = {value}\n")).max_log_bytes == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'max_log_bytes = "lots"',
+        "max_log_bytes = -1",
+        'log_limit_action = "drop"',
+        "log_limit_action = 1",
+    ],
+)
+def test_a_bad_output_cap_setting_is_named(toml, text):
+    with pytest.raises(ConfigError, match=text.split()[0]):
+        load(toml(text + "\n"))
+
+
+def test_the_output_cap_is_off_and_truncates_by_default():
+    assert (Config().max_log_bytes, Config().log_limit_action) == (0, "truncate")

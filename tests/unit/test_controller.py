@@ -132,6 +132,26 @@ def test_timeout_sends_sigterm_then_sigkill_after_the_grace(world):
     assert (record["state"], record["reason"], record["exit_code"]) == ("failed", "timeout", 137)
 
 
+def test_a_stop_the_shipper_asked_for_is_sent_and_ends_failed_log_limit(world):
+    store, podman, controller, clock = world
+    job = submit(store, retries=2)
+    controller.reconcile()
+    cid = podman.containers[job].id
+    store.update(job, stop_reason="log_limit")  # the shipper, on log_limit_action = "fail"
+    assert controller.reconcile() == clock.now + 5
+    assert podman.signals == [(cid, "SIGTERM")]
+    assert store.get(job)["stop_sent_at"] == clock.now
+    controller.reconcile()
+    assert podman.signals == [(cid, "SIGTERM")]  # sent once
+    clock.now += 5
+    controller.reconcile()
+    assert podman.signals == [(cid, "SIGTERM"), (cid, "SIGKILL")]
+    podman.exit(job, 143)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"]) == ("failed", "log_limit")  # never retried
+
+
 def test_capacity_and_priority(world):
     store, podman, controller, clock = world
     low = [submit(store) for _ in range(2)]

@@ -195,3 +195,49 @@ def test_a_log_that_cannot_be_read_is_an_error_that_says_so(logs):
     logs.prepare(JOB, 1).mkdir()  # a directory where the file should be: unreadable as a file
     with pytest.raises(ChooError, match=f"cannot read the output of job {JOB}"):
         everything(logs)
+
+
+def capped(logs, cap, **where):
+    where = {"tail": None, "since": None, "after": None, **where}
+    return output.start(logs, JOB, cap=cap, **where)
+
+
+def test_a_cap_stops_each_attempt_at_its_cut_before_the_file_is_truncated(logs):
+    attempt(logs, 1, [("stdout", b"12345\n"), ("stderr", b"678\n"), ("stdout", b"9\nlost\n")])
+    attempt(logs, 2, [("stdout", b"abcdefgh\n"), ("stdout", b"i\n")])
+    reading = capped(logs, 10)
+    # 6 + 4 bytes fill the cap: "9\n" is the cut; attempt 2 has a cap of its own
+    assert joined(reading.entries()) == {"stdout": b"12345\nabcdefgh\n", "stderr": b"678\n"}
+    assert reading.cut
+    uncapped = capped(logs, 0)
+    assert b"lost" in joined(uncapped.entries())["stdout"] and not uncapped.cut
+
+
+def test_a_cursor_or_a_follow_never_passes_the_cut(logs):
+    path = logs.prepare(JOB, 1)
+    write_like_conmon(path, [("stdout", b"aaaa\n"), ("stdout", b"bbbb\n")])
+    first = list(capped(logs, 10).entries())
+    with open(path, "ab") as more:  # the container goes on writing
+        more.write(joblogs_record("stdout", b"cccc"))
+    resumed = capped(logs, 10, after=first[-1]["cursor"])
+    assert list(resumed.entries()) == [] and resumed.cut
+    sent = []
+    output.follow(
+        capped(logs, 10),
+        JOB,
+        ended=lambda: True,
+        emit=sent.append,
+        closed=lambda: False,
+        wait=lambda _: None,
+    )
+    assert b"".join(entry_bytes(e) for e in sent) == b"aaaa\nbbbb\n"
+
+
+def test_the_log_tail_stops_at_the_cut(tmp_path):
+    path = tmp_path / "1.log"
+    write_like_conmon(path, [("stdout", b"one\ntwo\n"), ("stderr", b"three\n")])
+    assert joblogs.cut_of(path, 0) is None and joblogs.cut_of(path, 100) is None
+    cut = joblogs.cut_of(path, 8)  # "one\ntwo\n" fills it: "three\n" is cut
+    assert joblogs.tail_bytes(path, 100, 1000, cut) == b"one\ntwo\n"
+    assert joblogs.tail_bytes(path, 1, 1000, cut) == b"two\n"
+    assert joblogs.tail_offset(path, 1, cut) == joblogs.tail_offset(path, 2)

@@ -233,11 +233,13 @@ def test_v2_database_gains_the_log_columns(tmp_path):
     store.open()
     try:
         assert store.get(RUNNING)["log_lost"] is None
+        assert store.get(RUNNING)["log_dropped"] is None
         assert store.attempts(RUNNING)[0]["log_shipped"] is None
         store.update_attempt(RUNNING, 1, log_shipped=42)
-        store.update(RUNNING, log_lost=7)
+        store.update(RUNNING, log_lost=7, log_dropped=9)
         assert store.attempts(RUNNING)[0]["log_shipped"] == 42
         assert store.get(RUNNING)["log_lost"] == 7
+        assert store.get(RUNNING)["log_dropped"] == 9
     finally:
         store.close()
     assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]

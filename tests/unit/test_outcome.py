@@ -21,6 +21,7 @@ SUCCEEDED, FAILED, CANCELLED, QUEUED = (
     State.QUEUED,
 )
 EXIT, OOM, TIMEOUT, LOST = Reason.EXIT, Reason.OOM, Reason.TIMEOUT, Reason.LOST
+LOG_LIMIT = Reason.LOG_LIMIT
 
 # (stop_reason, cancel_requested, retries_left, exit_code, oom) -> (state, reason, attempt reason)
 EXITED = [
@@ -41,6 +42,9 @@ EXITED = [
     (("timeout", False, 5, 137, False), (FAILED, TIMEOUT, TIMEOUT)),
     (("timeout", False, 0, 0, False), (FAILED, TIMEOUT, TIMEOUT)),
     (("timeout", False, 0, 137, True), (FAILED, TIMEOUT, TIMEOUT)),
+    # output past max_log_bytes (log_limit_action = "fail") is final too, even an exit 0
+    (("log_limit", False, 0, 143, False), (FAILED, LOG_LIMIT, LOG_LIMIT)),
+    (("log_limit", False, 3, 0, False), (FAILED, LOG_LIMIT, LOG_LIMIT)),
     # a cancel the agent acted on is a cancel, even an exit 0
     (("cancel", True, 0, 143, False), (CANCELLED, None, None)),
     (("cancel", True, 0, 0, False), (CANCELLED, None, None)),

@@ -15,7 +15,9 @@ import pytest
 
 from agent.adapters.joblogs import JobLogs, Record
 from agent.adapters.journal import JournalWriter
+from agent.config import Config
 from agent.protocol.states import State
+from agent.runtime import log_limit
 from agent.runtime import shipper as shipping
 from agent.runtime.shipper import JournalPort, Shipper
 
@@ -271,3 +273,71 @@ def test_the_writer_and_the_fake_match_the_port():
         wanted = shape(getattr(JournalPort, name))
         assert shape(getattr(JournalWriter, name)) == wanted
         assert shape(getattr(FakeJournal, name)) == wanted
+
+
+# -- max_log_bytes ---------------------------------------------------------------
+
+
+def capped_job(store, logs, cap, records=()) -> str:
+    job_id = store.add_job({**SPEC, "max_log_bytes": cap}, trigger="rpc", queue_limit=100)["id"]
+    store.transition(job_id, State.STARTING, new_attempt="rpc")
+    store.transition(job_id, State.RUNNING)
+    logs.prepare(job_id, 1).write_bytes(b"".join(records))
+    return job_id
+
+
+def cuts(store, job_id):
+    return [e["detail"] for e in store.events(job_id) if e["kind"] == log_limit.CUT_EVENT]
+
+
+def test_output_past_the_cap_is_not_shipped_and_is_cut_from_the_file(world):
+    store, logs, journal, shipper = world
+    kept = [line(b"a" * 4), line(b"b" * 4)]  # 5 + 5 bytes of output: exactly the cap
+    job = capped_job(store, logs, 10, [*kept, line(b"c"), line(b"d" * 100)])
+    shipper.recover()
+    shipper.ship_round()
+    assert journal.data(job) == b"aaaa\nbbbb\n"
+    assert logs.path(job, 1).read_bytes() == b"".join(kept)
+    assert store.get(job)["log_dropped"] == 2 + 101
+    assert cuts(store, job) == [{"attempt": 1, "max_log_bytes": 10, "kept": 10}]
+    assert store.get(job)["stop_reason"] is None  # log_limit_action = "truncate"
+    append(logs, job, line(b"e" * 9))  # conmon appends at the new end
+    shipper.ship_round()
+    assert journal.data(job) == b"aaaa\nbbbb\n"
+    assert logs.path(job, 1).read_bytes() == b"".join(kept)
+    assert store.get(job)["log_dropped"] == 2 + 101 + 10
+    assert len(cuts(store, job)) == 1
+
+
+def test_a_restarted_shipper_counts_what_was_kept_and_notes_the_cut_once(world, change_feed):
+    store, logs, journal, shipper = world
+    job = capped_job(store, logs, 10, [line(b"a" * 8)])
+    shipper.recover()
+    shipper.ship_round()
+    append(logs, job, line(b"b" * 8))
+    again = Shipper(store, change_feed, logs, journal)
+    again.recover()
+    again.ship_round()
+    assert journal.data(job) == b"a" * 8 + b"\n"
+    assert store.get(job)["log_dropped"] == 9
+    assert len(cuts(store, job)) == 1
+    append(logs, job, line(b"c"))
+    third = Shipper(store, change_feed, logs, journal)
+    third.recover()
+    third.ship_round()
+    assert journal.data(job) == b"a" * 8 + b"\n"
+    assert len(cuts(store, job)) == 1  # the same cut, found again
+
+
+def test_with_log_limit_action_fail_the_job_is_asked_to_stop(feed_store, change_feed, tmp_path):
+    logs, journal, woken = JobLogs(tmp_path / "logs"), FakeJournal(), []
+    config = Config(log_limit_action="fail")
+    wake = lambda: woken.append(True)  # noqa: E731
+    shipper = Shipper(feed_store, change_feed, logs, journal, config=config, wake=wake)
+    job = capped_job(feed_store, logs, 10, [line(b"x" * 20)])
+    shipper.recover()
+    shipper.ship_round()
+    record = feed_store.get(job)
+    assert (record["stop_reason"], record["stop_sent_at"]) == ("log_limit", None)
+    assert woken == [True]
+    assert journal.data(job) == b""

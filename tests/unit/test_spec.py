@@ -39,6 +39,7 @@ def test_minimal_spec_gets_every_default():
         "network": "none",
         "labels": {},
         "priority": 0,
+        "max_log_bytes": 0,
     }
 
 
@@ -64,9 +65,11 @@ def test_full_spec_is_normalized():
         "network": "default",
         "labels": {"team": "infra", "example.com/tier": "gold"},
         "priority": -5,
+        "max_log_bytes": "10k",
     }
     assert spec.normalize(raw) == {
         **raw,
+        "max_log_bytes": 10 * 1024,
         "timeout": 7200.0,
         "stop_timeout": 3.0,
         "resources": {"memory": 512 * MIB, "cpus": 2.0, "pids": 100},
