@@ -373,23 +373,16 @@ class Service:
         if count is not None:
             whole(count, "count", 1)
         limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
-        deadline = time.monotonic() + limit
-        seq = self.feed.seq
-        sent = 0
-        missed = False
-        while not closed() and time.monotonic() < deadline:
-            self.feed.wait_after(seq, min(0.5, max(0.0, deadline - time.monotonic())))
-            newest, events = self.feed.since(seq)
-            missed = missed or newest - seq > len(events)
-            seq = newest
-            for event in events:
-                if (job_id is None or event["job_id"] == job_id) and (
-                    name is None or event["name"] == name
-                ):
-                    emit(event)
-                    sent += 1
-                    if count is not None and sent >= count:
-                        return {"events": sent, "missed": missed}
+        sent, missed = self.feed.relay(
+            lambda event: (
+                (job_id is None or event["job_id"] == job_id)
+                and (name is None or event["name"] == name)
+            ),
+            emit,
+            deadline=time.monotonic() + limit,
+            count=count,
+            closed=closed,
+        )
         return {"events": sent, "missed": missed}
 
     def _watch_state(self, job_id: str) -> Callable[[], str]:

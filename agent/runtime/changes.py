@@ -62,3 +62,41 @@ class ChangeFeed:
         with self._cond:
             self._cond.wait_for(lambda: self._seq > seq, timeout)
             return self._seq
+
+    def relay(
+        self,
+        wanted: Callable[[dict[str, Any]], bool],
+        emit: Callable[[dict[str, Any]], None],
+        *,
+        deadline: float,
+        count: int | None = None,
+        closed: Callable[[], bool] = lambda: False,
+    ) -> tuple[int, bool]:
+        """Pass each event published from now on that is ``wanted`` to ``emit``.
+
+        Args:
+            wanted: which events to pass on.
+            emit: called with each of them, in order.
+            deadline: a ``time.monotonic()`` time to stop at.
+            count: stop after this many (None: no limit).
+            closed: stop as soon as this holds (the client hung up).
+
+        Returns:
+            How many were passed on, and whether any may have been missed (the
+            relay fell more than the feed's window behind).
+        """
+        seq = self.seq
+        sent = 0
+        missed = False
+        while not closed() and time.monotonic() < deadline:
+            self.wait_after(seq, min(0.5, max(0.0, deadline - time.monotonic())))
+            newest, events = self.since(seq)
+            missed = missed or newest - seq > len(events)
+            seq = newest
+            for event in events:
+                if wanted(event):
+                    emit(event)
+                    sent += 1
+                    if count is not None and sent >= count:
+                        return sent, missed
+        return sent, missed

@@ -221,3 +221,25 @@ def test_a_store_commit_wakes_a_service_waiting_on_the_same_feed(feed_store, fee
     _once_waiting(watched, lambda: feed_store.transition(job_id, State.CANCELLED))
     assert feed_service.wait(WaitParams(job_id, timeout=30))["state"] == "cancelled"
     assert watched.wakes[-1] is True  # the store's publish woke the service's wait
+
+
+def test_relay_passes_on_the_wanted_events_from_now_until_the_count():
+    feed = ChangeFeed()
+    feed.publish({"job_id": "old"})  # before the relay began: not passed on
+    got = []
+
+    def publish_later():
+        for job_id in ("a", "b", "a", "a"):
+            feed.publish({"job_id": job_id})
+
+    watched = WatchedCondition()
+    feed._cond = watched
+    _once_waiting(watched, publish_later)
+    sent, missed = feed.relay(
+        lambda event: event["job_id"] == "a",
+        got.append,
+        deadline=time.monotonic() + 30,
+        count=2,
+    )
+    assert (sent, missed) == (2, False)
+    assert got == [{"job_id": "a"}, {"job_id": "a"}]
