@@ -89,3 +89,21 @@ def test_run_and_logs_say_on_stderr_that_output_was_dropped(monkeypatch):
         assert NOTICE.encode() not in done.stdout_bytes
         quiet = invoke(monkeypatch, Script(), *args)
         assert "max_log_bytes" not in quiet.stderr, args
+
+
+def test_wait_gives_all_the_jobs_one_deadline(monkeypatch):
+    """--timeout is one deadline for every ID, not a timeout each: the second
+    wait gets what the first left of it."""
+    now = [100.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: now[0])
+    timeouts = []
+
+    class Slow(Script):
+        def wait(self, job_id, timeout=None):
+            timeouts.append(timeout)
+            now[0] += 3.0  # each wait takes 3 s of the deadline
+            return ENDED
+
+    done = invoke(monkeypatch, Slow(), "wait", "--timeout", "10s", "A", "B", "C")
+    assert done.exit_code == 3
+    assert timeouts == [10.0, 7.0, 4.0]
