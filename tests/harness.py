@@ -103,21 +103,27 @@ HOLD = "until [ -e /tmp/choo-release ]; do sleep 0.1; done"
 def release(podman_url: str, job_id: str, timeout: float = 30) -> None:
     """Let a ``HOLD`` job go on, by creating its file inside its (running) container.
 
-    ``podman exec`` into a container that has only just started can fail on a
-    loaded host (runc answers 125 before the container's init is ready); the
-    touch is idempotent, so it is tried again until it lands.
+    ``podman exec`` can fail either way round on a loaded host: runc may refuse
+    an exec into a container that has only just started (try again: the touch
+    is idempotent), and an exec that did create the file can still answer an
+    error when the job, released, ends at once and its container goes. So an
+    exec that failed counts as done once the container no longer runs.
     """
+    name = f"choo-{job_id}"
     tries: list[str] = []
 
-    def touched() -> bool:
-        done = podman(
-            "--url", podman_url, "exec", f"choo-{job_id}", "touch", "/tmp/choo-release", check=False
-        )
+    def went_on() -> bool:
+        done = podman("--url", podman_url, "exec", name, "touch", "/tmp/choo-release", check=False)
+        if done.returncode == 0:
+            return True
         tries.append(done.stderr.strip())
-        return done.returncode == 0
+        state = podman(
+            "--url", podman_url, "inspect", "-f", "{{.State.Running}}", name, check=False
+        )
+        return state.returncode != 0 or state.stdout.strip() != "true"
 
     try:
-        wait_until(touched, timeout=timeout, what=f"the release of job {job_id}")
+        wait_until(went_on, timeout=timeout, what=f"the release of job {job_id}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; podman exec said: {tries[-1] if tries else '-'}") from None
 
