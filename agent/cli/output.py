@@ -115,7 +115,8 @@ def when(stamp: float | None) -> str:
 
 
 def status_text(job: dict[str, Any]) -> str:
-    """``failed (exit, 3)``, ``succeeded (0)``, ``running``..."""
+    """``failed (exit, 3)``, ``succeeded (0)``, ``running``...; with ``, output cut``
+    (past ``max_log_bytes``) or ``, output lost`` (a log cut short) when so."""
     text = job["state"]
     if job["state"] == State.FAILED:
         text += f" ({job['reason']}" + (
@@ -123,6 +124,11 @@ def status_text(job: dict[str, Any]) -> str:
         )
     elif job["state"] == State.SUCCEEDED:
         text += " (0)"
+    # Output that is not all there is said wherever the status is shown.
+    if job.get("log_dropped"):
+        text += ", output cut"
+    if job.get("log_lost"):
+        text += ", output lost"
     return text
 
 

@@ -107,3 +107,13 @@ def test_wait_gives_all_the_jobs_one_deadline(monkeypatch):
     done = invoke(monkeypatch, Slow(), "wait", "--timeout", "10s", "A", "B", "C")
     assert done.exit_code == 3
     assert timeouts == [10.0, 7.0, 4.0]
+
+
+def test_the_status_says_when_output_is_not_all_there():
+    from agent.cli.output import status_text
+
+    assert status_text({**ENDED, "log_dropped": 10}) == "failed (exit, 3), output cut"
+    assert status_text({**ENDED, "log_lost": 5}) == "failed (exit, 3), output lost"
+    assert status_text({"state": "succeeded", "log_dropped": 0, "log_lost": None}) == (
+        "succeeded (0)"
+    )
