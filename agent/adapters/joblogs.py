@@ -83,32 +83,17 @@ def parse(line: bytes, offset: int) -> Record | None:
 def records(path: Path, offset: int = 0) -> Iterator[Record]:
     """The complete records of a log from ``offset`` on, oldest first.
 
-    Reads in blocks, so memory stays bounded whatever the log's size; stops at
-    the end of the last complete record (one conmon is still writing is left
-    for the next call). A missing file has no records.
+    Reads in blocks (``blocks``), so memory stays bounded whatever the log's
+    size; stops at the end of the last complete record (one conmon is still
+    writing is left for the next call). A missing file has no records.
     """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, also on a generator's close
-    except FileNotFoundError:
-        return
-    with handle:
-        handle.seek(offset)
-        pending = b""
-        position = offset
-        while True:
-            block = handle.read(READ_BLOCK)
-            if not block:
-                return
-            pending += block
-            start = 0
-            while (newline := pending.find(b"\n", start)) >= 0:
-                line = pending[start : newline + 1]
-                record = parse(line, position)
-                if record is not None:
-                    yield record
-                position += len(line)
-                start = newline + 1
-            pending = pending[start:]
+    for position, block in blocks(path, offset):
+        start = 0
+        while (newline := block.find(b"\n", start)) >= 0:
+            record = parse(block[start : newline + 1], position + start)
+            if record is not None:
+                yield record
+            start = newline + 1
 
 
 def count_kept(path: Path, budget: Budget, offset: int) -> None:
