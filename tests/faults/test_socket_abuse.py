@@ -177,11 +177,12 @@ def test_too_many_busy_connections_are_refused_with_an_error(make_agent, image):
     waiting = []
     for _ in range(4):
         sock = connect(agent.socket)
+        # A ping answered on it shows the agent accepted and counts this connection.
+        assert ping_on(sock) == PONG
         params = {"id": job["id"], "timeout": 3}
         request = {"jsonrpc": "2.0", "id": 1, "method": "job.wait", "params": params}
         sock.sendall(json.dumps(request).encode() + b"\n")
         waiting.append(sock)
-    time.sleep(0.5)
     with connect(agent.socket) as extra:
         answer = read_all(extra)
     assert codes(answer) == [-32600] and b"too many connections" in answer
