@@ -195,11 +195,18 @@ class Controller:
             When (monotonic) the next pass is due: the pass's earliest
             deadline or the resync; after a failed pass, the end of its backoff.
         """
+        # Reads may work while writes cannot (another process holds the write
+        # lock): only a pass that began by writing may say the database is
+        # usable again, not one that a worker's failed write overtook.
+        probed = self.health.troubled(DATABASE)
         try:
+            if probed:
+                with self.store.writing():
+                    pass
             deadline = self.reconcile(admit=admit)
         except Exception as exc:
             return self._pass_failed(exc)
-        self.health.pass_succeeded()
+        self.health.pass_succeeded(database=probed)
         due = self.monotonic() + self.config.resync_interval
         return due if deadline is None else min(due, deadline)
 
@@ -218,14 +225,9 @@ class Controller:
 
         Raises:
             PodmanUnavailable: Podman did not answer the listing.
-            StorageError: the database could not be written (or read:
-                then SQLite's own error, e.g. ``disk I/O error``).
+            StorageError: the database could not be written (a read error is
+                SQLite's own, e.g. ``disk I/O error``).
         """
-        if self.health.troubled(DATABASE):
-            # Reads may work while writes cannot (another process holds the
-            # write lock): only a write says the database is usable again.
-            with self.store.writing():
-                pass
         # Order matters. Jobs with work in flight are set aside first; the rest
         # cannot change under us (only this thread starts work on them). Then
         # the database is read before Podman, so every container a job

@@ -93,13 +93,18 @@ class Health:
             )
         return cause, delay
 
-    def pass_succeeded(self) -> None:
-        """A whole pass worked: the database and the loop are fine again (Podman's
-        trouble is cleared by the pass itself, once Podman answers its listing)."""
+    def pass_succeeded(self, *, database: bool) -> None:
+        """A whole pass worked: the loop is fine again (Podman's trouble is cleared
+        by the pass itself, once Podman answers its listing).
+
+        Args:
+            database: the pass began with a write, so the database is fine too.
+        """
         if self.failed_passes:
             log.info("reconcile passes succeed again after %d failures", self.failed_passes)
         self.failed_passes = 0
-        self.set(DATABASE, None)
+        if database:
+            self.set(DATABASE, None)
         self.set(LOOP, None)
 
     def work_failed(self, exc: Exception) -> None:
