@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from agent.protocol.errors import ChooError
 from agent.rules.admission import backoff
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,11 @@ class Workers:
             delay = backoff(count, FIRST_BACKOFF, MAX_BACKOFF)
             self._failing[job_id] = _Failing(count, self._monotonic() + delay)
         if count == 1:
-            log.error("work on job %s failed; retrying in %.0fs", job_id, delay, exc_info=exc)
+            # An error of ours says what is wrong; anything else needs its traceback.
+            trace = None if isinstance(exc, ChooError) else exc
+            log.error(
+                "work on job %s failed: %s; retrying in %.0fs", job_id, exc, delay, exc_info=trace
+            )
         else:
             log.warning(
                 "work on job %s failed again (%d in a row): %s; retrying in %.0fs",
