@@ -131,9 +131,13 @@ class Workers:
             return set(self._busy)
 
     def next_retry(self) -> float | None:
-        """The earliest monotonic time a backed-off job may get work again, or None."""
+        """The earliest monotonic time still ahead when a backed-off job may get
+        work again, or None (a time passed must not make the loop spin)."""
+        now = self._monotonic()
         with self._changed:
-            return min((f.retry_at for f in self._failing.values()), default=None)
+            return min(
+                (f.retry_at for f in self._failing.values() if f.retry_at > now), default=None
+            )
 
     def forget(self, live: set[str]) -> None:
         """Drop the backoff of jobs that are gone (ended and removed, or pruned).

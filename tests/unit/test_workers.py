@@ -127,6 +127,8 @@ def test_a_backoff_holds_one_job_only_and_a_success_resets_it(inline):
     assert ran == ["b", "ok"] and workers.next_retry() is None
     workers.submit("A", flaky)  # fails: back to one second
     assert workers.next_retry() == clock.mono + 1
+    clock.mono += 1
+    assert workers.next_retry() is None  # due now: nothing ahead to wake for
 
 
 def test_the_backoff_of_a_job_that_is_gone_is_forgotten(inline):
