@@ -1,5 +1,6 @@
 """The reconcile loop of a real agent in a faulty world: its database locked by
-another process for 15 s, and one job's Podman call that never answers.
+another process for 15 s, one job's Podman call that never answers, and a
+job whose end cannot be recorded (its inspect always fails) for a while.
 
 Real agent, real rootless Podman, real SQLite file; the hung call comes from
 the fault-injecting relay (tests/podman_relay.py). A read error (disk I/O) is
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -97,3 +99,26 @@ def test_a_hung_kill_of_one_job_holds_no_other(podman_relay, make_agent, image):
         podman_relay.clear()  # the hung reply is dropped: the stop goes on
     final = agent.wait_state(stuck, "cancelled", timeout=120)
     assert final["state"] == "cancelled"
+
+
+def test_a_finish_that_keeps_failing_backs_off_then_succeeds(podman_relay, make_agent, image):
+    agent = make_agent(podman_url=podman_relay.url).start()
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", HOLD]})["id"]
+    agent.wait_state(job, "running")
+    (container,) = [c for c in agent.containers() if f"choo-{job}" in c["Names"]]
+    inspect = rf"/containers/{container['Id']}/json"
+    # Every inspect of its container loses its reply: recording its end fails.
+    podman_relay.add(Rule("GET", inspect, drop=True))
+    try:
+        release(agent.podman_url, job)
+        # The agent's own tries, as it logs them (podman exec inspects too).
+        wait_until(lambda: f"work on job {job} failed: " in agent.log(), 60, "the first try")
+        first = time.monotonic()
+        wait_until(lambda: "failed again (4 in a row)" in agent.log(), 60, "three retries")
+        # Retried after 1, 2 and 4 s, not at every pass (a tight loop makes
+        # hundreds in that time). A lower bound only: a slow machine waits longer.
+        assert time.monotonic() - first >= 6
+        assert agent.call("job.get", id=job)["state"] == "running"
+    finally:
+        podman_relay.clear()
+    assert agent.wait_state(job, "succeeded", timeout=90)["exit_code"] == 0
