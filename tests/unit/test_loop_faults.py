@@ -172,8 +172,8 @@ def test_an_earlier_attempts_container_is_removed_not_finished_as_the_new_attemp
     controller.reconcile()
     real_remove, failures = podman.remove, []
 
-    def remove(cid):
-        if not failures:
+    def remove(cid):  # the finish's removal and the sweep's next one both time out
+        if len(failures) < 2:
             failures.append(cid)
             raise PodmanUnavailable("Podman did not answer when asked to remove it")
         real_remove(cid)
@@ -184,8 +184,8 @@ def test_an_earlier_attempts_container_is_removed_not_finished_as_the_new_attemp
     assert store.get(job)["state"] == "queued" and failures
     clock.now += 10
     controller.reconcile()  # attempt 2 begins while attempt 1's container is still there
-    assert store.get(job)["attempt"] == 2
-    for _ in range(3):
+    assert store.get(job)["attempt"] == 2 and len(failures) == 2
+    for _ in range(6):  # through the backoff of the failed removals
         controller.reconcile()
         clock.now += 1
     record = store.get(job)
