@@ -237,6 +237,7 @@ class Controller:
         self, job: dict, container: ContainerState | None, now: float
     ) -> float | None:
         """Move a starting or running job along what its container shows."""
+        container = self.launcher.of_attempt(job, container)
         if container is None:
             if job["state"] == State.STARTING:
                 # The agent died between recording `starting` and creating the
