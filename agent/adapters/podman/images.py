@@ -104,13 +104,15 @@ class Images(Connection):
         # The API answers a failed pull with 200 and an ``error`` line in its
         # stream (podman-py's ``images.pull`` then returns an empty Image).
         error, pulled = None, False
-        remaining = max(0.1, deadline - time.monotonic())
+        # Reads may wait past the deadline: the waiting thread ends the pull
+        # there (as a PullTimeout), and this one ends soon after.
+        silence = min(max(0.0, deadline - time.monotonic()) + self.timeout, PULL_READ_TIMEOUT)
         with mapped(f"pull image {image}", ImageError):
             response = self.client.api.post(
                 "/images/pull",
                 params={"reference": image},
                 stream=True,
-                timeout=(self.timeout, min(remaining, max(self.timeout, PULL_READ_TIMEOUT))),
+                timeout=(self.timeout, max(self.timeout, silence)),
             )
             try:
                 response.raise_for_status()
