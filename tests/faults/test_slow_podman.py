@@ -101,16 +101,16 @@ def test_late_and_lost_create_and_start_replies_run_each_job_once(
 ):
     jobs = int(os.environ.get("CHOO_SLOW_PODMAN_JOBS", "40"))
     # Every fifth create and start is answered by Podman and then lost; every
-    # other one of the rest comes a second after podman_timeout.
+    # other one of the rest comes two seconds after podman_timeout.
     late: list = []
     for path in (CREATE, START):
         podman_relay.add(
             Rule("POST", path, drop=True, when=lambda n: n % 5 == 0, after=late.append)
         )
         podman_relay.add(
-            Rule("POST", path, delay=3.0, when=lambda n: n % 2 == 0, after=late.append)
+            Rule("POST", path, delay=6.0, when=lambda n: n % 2 == 0, after=late.append)
         )
-    agent = make_agent(podman_url=podman_relay.url, podman_timeout=2, max_concurrent=8).start()
+    agent = make_agent(podman_url=podman_relay.url, podman_timeout=4, max_concurrent=8).start()
     ids = [
         agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", COUNT_RUNS]})["id"]
         for _ in range(jobs)
@@ -122,7 +122,8 @@ def test_late_and_lost_create_and_start_replies_run_each_job_once(
         f"\n{jobs} jobs: {states.count('succeeded')} succeeded; {creates} creates and "
         f"{starts} starts sent, {len(late)} of them answered late or lost"
     )
-    assert states == ["succeeded"] * jobs, [(i, ended[i]["state"]) for i in ids]
+    others = {i: ended[i] for i in ids if ended[i]["state"] != "succeeded"}
+    assert not others, [(i, j["state"], j["reason"], j["log_tail"]) for i, j in others.items()]
     for job_id in ids:
         _ran_once(agent, job_id)
     assert len(late) >= jobs // 2  # the faults happened (about half of all the replies)
@@ -133,7 +134,8 @@ def test_late_and_lost_create_and_start_replies_run_each_job_once(
 def test_sigkill_right_after_each_step_of_a_start_runs_the_job_once(
     podman_relay, make_agent, podman_service, image, step
 ):
-    agent = make_agent(podman_url=podman_relay.url, podman_timeout=5, secret_env=[SECRET])
+    # Podman itself is slow on a busy machine: this test is about the kill, not lateness.
+    agent = make_agent(podman_url=podman_relay.url, podman_timeout=15, secret_env=[SECRET])
     env = {SECRET: "s3cret"}
     killed = threading.Event()
 
@@ -162,7 +164,7 @@ def test_a_cancel_during_a_stalled_pull_means_the_command_never_runs(
 ):
     pulling = threading.Event()
     podman_relay.add(Rule("POST", r"/images/pull", hang=True, before=lambda r: pulling.set()))
-    agent = make_agent(podman_url=podman_relay.url, podman_timeout=2).start()
+    agent = make_agent(podman_url=podman_relay.url, podman_timeout=5).start()
     job = agent.call(
         "job.submit",
         spec={"image": image, "pull": "always", "command": ["sh", "-c", COUNT_RUNS]},
@@ -182,7 +184,7 @@ def test_a_hung_pull_ends_at_pull_timeout_or_at_the_jobs_own_timeout(
 ):
     podman_relay.add(Rule("POST", r"/images/pull", hang=True))
     agent = make_agent(
-        podman_url=podman_relay.url, podman_timeout=2, pull_timeout=2, retry_backoff_base=0.1
+        podman_url=podman_relay.url, podman_timeout=5, pull_timeout=2, retry_backoff_base=0.1
     ).start()
     pull = {"image": image, "pull": "always", "command": ["sh", "-c", COUNT_RUNS]}
     once = agent.call("job.submit", spec=pull)["id"]
