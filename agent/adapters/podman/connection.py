@@ -62,6 +62,7 @@ class Connection:
             PodmanUnavailable: Podman does not answer (in time, several
                 times over: ``PodmanLate``) or is too old.
         """
+
         def ask() -> dict:
             with mapped("ask Podman for its version"):
                 return self.client.version()

@@ -12,6 +12,7 @@ still ``created``. Whether and when to run is the controller's call.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,7 +159,9 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         def create() -> ContainerState | None:
             try:
                 with mapped(f"create container for job {job_id}", CreateError):
-                    return state_of(self.client.containers.create(**kwargs).attrs)
+                    # A copy: podman-py edits what it is given (a volume's
+                    # mode goes into its options), so a second try would differ.
+                    return state_of(self.client.containers.create(**copy.deepcopy(kwargs)).attrs)
             except CreateError as exc:
                 if "in use" not in exc.message:
                     raise
