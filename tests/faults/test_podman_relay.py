@@ -46,3 +46,12 @@ def test_a_hung_reply_times_out_and_a_dropped_one_breaks_after_podman_acted(
         assert patient.volumes.exists(name)  # Podman made it; only the reply was lost
     finally:
         patient.volumes.remove(name, force=True)
+
+
+def test_a_refused_request_never_reaches_podman(podman_relay, image, tmp_path):
+    client = podman.PodmanClient(base_url=podman_relay.url, timeout=30)
+    name = f"relay-refuse-{tmp_path.name}"
+    podman_relay.add(Rule("POST", r"/volumes/create", refuse=True, when=lambda n: n == 1))
+    with pytest.raises((requests.exceptions.RequestException, podman.errors.APIError)):
+        client.volumes.create(name)
+    assert not client.volumes.exists(name)

@@ -208,3 +208,27 @@ def test_a_hung_pull_ends_at_pull_timeout_or_at_the_jobs_own_timeout(
     assert "while starting" in job["log_tail"]
     assert podman_relay.count("POST", START) == 0
     _nothing_left(agent, podman_service.url, [slow])
+
+
+def test_a_container_of_an_earlier_attempt_is_never_taken_for_the_next(
+    podman_relay, make_agent, podman_service, image
+):
+    # The first attempt fails (exit 1) and its container's removals (the
+    # finish's, then the stray sweep's of the next pass) never reach Podman:
+    # it is still there, exited 1, when attempt 2 begins in that same pass.
+    podman_relay.add(Rule("DELETE", r"/containers/", refuse=True, when=lambda n: n <= 2))
+    agent = make_agent(podman_url=podman_relay.url, podman_timeout=15, retry_backoff_base=0).start()
+    command = f'{COUNT_RUNS}; test "$(wc -l < /out/runs)" -gt 1'
+    job = agent.call(
+        "job.submit", spec={"image": image, "command": ["sh", "-c", command], "retries": 1}
+    )
+    done = agent.wait_job(job["id"], lambda j: j["state"] == "succeeded", "succeeded", timeout=60)
+    # Had attempt 2 taken the old container for its own, it would have
+    # recorded its exit 1 and failed.
+    assert (done["attempt"], done["exit_code"]) == (2, 0), done
+    assert agent.output_lines(job["id"]) == ["runs=1", "runs=2"]
+    # It was there: the start of attempt 2 removed it.
+    assert f"removing container choo-{job['id']} of attempt 1" in agent.log(), [
+        line for line in agent.log().splitlines() if "DEBUG" not in line
+    ]
+    _nothing_left(agent, podman_service.url, [job["id"]])
