@@ -142,6 +142,8 @@ class Config:
     #: if nothing answers there the agent runs ``podman system service`` itself.
     podman_url: str = ""
     podman_timeout: float = 30.0
+    #: The most seconds an image pull may take in all (its replies may trickle).
+    pull_timeout: float = 600.0
     runtime: str = "runc"
     #: Run a tiny init (catatonit) as PID 1, so a job's process gets SIGTERM even if
     #: it installs no handler. Off by default, as in ``podman run``: with it, a
@@ -260,6 +262,8 @@ def _check(config: Config) -> Config:
             or limits[0] > limits[1]
         ):
             raise ConfigError(f"ulimits.{name}: expected [soft, hard] with soft <= hard")
+    if config.pull_timeout <= 0:
+        raise ConfigError("pull_timeout: must be more than 0 seconds")
     if config.max_connections < 1:
         raise ConfigError("max_connections: must be at least 1")
     if config.max_request_bytes < 1024:

@@ -3,7 +3,8 @@
 The agent is pointed at the relay's Unix socket instead of Podman's; every
 HTTP request passes through to the real service, and a test chooses what goes
 wrong on the way: the reply of a chosen endpoint comes late, never comes, or
-the connection drops after Podman acted; or a callback runs (e.g. SIGKILL the
+the connection drops after Podman acted (or before: Podman never sees the
+request); or a callback runs (e.g. SIGKILL the
 agent) when a chosen request passes.
 
 Each request gets a connection of its own to Podman, sent with ``Connection:
@@ -45,6 +46,8 @@ class Rule:
         delay: seconds to hold the reply after Podman answered.
         hang: never answer (Podman still acts); the client's timeout ends it.
         drop: close the client's connection once Podman acted, with no reply.
+        refuse: close the client's connection at once: Podman never sees the
+            request (a call that fails without effect).
         before: called with the request before it is sent on.
         after: called with the request once Podman answered, before the reply.
         when: which matching requests the rule applies to (by 1-based count);
@@ -56,6 +59,7 @@ class Rule:
     delay: float = 0.0
     hang: bool = False
     drop: bool = False
+    refuse: bool = False
     before: Callable[[Request], None] | None = None
     after: Callable[[Request], None] | None = None
     when: Callable[[int], bool] | None = None
@@ -143,6 +147,8 @@ class PodmanRelay:
                 rule = next((r for r in self.rules if r.applies(request)), None)
             if rule and rule.before:
                 rule.before(request)
+            if rule and rule.refuse:
+                return
             upstream = stack.enter_context(socket.socket(socket.AF_UNIX))
             upstream.connect(self.upstream)
             upstream.sendall(_closing_head(head) + body)

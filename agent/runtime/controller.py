@@ -310,7 +310,7 @@ class Controller:
             return None
         if not container.running:
             # Created but not started: the agent died between the two calls.
-            self.workers.submit(job["id"], self._start_created, job, container)
+            self.workers.submit(job["id"], self.launcher.start_created, job, container)
             return None
         if job["state"] == State.STARTING:
             job = adopt(self.store, job, container.id, self.clock()) or job
@@ -364,16 +364,6 @@ class Controller:
         self.podman.signal(container_id, "SIGKILL")
         self.deadlines.mark(job["id"], ("kill", job["attempt"]))
 
-    def _create_and_start(self, job: dict) -> None:
-        self.launcher.create_and_start(job)
-        # Marked once it has started, so its timeout never begins early.
-        self.deadlines.mark(job["id"], ("started", job["attempt"]))
-
-    def _start_created(self, job: dict, container: ContainerState) -> None:
-        self.launcher.start_created(job, container)
-        if job["state"] == State.STARTING:
-            self.deadlines.mark(job["id"], ("started", job["attempt"]))
-
     def _launch(self, job: dict, *, resume: bool = False) -> None:
         """Record ``starting`` (a new attempt) and hand the create to the pool.
 
@@ -383,7 +373,10 @@ class Controller:
             job = self.launcher.record_starting(job)
             if job is None:
                 return
-        self.workers.submit(job["id"], self._create_and_start, job)
+            # A job's timeout covers its start (pull, create) too: it counts
+            # from now, as ``started_at`` does.
+            self.deadlines.mark(job["id"], ("started", job["attempt"]))
+        self.workers.submit(job["id"], self.launcher.create_and_start, job)
 
     # -- health --------------------------------------------------------------
 

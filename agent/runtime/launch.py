@@ -3,28 +3,43 @@
 ``record_starting`` runs on the loop (it is the decision, one transaction);
 ``create_and_start`` and ``start_created`` run on the worker pool (they wait
 on Podman, and on an image pull). A create that fails for the job's own
-reason (its image, Podman refusing the container) ends the job ``failed``;
-Podman not answering puts it back in the queue. Never picks which job starts
-(``agent.rules.admission`` does).
+reason (its image, Podman refusing the container) ends the job ``failed``.
+Between steps the job is read again: a cancel or the job's ``timeout``
+(counted from when the attempt began ``starting``) stops the start there, so
+a job cancelled before its command ran never runs it. Podman answering late,
+or not at all, leaves the job ``starting`` with its attempt open: the loop's
+next pass looks at what Podman did (no container, created, running, exited)
+and carries on from there, so a late reply never makes the job run twice.
+Never picks which job starts (``agent.rules.admission`` does).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from agent.adapters.joblogs import JobLogs
-from agent.adapters.podman import ContainerState, Hardening
+from agent.adapters.podman import ContainerState, Hardening, PullTimeout
 from agent.adapters.secrets import Credentials
 from agent.config import Config
 from agent.protocol.errors import CreateError, ImageError, PodmanUnavailable
-from agent.protocol.spec import parse_size
+from agent.protocol.spec import container_name, parse_size
 from agent.protocol.states import Reason, State
+from agent.rules.outcome import decide
 from agent.runtime.ports import ArtifactFiles, PodmanPort
-from agent.runtime.steps import move, remove_secrets
+from agent.runtime.steps import move, remove_secrets, retry_later
 from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class StartStopped(Exception):
+    """A start given up between two steps: ``reason`` is ``cancel`` or ``timeout``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Launcher:
@@ -34,11 +49,12 @@ class Launcher:
         store: the job store.
         podman: the Podman connection of the loop and its workers.
         logs: where each attempt's output is written (conmon writes it).
-        config: secrets and container hardening, read per job (a reload
-            applies to the next container).
+        config: secrets, container hardening and ``pull_timeout``, read per
+            job (a reload applies to the next container).
         files: where a job's workspace snapshot is (None: no workspaces).
-        clock: the time, in seconds.
+        clock: the time, in seconds (what is recorded).
         on_unavailable: called with the message when Podman does not answer.
+        monotonic: a clock that never jumps, for the deadlines of a start.
     """
 
     def __init__(
@@ -51,6 +67,7 @@ class Launcher:
         files: ArtifactFiles | None,
         clock: Callable[[], float],
         on_unavailable: Callable[[str], None],
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.store = store
         self.podman = podman
@@ -59,29 +76,49 @@ class Launcher:
         self.files = files
         self.clock = clock
         self.on_unavailable = on_unavailable
+        self.monotonic = monotonic
+        # job ID -> (attempt, when it began on the monotonic clock), for the
+        # starts this process began; a start resumed after a restart has only
+        # the wall clock's started_at.
+        self._began: dict[str, tuple[int, float]] = {}
 
     def record_starting(self, job: dict) -> dict | None:
         """Begin a new attempt of a queued job: ``starting``, in one transaction.
+
+        ``started_at`` is when the attempt began: the job's timeout covers
+        its image pull and container create too.
 
         Returns:
             The job, now ``starting``, or None when someone else moved it first.
         """
         trigger = "retry" if job["attempt"] > 0 else job["trigger"]
-        return move(self.store, job, State.STARTING, expect=[State.QUEUED], new_attempt=trigger)
+        began = self.monotonic()
+        moved = move(
+            self.store,
+            job,
+            State.STARTING,
+            expect=[State.QUEUED],
+            new_attempt=trigger,
+            started_at=self.clock(),
+        )
+        if moved is not None:
+            self._began[moved["id"]] = (moved["attempt"], began)
+        return moved
 
     def create_and_start(self, job: dict) -> None:
         """Create and start the container of a ``starting`` job; record ``running``.
 
         An image or create error ends the job ``failed`` (reason ``image`` or
-        ``create``), and so does a log file that cannot be made; Podman not
-        answering puts it back to ``queued``.
+        ``create``; a pull past ``pull_timeout`` is retried if the job has
+        retries left), and so does a log file that cannot be made. A cancel
+        or the job's timeout between steps ends it ``cancelled`` or
+        ``failed/timeout``, its container removed. Podman not answering (or
+        too late to tell what it did) leaves it ``starting`` for the next pass.
         """
+        deadline = self._deadline(job)
         try:
+            self._checkpoint(job, deadline)
             log_path = self.logs.prepare(job["id"], job["attempt"])
-        except OSError as exc:
-            self._fail(job, CreateError(f"cannot make the job's log file: {exc}"))
-            return
-        try:
             container_id = self.podman.run(
                 job["id"],
                 job["attempt"],
@@ -93,11 +130,19 @@ class Launcher:
                     job["spec"].get("secrets") or [], job["id"]
                 ),
                 hardening=hardening(self.config),
+                checkpoint=lambda: self._checkpoint(job, deadline),
+                pull_timeout=self.config.pull_timeout,
             )
+        except StartStopped as stop:
+            self._stop(job, stop.reason)
+            return
+        except OSError as exc:
+            self._fail(job, CreateError(f"cannot make the job's log file: {exc}"))
+            return
         except PodmanUnavailable as exc:
-            move(
-                self.store, job, State.QUEUED, expect=[State.STARTING], detail={"reason": "podman"}
-            )
+            # What Podman did is unknown: the next pass looks (and the job's
+            # `starting` attempt is carried on, never begun again).
+            log.warning("job %s: %s; looking again on the next pass", job["id"], exc)
             self.on_unavailable(str(exc))
             return
         except (ImageError, CreateError) as exc:
@@ -105,43 +150,112 @@ class Launcher:
             return
         self._mark_running(job, container_id)
 
-    def _fail(self, job: dict, exc: ImageError | CreateError) -> None:
-        """End a job whose container could not be made (reason ``image`` or ``create``)."""
-        reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
-        log.warning("job %s could not start: %s", job["id"], exc.message)
-        move(
-            self.store,
-            job,
-            State.FAILED,
-            expect=[State.STARTING],
-            detail={"reason": reason, "message": exc.message},
-            attempt_fields={"ended_at": self.clock(), "reason": reason},
-            reason=reason,
-            log_tail=exc.message,
-        )
-        self.podman.remove_out_volume(job["id"])
-
     def start_created(self, job: dict, container: ContainerState) -> None:
-        """Start a container created before the agent went down.
+        """Start a container created before a create's reply came, or before
+        the agent went down.
 
         Starting it (not re-creating it) keeps the attempt exactly once even if
-        the old start request is still being served.
+        the old start request is still being served. A cancel or timeout that
+        came first removes it instead.
         """
-        self.podman.start(container.id)
-        # Created before the agent went down: its secrets were not removed yet.
+        try:
+            self._checkpoint(job, self._deadline(job))
+            self.podman.start(container.id)
+        except StartStopped as stop:
+            self._stop(job, stop.reason)
+            return
+        except CreateError as exc:
+            self.podman.remove(container.id)
+            self._fail(job, exc)
+            return
+        # Its secrets were not removed yet: the create's caller is gone.
         remove_secrets(self.podman, job)
         if job["state"] == State.STARTING:
             self._mark_running(job, container.id)
 
+    def _deadline(self, job: dict) -> float | None:
+        """When (monotonic) the job's timeout ends its start, or None."""
+        timeout = job["spec"].get("timeout")
+        if not timeout:
+            return None
+        attempt, began = self._began.get(job["id"], (None, 0.0))
+        if attempt == job["attempt"]:
+            return began + timeout
+        # Resumed after a restart: only the wall clock knows when it began.
+        started = job["started_at"] or self.clock()
+        return self.monotonic() + started + timeout - self.clock()
+
+    def _checkpoint(self, job: dict, deadline: float | None) -> None:
+        """Raise StartStopped when the job was cancelled or its time is up."""
+        if self.store.get(job["id"])["cancel_requested"]:
+            raise StartStopped("cancel")
+        if deadline is not None and self.monotonic() >= deadline:
+            raise StartStopped("timeout")
+
+    def _stop(self, job: dict, stop_reason: str) -> None:
+        """End a start stopped between steps: remove what it made, record the end."""
+        log.info("job %s: start stopped (%s)", job["id"], stop_reason)
+        self.podman.remove(container_name(job["id"]))
+        remove_secrets(self.podman, job)
+        outcome = decide(
+            stop_reason=stop_reason,
+            cancel_requested=stop_reason == "cancel",
+            retries_left=job["retries_left"],
+        )
+        message = (
+            "cancelled before its command ran"
+            if outcome.state == State.CANCELLED
+            else f"timed out after {job['spec']['timeout']:g}s while starting (image pull, create)"
+        )
+        self._end(job, outcome.state, outcome.reason, message, stop_reason=stop_reason)
+
+    def _fail(self, job: dict, exc: ImageError | CreateError) -> None:
+        """End a job whose container could not be made (reason ``image`` or
+        ``create``); a pull that took too long is retried if retries are left."""
+        reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
+        log.warning("job %s could not start: %s", job["id"], exc.message)
+        if isinstance(exc, PullTimeout) and job["retries_left"] > 0:
+            self._began.pop(job["id"], None)
+            retry_later(
+                self.store,
+                job,
+                config=self.config,
+                now=self.clock(),
+                expect=[State.STARTING],
+                reason=reason,
+                attempt_fields={"ended_at": self.clock(), "reason": reason},
+                log_tail=exc.message,
+            )
+            return
+        self._end(job, State.FAILED, reason, exc.message)
+
+    def _end(
+        self, job: dict, state: State, reason: Reason | None, message: str, **fields: str
+    ) -> None:
+        """Record the end of a job that never ran, and remove its /out volume."""
+        self._began.pop(job["id"], None)
+        move(
+            self.store,
+            job,
+            state,
+            expect=[State.STARTING],
+            detail={"reason": reason, "message": message},
+            attempt_fields={"ended_at": self.clock(), "reason": reason},
+            reason=reason,
+            log_tail=message,
+            **fields,
+        )
+        self.podman.remove_out_volume(job["id"])
+
     def _mark_running(self, job: dict, container_id: str) -> None:
-        now = self.clock()
+        self._began.pop(job["id"], None)
         move(
             self.store,
             job,
             State.RUNNING,
             expect=[State.STARTING],
-            started_at=now,
-            attempt_fields={"container_id": container_id, "started_at": now},
+            started_at=job["started_at"] or self.clock(),
+            attempt_fields={"container_id": container_id},
         )
 
     def _workspace(self, job_id: str) -> str | None:

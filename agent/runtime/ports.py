@@ -34,6 +34,9 @@ class PodmanPort(Protocol):
         workspace: str | None = None,
         secrets: dict[str, bytes] | None = None,
         hardening: Hardening | None = None,
+        *,
+        checkpoint: Callable[[], None] = ...,
+        pull_timeout: float = ...,
     ) -> str: ...
 
     def start(self, name_or_id: str) -> None: ...

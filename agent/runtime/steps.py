@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agent.config import Config
 from agent.protocol.errors import InvalidTransition
-from agent.protocol.states import State
+from agent.protocol.states import Reason, State
+from agent.rules import admission
 from agent.runtime.ports import PodmanPort
 from agent.storage.store import Store
 
@@ -51,6 +53,49 @@ def adopt(store: Store, job: dict, container_id: str, now: float) -> dict | None
         expect=[State.STARTING],
         started_at=job["started_at"] or now,
         attempt_fields={"container_id": container_id},
+    )
+
+
+def retry_later(
+    store: Store,
+    job: dict,
+    *,
+    config: Config,
+    now: float,
+    expect: list[State],
+    reason: Reason | None,
+    **fields: Any,
+) -> dict | None:
+    """Put a job whose attempt failed back in the queue, due after its backoff.
+
+    Args:
+        store: the job store.
+        job: the job as last read (its ``attempt`` sets the backoff).
+        config: ``retry_backoff_base`` and ``retry_backoff_cap``.
+        now: the current time.
+        expect: the states the job may be in.
+        reason: why the attempt failed.
+        **fields: more columns of the job (``attempt_fields`` too).
+
+    Returns:
+        The job, now ``queued``, or None when someone else moved it first.
+    """
+    delay = admission.backoff(job["attempt"], config.retry_backoff_base, config.retry_backoff_cap)
+    log.info(
+        "job %s attempt %d failed (%s); retrying in %.0fs", job["id"], job["attempt"], reason, delay
+    )
+    detail = {"reason": reason, "retry_in": delay, "exit_code": fields.get("exit_code")}
+    return move(
+        store,
+        job,
+        State.QUEUED,
+        expect=expect,
+        detail=detail,
+        retries_left=job["retries_left"] - 1,
+        not_before=now + delay,
+        stop_reason=None,
+        stop_sent_at=None,
+        **fields,
     )
 
 

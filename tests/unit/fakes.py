@@ -48,7 +48,11 @@ class FakePodman:
         workspace=None,
         secrets=None,
         hardening=None,
+        *,
+        checkpoint=lambda: None,
+        pull_timeout=600.0,
     ):
+        checkpoint()
         cid = f"c-{job_id}-{attempt}"
         self.log_paths.append(log_path)
         with open(log_path, "ab") as log:

@@ -17,6 +17,7 @@ own ``domain/`` is:
 from __future__ import annotations
 
 from agent.adapters.podman.containers import ContainerState
+from agent.adapters.podman.images import PullTimeout
 from agent.adapters.podman.names import (
     LABEL_AGENT,
     LABEL_ATTEMPT,
@@ -36,6 +37,7 @@ __all__ = [
     "ContainerState",
     "Hardening",
     "Podman",
+    "PullTimeout",
     "out_volume_name",
 ]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import podman
 
-from agent.adapters.podman.errors import mapped
+from agent.adapters.podman.errors import answered, mapped
 from agent.adapters.podman.names import LABEL_AGENT
 from agent.protocol.errors import ChooError, PodmanUnavailable
 
@@ -59,10 +59,16 @@ class Connection:
         """Return the API version, refusing a Podman older than we test against.
 
         Raises:
-            PodmanUnavailable: Podman does not answer or is too old.
+            PodmanUnavailable: Podman does not answer (in time, several
+                times over: ``PodmanLate``) or is too old.
         """
-        with mapped("ask Podman for its version"):
-            info = self.client.version()
+
+        def ask() -> dict:
+            with mapped("ask Podman for its version"):
+                return self.client.version()
+
+        # A slow Podman (busy, or just started) is asked again; a dead one is not.
+        info = answered(ask)
         # "Version" is Podman's own; "ApiVersion" is the Docker-compatible API's.
         version = str(info.get("Version") or "0")
         parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.adapters.podman.connection import Connection
-from agent.adapters.podman.errors import Conflict, NotFound, mapped
+from agent.adapters.podman.errors import Conflict, NotFound, done_once, mapped
 from agent.adapters.podman.names import LABEL_ATTEMPT, LABEL_JOB, OUT_MOUNT
 from agent.protocol.errors import CreateError
 
@@ -63,25 +63,7 @@ class Containers(Connection):
                 attrs = self.client.containers.get(name_or_id).attrs
         except NotFound:
             return None
-        state = attrs.get("State") or {}
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
-        return ContainerState(
-            id=attrs["Id"],
-            name=attrs.get("Name", "").lstrip("/"),
-            job_id=labels.get(LABEL_JOB),
-            attempt=_int_or_none(labels.get(LABEL_ATTEMPT)),
-            status=str(state.get("Status", "unknown")).lower(),
-            exit_code=state.get("ExitCode"),
-            oom_killed=bool(state.get("OOMKilled")),
-            out_source=next(
-                (
-                    m.get("Source")
-                    for m in attrs.get("Mounts") or []
-                    if m.get("Destination") == OUT_MOUNT
-                ),
-                None,
-            ),
-        )
+        return state_of(attrs)
 
     def list_ours(self) -> list[ContainerState]:
         """Every container (running or not) labelled as this agent's.
@@ -115,11 +97,26 @@ class Containers(Connection):
     def start(self, name_or_id: str) -> None:
         """Start a created container; one already started is fine.
 
+        A start whose reply came late or was lost is sent again only if the
+        container is still ``created``: one that runs or ran already must not
+        run again.
+
         Raises:
             CreateError: Podman could not start it.
+            PodmanUnavailable: Podman did not answer (``PodmanLate``: too slow
+                to tell whether it started).
         """
-        with mapped(f"start container {name_or_id}", CreateError):
-            self.client.api.post(f"/containers/{name_or_id}/start").raise_for_status()
+
+        def start() -> bool:
+            with mapped(f"start container {name_or_id}", CreateError):
+                self.client.api.post(f"/containers/{name_or_id}/start").raise_for_status()
+            return True
+
+        def started() -> bool | None:
+            found = self.inspect(name_or_id)
+            return True if found is not None and (found.running or found.exited) else None
+
+        done_once(start, started, f"start container {name_or_id}")
 
     def signal(self, name_or_id: str, sig: str) -> None:
         """Send a signal; a container that is already gone or stopped is fine.
@@ -202,6 +199,29 @@ class Containers(Connection):
                         yield event
             finally:
                 response.close()
+
+
+def state_of(attrs: dict[str, Any]) -> ContainerState:
+    """A container's state from Podman's inspect answer (``Container.attrs``)."""
+    state = attrs.get("State") or {}
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    return ContainerState(
+        id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
+        job_id=labels.get(LABEL_JOB),
+        attempt=_int_or_none(labels.get(LABEL_ATTEMPT)),
+        status=str(state.get("Status", "unknown")).lower(),
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        out_source=next(
+            (
+                m.get("Source")
+                for m in attrs.get("Mounts") or []
+                if m.get("Destination") == OUT_MOUNT
+            ),
+            None,
+        ),
+    )
 
 
 def timestamp(value: Any) -> float | None:

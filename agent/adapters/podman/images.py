@@ -1,13 +1,17 @@
 """Images: whether one is present, and pulling one with the registry's own error.
 
 Whether to pull (the spec's pull policy) is run.py's reading of the spec;
-this module only does what it is asked.
+this module only does what it is asked. A pull has an overall deadline (a
+registry may trickle progress for ever) and is watched from the caller's
+thread, so the caller can give up on it (a cancel) while it is still streaming.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 from agent.adapters.podman.connection import Connection
@@ -18,6 +22,12 @@ log = logging.getLogger(__name__)
 
 #: A pull may be silent for a long time between progress lines (large layers).
 PULL_READ_TIMEOUT = 600.0
+#: How often the caller's ``checkpoint`` is called while a pull streams.
+PULL_POLL = 0.25
+
+
+class PullTimeout(ImageError):
+    """A pull took longer than its deadline (``pull_timeout``); worth retrying."""
 
 
 class Images(Connection):
@@ -32,38 +42,89 @@ class Images(Connection):
         with mapped(f"look up image {image}"):
             return bool(self.client.images.exists(image))
 
-    def pull(self, image: str, on_pull: Callable[[str], None]) -> None:
+    def pull(
+        self,
+        image: str,
+        on_pull: Callable[[str], None],
+        *,
+        timeout: float = PULL_READ_TIMEOUT,
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> None:
         """Pull an image, raising ImageError with the registry's message on failure.
 
-        The API answers a failed pull with 200 and an ``error`` line in its
-        stream (podman-py's ``images.pull`` then returns an empty Image), so
-        the stream is read here.
+        The pull streams on a thread of its own while this one calls
+        ``checkpoint`` every ``PULL_POLL`` seconds and watches the deadline;
+        a pull given up on ends by itself at its next line or read timeout.
 
         Args:
             image: the reference to pull.
             on_pull: called with ``image`` before the pull begins.
+            timeout: the most seconds the whole pull may take.
+            checkpoint: called while the pull runs; what it raises ends the
+                wait (and is raised from here).
 
         Raises:
-            ImageError: the pull failed.
+            ImageError: the pull failed (``PullTimeout``: took longer than ``timeout``).
             PodmanUnavailable: Podman did not answer.
         """
         log.info("pulling image %s", image)
         on_pull(image)
+        deadline = time.monotonic() + timeout
+        outcome: dict[str, object] = {}
+        done = threading.Event()
+
+        def stream() -> None:
+            try:
+                outcome["result"] = self._stream_pull(image, deadline)
+            except Exception as exc:  # handed to the waiting thread, raised there
+                outcome["raised"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=stream, name=f"pull {image}", daemon=True).start()
+        while not done.wait(PULL_POLL):
+            checkpoint()
+            if time.monotonic() >= deadline:
+                raise PullTimeout(
+                    f"pulling image {image} took longer than pull_timeout ({timeout:g}s); "
+                    "check the registry, or raise pull_timeout in choo-agent.toml(5)"
+                )
+        if "raised" in outcome:
+            raise outcome["raised"]  # type: ignore[misc]
+        error, pulled = outcome["result"]  # type: ignore[misc]
+        if error or not pulled:
+            raise ImageError(f"could not pull image {image}: {error or 'Podman reported no image'}")
+
+    def _stream_pull(self, image: str, deadline: float) -> tuple[str | None, bool]:
+        """Read a pull's stream until it ends or ``deadline`` (monotonic) passes.
+
+        Returns:
+            The stream's last error line (or None), and whether an image came.
+        """
+        # The API answers a failed pull with 200 and an ``error`` line in its
+        # stream (podman-py's ``images.pull`` then returns an empty Image).
         error, pulled = None, False
+        # Reads may wait past the deadline: the waiting thread ends the pull
+        # there (as a PullTimeout), and this one ends soon after.
+        silence = min(max(0.0, deadline - time.monotonic()) + self.timeout, PULL_READ_TIMEOUT)
         with mapped(f"pull image {image}", ImageError):
             response = self.client.api.post(
                 "/images/pull",
                 params={"reference": image},
                 stream=True,
-                timeout=(self.timeout, max(self.timeout, PULL_READ_TIMEOUT)),
+                timeout=(self.timeout, max(self.timeout, silence)),
             )
-            response.raise_for_status()
-            for line in response.iter_lines():
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    continue
-                error = item.get("error") or error
-                pulled = pulled or bool(item.get("id") or item.get("images"))
-        if error or not pulled:
-            raise ImageError(f"could not pull image {image}: {error or 'Podman reported no image'}")
+            try:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if time.monotonic() >= deadline:
+                        break
+                    try:
+                        item = json.loads(line)
+                    except ValueError:
+                        continue
+                    error = item.get("error") or error
+                    pulled = pulled or bool(item.get("id") or item.get("images"))
+            finally:
+                response.close()
+        return error, pulled

@@ -3,18 +3,23 @@
 ``Hardening`` is how every job's container is confined (from the agent's
 configuration); ``JobContainers.run`` turns a normalised spec into a labelled
 ``choo-<ID>`` container with its /out volume, workspace mount and secrets,
-pulling the image as the spec's pull policy allows. Whether and when to run
-is the controller's call.
+pulling the image as the spec's pull policy allows. Every step is done once
+in effect even when Podman answers late: a create whose reply was lost is
+looked up by name and adopted if it is this attempt's (a container of an
+earlier attempt is removed), a start is repeated only while the container is
+still ``created``. Whether and when to run is the controller's call.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.adapters.podman.containers import Containers
-from agent.adapters.podman.errors import mapped
+from agent.adapters.podman.containers import Containers, ContainerState, state_of
+from agent.adapters.podman.errors import done_once, mapped
 from agent.adapters.podman.images import Images
 from agent.adapters.podman.names import (
     LABEL_AGENT,
@@ -27,8 +32,10 @@ from agent.adapters.podman.names import (
 from agent.adapters.podman.secrets import Secrets
 from agent.adapters.podman.volumes import Volumes
 from agent.config import DEFAULT_CAPS
-from agent.protocol.errors import ChooError, CreateError, ImageError
+from agent.protocol.errors import CreateError, ImageError
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, container_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         workspace: str | None = None,
         secrets: dict[str, bytes] | None = None,
         hardening: Hardening | None = None,
+        *,
+        checkpoint: Callable[[], None] = lambda: None,
+        pull_timeout: float = 600.0,
     ) -> str:
         """Create and start the container of one attempt of a job.
 
@@ -75,6 +85,11 @@ class JobContainers(Containers, Volumes, Secrets, Images):
                 log or ``inspect`` of a created container, and removed again
                 as soon as the container has started (or failed to).
             hardening: capabilities, no-new-privileges, default limits.
+            checkpoint: called between steps (before and after a pull, and
+                during it; after the create, before the start); what it raises
+                stops the start there and is raised from here (the container,
+                if made, is left for the caller to remove).
+            pull_timeout: the most seconds one pull may take.
 
         Returns:
             The container ID.
@@ -82,7 +97,8 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         Raises:
             ImageError: the image is missing and may not (or could not) be pulled.
             CreateError: Podman refused the container.
-            PodmanUnavailable: Podman did not answer.
+            PodmanUnavailable: Podman did not answer (``PodmanLate``: it was
+                too slow to tell what it did; the container may exist).
         """
         kwargs = self._create_kwargs(
             job_id, attempt, spec, log_path, workspace, hardening or Hardening()
@@ -91,23 +107,33 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         if secret_names:
             kwargs["secret_env"] = secret_names
         try:
-            return self._create_and_start(job_id, spec, kwargs, on_pull)
+            self.create_out_volume(job_id)
+            checkpoint()
+
+            def pull() -> None:
+                self.pull(spec["image"], on_pull, timeout=pull_timeout, checkpoint=checkpoint)
+                checkpoint()
+
+            if spec["pull"] == "always":
+                pull()
+            container = self._create(job_id, attempt, spec, kwargs, pull)
+            checkpoint()
+            return self._start(container)
         finally:
             for secret in secret_names.values():
                 self.remove_secret(secret)
 
-    def _create_and_start(
+    def _create(
         self,
         job_id: str,
+        attempt: int,
         spec: dict[str, Any],
         kwargs: dict[str, Any],
-        on_pull: Callable[[str], None],
-    ) -> str:
-        self.create_out_volume(job_id)
-        if spec["pull"] == "always":
-            self.pull(spec["image"], on_pull)
+        pull: Callable[[], None],
+    ) -> ContainerState:
+        """Create the attempt's container (pulling a missing image if allowed)."""
         try:
-            container = self._create(job_id, kwargs)
+            return self._create_once(job_id, attempt, kwargs)
         except CreateError:
             # Trying the create first saves a look-up on every start of a job
             # whose image is present, which is nearly all of them. (Podman 4.3
@@ -119,19 +145,55 @@ class JobContainers(Containers, Volumes, Secrets, Images):
                     f"image {spec['image']} is not present and the pull policy is 'never'; "
                     "pull or build it first (podman pull/podman build as the agent's user)"
                 ) from None
-            self.pull(spec["image"], on_pull)
-            container = self._create(job_id, kwargs)
+            pull()
+            return self._create_once(job_id, attempt, kwargs)
+
+    def _create_once(self, job_id: str, attempt: int, kwargs: dict[str, Any]) -> ContainerState:
+        """Create the container of this attempt, or adopt the one an earlier
+        create of it made (its reply late or lost: Podman answers "name in
+        use" to the next). A container of another attempt by that name (its
+        removal failed) is removed first: it must never pass for this one.
+        """
+        name = kwargs["name"]
+
+        def create() -> ContainerState | None:
+            try:
+                with mapped(f"create container for job {job_id}", CreateError):
+                    # A copy: podman-py edits what it is given (a volume's
+                    # mode goes into its options), so a second try would differ.
+                    return state_of(self.client.containers.create(**copy.deepcopy(kwargs)).attrs)
+            except CreateError as exc:
+                if "in use" not in exc.message:
+                    raise
+            return None
+
+        def made() -> ContainerState | None:
+            found = self.inspect(name)
+            if found is None or (found.job_id == job_id and found.attempt == attempt):
+                return found
+            log.warning(
+                "removing container %s of attempt %s; job %s is at attempt %d",
+                name,
+                found.attempt,
+                job_id,
+                attempt,
+            )
+            self.remove(found.id)
+            return None
+
+        return done_once(create, made, f"create container {name}")
+
+    def _start(self, container: ContainerState) -> str:
+        """Start a container this attempt made (one adopted may be running or
+        have run already); one Podman refuses to start is removed."""
+        if container.running or container.exited:
+            return container.id
         try:
-            with mapped(f"start container for job {job_id}", CreateError):
-                container.start()
-        except ChooError:
+            self.start(container.id)
+        except CreateError:
             self.remove(container.id)
             raise
         return container.id
-
-    def _create(self, job_id: str, kwargs: dict[str, Any]):
-        with mapped(f"create container for job {job_id}", CreateError):
-            return self.client.containers.create(**kwargs)
 
     def _create_kwargs(
         self,

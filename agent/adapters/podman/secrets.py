@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from agent.adapters.podman.connection import Connection
-from agent.adapters.podman.errors import NotFound, mapped
+from agent.adapters.podman.errors import NotFound, done_once, mapped
 from agent.adapters.podman.names import SECRET_PREFIX, secret_name
 from agent.protocol.errors import ChooError, CreateError
 
@@ -37,21 +37,45 @@ class Secrets(Connection):
             PodmanUnavailable: Podman did not answer.
         """
         created: dict[str, str] = {}
+        name = ""
         try:
             for variable, value in values.items():
                 name = secret_name(job_id, attempt, variable)
-                self.remove_secret(name)  # left by an attempt the agent did not see end
-                with mapped(f"store secret {variable} of job {job_id}", CreateError):
-                    response = self.client.api.post(
-                        "/secrets/create", params={"name": name}, data=value
-                    )
-                    response.raise_for_status()
+                self._store_secret(job_id, variable, name, value)
                 created[variable] = name
         except ChooError:
-            for name in created.values():
-                self.remove_secret(name)
+            # The one being made too: its create may have landed after all.
+            for made in {*created.values(), name} - {""}:
+                self.remove_secret(made)
             raise
         return created
+
+    def _store_secret(self, job_id: str, variable: str, name: str, value: bytes) -> None:
+        """Create one secret afresh, once in effect (a late create is looked up)."""
+        what = f"store secret {variable} of job {job_id}"
+
+        def create() -> bool:
+            self.remove_secret(name)  # left by an attempt the agent did not see end
+            try:
+                with mapped(what, CreateError):
+                    self.client.api.post(
+                        "/secrets/create", params={"name": name}, data=value
+                    ).raise_for_status()
+            except CreateError as exc:
+                # This very create, answered late, landed between the removal and now.
+                if "in use" not in exc.message:
+                    raise
+            return True
+
+        done_once(create, lambda: self._secret_exists(name) or None, what)
+
+    def _secret_exists(self, name: str) -> bool:
+        try:
+            with mapped(f"look up secret {name}"):
+                self.client.api.get(f"/secrets/{name}/json").raise_for_status()
+        except NotFound:
+            return False
+        return True
 
     def remove_secret(self, name: str) -> None:
         """Remove one Podman secret; one that is gone is fine, a failure only logged."""

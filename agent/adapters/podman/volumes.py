@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from agent.adapters.podman.connection import Connection
-from agent.adapters.podman.errors import Conflict, NotFound, mapped
+from agent.adapters.podman.errors import Conflict, NotFound, done_once, mapped
 from agent.adapters.podman.names import LABEL_AGENT, LABEL_JOB, OUT_MOUNT, out_volume_name
 from agent.protocol.errors import CreateError
 
@@ -20,19 +20,29 @@ class Volumes(Connection):
 
     def create_out_volume(self, job_id: str) -> None:
         """Create the job's /out volume, labelled as ours; one that exists is kept
-        (a job's attempts share it).
+        (a job's attempts share it, and a create whose reply came late made it).
 
         Raises:
             CreateError: Podman refused the volume.
             PodmanUnavailable: Podman did not answer.
         """
+        name = out_volume_name(job_id)
         labels = {LABEL_AGENT: self.agent_id, LABEL_JOB: job_id}
-        try:
-            with mapped(f"create the /out volume of job {job_id}", CreateError):
-                self.client.volumes.create(out_volume_name(job_id), labels=labels)
-        except CreateError as exc:
-            if "already exists" not in exc.message:
-                raise
+
+        def create() -> bool:
+            try:
+                with mapped(f"create the /out volume of job {job_id}", CreateError):
+                    self.client.volumes.create(name, labels=labels)
+            except CreateError as exc:
+                if "already exists" not in exc.message:
+                    raise
+            return True
+
+        done_once(create, lambda: self._volume_exists(name) or None, f"create volume {name}")
+
+    def _volume_exists(self, name: str) -> bool:
+        with mapped(f"look up volume {name}"):
+            return bool(self.client.volumes.exists(name))
 
     def remove_out_volume(self, job_id: str) -> None:
         """Remove the job's /out volume; one that is gone or still in use is left.
