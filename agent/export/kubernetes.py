@@ -76,7 +76,10 @@ def manifests(source: Source, hardening: Hardening, losses: Losses, *, pod: bool
         else:
             kind = "CronJob"
             workload = {"apiVersion": "batch/v1", "kind": "CronJob", "spec": _cron(schedule)}
-            workload["spec"]["jobTemplate"] = {"metadata": {"labels": labels}, "spec": job_spec}
+            template_of_jobs: dict[str, Any] = {"spec": job_spec}
+            if labels:
+                template_of_jobs["metadata"] = {"labels": labels}
+            workload["spec"]["jobTemplate"] = template_of_jobs
     warnings = losses.warnings()
     if warnings:
         annotations[f"{PREFIX}/export-warnings"] = "\n".join(warnings)
