@@ -22,7 +22,12 @@ from agent.protocol.exports import KINDS, KUBERNETES, TARGETS
 
 @click.command("export")
 @click.argument("job_id", metavar="[ID]", required=False)
-@click.option("--schedule", "schedule", metavar="NAME", help="Export this schedule (a CronJob).")
+@click.option(
+    "--schedule",
+    "schedule",
+    metavar="NAME",
+    help="Export this schedule (a CronJob, or a periodic Nomad job).",
+)
 @click.option(
     "--spec",
     "spec_file",
