@@ -32,10 +32,9 @@ PULL_POLICIES = {"missing": "IfNotPresent", "always": "Always", "never": "Never"
 CONCURRENCY = {"allow": "Allow", "forbid": "Forbid", "replace": "Replace"}
 #: A CronJob's name leaves room for the 11 characters its Jobs' names add.
 MAX_CRONJOB_NAME = 52
-#: The container's name in the Pod (a job has one container).
+#: The container's name in the Pod (a job has one container), and its /out volume's.
 CONTAINER = "job"
-#: Where Podman's --read-only mounts a tmpfs, as the agent runs a read-only job.
-READ_ONLY_TMPFS = ("/tmp", "/var/tmp", "/run")
+OUT_VOLUME = "out"
 #: The Pod label a NetworkPolicy selects the job's Pods by.
 SELECTOR = f"{PREFIX}.export"
 
@@ -155,13 +154,9 @@ def _pod_spec(spec: dict[str, Any], hardening: Hardening, losses: Losses) -> dic
     resources = _resources(spec, hardening, losses)
     if resources:
         container["resources"] = {"limits": resources, "requests": dict(resources)}
-    mounts = [(OUT_DIR, "out", {})]
-    if hardening.read_only:
-        mounts += [
-            (path, path.strip("/").replace("/", "-"), {"medium": "Memory"})
-            for path in READ_ONLY_TMPFS
-        ]
-    container["volumeMounts"] = [{"name": vol, "mountPath": path} for path, vol, _ in mounts]
+    # /out alone is writable under a read-only root, as the agent runs the job
+    # (it asks Podman for no tmpfs at /tmp or /run).
+    container["volumeMounts"] = [{"name": OUT_VOLUME, "mountPath": OUT_DIR}]
     if hardening.init:
         losses.note("container_init", "Kubernetes runs no init of its own as PID 1")
     if spec["priority"]:
@@ -177,7 +172,7 @@ def _pod_spec(spec: dict[str, Any], hardening: Hardening, losses: Losses) -> dic
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": math.ceil(spec["stop_timeout"]),
         "containers": [container],
-        "volumes": [{"name": vol, "emptyDir": empty} for _, vol, empty in mounts],
+        "volumes": [{"name": OUT_VOLUME, "emptyDir": {}}],
     }
     if spec["timeout"]:
         # On the Pod, not the Job: the limit is each attempt's, as choo's timeout.

@@ -22,6 +22,36 @@ pytestmark = pytest.mark.podman
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "unit" / "nomad_job.schema.json").read_text())
 SCRIPT = 'echo "out $A $(id -u):$(id -g) $(pwd)"; echo err >&2; touch /out/made; exit 3'
+#: Capabilities, and which of /, /tmp and /out the job may write.
+PROBE = (
+    "grep CapEff /proc/self/status; for d in / /tmp /out; do "
+    'touch $d/probe 2>/dev/null && echo "$d rw" || echo "$d ro"; done; exit 4'
+)
+
+#: (agent settings, spec fields beside image and name, the same as chooctl run options,
+#: stdout, exit code).
+CASES = {
+    "user_env_workdir": (
+        {},
+        {
+            "command": ["sh", "-c", SCRIPT],
+            "env": {"A": "1"},
+            "workdir": "/tmp",
+            "user": "1000:1000",
+            "labels": {"team": "ci"},
+        },
+        ["-e", "A=1", "-w", "/tmp", "-u", "1000:1000", "-l", "team=ci"],
+        "out 1 1000:1000 /tmp\n",
+        3,
+    ),
+    "hardening": (
+        {"container_caps": ["CHOWN"], "read_only_rootfs": True},
+        {"command": ["sh", "-c", PROBE]},
+        [],
+        "CapEff:\t0000000000000001\n/ ro\n/tmp ro\n/out rw\n",
+        4,
+    ),
+}
 
 
 def _ok(done):
@@ -29,68 +59,27 @@ def _ok(done):
     return done.stdout
 
 
-@pytest.fixture
-def unlimited_agent(make_agent):
-    """An agent that sets no default memory limit: kube play of Podman 4.3.1 cannot
-    create a Pod with one under this machine's cgroups, and both runs must be alike."""
-    return make_agent(default_memory="").start()
-
-
-def test_the_exported_pod_plays_as_chooctl_runs_it(unlimited_agent, image, tmp_path):
-    agent = unlimited_agent
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_exported_pod_plays_as_chooctl_runs_it(case, make_agent, image, tmp_path):
+    settings, fields, run_options, stdout, exit_code = CASES[case]
+    # No default memory limit: kube play of Podman 4.3.1 cannot create a Pod
+    # with one under this machine's cgroups, and both runs must be alike.
+    agent = make_agent(default_memory="", **settings).start()
     name = f"export-play-{secrets.token_hex(4)}"
-    spec = {
-        "image": image,
-        "name": name,
-        "command": ["sh", "-c", SCRIPT],
-        "env": {"A": "1"},
-        "workdir": "/tmp",
-        "user": "1000:1000",
-        "pull": "never",
-        "labels": {"team": "ci"},
-    }
     spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(spec))
+    spec_file.write_text(json.dumps({"image": image, "name": name, "pull": "never", **fields}))
     run = agent.chooctl(
-        "run",
-        "--name",
-        name,
-        "-e",
-        "A=1",
-        "-w",
-        "/tmp",
-        "-u",
-        "1000:1000",
-        "--pull",
-        "never",
-        "-l",
-        "team=ci",
-        image,
-        "sh",
-        "-c",
-        SCRIPT,
+        "run", "--name", name, "--pull", "never", *run_options, image, *fields["command"]
     )
-    assert run.returncode == 3, run.stderr
+    assert (run.returncode, run.stdout) == (exit_code, stdout), run.stderr
 
-    refused = agent.chooctl(
-        "export", "--spec", str(spec_file), "--to", "kubernetes", "--kind", "pod"
-    )
+    export = ["export", "--spec", str(spec_file), "--to", "kubernetes", "--kind", "pod"]
+    refused = agent.chooctl(*export)
     assert refused.returncode == 125
     assert "image: " in refused.stderr and "--lossy" in refused.stderr
 
     manifest = tmp_path / "pod.yaml"
-    exported = agent.chooctl(
-        "export",
-        "--spec",
-        str(spec_file),
-        "--to",
-        "kubernetes",
-        "--kind",
-        "pod",
-        "--lossy",
-        "-o",
-        str(manifest),
-    )
+    exported = agent.chooctl(*export, "--lossy", "-o", str(manifest))
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout == ""
     assert "chooctl: warning: image: " in exported.stderr
@@ -106,14 +95,12 @@ def test_the_exported_pod_plays_as_chooctl_runs_it(unlimited_agent, image, tmp_p
     try:
         _ok(podman("kube", "play", str(playable)))
         container = f"{name}-job"
-        exit_code = _ok(podman("wait", container)).strip()
+        played = _ok(podman("wait", container)).strip()
         logs = podman("logs", container)
     finally:
         podman("kube", "down", str(playable), check=False)
         podman("pod", "rm", "-f", name, check=False)
-    assert int(exit_code) == run.returncode == 3
-    assert logs.stdout == run.stdout == "out 1 1000:1000 /tmp\n"
-    assert logs.stderr == run.stderr == "err\n"
+    assert (int(played), logs.stdout, logs.stderr) == (run.returncode, run.stdout, run.stderr)
 
 
 def test_export_by_id_to_nomad_over_the_socket(agent, image, tmp_path):
