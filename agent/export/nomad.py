@@ -29,6 +29,8 @@ from agent.protocol.spec import MAX_PRIORITY, MAX_SECONDS
 
 NANOS = 1_000_000_000
 MIB = 1 << 20
+#: The least memory Nomad lets a task reserve.
+MIN_MEMORY_MB = 10
 #: Nomad's job priorities, and the one a job without a priority gets.
 PRIORITY_LOW, PRIORITY_DEFAULT, PRIORITY_HIGH = 1, 50, 100
 #: The task's (and its group's) name in the job.
@@ -159,7 +161,13 @@ def _resources(spec: dict[str, Any], hardening: Hardening, losses: Losses) -> di
     out = {}
     memory = resources.get("memory") or hardening.memory
     if memory:
-        out["MemoryMB"] = math.ceil(memory / MIB)
+        out["MemoryMB"] = max(MIN_MEMORY_MB, math.ceil(memory / MIB))
+        if memory < MIN_MEMORY_MB * MIB:
+            why = f"{memory} bytes: Nomad's least is {MIN_MEMORY_MB} MB; exported as that"
+            if resources.get("memory"):
+                losses.lose("resources.memory", why)
+            else:
+                losses.note("default_memory", why)
     else:
         losses.note("default_memory", "no limit is set; Nomad reserves its default 300 MB")
     cpus = resources.get("cpus")

@@ -6,6 +6,12 @@ engines without --lossy, the others need it (see ``LOSSY``).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import kubernetes_validate.utils
+
 from agent.config import Config
 from agent.export import Hardening, Source
 from agent.protocol.spec import normalize
@@ -106,3 +112,15 @@ def source(fields: dict, **kwargs) -> Source:
 
 
 ALL = {**ALONE, **LOSSY, **TOGETHER}
+
+
+@contextlib.contextmanager
+def schemas_read_once() -> Iterator[None]:
+    """kubernetes-validate reads and parses its schema files (megabytes) on every
+    call; they never change, so meanwhile each is read once."""
+    read = kubernetes_validate.utils.schema_contents
+    kubernetes_validate.utils.schema_contents = functools.cache(read)
+    try:
+        yield
+    finally:
+        kubernetes_validate.utils.schema_contents = read

@@ -4,11 +4,9 @@ out; each field maps as chooctl(1)'s table says; what cannot map is refused."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import kubernetes_validate
-import kubernetes_validate.utils
 import pytest
 
 from agent.export import Source, export
@@ -17,16 +15,11 @@ from agent.protocol.errors import InvalidParams
 from agent.protocol.exports import KUBERNETES_VERSION
 from tests.unit import export_corpus as corpus
 
-# kubernetes-validate reads and parses its schema files (megabytes) on every
-# call; they never change, so each is read once for the whole module.
-_read_schema = kubernetes_validate.utils.schema_contents
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _schemas_read_once():
-    kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(_read_schema)
-    yield
-    kubernetes_validate.utils.schema_contents = _read_schema
+    with corpus.schemas_read_once():
+        yield
 
 
 #: The fields each lossy corpus entry loses on Kubernetes.

@@ -215,3 +215,11 @@ def test_a_job_that_left_files_in_out_is_refused():
     source = Source(spec=corpus.spec({}), job_id=corpus.JOB_ID, archived=True)
     with pytest.raises(InvalidParams, match="/out: "):
         export(source, to="nomad", hardening=corpus.hardening())
+
+
+def test_memory_below_nomads_least_is_a_loss():
+    with pytest.raises(InvalidParams, match="resources.memory: "):
+        nomad({"resources": {"memory": "1m"}})
+    result = nomad({"resources": {"memory": "1m"}}, lossy=True)
+    assert task_of(result)["Resources"]["MemoryMB"] == 10
+    assert task_of(nomad({"resources": {"memory": "10m"}}))["Resources"]["MemoryMB"] == 10
