@@ -6,6 +6,7 @@ as YAML or JSON to stdout or ``-o FILE``, and each warning to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -112,4 +113,6 @@ def _write(text: str, output: str | None) -> None:
         Path(partial).write_text(text)
         os.replace(partial, output)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            Path(partial).unlink(missing_ok=True)
         raise click.UsageError(f"-o: cannot write {output}: {exc.strerror}") from None
