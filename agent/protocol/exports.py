@@ -11,5 +11,3 @@ KINDS = ("job", "pod")
 DEFAULT_KIND = KINDS[0]
 #: The Kubernetes version the manifests are written for (and validated against in the tests).
 KUBERNETES_VERSION = "1.33"
-#: The oldest Nomad whose API takes every field of a Nomad export (a group's MaxRunDuration).
-NOMAD_VERSION = "2.0.2"
