@@ -1,13 +1,15 @@
 """Checks of param values the use cases share, each raising InvalidParams naming the field.
 
-Pure; the checks of a job spec are agent/protocol/spec.py's, those of a
-schedule's settings agent/rules/schedule.py's.
+Pure; the checks of a job spec are agent/protocol/spec.py's (``job_spec`` adds
+the agent's defaults), those of a schedule's settings agent/rules/schedule.py's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agent.config import Config
+from agent.protocol import spec as specs
 from agent.protocol.errors import InvalidParams
 
 
@@ -46,3 +48,19 @@ def schedule_name(name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidParams(f"name: expected a schedule name, got {name!r}")
     return name
+
+
+def job_spec(raw: Any, config: Config) -> dict[str, Any]:
+    """``raw`` as job.submit stores it: checked, with the agent's defaults filled in.
+
+    Raises:
+        InvalidParams: naming the first field that is wrong.
+    """
+    spec = specs.normalize(
+        raw,
+        default_timeout=config.default_timeout or None,
+        default_max_log_bytes=config.max_log_bytes,
+    )
+    if raw.get("stop_timeout") is None:
+        spec["stop_timeout"] = config.default_stop_timeout
+    return spec

@@ -30,6 +30,7 @@ from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
+from agent.api.export import export
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
@@ -73,6 +74,7 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_LIST: lambda call, params: call.schedules.list(params),
     protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params),
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params),
+    protocol.EXPORT: lambda call, params: export(call.service, params),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

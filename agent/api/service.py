@@ -23,7 +23,7 @@ from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.secrets import Credentials
 from agent.api import logs as output
-from agent.api.checks import string_list, whole
+from agent.api.checks import job_spec, string_list, whole
 from agent.api.peers import Peer
 from agent.config import Config
 from agent.protocol import methods, types
@@ -125,13 +125,7 @@ class Service:
             raise InvalidParams(
                 f"trigger: expected one of {', '.join(methods.TRIGGERS)}, got {trigger!r}"
             )
-        spec = specs.normalize(
-            raw,
-            default_timeout=self.config.default_timeout or None,
-            default_max_log_bytes=self.config.max_log_bytes,
-        )
-        if raw.get("stop_timeout") is None:
-            spec["stop_timeout"] = self.config.default_stop_timeout
+        spec = job_spec(raw, self.config)
         fields = dict(origin or {})
         schedule_update = fields.pop("schedule_update", None)
         job_id = str(ULID())

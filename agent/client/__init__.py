@@ -257,3 +257,22 @@ class Client(Connection):
     def schedule_trigger(self, name: str, *, trigger: str = m.DEFAULT_TRIGGER) -> types.Triggered:
         """Run the schedule now, under its concurrency policy."""
         return self.request(m.SCHEDULE_TRIGGER, m.ScheduleTriggerParams(name=name, trigger=trigger))
+
+    # -- export --------------------------------------------------------------------
+
+    def export(
+        self,
+        to: str,
+        *,
+        job_id: str | None = None,
+        schedule: str | None = None,
+        spec: dict[str, Any] | None = None,
+        kind: str | None = None,
+        lossy: bool = False,
+    ) -> types.Exported:
+        """The manifests of a job, a schedule or a spec (name exactly one) for
+        Kubernetes or Nomad; what has no equivalent is refused unless ``lossy``."""
+        params = m.ExportParams(
+            to=to, id=job_id, schedule=schedule, spec=spec, kind=kind, lossy=lossy
+        )
+        return self.request(m.EXPORT, params)

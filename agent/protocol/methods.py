@@ -34,6 +34,7 @@ SCHEDULE_ADD = "schedule.add"
 SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
+EXPORT = "job.export"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -151,6 +152,20 @@ class ScheduleTriggerParams:
     trigger: str = DEFAULT_TRIGGER
 
 
+@dataclass(frozen=True)
+class ExportParams:
+    """What to export (exactly one of ``id``, ``schedule``, ``spec``) and to which engine."""
+
+    to: str
+    id: str | None = None
+    schedule: str | None = None
+    spec: dict[str, Any] | None = None
+    #: Kubernetes only: "job" (default) or "pod".
+    kind: str | None = None
+    #: Export what has no equivalent anyway, with a warning for each.
+    lossy: bool = False
+
+
 # -- the methods -------------------------------------------------------------------
 
 
@@ -199,6 +214,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_LIST, ScheduleListParams, list[types.ScheduleState] | types.ScheduleState),
     Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
+    Method(EXPORT, ExportParams, types.Exported),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

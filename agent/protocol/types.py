@@ -200,3 +200,18 @@ class Info(TypedDict, total=False):
     secrets: list[str]
     podman: dict[str, Any]
     degraded: str | None
+
+
+class Exported(TypedDict):
+    """``job.export``: the manifests of a job, schedule or spec for another engine."""
+
+    #: "kubernetes" or "nomad".
+    to: str
+    #: What was made: "Job", "CronJob" or "Pod"; "batch" for Nomad.
+    kind: str
+    #: The name the objects were given (DNS-1123).
+    name: str
+    #: The objects, in the order to apply them (Nomad: one ``{"Job": ...}``).
+    documents: list[dict[str, Any]]
+    #: What the target could not express (exported with ``lossy``), one line each.
+    warnings: list[str]
