@@ -17,6 +17,7 @@ that the credential check, not the file mode, is what decides.
 from __future__ import annotations
 
 import grp
+import json
 import os
 import shutil
 import subprocess
@@ -86,6 +87,26 @@ def python(inside: int, script: str, *args: str, **kwargs) -> subprocess.Popen:
         cwd="/",
         **kwargs,
     )
+
+
+#: One request on a fresh connection; prints the first line answered.
+ONE_CALL = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+print(s.makefile("rb").readline().decode(), end="")
+"""
+
+
+def call(inside: int, socket: Path, method: str, **params) -> dict:
+    """One JSON-RPC call as one of the three users, on a connection of its own; the response."""
+    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    process = python(inside, ONE_CALL, str(socket), request)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return json.loads(out)
 
 
 @pytest.fixture

@@ -13,30 +13,14 @@ import json
 
 import pytest
 
-from tests.other_uids import (
-    ADMIN,
-    ADMIN_GROUP,
-    ALICE,
-    BOB,
-    chooctl,
-    host_uid,
-    open_socket_dir,  # noqa: F401 (a fixture)
-    python,
-    start_open,
-)
+from tests import other_uids
+from tests.other_uids import ADMIN, ADMIN_GROUP, ALICE, BOB, chooctl, host_uid, start_open
 
 pytestmark = pytest.mark.podman
+open_socket_dir = other_uids.open_socket_dir
 
 TOKEN = "tok-3f9a1c"
 RULE = "only its owner, root, the agent's user or members of admin_groups may"
-ONE_CALL = r"""
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(60)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-print(s.makefile("rb").readline().decode(), end="")
-"""
 
 
 @pytest.fixture
@@ -45,7 +29,7 @@ def users():
 
 
 @pytest.fixture
-def shared(make_agent, open_socket_dir, users):  # noqa: F811 (the fixture above)
+def shared(make_agent, open_socket_dir, users):
     """An agent for the three users; GITHUB_TOKEN is in its environment, for Alice alone."""
     return start_open(
         make_agent,
@@ -71,11 +55,7 @@ def refused(done, *words: str) -> str:
 
 
 def rpc(who: int, agent, method: str, **params) -> dict:
-    request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    process = python(who, ONE_CALL, str(agent.socket), request)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
-    return json.loads(out)
+    return other_uids.call(who, agent.socket, method, **params)
 
 
 def test_members_and_an_admin_over_chooctl_and_the_socket(shared, image, users):
