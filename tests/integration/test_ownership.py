@@ -69,6 +69,7 @@ def test_members_and_an_admin_over_chooctl_and_the_socket(shared, image, users):
     whose = f"job {job_id} belongs to uid {alice}; {RULE}"
 
     # Bob, a member too: sees it, never what it holds.
+    assert job_id in ok(chooctl(BOB, agent.socket, "ps", "-a", "-q")).split()
     shown = json.loads(ok(chooctl(BOB, agent.socket, "inspect", job_id)))[0]
     assert shown["spec"]["env"] == {"MODE": None} and shown["withheld"] is True
     assert TOKEN not in json.dumps(shown) and shown["state"] == "succeeded"
@@ -174,3 +175,21 @@ def test_a_credential_refused_by_policy_stores_nothing(shared, image, users):
         )
     )
     assert f"token={TOKEN}" in out
+
+
+def test_list_others_false_hides_others_jobs_entirely(make_agent, open_socket_dir, image, users):
+    agent = start_open(
+        make_agent,
+        open_socket_dir,
+        allowed_users=[str(uid) for uid in users.values()],
+        admin_groups=[ADMIN_GROUP],
+        list_others=False,
+    )
+    alices = ok(chooctl(ALICE, agent.socket, "submit", "-q", image, "true")).strip()
+    bobs = ok(chooctl(BOB, agent.socket, "submit", "-q", image, "true")).strip()
+    for job_id in (alices, bobs):
+        agent.call("job.wait", id=job_id, timeout=60)
+    assert ok(chooctl(BOB, agent.socket, "ps", "-a", "-q")).split() == [bobs]
+    refused(chooctl(BOB, agent.socket, "inspect", alices), f"job {alices} belongs to uid")
+    refused(chooctl(BOB, agent.socket, "wait", alices), "list_others = false")
+    assert set(ok(chooctl(ADMIN, agent.socket, "ps", "-a", "-q")).split()) == {alices, bobs}
