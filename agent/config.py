@@ -73,8 +73,12 @@ RELOADABLE = frozenset(
         "retry_backoff_cap",
         "allowed_users",
         "allowed_groups",
+        "admin_groups",
+        "list_others",
+        "secret_access",
         "max_request_bytes",
         "max_connections",
+        "max_connections_per_uid",
         "request_timeout",
         "secret_env",
         "container_caps",
@@ -170,9 +174,20 @@ class Config:
     socket_group: str = "choo"
     allowed_users: list[str] = field(default_factory=list)
     allowed_groups: list[str] = field(default_factory=list)
+    #: Groups whose members may read and change every user's jobs and schedules
+    #: (root and the agent's own user always may).
+    admin_groups: list[str] = field(default_factory=list)
+    #: Show other users' jobs (state, name, image, times; never env values or
+    #: output) in listings and event streams; false hides them entirely.
+    list_others: bool = True
+    #: Credential name (or "*", every unlisted one) to the users, groups or
+    #: uids who may ask for it; an unlisted credential is the admins' alone.
+    secret_access: dict[str, list[str]] = field(default_factory=dict)
     max_request_bytes: int = 1 << 20
-    #: Open client connections; past it the longest-idle one is closed.
+    #: Open client connections; when full, the uid holding the most gives way.
     max_connections: int = 256
+    #: Connections one uid may hold (root and the agent's user: max_connections).
+    max_connections_per_uid: int = 32
     #: Seconds a client may take to finish a request it began, or to read an answer.
     request_timeout: float = 30.0
     #: Agent environment variables a job's ``secrets`` may name (besides the
@@ -279,10 +294,25 @@ def _check(config: Config) -> Config:
     for name in config.secret_env:
         if not ENV_NAME_RE.match(name):
             raise ConfigError(f"secret_env: {name!r} is not an environment variable name")
+    _check_secret_access(config.secret_access)
+    if config.max_connections_per_uid < 1:
+        raise ConfigError("max_connections_per_uid: must be at least 1")
     for name, limit in config.name_limits.items():
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"name_limits.{name}: expected a whole number >= 1")
     return config
+
+
+def _check_secret_access(access: dict[str, Any]) -> None:
+    for name, entries in access.items():
+        if name != "*" and not ENV_NAME_RE.match(name):
+            raise ConfigError(
+                f'secret_access: {name!r} is not a credential name (a variable name, or "*")'
+            )
+        if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+            raise ConfigError(
+                f"secret_access.{name}: expected a list of user names, group names or uids"
+            )
 
 
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -128,6 +128,13 @@ def release(podman_url: str, job_id: str, timeout: float = 30) -> None:
         raise AssertionError(f"{exc}; podman exec said: {tries[-1] if tries else '-'}") from None
 
 
+def _toml(value: Any) -> str:
+    """A setting's value as TOML: JSON, but a table inline as ``{"key" = value}``."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 class AgentProcess:
     """A real choo-agent process with its own state dir, socket and config."""
 
@@ -151,7 +158,7 @@ class AgentProcess:
             "log_level": "debug",
             **self.settings,
         }
-        lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        lines = [f"{key} = {_toml(value)}" for key, value in values.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(

@@ -65,13 +65,20 @@ class Connection:
             notify=self.notify,
             closed=self.closed,
         )
-        #: Inside a call (never evicted); guarded by the server's slot lock.
+        #: Inside a call (closed only to make room when its uid holds the most
+        #: connections, agent/rules/fairness.py); guarded by the server's slot lock.
         self.busy = False
         self.evicted = False
         self.last_active = time.monotonic()
 
+    @property
+    def uid(self) -> int:
+        """The peer's uid, which the connection slots are shared between."""
+        return self.peer.uid
+
     def evict(self) -> None:
-        """Close this idle connection (called with the server's slot lock held)."""
+        """Close this connection to make room (called with the server's slot lock
+        held); a call in progress sees its client gone and ends."""
         self.evicted = True
         with contextlib.suppress(OSError):
             self.conn.shutdown(socket.SHUT_RDWR)

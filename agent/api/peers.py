@@ -13,6 +13,7 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.config import Config
@@ -58,6 +59,40 @@ def _peer_groups(conn: socket.socket) -> tuple[int, ...]:
     return ()
 
 
+def account(uid: int) -> pwd.struct_passwd | None:
+    """The password-database entry of ``uid`` (None: it has none)."""
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        return None
+
+
+def memberships(peer: Peer, names: Iterable[str]) -> frozenset[str]:
+    """Which of the groups ``names`` the peer is a member of.
+
+    A member has it as its primary or a supplementary group as the kernel
+    reported them for the connecting process, or is listed by the group
+    database (or has it as its account's primary group). A peer known by its
+    uid alone (a schedule's owner, when its run starts) is judged by the
+    databases.
+    """
+    user = account(peer.uid)
+    gids = {peer.gid, *peer.groups} if isinstance(peer, Peer) else set()
+    if user:
+        gids.add(user.pw_gid)
+        if not isinstance(peer, Peer):
+            gids.update(os.getgrouplist(user.pw_name, user.pw_gid))
+    found = set()
+    for name in names:
+        try:
+            group = grp.getgrnam(name)
+        except KeyError:
+            continue
+        if group.gr_gid in gids or (user and user.pw_name in group.gr_mem):
+            found.add(name)
+    return frozenset(found)
+
+
 class AccessPolicy:
     """Who may talk to the agent: itself, root, listed users, members of listed groups.
 
@@ -79,26 +114,15 @@ class AccessPolicy:
         """
         if peer.uid in (0, os.getuid()):
             return
-        try:
-            user = pwd.getpwuid(peer.uid)
-        except KeyError:
-            user = None
+        user = account(peer.uid)
         allowed_users = set(self.config.allowed_users)
         if str(peer.uid) in allowed_users or (user and user.pw_name in allowed_users):
             return
         names = [*self.config.allowed_groups]
         if self.config.socket_group:
             names.append(self.config.socket_group)
-        gids = {peer.gid, *peer.groups}
-        if user:
-            gids.add(user.pw_gid)
-        for name in names:
-            try:
-                group = grp.getgrnam(name)
-            except KeyError:
-                continue
-            if group.gr_gid in gids or (user and user.pw_name in group.gr_mem):
-                return
+        if memberships(peer, names):
+            return
         who = f"uid {peer.uid}" + (f" ({user.pw_name})" if user else "")
         groups = ", ".join(dict.fromkeys(names)) or "none configured"
         raise Unauthorized(

@@ -52,29 +52,37 @@ class Call:
 
 
 #: What each method does with its bound params: the use case it calls, with
-#: the connection's peer and notifications where the use case needs them.
+#: the connection's peer (whose rights owners.py checks) and notifications.
 USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.PING: lambda call, params: "pong",
     protocol.INFO: lambda call, params: call.service.info(),
     protocol.SUBMIT: lambda call, params: call.service.submit(params, peer=call.peer),
-    protocol.GET: lambda call, params: call.service.get(params),
-    protocol.LIST: lambda call, params: call.service.list(params),
-    protocol.CANCEL: lambda call, params: call.service.cancel(params),
-    protocol.WAIT: lambda call, params: call.service.wait(params, closed=call.closed),
+    protocol.GET: lambda call, params: call.service.get(params, peer=call.peer),
+    protocol.LIST: lambda call, params: call.service.list(params, peer=call.peer),
+    protocol.CANCEL: lambda call, params: call.service.cancel(params, peer=call.peer),
+    protocol.WAIT: lambda call, params: call.service.wait(
+        params, closed=call.closed, peer=call.peer
+    ),
     protocol.LOGS: lambda call, params: call.service.logs(
-        params, emit=lambda entry: call.notify(protocol.LOG_LINE, entry), closed=call.closed
+        params,
+        emit=lambda entry: call.notify(protocol.LOG_LINE, entry),
+        closed=call.closed,
+        peer=call.peer,
     ),
     protocol.SUBSCRIBE: lambda call, params: call.service.subscribe(
-        params, emit=lambda event: call.notify(protocol.EVENT, event), closed=call.closed
+        params,
+        emit=lambda event: call.notify(protocol.EVENT, event),
+        closed=call.closed,
+        peer=call.peer,
     ),
-    protocol.REMOVE: lambda call, params: call.service.remove(params),
-    protocol.PRUNE: lambda call, params: call.service.prune(params),
-    protocol.ARTIFACTS: lambda call, params: call.service.artifacts(params),
+    protocol.REMOVE: lambda call, params: call.service.remove(params, peer=call.peer),
+    protocol.PRUNE: lambda call, params: call.service.prune(params, peer=call.peer),
+    protocol.ARTIFACTS: lambda call, params: call.service.artifacts(params, peer=call.peer),
     protocol.SCHEDULE_ADD: lambda call, params: call.schedules.add(params, peer=call.peer),
-    protocol.SCHEDULE_LIST: lambda call, params: call.schedules.list(params),
-    protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params),
-    protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params),
-    protocol.EXPORT: lambda call, params: export(call.service, params),
+    protocol.SCHEDULE_LIST: lambda call, params: call.schedules.list(params, peer=call.peer),
+    protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params, peer=call.peer),
+    protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
+    protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

@@ -2,8 +2,9 @@
 
 One JSON-RPC text per line each way (connection.py frames them). Who may
 connect is peers.py's policy, the listening socket listener.py's; this module
-owns the connection slots (``max_connections``, evicting the longest idle)
-and a graceful stop. What a request means is rpc.py's business.
+owns the connection slots (``max_connections``, ``max_connections_per_uid``;
+which connection gives way is agent/rules/fairness.py's choice) and a graceful
+stop. What a request means is rpc.py's business.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import select
 import socket
 import threading
@@ -23,6 +25,7 @@ from agent.api.schedules import Schedules
 from agent.api.service import Service
 from agent.config import Config
 from agent.protocol.errors import INVALID_REQUEST, Unauthorized
+from agent.rules import fairness
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class Server:
         self.schedules = schedules
         self.config = config
         self.policy = AccessPolicy(config)
+        self.agent_uid = os.getuid()
         self._connections: set[Connection] = set()
         self._slots = threading.Lock()
         raise_fd_limit(config.max_connections)
@@ -128,14 +132,10 @@ class Server:
             conn.close()
             return
         connection = Connection(conn, peer, self)
-        if not self._take_slot(connection):
-            log.warning(
-                "refused connection from pid %d uid %d: max_connections (%d) reached",
-                peer.pid,
-                peer.uid,
-                self.config.max_connections,
-            )
-            refuse(conn, INVALID_REQUEST, "too many connections; try again later")
+        refusal = self._take_slot(connection)
+        if refusal:
+            log.warning("refused connection from pid %d uid %d: %s", peer.pid, peer.uid, refusal)
+            refuse(conn, INVALID_REQUEST, f"too many connections: {refusal}; try again later")
             return
         try:
             threading.Thread(
@@ -145,25 +145,40 @@ class Server:
             self._release_slot(connection)
             refuse(conn, INVALID_REQUEST, "the agent is overloaded; try again later")
 
-    def _take_slot(self, connection: Connection) -> bool:
-        """Admit a connection within ``max_connections``.
+    def _take_slot(self, connection: Connection) -> str | None:
+        """Admit a connection, fairly between uids; returns why not (None: admitted).
 
-        When all slots are taken, the connection that has waited longest
-        without a call in progress (idle, or stalled half-way through a
-        request) is closed to make room: clients that merely hold connections
-        open cannot lock others out. Only calls in progress are never cut.
+        A uid holds at most ``max_connections_per_uid`` (root and the agent's
+        user: any number): past it, that uid's own longest-idle connection is
+        closed to make room, and with all of them inside calls the newcomer is
+        refused. When all ``max_connections`` are taken, the uid holding the
+        most gives way (fairness.py chooses): its longest-idle connection is
+        closed, or, when all of its connections are inside calls, the one in
+        a call the longest. So no uid can lock out another, and root and the
+        agent's user always get in.
         """
+        config = self.config
         with self._slots:
-            if len(self._connections) >= self.config.max_connections:
-                idle = [c for c in self._connections if not c.busy]
-                if not idle:
-                    return False
-                victim = min(idle, key=lambda c: c.last_active)
+            victim = fairness.victim(
+                self._connections,
+                connection.peer.uid,
+                privileged=(0, self.agent_uid),
+                per_uid=config.max_connections_per_uid,
+                total=config.max_connections,
+            )
+            if isinstance(victim, str):
+                return victim
+            if victim is not None:
                 self._connections.discard(victim)
                 victim.evict()
-                log.debug("closed idle connection of pid %d to make room", victim.peer.pid)
+                log.info(
+                    "closed a connection of uid %d (pid %d) to make room for uid %d",
+                    victim.peer.uid,
+                    victim.peer.pid,
+                    connection.peer.uid,
+                )
             self._connections.add(connection)
-            return True
+            return None
 
     def _release_slot(self, connection: Connection) -> None:
         with self._slots:

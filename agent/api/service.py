@@ -4,7 +4,10 @@ rpc.py calls each with its params object (agent.protocol.methods), bound from
 the request; tests and the scheduler thread may too. The service validates
 values, reads and writes the store, and wakes the controller; it never talks
 to Podman (the controller does) and knows nothing of sockets. The schedule.*
-use cases are agent/api/schedules.py's.
+use cases are agent/api/schedules.py's, removal and pruning removal.py's,
+job.wait and events.subscribe watching.py's.
+Each use case that reads what a job holds or changes it takes the caller
+(``peer``; None: the agent itself) and asks owners.py first.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.secrets import Credentials
 from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
+from agent.api.owners import OWNER, Owners
 from agent.api.peers import Peer
+from agent.api.removal import Removal
+from agent.api.watching import Watching
 from agent.config import Config
 from agent.protocol import methods, types
 from agent.protocol import spec as specs
@@ -33,16 +39,13 @@ from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import Store
 
-MAX_WAIT = 24 * 3600.0
 #: The longest a follow of a job whose output was cut waits for the shipper to
 #: record ``log_dropped`` (it does so within one of its rounds).
 DROPPED_WAIT = 5.0
-#: What ``job.prune`` removes without ``older_than`` when ``retention`` is 0.
-DEFAULT_PRUNE_AGE = 7 * 86400.0
 MAX_LIST = 1000
 
 
-class Service:
+class Service(Removal, Watching):
     """The use cases; one instance per agent, shared by every connection's thread."""
 
     def __init__(
@@ -63,6 +66,7 @@ class Service:
         self.config = config
         self.wake = wake
         self.status = status
+        self.owners = Owners(config)
         self.started = time.time()
 
     # -- agent ---------------------------------------------------------------
@@ -118,7 +122,8 @@ class Service:
                 schedule change stored in the job's own transaction.
 
         Raises:
-            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached.
+            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached;
+            Unauthorized: a credential ``secret_access`` does not grant ``peer``.
         """
         raw, trigger = params.spec, params.trigger
         if trigger not in methods.TRIGGERS and origin is None:
@@ -126,6 +131,7 @@ class Service:
                 f"trigger: expected one of {', '.join(methods.TRIGGERS)}, got {trigger!r}"
             )
         spec = job_spec(raw, self.config)
+        self.owners.require_secrets(peer, spec["secrets"])
         fields = dict(origin or {})
         schedule_update = fields.pop("schedule_update", None)
         job_id = str(ULID())
@@ -160,64 +166,16 @@ class Service:
         dest, size = self.files.snapshot(job_id, source)
         return {"workspace": str(dest), "workspace_size": size}
 
-    # -- removal and retention -----------------------------------------------
-
-    def remove(self, params: methods.JobRef) -> types.Job:
-        """Delete a finished job: its record, attempts, events, output, workspace and archive.
-
-        Raises:
-            InvalidTransition: the job has not ended.
-        """
-        full = self.store.resolve(params.id)
-        record = self.store.remove_job(full)
-        self._remove_files([full])
-        return record
-
-    def prune(self, params: methods.PruneParams) -> types.Pruned:
-        """Remove finished jobs that ended more than ``older_than`` ago (default:
-        the ``retention`` setting, or 7 days when it is 0), optionally only
-        those in ``state``. A job that has not ended is never touched."""
-        older_than = params.older_than
-        states = string_list(params.state, "state")
-        terminal = sorted(s.value for s in TERMINAL)
-        for s in states:
-            if s not in terminal:
-                raise InvalidParams(
-                    f"state: only finished jobs are pruned; expected {', '.join(terminal)}, "
-                    f"got {s!r}"
-                )
-        if older_than is None:
-            seconds = self.config.retention or DEFAULT_PRUNE_AGE
-        else:
-            seconds = specs.parse_duration(older_than, "older_than")
-        return self.prune_before(time.time() - seconds, states or None)
-
-    def prune_before(self, ended_before: float, states: list[str] | None = None) -> types.Pruned:
-        """Remove the finished jobs (in ``states``) that ended before ``ended_before``."""
-        removed = self.remove_many(self.store.prunable(ended_before=ended_before, states=states))
-        return {"removed": removed, "count": len(removed)}
-
-    def remove_many(self, job_ids: list[str]) -> list[str]:
-        """Remove those of ``job_ids`` that have ended; returns the IDs removed."""
-        removed = [job["id"] for job in self.store.remove_jobs(job_ids)]
-        self._remove_files(removed)
-        return removed
-
-    def _remove_files(self, job_ids: list[str]) -> None:
-        """A removed job's files go with it: its output, workspace and archive."""
-        for job_id in job_ids:
-            self.job_logs.remove(job_id)
-            if self.files is not None:
-                self.files.remove(job_id)
-
     # -- artifacts -----------------------------------------------------------
 
-    def artifacts(self, params: methods.ArtifactsParams) -> types.Artifacts:
+    def artifacts(
+        self, params: methods.ArtifactsParams, *, peer: Peer | None = None
+    ) -> types.Artifacts:
         """What a job left in /out: the record, and with ``length`` a chunk of the
-        archive (base64) from ``offset``."""
+        archive (base64) from ``offset``. Its owner's and the admins' only."""
         offset, length = params.offset, params.length
         full = self.store.resolve(params.id)
-        job = self.store.get(full)
+        job = self._owned(full, peer, "read its artifacts")
         out: dict[str, Any] = {"id": full, "job_state": job["state"], **job["artifacts"]}
         if length is None:
             return out
@@ -233,16 +191,42 @@ class Service:
         )
         return out
 
-    def get(self, params: methods.JobRef) -> types.JobDetail:
-        """The job record with its attempts and events."""
+    def get(self, params: methods.JobRef, *, peer: Peer | None = None) -> types.JobDetail:
+        """The job record with its attempts and events; env values and output
+        withheld unless ``peer`` owns it or is an admin."""
         full = self.store.resolve(params.id)
-        job = self.store.get(full)
+        job = self._visible(full, peer)
         job["attempts"] = self.store.attempts(full)
         job["events"] = self.store.events(full)
+        return self.owners.shown(peer, job)
+
+    def _visible(self, job_id: str, peer: Peer | None) -> dict[str, Any]:
+        """The job's record, if ``peer`` may know of it (``list_others``).
+
+        Raises:
+            Unauthorized: ``list_others`` is off and the job is not ``peer``'s.
+        """
+        job = self.store.get(job_id)
+        if not self.owners.may_see(peer, job[OWNER]):
+            self.owners.require(peer, f"job {job_id}", job[OWNER], "see it (list_others = false)")
         return job
 
-    def list(self, params: methods.ListParams) -> types.JobPage:
-        """One page of jobs, newest first, filtered by state, name, labels and age."""
+    def _owned(self, job_id: str, peer: Peer | None, action: str) -> dict[str, Any]:
+        """The job's record, if ``peer`` may do ``action`` to it.
+
+        Raises:
+            Unauthorized: naming the owner rule.
+        """
+        job = self.store.get(job_id)
+        self.owners.require(peer, f"job {job_id}", job[OWNER], action)
+        return job
+
+    def list(self, params: methods.ListParams, *, peer: Peer | None = None) -> types.JobPage:
+        """One page of jobs, newest first, filtered by state, name, labels and age.
+
+        Others' jobs come without env values and output, or (``list_others``
+        off) not at all.
+        """
         name, since, limit, cursor = params.name, params.since, params.limit, params.cursor
         states = string_list(params.state, "state")
         for s in states:
@@ -261,19 +245,28 @@ class Service:
         whole(limit, "limit", 1, MAX_LIST)
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidParams("cursor: expected the cursor of a previous page")
-        jobs = self.store.list(
-            states=states, name=name, labels=labels, since=since, after=cursor, limit=limit
-        )
+        jobs: list[dict[str, Any]] = []
+        while True:  # fill the page with jobs ``peer`` may see
+            rows = self.store.list(
+                states=states, name=name, labels=labels, since=since, after=cursor, limit=limit
+            )
+            shown = [j for j in rows if self.owners.may_see(peer, j[OWNER])]
+            jobs += [self.owners.shown(peer, j) for j in shown[: limit - len(jobs)]]
+            if len(jobs) == limit or len(rows) < limit:
+                break
+            cursor = rows[-1]["id"]
         return {"jobs": jobs, "cursor": jobs[-1]["id"] if len(jobs) == limit else None}
 
-    def cancel(self, params: methods.JobRef) -> types.Job:
+    def cancel(self, params: methods.JobRef, *, peer: Peer | None = None) -> types.Job:
         """Cancel a job: a queued one at once, a running one through the controller.
+        The event records who asked (``by``: a uid, or None for the agent).
 
         Raises:
-            InvalidTransition: the job already ended.
+            Unauthorized: ``peer`` may not cancel it; InvalidTransition: the job already ended.
         """
         full = self.store.resolve(params.id)
-        job = self.store.get(full)
+        job = self._owned(full, peer, "cancel it")
+        by = {"by": peer.uid if peer else None}
         if job["state"] in TERMINAL:
             raise InvalidTransition(
                 f"job {full} already ended ({job['state']}); there is nothing to cancel",
@@ -281,24 +274,14 @@ class Service:
             )
         if job["state"] == State.QUEUED:
             try:
-                return self.store.transition(full, State.CANCELLED, expect=[State.QUEUED])
+                return self.store.transition(
+                    full, State.CANCELLED, expect=[State.QUEUED], detail=by
+                )
             except InvalidTransition:
                 pass  # the controller started it meanwhile: stop it like a running one
-        job = self.store.request_cancel(full)
+        job = self.store.request_cancel(full, detail=by)
         self.wake()
         return job
-
-    def wait(
-        self, params: methods.WaitParams, closed: Callable[[], bool] = lambda: False
-    ) -> types.Job:
-        """Block until the job ends, ``timeout`` seconds pass or the client hangs
-        up; return the job."""
-        full = self.store.resolve(params.id)
-        timeout = params.timeout
-        limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
-        state = self._watch_state(full)
-        self.feed.wait_for(lambda: state() in TERMINAL or closed(), min(limit, MAX_WAIT))
-        return self.store.get(full)
 
     def logs(
         self,
@@ -306,6 +289,7 @@ class Service:
         *,
         emit: Callable[[types.LogEntry], None] | None = None,
         closed: Callable[[], bool] = lambda: False,
+        peer: Peer | None = None,
     ) -> types.Logs | types.Followed:
         """A job's output, from its attempts' logs (agent/api/logs.py).
 
@@ -316,10 +300,12 @@ class Service:
         and overrides ``tail``.
 
         Raises:
-            InvalidParams: a bad ``tail``, ``since``, ``follow`` or ``after``.
+            InvalidParams: a bad ``tail``, ``since``, ``follow`` or ``after``;
+            Unauthorized: ``peer`` is not the job's owner or an admin.
         """
         tail, since, after, follow = params.tail, params.since, params.after, params.follow
         full = self.store.resolve(params.id)
+        self._owned(full, peer, "read its output")
         if tail is not None:
             whole(tail, "tail", 0)
         if since is not None:
@@ -346,48 +332,3 @@ class Service:
                 lambda: bool(self.store.get(full).get("log_dropped")) or closed(), DROPPED_WAIT
             )
         return {"entries": sent, "job": self.store.get(full)}
-
-    def subscribe(
-        self,
-        params: methods.SubscribeParams,
-        *,
-        emit: Callable[[types.Event], None],
-        closed: Callable[[], bool] = lambda: False,
-    ) -> types.Subscribed:
-        """Pass each job event committed from now on to ``emit``.
-
-        Ends when ``count`` events were sent, ``timeout`` seconds passed, or the
-        client hung up; returns how many were sent and whether any were missed
-        (a subscriber more than the feed's window behind).
-        """
-        name, timeout, count = params.name, params.timeout, params.count
-        job_id = self.store.resolve(params.job) if params.job is not None else None
-        if name is not None and not isinstance(name, str):
-            raise InvalidParams("name: expected a string")
-        if count is not None:
-            whole(count, "count", 1)
-        limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
-        sent, missed = self.feed.relay(
-            lambda event: (
-                (job_id is None or event["job_id"] == job_id)
-                and (name is None or event["name"] == name)
-            ),
-            emit,
-            deadline=time.monotonic() + limit,
-            count=count,
-            closed=closed,
-        )
-        return {"events": sent, "missed": missed}
-
-    def _watch_state(self, job_id: str) -> Callable[[], str]:
-        """A cheap ``state()`` that reads the database only after a new event."""
-        seen = {"seq": -1, "state": None}
-
-        def state() -> str:
-            seq = self.feed.seq
-            if seq != seen["seq"]:
-                seen["seq"] = seq
-                seen["state"] = self.store.get(job_id)["state"]
-            return seen["state"]
-
-        return state

@@ -172,8 +172,9 @@ class Jobs(Database):
             event = self._event(self._job_row(job_id), kind, None, detail, now)
         self.feed.publish(event)
 
-    def request_cancel(self, job_id: str) -> dict[str, Any]:
-        """Mark a job to be stopped by the controller (which records ``cancelled``).
+    def request_cancel(self, job_id: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Mark a job to be stopped by the controller (which records ``cancelled``);
+        ``detail`` goes in the event (who asked).
 
         Returns:
             The job's record; a finished or already marked job is left as it is.
@@ -188,7 +189,7 @@ class Jobs(Database):
                 return job_dict(job)
             job.cancel_requested = True
             job.save()
-            event = self._event(job, "cancel-requested", None, {}, now)
+            event = self._event(job, "cancel-requested", None, detail or {}, now)
         self.feed.publish(event)
         return job_dict(job)
 

@@ -169,41 +169,6 @@ def test_500_connections_at_once_do_not_lock_others_out(agent):
     assert "Traceback" not in agent.log()
 
 
-def test_too_many_busy_connections_are_refused_with_an_error(make_agent, image):
-    """Past max_connections with every connection inside a call, newcomers are
-    refused (with an error, not a hang), and served again once calls end."""
-    agent = make_agent(max_connections=4).start()
-    command = ["sh", "-c", "echo ready; exec sleep 30"]
-    job = agent.call("job.submit", spec={"image": image, "command": command})
-    agent.wait_state(job["id"], "running")
-    following = []
-    for _ in range(4):
-        sock = connect(agent.socket)
-        params = {"id": job["id"], "follow": True}
-        request = {"jsonrpc": "2.0", "id": 1, "method": "job.logs", "params": params}
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        # A notification on it shows this connection is inside its call (busy).
-        assert json.loads(sock.makefile("rb").readline())["method"] == "job.log"
-        following.append(sock)
-    with connect(agent.socket) as extra:
-        answer = read_all(extra)
-    assert codes(answer) == [-32600] and b"too many connections" in answer
-    with pytest.raises(ChooError, match="too many connections"):
-        agent.call("agent.ping")  # the client library reports the refusal as such
-    for sock in following:  # hanging up ends each follow call
-        sock.close()
-    wait_until(lambda: _ping_ok(agent), timeout=30, message="not served after calls ended")
-    agent.call("job.cancel", id=job["id"])
-    agent.call("job.wait", id=job["id"], timeout=60)
-
-
-def _ping_ok(agent) -> bool:
-    try:
-        return agent.call("agent.ping") == "pong"
-    except Exception:
-        return False
-
-
 def test_200_clients_times_50_mixed_calls_without_an_error(make_agent, image):
     agent = make_agent(max_concurrent=8, queue_limit=100_000).start()
     errors: list[str] = []

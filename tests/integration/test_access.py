@@ -15,21 +15,22 @@ from __future__ import annotations
 import grp
 import json
 import os
-import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests import other_uids
 from tests.harness import REPO
+from tests.other_uids import host_uid, start_open
 from tests.rpc_checks import check_answer
 
 pytestmark = pytest.mark.podman
 
 INSIDE_UID = 1000
+open_socket_dir = other_uids.open_socket_dir
 CLIENT = r"""
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX)
@@ -59,21 +60,6 @@ print(json.dumps({"pid": __import__("os").getpid(), "answer": data.decode(), "cl
 """
 
 
-def _host_uid(inside: int) -> int:
-    """The host uid that uid ``inside`` of the rootless user namespace maps to."""
-    done = subprocess.run(
-        ["podman", "unshare", "cat", "/proc/self/uid_map"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    for line in done.stdout.splitlines():
-        start, host, count = map(int, line.split())
-        if start <= inside < start + count:
-            return host + inside - start
-    pytest.skip(f"uid {inside} is not mapped in the rootless user namespace")
-
-
 PING = '{"jsonrpc":"2.0","id":1,"method":"agent.ping"}'
 
 
@@ -90,27 +76,9 @@ def _as_other(socket_path: Path, *setpriv: str, request: str = PING) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.fixture
-def open_dir():
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
-    path = Path(tempfile.mkdtemp(prefix="choo-access-", dir="/tmp"))
-    path.chmod(0o711)  # others may reach the socket, not list the directory
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _start(make_agent, open_dir, **settings):
-    agent = make_agent(**settings)
-    agent.socket = open_dir / f"agent{len(list(open_dir.iterdir()))}.sock"
-    agent.start()
-    os.chmod(agent.socket, 0o666)
-    return agent
-
-
-def test_a_peer_in_no_allowed_group_is_refused_logged_and_closed(make_agent, open_dir):
-    agent = _start(make_agent, open_dir)
-    outsider = _host_uid(INSIDE_UID)
+def test_a_peer_in_no_allowed_group_is_refused_logged_and_closed(make_agent, open_socket_dir):
+    agent = start_open(make_agent, open_socket_dir)
+    outsider = host_uid(INSIDE_UID)
     result = _as_other(agent.socket, f"--regid={INSIDE_UID}", "--clear-groups")
     replies = check_answer(result["answer"])
     assert result["closed"], "the agent kept a refused connection open"
@@ -123,9 +91,9 @@ def test_a_peer_in_no_allowed_group_is_refused_logged_and_closed(make_agent, ope
     assert agent.call("agent.ping") == "pong"
 
 
-def test_a_member_of_an_allowed_group_may_connect(make_agent, open_dir):
+def test_a_member_of_an_allowed_group_may_connect(make_agent, open_socket_dir):
     group = grp.getgrgid(os.getgid()).gr_name  # gid 0 in the namespace is ours outside
-    agent = _start(make_agent, open_dir, allowed_groups=[group])
+    agent = start_open(make_agent, open_socket_dir, allowed_groups=[group])
     primary = _as_other(agent.socket, "--regid=0", "--clear-groups")
     assert json.loads(primary["answer"].splitlines()[0])["result"] == "pong"
     # A supplementary group counts too (the kernel's SO_PEERGROUPS list).
@@ -133,8 +101,8 @@ def test_a_member_of_an_allowed_group_may_connect(make_agent, open_dir):
     assert json.loads(supplementary["answer"].splitlines()[0])["result"] == "pong"
 
 
-def test_a_listed_uid_may_connect(make_agent, open_dir):
-    agent = _start(make_agent, open_dir, allowed_users=[str(_host_uid(INSIDE_UID))])
+def test_a_listed_uid_may_connect(make_agent, open_socket_dir):
+    agent = start_open(make_agent, open_socket_dir, allowed_users=[str(host_uid(INSIDE_UID))])
     result = _as_other(agent.socket, f"--regid={INSIDE_UID}", "--clear-groups")
     assert json.loads(result["answer"].splitlines()[0])["result"] == "pong"
 
@@ -151,9 +119,9 @@ def test_the_socket_file_is_0660_with_the_agents_group(agent):
     assert st.st_gid == choo
 
 
-def test_a_refused_peer_cannot_submit(make_agent, open_dir, image):
+def test_a_refused_peer_cannot_submit(make_agent, open_socket_dir, image):
     """A refused connection is closed before any request is read."""
-    agent = _start(make_agent, open_dir)
+    agent = start_open(make_agent, open_socket_dir)
     submit = json.dumps(
         {"jsonrpc": "2.0", "id": 1, "method": "job.submit", "params": {"spec": {"image": image}}}
     )
@@ -169,9 +137,9 @@ def test_own_user_connects(agent):
         assert json.loads(sock.makefile("rb").readline())["result"] == "pong"
 
 
-def test_the_client_library_reports_the_refusal(make_agent, open_dir):
+def test_the_client_library_reports_the_refusal(make_agent, open_socket_dir):
     """agent.client (and so chooctl) shows the agent's reason, not a broken pipe."""
-    agent = _start(make_agent, open_dir)
+    agent = start_open(make_agent, open_socket_dir)
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from agent.client import Client\n"

@@ -110,3 +110,17 @@ def test_the_fd_limit_is_raised_within_the_hard_limit(monkeypatch):
     monkeypatch.setattr(listener.resource, "getrlimit", lambda which: (65536, 65536))
     listener.raise_fd_limit(256)
     assert calls == []  # never lowered
+
+
+@pytest.mark.usefixtures("accounts")
+def test_a_schedule_owner_known_by_uid_alone_is_judged_by_the_databases(monkeypatch):
+    """The scheduler submits a schedule's runs for its owner's uid (no socket peer):
+    its groups come from the group database (getgrouplist) and passwd."""
+
+    class Owner:  # like agent/runtime/scheduler.py's _Owner
+        uid, pid = 5001, None
+
+    monkeypatch.setattr(peers.os, "getgrouplist", lambda name, gid: [gid, 7001])
+    assert peers.memberships(Owner(), ["ci", "choo"]) == {"ci"}
+    assert peers.memberships(peer(5001), ["ci"]) == frozenset()  # a peer: the kernel's groups
+    assert peers.memberships(peer(5001, groups=[7001]), ["ci"]) == {"ci"}

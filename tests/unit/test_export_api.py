@@ -74,3 +74,33 @@ def test_unknown_ids_and_names(feed_service):
 def test_exactly_one_source(feed_service, params):
     with pytest.raises(InvalidParams, match="exactly one of id, schedule or spec"):
         export(feed_service, params)
+
+
+def test_another_uids_job_or_schedule_is_not_theirs_to_export(feed_service, monkeypatch):
+    """A manifest holds the job's env values: exporting it is a read, the owner's and
+    the admins' (as job.get's env values and job.logs are)."""
+    from agent.api.peers import Peer
+    from agent.protocol.errors import Unauthorized
+
+    monkeypatch.setattr("agent.api.peers.pwd.getpwuid", lambda uid: (_ for _ in ()).throw(KeyError))
+    alice, bob = Peer(pid=11, uid=5001, gid=5001), Peer(pid=12, uid=5002, gid=5002)
+    spec = {"image": IMAGE, "env": {"TOKEN": "s3cret"}}
+    job = feed_service.submit(SubmitParams(spec=spec), peer=alice)
+    assert export(feed_service, ExportParams(to="nomad", id=job["id"]), peer=alice)
+    with pytest.raises(Unauthorized, match="belongs to uid 5001"):
+        export(feed_service, ExportParams(to="nomad", id=job["id"]), peer=bob)
+    feed_service.store.add_schedule(
+        name="n",
+        cron="0 3 * * *",
+        timezone=None,
+        spec=spec,
+        concurrency="allow",
+        catch_up=False,
+        history_limit=3,
+        created_at=0.0,
+        created_by=alice.uid,
+        last_fire=0.0,
+    )
+    assert export(feed_service, ExportParams(to="kubernetes", schedule="n"), peer=alice)
+    with pytest.raises(Unauthorized, match="belongs to uid 5001"):
+        export(feed_service, ExportParams(to="kubernetes", schedule="n"), peer=bob)

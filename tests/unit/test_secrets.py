@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
+from agent import config as configuration
 from agent.adapters.secrets import MAX_SECRET_BYTES, Credentials
 from agent.config import Config
 
@@ -65,3 +67,26 @@ def test_no_directory_no_file_lookups(tmp_path, monkeypatch):
     assert Credentials(Config(), environ={}).directory is None
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert Credentials(Config(), environ={}).directory == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("access", "message"),
+    [
+        ({"not a name": ["ci"]}, "'not a name' is not a credential name"),
+        ({"GITHUB_TOKEN": "ci"}, "secret_access.GITHUB_TOKEN: expected a list"),
+        ({"GITHUB_TOKEN": [""]}, "secret_access.GITHUB_TOKEN: expected a list"),
+        ({"*": [1001]}, "secret_access.*: expected a list"),
+    ],
+)
+def test_secret_access_is_checked_when_the_config_loads(tmp_path, access, message):
+    path = tmp_path / "agent.toml"
+    path.write_text("")
+    with pytest.raises(configuration.ConfigError, match=re.escape(message)):
+        configuration.load(path, {"secret_access": access})
+
+
+def test_secret_access_takes_names_uids_and_the_wildcard(tmp_path):
+    path = tmp_path / "agent.toml"
+    path.write_text('[secret_access]\nGITHUB_TOKEN = ["ci", "alice", "1001"]\n"*" = ["*"]\n')
+    loaded = configuration.load(path)
+    assert loaded.secret_access == {"GITHUB_TOKEN": ["ci", "alice", "1001"], "*": ["*"]}
