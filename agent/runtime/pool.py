@@ -3,9 +3,9 @@
 ``concurrent.futures.ThreadPoolExecutor`` waits for its work at shutdown and
 again at interpreter exit, however long it takes: one image pull from a
 trickling registry, or a Podman call that never answers, would hold SIGTERM
-for good. ``BoundedPool`` drops the work not yet begun, waits at most its
-``grace`` for the work in flight, and runs on daemon threads, so what is
-still running after that ends with the process; the next start's recovery
+for good. ``BoundedPool`` lets the work queued and in flight go on for at
+most its ``grace``, and runs on daemon threads, so what is still running (or
+not yet begun) after that ends with the process; the next start's recovery
 pass picks up from there, as after a crash. It runs what it is given and
 decides nothing.
 """
@@ -68,13 +68,12 @@ class BoundedPool(Executor):
                 thread.start()
         return future
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = True) -> None:
-        """Take no more work, drop what has not begun, and wait at most ``grace`` for the rest.
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work, and wait at most ``grace`` for the work queued and in flight.
 
         Args:
-            wait: wait (bounded) for the work in flight.
-            cancel_futures: drop the work not yet begun (the default here:
-                whatever it was, the next start decides again).
+            wait: wait (bounded) for the work.
+            cancel_futures: drop the work not yet begun instead.
         """
         with self._lock:
             self._closed = True

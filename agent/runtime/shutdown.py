@@ -73,7 +73,7 @@ def stop_running_jobs(
     pool = BoundedPool(len(jobs), grace=bound, name="shutdown")
     for job in jobs:
         pool.submit(_stop_and_finish, store, podman, finisher, job["id"], containers[job["id"]])
-    pool.shutdown(wait=True, cancel_futures=False)
+    pool.shutdown(wait=True)
     return len(jobs)
 
 

@@ -28,19 +28,37 @@ def test_pieces_run_side_by_side_up_to_max_workers():
     pool.shutdown()
 
 
+def test_shutdown_runs_queued_work_within_its_grace():
+    pool = BoundedPool(1, grace=30, name="t")
+    futures = [pool.submit(pow, n, 2) for n in range(20)]
+    pool.shutdown(wait=True)
+    assert all(f.done() for f in futures) and pool.unfinished() == 0
+
+
+def test_shutdown_can_drop_queued_work():
+    hang = threading.Event()
+    pool = BoundedPool(1, grace=0.1, name="t")
+    running = pool.submit(hang.wait)
+    queued = pool.submit(print, "never")
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert running.running() and queued.cancelled()
+    hang.set()
+
+
 def test_shutdown_leaves_hung_work_behind_after_its_grace():
     hang = threading.Event()
     pool = BoundedPool(1, grace=0.2, name="t")
     running = pool.submit(hang.wait)
     queued = pool.submit(print, "never")
     pool.shutdown(wait=True)
-    # Returned with the first still running, and the second dropped.
-    assert running.running() and queued.cancelled()
-    assert pool.unfinished() == 1
+    # Returned with the first still running, the second still waiting behind it.
+    assert running.running() and not queued.done()
+    assert pool.unfinished() == 2
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(print, "late")
     hang.set()
     assert running.result(5) is True
+    queued.result(5)
     assert pool.unfinished() == 0
 
 
