@@ -95,7 +95,17 @@ class Agent:
         self.store.open()
         url = self.config.podman_url or default_url()
         self.notifier.status(f"starting: connecting to Podman at {url}")
-        self._find_podman(url)
+        if self.config.podman_url:
+            if not answers(url):
+                raise ChooError(f"nothing answers at podman_url {url}; is the Podman service up?")
+        else:
+            self.podman_service = PodmanService(
+                url,
+                self.config.state_dir,
+                runtime=self.config.runtime,
+                log_level=self.config.podman_log_level,
+            )
+            self.podman_service.ensure()
         agent_id = self.store.agent_id
         options = dict(
             agent_id=agent_id,
@@ -200,47 +210,12 @@ class Agent:
         with contextlib.suppress(ChooError):
             self.notifier.status(self._status_line())
 
-    def _own_service(self, url: str) -> PodmanService:
-        return PodmanService(
-            url,
-            self.config.state_dir,
-            runtime=self.config.runtime,
-            log_level=self.config.podman_log_level,
-        )
-
-    def _find_podman(self, url: str) -> None:
-        """Make sure a Podman service answers at ``url``, starting our own if allowed.
-
-        With no ``podman_url``, a service an earlier agent of this state
-        directory started (and left running when it crashed) is reused if it
-        answers, and replaced if not.
-
-        Raises:
-            ChooError: nothing answers at the configured ``podman_url``.
-            PodmanUnavailable: our own service did not come up.
-        """
-        if self.config.podman_url:
-            if not answers(url):
-                raise ChooError(f"nothing answers at podman_url {url}; is the Podman service up?")
-            return
-        service = self._own_service(url)
-        if answers(url):
-            if service.adopt():
-                self.podman_service = service
-            return
-        service.start()
-        self.podman_service = service
-
     def _revive_podman(self) -> None:
         """With no podman_url configured, run our own Podman service when none answers."""
-        if self.config.podman_url or answers(self.podman.url):
-            return
         if self.podman_service is None:
-            self.podman_service = self._own_service(self.podman.url)
-        log.warning("no Podman service answers at %s; starting one", self.podman.url)
+            return
         try:
-            self.podman_service.stop()
-            self.podman_service.start()
+            self.podman_service.ensure()
         except ChooError as exc:
             log.error("%s", exc.message)
 

@@ -99,6 +99,20 @@ class PodmanService:
         self.pid: int | None = None
         self._child: subprocess.Popen | None = None
 
+    def ensure(self) -> None:
+        """Make sure a service answers: one that does is used (and adopted, if an
+        earlier agent of this state directory started it), else ours is started.
+
+        Raises:
+            PodmanUnavailable: podman is not installed or the service did not come up.
+        """
+        if answers(self.url):
+            if self.pid is None:
+                self.adopt()
+            return
+        self.stop()
+        self.start()
+
     def adopt(self) -> bool:
         """Take over the service an earlier agent of this state directory started.
 

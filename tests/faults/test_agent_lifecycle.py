@@ -147,7 +147,7 @@ def test_its_own_podman_at_debug_level_never_blocks_on_its_log(own_podman, make_
     agent = make_agent(podman_url="", podman_log_level="debug", max_concurrent=8).start()
     ids = [
         agent.call("job.submit", spec={"image": image, "command": ["true"]})["id"]
-        for _ in range(150)
+        for _ in range(100)
     ]
     for job_id in ids:
         assert agent.call("job.wait", id=job_id, timeout=300)["state"] == "succeeded"
