@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 
 from agent.adapters.podman import ContainerState, Podman
+from agent.protocol.errors import ChooError
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import ACTIVE
 from agent.rules.outcome import SHUTDOWN
@@ -90,6 +91,8 @@ def _stop_and_finish(
             finisher.lost(job)
         else:
             finisher.finish(job, stopped)
+    except ChooError as exc:  # Podman did not answer: expected enough for no traceback
+        log.warning("job %s: %s; the next start records its end", job_id, exc.message)
     except Exception:
         # Whatever went wrong, the recorded stop reason lets the next start finish it.
         log.exception("job %s: stopping it failed; the next start records its end", job_id)
