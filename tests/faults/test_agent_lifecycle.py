@@ -10,11 +10,16 @@ there before and after.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -265,3 +270,71 @@ def test_shutdown_stops_every_job_and_each_ends_cancelled_shutdown(make_agent, i
         "exits late": {3},
         "ignores it": {137},
     }, json.dumps({k: sorted(v) for k, v in exits.items()})
+
+
+class PullTrap:
+    """A relay to Podman's API that holds every image pull, as a registry that never answers.
+
+    Everything else is relayed as it comes; a connection whose request is a
+    pull is held open with nothing forwarded either way.
+    """
+
+    def __init__(self, path: Path, upstream: str):
+        self.url = f"unix://{path}"
+        self.upstream = upstream.removeprefix("unix://")
+        self.held = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.connect(self.upstream)
+            self.sockets += [client, server]
+            threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
+
+    def _requests(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if b"/images/pull" in data:
+                    self.held.set()
+                    return  # held: both ends stay open, nothing more is relayed
+                dst.sendall(data)
+
+    def _answers(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_sigterm_during_a_pull_that_never_ends_exits_after_the_work_grace(
+    make_agent, podman_service
+):
+    short = Path(tempfile.mkdtemp(prefix="choo-pull-"))  # AF_UNIX paths are short
+    trap = PullTrap(short / "podman.sock", podman_service.url)
+    agent = make_agent(podman_url=trap.url)
+    try:
+        agent.start()
+        spec = {"image": "localhost/choo-never-pulled:1", "command": ["true"], "pull": "always"}
+        agent.call("job.submit", spec=spec)
+        wait_until(trap.held.is_set, what="the job's pull held")
+        # Without a bound the pool would wait for the pull's read timeout (600 s).
+        assert agent.stop(signal.SIGTERM, timeout=120) == 0
+        assert "still running after 10s" in agent.log()
+    finally:
+        agent.podman_url = podman_service.url  # for the fixture's container check
+        trap.close()
+        shutil.rmtree(short, ignore_errors=True)
