@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from agent.protocol.states import Reason, State
 
-#: The ``stop_reason`` the agent records for a job it stops on shutdown.
-SHUTDOWN = "shutdown"
+#: The ``stop_reason`` the agent records for a job it stops on shutdown (the
+#: job's reason is then the same word).
+SHUTDOWN = Reason.SHUTDOWN.value
 
 
 @dataclass(frozen=True)
