@@ -54,6 +54,9 @@ RETIRED = {
 #: Where workspaces may come from unless workspace_roots says otherwise.
 DEFAULT_WORKSPACE_ROOTS = ("/home", "/srv", "/tmp", "/var/tmp")
 
+#: Podman's own --log-level values ("": its default, warn).
+PODMAN_LOG_LEVELS = ("", "debug", "info", "warn", "error")
+
 #: Settings a SIGHUP applies to a running agent; the rest need a restart.
 RELOADABLE = frozenset(
     {
@@ -148,6 +151,8 @@ class Config:
     podman_timeout: float = 30.0
     #: The most seconds an image pull may take in all (its replies may trickle).
     pull_timeout: float = 600.0
+    #: ``--log-level`` of the Podman service the agent starts itself ("": Podman's default).
+    podman_log_level: str = ""
     runtime: str = "runc"
     #: Run a tiny init (catatonit) as PID 1, so a job's process gets SIGTERM even if
     #: it installs no handler. Off by default, as in ``podman run``: with it, a
@@ -261,6 +266,11 @@ def _check(config: Config) -> Config:
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"log_level: expected debug, info, warning or error, not {config.log_level!r}"
+        )
+    if config.podman_log_level not in PODMAN_LOG_LEVELS:
+        raise ConfigError(
+            f"podman_log_level: expected one of {', '.join(filter(None, PODMAN_LOG_LEVELS))} "
+            f"or empty, not {config.podman_log_level!r}"
         )
     if config.log_limit_action not in LOG_LIMIT_ACTIONS:
         raise ConfigError(

@@ -29,24 +29,38 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
+from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
 from agent.api.schedules import Schedules
 from agent.api.server import Server
 from agent.api.service import Service
 from agent.protocol.errors import ChooError
-from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
-from agent.runtime.controller import Controller
+from agent.runtime.controller import SPARE_WORKERS, Controller
+from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipper import Shipper
+from agent.runtime.shutdown import stop_running_jobs
+from agent.storage.database import DatabaseDamaged
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent")
 
 #: How long a stopping agent lets calls in flight finish (a long poll is cut).
 SHUTDOWN_GRACE = 2.0
+#: How long a stopping agent waits for Podman work in flight (a pull, a
+#: create); past it the work ends with the process, and the next start's
+#: recovery pass picks up from there, as after a crash.
+WORK_GRACE = 10.0
+
+#: Exit statuses (choo-agent(8), EXIT STATUS). The unit does not restart on
+#: EXIT_CONFIG or EXIT_DATABASE_DAMAGED: only a person can fix those.
+EXIT_START_FAILED = 1
+EXIT_DATABASE_DAMAGED = 65  # EX_DATAERR
+EXIT_STATE_DIR_BUSY = 75  # EX_TEMPFAIL: it may succeed once the other agent is gone
+EXIT_CONFIG = 78  # EX_CONFIG
 
 
 class Agent:
@@ -80,11 +94,17 @@ class Agent:
         self.store.open()
         url = self.config.podman_url or default_url()
         self.notifier.status(f"starting: connecting to Podman at {url}")
-        if not answers(url):
-            if self.config.podman_url:
+        if self.config.podman_url:
+            if not answers(url):
                 raise ChooError(f"nothing answers at podman_url {url}; is the Podman service up?")
-            self.podman_service = PodmanService(url, self.config.runtime)
-            self.podman_service.start()
+        else:
+            self.podman_service = PodmanService(
+                url,
+                self.config.state_dir,
+                runtime=self.config.runtime,
+                log_level=self.config.podman_log_level,
+            )
+            self.podman_service.ensure()
         agent_id = self.store.agent_id
         options = dict(
             agent_id=agent_id,
@@ -104,6 +124,9 @@ class Agent:
             on_tick=self._tick,
             on_podman_down=self._revive_podman,
             files=self.files,
+            executor=BoundedPool(
+                self.config.max_concurrent + SPARE_WORKERS, grace=WORK_GRACE, name="podman"
+            ),
         )
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
@@ -191,14 +214,10 @@ class Agent:
 
     def _revive_podman(self) -> None:
         """With no podman_url configured, run our own Podman service when none answers."""
-        if self.config.podman_url or answers(self.podman.url):
-            return
         if self.podman_service is None:
-            self.podman_service = PodmanService(self.podman.url, self.config.runtime)
-        log.warning("no Podman service answers at %s; starting one", self.podman.url)
+            return
         try:
-            self.podman_service.stop()
-            self.podman_service.start()
+            self.podman_service.ensure()
         except ChooError as exc:
             log.error("%s", exc.message)
 
@@ -224,8 +243,12 @@ class Agent:
     def shutdown(self) -> None:
         """Stop accepting, let calls in flight answer, then close down in order.
 
-        Running containers are left alone (the next start adopts them) unless
-        ``stop_containers_on_exit`` is set.
+        Bounded in time, step by step: calls in flight get ``SHUTDOWN_GRACE``,
+        the loop's pass in progress ``podman_timeout`` + 5 s, Podman work in
+        flight (a pull, a create) ``WORK_GRACE``. Running containers are left
+        alone (the next start adopts them) unless ``stop_containers_on_exit``
+        is set: then they are all stopped at once and their jobs end
+        ``cancelled``/``shutdown`` (runtime/shutdown.py has that bound).
         """
         self.notifier.stopping()
         log.info("stopping")
@@ -236,22 +259,23 @@ class Agent:
         # A pass in progress finishes before the database closes under it.
         self.controller_thread.join(self.config.podman_timeout + 5)
         if self.config.stop_containers_on_exit:
-            self._stop_running_jobs()
+            try:
+                stop_running_jobs(
+                    self.store,
+                    self.podman,
+                    self.controller.finisher,
+                    clock=time.time,
+                    podman_timeout=self.config.podman_timeout,
+                    extend=self.notifier.extend_timeout,
+                )
+            except ChooError as exc:
+                log.error("could not stop the running jobs: %s; the next start adopts them", exc)
         if self.bound_path is not None:
             unlink_if_ours(self.bound_path, self.sock_identity)
         if self.podman_service is not None:
             self.podman_service.stop()
         self.shipper.stop()
         self.store.close()
-
-    def _stop_running_jobs(self) -> None:
-        for container in self.podman.list_ours():
-            if container.running:
-                log.info("stopping %s (stop_containers_on_exit)", container.name)
-                # Each stop may take its full grace (the spec's default, SIGTERM
-                # to SIGKILL); ask systemd for the time.
-                self.notifier.extend_timeout(DEFAULT_STOP_TIMEOUT + 5)
-                self.podman.stop(container.id, DEFAULT_STOP_TIMEOUT)
 
 
 def schedule_clock() -> tuple[Callable[[], float], float]:
@@ -339,19 +363,34 @@ def main(config_path, socket, state_dir, podman_url, log_level) -> int:
         config = configuration.load(config_path, overrides)
     except ChooError as exc:
         click.echo(f"choo-agent: {exc.message}", err=True)
-        sys.exit(78)  # EX_CONFIG
+        sys.exit(EXIT_CONFIG)
     setup_logging(config.log_level)
     problems = preflight.check(config)
     if problems:
         for problem in problems:
             log.error("%s", problem)
-        sys.exit(1)
+        sys.exit(EXIT_START_FAILED)
+    # Before anything of the state directory is opened, and held until exit.
+    lock = StateLock(config.state_dir)
+    try:
+        lock.acquire()
+    except StateDirBusy as exc:
+        log.error("cannot start: %s", exc.message)
+        sys.exit(EXIT_STATE_DIR_BUSY)
+    except OSError as exc:
+        log.error("cannot start: cannot lock the state directory %s: %s", config.state_dir, exc)
+        sys.exit(EXIT_START_FAILED)
     agent = Agent(config, config_path, overrides)
     try:
         code = _serve(agent)
+    except DatabaseDamaged as exc:
+        log.error("cannot start: %s", exc.message)
+        sys.exit(EXIT_DATABASE_DAMAGED)
     except (ChooError, OSError) as exc:
         log.error("cannot start: %s", getattr(exc, "message", None) or exc)
-        if agent.adapters.podman_service is not None:
-            agent.adapters.podman_service.stop()
-        sys.exit(1)
+        if agent.podman_service is not None:
+            agent.podman_service.stop()
+        sys.exit(EXIT_START_FAILED)
+    finally:
+        lock.release()
     sys.exit(code)

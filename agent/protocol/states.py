@@ -19,7 +19,11 @@ class State(StrEnum):
 
 
 class Reason(StrEnum):
-    """Why a job ended ``failed`` (or, for ``lost``, went back to the queue)."""
+    """Why a job ended ``failed`` (or, for ``lost``, went back to the queue).
+
+    ``shutdown`` is the one reason of a ``cancelled`` job: the agent stopped it
+    on its way out (``stop_containers_on_exit``).
+    """
 
     EXIT = "exit"
     TIMEOUT = "timeout"
@@ -29,6 +33,8 @@ class Reason(StrEnum):
     CREATE = "create"
     #: The output passed max_log_bytes with log_limit_action = "fail".
     LOG_LIMIT = "log_limit"
+    #: Stopped by the agent's own shutdown (cancelled, never retried).
+    SHUTDOWN = "shutdown"
 
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})

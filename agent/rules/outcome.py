@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from agent.protocol.states import Reason, State
 
+#: The ``stop_reason`` the agent records for a job it stops on shutdown (the
+#: job's reason is then the same word).
+SHUTDOWN = Reason.SHUTDOWN.value
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -22,8 +26,9 @@ class Outcome:
     Attributes:
         state: ``succeeded``, ``failed`` or ``cancelled``; ``queued`` when the
             job is retried.
-        reason: the job's reason (None for ``succeeded`` and ``cancelled``);
-            for a retry, why the attempt failed.
+        reason: the job's reason (None for ``succeeded``, and for ``cancelled``
+            unless the agent's shutdown stopped it: ``shutdown``); for a
+            retry, why the attempt failed.
         attempt_reason: the reason recorded on the attempt itself. It differs
             from ``reason`` only for a lost container of a cancelled job: the
             job was cancelled, its attempt was lost.
@@ -52,7 +57,7 @@ def decide(
 
     Args:
         stop_reason: the stop the agent sent the container (``"cancel"``,
-            ``"timeout"`` or ``"log_limit"``), or None.
+            ``"timeout"``, ``"log_limit"`` or ``"shutdown"``), or None.
         cancel_requested: a client asked to cancel the job (a stop may not
             have been sent yet).
         retries_left: how many more attempts the job may make.
@@ -64,6 +69,10 @@ def decide(
     Returns:
         The job's next state, its reason, and the attempt's reason.
     """
+    # The agent stopped it on its way out: however it ended, the job did not
+    # fail, and it does not run again.
+    if stop_reason == SHUTDOWN:
+        return Outcome(State.CANCELLED, Reason.SHUTDOWN, Reason.LOST if lost else Reason.SHUTDOWN)
     if lost:
         if stop_reason == "cancel":
             return Outcome(State.CANCELLED, None, Reason.LOST)

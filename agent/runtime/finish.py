@@ -165,6 +165,7 @@ class Finisher:
                 State.CANCELLED,
                 expect=ACTIVE,
                 attempt_fields=attempt_fields,
+                reason=outcome.reason,  # None, or shutdown
                 **_LOST_OUT,
             )
         else:

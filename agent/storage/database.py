@@ -1,7 +1,9 @@
 """The jobs database file: its connection, its schema on open, and the one way to write it.
 
 ``Database`` opens the SQLite file (peewee keeps one connection per thread),
-brings an older schema up to ``SCHEMA_VERSION`` through migrations.py, and
+refuses a damaged file (``PRAGMA quick_check``) with what to do about it,
+brings an older schema up to ``SCHEMA_VERSION`` through migrations.py, keeps
+the agent's identity in step with ``identity.py``'s copy beside the file, and
 offers ``writing()``: the single ``BEGIN IMMEDIATE`` transaction every change
 goes through, with SQLite's failures turned into ``StorageError``. It holds
 no queries of jobs or schedules (jobs.py, schedules.py) and never talks to
@@ -11,6 +13,7 @@ Podman.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +23,14 @@ import peewee as pw
 from ulid import ULID
 
 from agent.protocol.errors import StorageError
-from agent.storage import migrations
+from agent.storage import identity, migrations
 from agent.storage.models import SCHEMA_VERSION, bind
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseDamaged(StorageError):
+    """The database file fails SQLite's integrity check (or is no database at all)."""
 
 
 class EventSink(Protocol):
@@ -42,6 +51,8 @@ class Database:
         """
         self.path = path
         self.feed = feed
+        #: The copy of the agent's identity that outlives this file.
+        self.identity_path = path.parent / identity.FILE_NAME
         self.db = pw.SqliteDatabase(
             None,
             lock_type="IMMEDIATE",
@@ -61,11 +72,17 @@ class Database:
     def open(self) -> None:
         """Open (creating if needed) the database and bring its schema up to date.
 
+        A new database takes the identity kept beside it, if any; an existing
+        one's identity is copied there.
+
         Raises:
+            DatabaseDamaged: the file fails ``PRAGMA quick_check``.
             StorageError: the file is from a newer agent, or SQLite failed.
+            OSError: the identity file cannot be read or written.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.db.init(str(self.path))
+        self._check_integrity()
         Setting = self.models.Setting
         with self.writing():
             row = None
@@ -83,8 +100,53 @@ class Database:
                 row.save()
             self.db.create_tables(self.models.tables())
             if row is None:
+                kept = identity.read(self.identity_path)
+                if kept:
+                    log.info("new database %s keeps the agent id %s", self.path, kept)
                 Setting.create(key="schema_version", value=str(SCHEMA_VERSION))
-                Setting.create(key="agent_id", value=str(ULID()))
+                Setting.create(key="agent_id", value=kept or str(ULID()))
+        # After the commit: the file never names an id no database holds.
+        kept = identity.read(self.identity_path)
+        if kept is not None and kept != self.agent_id:
+            # The database is what labelled the running containers: it wins.
+            log.warning(
+                "%s said %s, the database %s; keeping the database's",
+                self.identity_path,
+                kept,
+                self.agent_id,
+            )
+        identity.keep(self.identity_path, self.agent_id)
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file before anything reads or writes it.
+
+        Raises:
+            DatabaseDamaged: SQLite finds the file damaged, or not a database.
+            StorageError: SQLite failed otherwise (locked, unreadable...).
+        """
+        try:
+            rows = self.db.execute_sql("PRAGMA quick_check").fetchall()
+        except pw.OperationalError as exc:
+            raise _storage_error(self.path, exc) from exc
+        except pw.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB
+            self.db.close()
+            raise self._damaged(str(exc)) from exc
+        problems = [line for row in rows for line in str(row[0]).splitlines()]
+        if problems != ["ok"]:
+            self.db.close()
+            # The first few problems say enough; a badly damaged file has thousands.
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise self._damaged("; ".join(problems[:3]) + more)
+
+    def _damaged(self, detail: str) -> DatabaseDamaged:
+        return DatabaseDamaged(
+            f"the database {self.path} is damaged: {detail}. The agent will not run on it. "
+            f"Either restore a backup of it, or move it aside with its -wal and -shm files "
+            f'(\'for f in {self.path}*; do mv "$f" "$f.damaged"; done\'): the agent then '
+            "starts with an "
+            f"empty job history, keeping its identity ({self.identity_path}), so its "
+            "containers, volumes and secrets are still recognised"
+        )
 
     @property
     def agent_id(self) -> str:

@@ -152,6 +152,26 @@ expect "cancelled after the restart" test "$(as_alice chooctl wait "$job" || tru
 systemctl stop choo-agent.socket choo-agent
 expect "no container left behind" test -z "$(as_choo podman ps -a -q)"
 
+step "a damaged database: refused with what to do, exit 65, no restart loop"
+mkdir /var/lib/choo/kept
+mv /var/lib/choo/choo.db* /var/lib/choo/kept/
+head -c 65536 /dev/urandom >/var/lib/choo/choo.db
+chown choo:choo /var/lib/choo/choo.db
+since=$(date '+%Y-%m-%d %H:%M:%S')
+restarts=$(prop NRestarts)
+systemctl start choo-agent || true
+expect "the agent failed" until_true 20 test "$(prop ActiveState)" = failed
+expect "with status 65" test "$(prop ExecMainStatus)" = 65
+expect "and was not restarted" test "$(prop NRestarts)" = "$restarts"
+expect "the journal says what to do" journal_has "move it aside" -u choo-agent --since "$since"
+rm /var/lib/choo/choo.db*
+mv /var/lib/choo/kept/* /var/lib/choo/ && rmdir /var/lib/choo/kept
+systemctl reset-failed choo-agent
+systemctl start choo-agent.socket choo-agent
+expect "the restored database serves again" until_true 30 systemctl is-active -q choo-agent
+expect "its jobs are still there" test "$(as_alice chooctl wait "$job" || true)" = "$job cancelled"
+systemctl stop choo-agent.socket choo-agent
+
 step "the per-user units: alice runs an agent of her own with systemctl --user"
 loginctl enable-linger alice
 auid=$(id -u alice)

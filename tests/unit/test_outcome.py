@@ -21,7 +21,7 @@ SUCCEEDED, FAILED, CANCELLED, QUEUED = (
     State.QUEUED,
 )
 EXIT, OOM, TIMEOUT, LOST = Reason.EXIT, Reason.OOM, Reason.TIMEOUT, Reason.LOST
-LOG_LIMIT = Reason.LOG_LIMIT
+LOG_LIMIT, SHUTDOWN = Reason.LOG_LIMIT, Reason.SHUTDOWN
 
 # (stop_reason, cancel_requested, retries_left, exit_code, oom) -> (state, reason, attempt reason)
 EXITED = [
@@ -61,6 +61,13 @@ EXITED = [
     # a cancel asked during a timeout's stop grace wins, unless the job exited 0
     (("timeout", True, 0, 143, False), (CANCELLED, None, None)),
     (("timeout", True, 0, 0, False), (FAILED, TIMEOUT, TIMEOUT)),
+    # stopped by the agent's shutdown: cancelled, never failed, never retried,
+    # whatever it exited with (143, killed after its grace, a clean 0, an OOM)
+    (("shutdown", False, 0, 143, False), (CANCELLED, SHUTDOWN, SHUTDOWN)),
+    (("shutdown", False, 3, 137, False), (CANCELLED, SHUTDOWN, SHUTDOWN)),
+    (("shutdown", False, 3, 0, False), (CANCELLED, SHUTDOWN, SHUTDOWN)),
+    (("shutdown", False, 3, 137, True), (CANCELLED, SHUTDOWN, SHUTDOWN)),
+    (("shutdown", True, 2, 1, False), (CANCELLED, SHUTDOWN, SHUTDOWN)),
 ]
 
 # (stop_reason, cancel_requested, retries_left) -> (state, reason, attempt reason)
@@ -75,6 +82,9 @@ LOST_CONTAINER = [
     (("cancel", True, 3), (CANCELLED, None, LOST)),
     (("timeout", False, 0), (FAILED, LOST, LOST)),
     (("timeout", False, 3), (FAILED, LOST, LOST)),
+    # lost while the agent's shutdown was stopping it: the job is cancelled, not retried
+    (("shutdown", False, 3), (CANCELLED, SHUTDOWN, LOST)),
+    (("shutdown", True, 0), (CANCELLED, SHUTDOWN, LOST)),
 ]
 
 

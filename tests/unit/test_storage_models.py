@@ -10,7 +10,8 @@ SPEC = {"image": "alpine", "command": ["true"]}
 
 
 def test_two_stores_in_one_process_never_share_their_tables(tmp_path):
-    first, second = Store(tmp_path / "a.db", ChangeFeed()), Store(tmp_path / "b.db", ChangeFeed())
+    first = Store(tmp_path / "a" / "choo.db", ChangeFeed())
+    second = Store(tmp_path / "b" / "choo.db", ChangeFeed())
     first.open()
     second.open()
     try:

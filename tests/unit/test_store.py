@@ -99,7 +99,8 @@ def test_reopen_keeps_jobs_and_agent_id(db_path):
 def test_each_new_database_has_its_own_agent_id(tmp_path):
     ids = set()
     for n in range(2):
-        store = Store(tmp_path / f"db{n}.db", ChangeFeed())
+        # Each in its own state directory: the identity file beside it is shared.
+        store = Store(tmp_path / f"state{n}" / "choo.db", ChangeFeed())
         store.open()
         ids.add(store.agent_id)
         store.close()
