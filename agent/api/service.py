@@ -267,7 +267,7 @@ class Service:
         whole(limit, "limit", 1, MAX_LIST)
         if cursor is not None and not isinstance(cursor, str):
             raise InvalidParams("cursor: expected the cursor of a previous page")
-        jobs = self.store.list(
+        jobs = self.store.summaries(
             states=states, name=name, labels=labels, since=since, after=cursor, limit=limit
         )
         return {"jobs": jobs, "cursor": jobs[-1]["id"] if len(jobs) == limit else None}
