@@ -56,13 +56,15 @@ def _v3_to_v4(db: pw.Database) -> None:
     count of jobs by state kept by triggers (schema 4).
 
     ``(state, id)`` and ``(name, id)`` replace the one-column indexes (a filter
-    then reads its jobs in ID order, with no sort); ``job_label`` is filled from
+    then reads its jobs in ID order, with no sort), and ``attempt (job_id)`` goes
+    (``attempt (job_id, number)`` serves the same lookups); ``job_label`` is filled from
     every job's ``labels`` and ``job_count`` from the jobs there are.
     """
     migrator = SqliteMigrator(db)
     migrate(
         migrator.drop_index("job", "job_state"),
         migrator.drop_index("job", "job_name"),
+        migrator.drop_index("attempt", "attempt_job_id"),
         migrator.add_index("job", ("state", "id"), False),
         migrator.add_index("job", ("name", "id"), False),
     )

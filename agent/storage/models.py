@@ -129,7 +129,8 @@ def bind(db: pw.Database) -> Models:
             indexes = ((("state", "id"), False), (("name", "id"), False))
 
     class Attempt(Base):
-        job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
+        # No index of its own (schema 4): (job, number) below serves every lookup by job.
+        job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE", index=False)
         number = pw.IntegerField()
         trigger = pw.CharField(default="rpc")
         container_id = pw.CharField(null=True)
