@@ -245,7 +245,9 @@ class Jobs(JobQueries):
 
         Rows go in bulk, ``_BATCH`` jobs per transaction (other writers get in
         between), and no record is built: only each job's ID and name are read.
-        A crash part way leaves the batches done removed and the rest as they were.
+        A failure part way leaves the batches done removed (their ``removed``
+        events published) and the rest as they were; the housekeeping sweep
+        takes the files of jobs whose rows are gone.
 
         Returns:
             ``{"id", "name"}`` of each job removed.
@@ -260,6 +262,7 @@ class Jobs(JobQueries):
         terminal = [s.value for s in TERMINAL]
         removed: list[dict[str, Any]] = []
         for start in range(0, len(ids), _BATCH):
+            gone: list[dict[str, Any]] = []
             with self.writing():
                 rows = (
                     Job.select(Job.id, Job.name)
@@ -275,8 +278,8 @@ class Jobs(JobQueries):
                 for child in (Event, Attempt, Label):
                     child.delete().where(child.job.in_(doomed)).execute()
                 Job.delete().where(Job.id.in_(doomed)).execute()
-                removed += gone
-        self._publish_removed(removed)
+            self._publish_removed(gone)  # each batch once committed: a later one may fail
+            removed += gone
         return removed
 
     # -- helpers -------------------------------------------------------------
