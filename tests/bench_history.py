@@ -224,6 +224,8 @@ def bench_history(make_agent, image: str, pairs: int, scratch: Path) -> None:
     calls = 50 * max(1, pairs)
     print(f"\n## history: queries through the agent's socket ({calls} calls each)")
     rows = [
+        # The round trip alone, to read the others against on a busy machine.
+        ("agent.ping (reference)", _request("agent.ping"), 0.1),
         ("job.list limit 50", _request("job.list", all=True, limit=50), 5),
         ("job.list label shard=42", _request("job.list", label="shard=42", limit=50), 20),
         (

@@ -35,7 +35,7 @@ ID_LENGTH = 26
 #: The greatest character of that alphabet: pads a prefix to the last ID it covers.
 _LAST_CHAR = "Z"
 #: How far the matches of a filter are counted to find the narrowest one.
-_PROBE = 4096
+_PROBE = 1024
 
 
 def first_id_at(seconds: float) -> str:
