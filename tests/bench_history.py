@@ -160,9 +160,10 @@ def _round_trips(path: Path, requests: list[bytes]) -> list[float]:
 
 
 def _request(method: str, **params) -> bytes:
-    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode() + (
-        b"\n"
-    )
+    request = {"jsonrpc": "2.0", "id": 1, "method": method}
+    if params:
+        request["params"] = params
+    return json.dumps(request).encode() + b"\n"
 
 
 def _show(title: str, latencies: list[float], target_ms: float) -> None:
