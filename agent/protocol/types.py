@@ -115,6 +115,8 @@ class JobSummary(TypedDict):
     submitter_uid: int | None
     submitter_pid: int | None
     schedule: str | None
+    scheduled_for: float | None
+    catch_up: bool
     container: str
     log_lost: int | None
     log_dropped: int | None

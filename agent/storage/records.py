@@ -66,6 +66,8 @@ SUMMARY_COLUMNS = (
     "submitter_uid",
     "submitter_pid",
     "schedule",
+    "scheduled_for",
+    "catch_up",
     "log_lost",
     "log_dropped",
 )
@@ -80,6 +82,7 @@ def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
     """
     out = {column: row[column] for column in SUMMARY_COLUMNS}
     out["cancel_requested"] = bool(out["cancel_requested"])
+    out["catch_up"] = bool(out["catch_up"])
     out["image"] = row["image"]
     out["command"] = json.loads(row["command"] or "[]")
     out["labels"] = json.loads(row["labels"])
