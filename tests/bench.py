@@ -12,12 +12,15 @@ stop_timeout), socket (agent.ping round trips alone and under 50 concurrent
 clients, and the agent's memory before and after), output (`seq 1 200000`
 through chooctl run against podman run, with podman's journald log driver as
 a reference), follow (how soon a line a running job prints reaches a
-follower: p50/p99), logs (lines per second through chooctl logs).
+follower: p50/p99), logs (lines per second through chooctl logs), history
+(job.list, label filters, job.get by prefix and prune on 100,000 finished
+jobs: tests/bench_history.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import socket
 import statistics
@@ -29,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.bench_history import bench_history, place_database  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService  # noqa: E402
 
 PODMAN_RUN = ["podman", "run", "--rm", "--runtime", "runc", "--network", "none"]
@@ -270,6 +274,7 @@ BENCHES = {
     "output": bench_output,
     "follow": bench_follow,
     "logs": bench_logs,
+    "history": bench_history,
 }
 
 
@@ -285,16 +290,20 @@ def main() -> None:
         service.start()
         agents: list[AgentProcess] = []
 
-        def make_agent(**settings) -> AgentProcess:
+        def make_agent(database: Path | None = None, **settings) -> AgentProcess:
+            """A started agent; with ``database``, on a copy of that file."""
             agent_root = root / f"agent{len(agents)}"
             agent_root.mkdir()
             agent = AgentProcess(agent_root, service.url, {"log_level": "info", **settings})
+            if database is not None:
+                place_database(database, agent.state_dir)
             agents.append(agent)
             return agent.start()
 
         try:
+            benches = {**BENCHES, "history": functools.partial(bench_history, scratch=root)}
             for name in args.only:
-                BENCHES[name](make_agent, args.image, args.pairs)
+                benches[name](make_agent, args.image, args.pairs)
         finally:
             for agent in agents:
                 agent.stop()

@@ -247,7 +247,7 @@ class Service(Removal, Watching):
             raise InvalidParams("cursor: expected the cursor of a previous page")
         jobs: list[dict[str, Any]] = []
         while True:  # fill the page with jobs ``peer`` may see
-            rows = self.store.list(
+            rows = self.store.summaries(
                 states=states, name=name, labels=labels, since=since, after=cursor, limit=limit
             )
             shown = [j for j in rows if self.owners.may_see(peer, j[OWNER])]

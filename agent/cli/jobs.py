@@ -192,7 +192,7 @@ def _filters(items: tuple[str, ...]) -> dict[str, Any]:
 )
 @click.option("--since", metavar="DURATION", help="Only jobs submitted in the last DURATION.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only job IDs.")
-@click.option("--json", "as_json", is_flag=True, help="Print job records as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs' summaries as JSON.")
 @click.option(
     "-n",
     "--limit",
@@ -224,10 +224,10 @@ def ps(
             [
                 job["id"],
                 job["name"] or "-",
-                job["spec"]["image"],
+                job["image"],
                 status_text(job),
                 age(job["submitted_at"]),
-                " ".join(job["spec"]["command"])[:40] or "-",
+                " ".join(job["command"])[:40] or "-",
             ]
             for job in jobs
         ]

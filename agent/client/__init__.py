@@ -84,7 +84,7 @@ class Client(Connection):
         cursor: str | None = None,
         all: bool = True,
     ) -> types.JobPage:
-        """One page of jobs, newest first (``all=False``: unfinished ones only)."""
+        """One page of job summaries, newest first (``all=False``: unfinished ones only)."""
         params = m.ListParams(
             state=state, name=name, label=label, since=since, limit=limit, cursor=cursor, all=all
         )

@@ -89,10 +89,43 @@ class JobDetail(Job):
     events: list[Event]
 
 
+class JobSummary(TypedDict):
+    """A ``job.list`` entry: what a listing shows of a job, read without its spec.
+
+    The spec's ``image`` and ``command`` are lifted out of it; the rest of the
+    spec, the environment, the log tail, workspace and artifacts are only in
+    the full record (``job.get``).
+    """
+
+    id: str
+    name: str | None
+    image: str
+    command: list[str]
+    state: str
+    reason: str | None
+    exit_code: int | None
+    priority: int
+    trigger: str
+    attempt: int
+    cancel_requested: bool
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    labels: dict[str, str]
+    submitter_uid: int | None
+    submitter_pid: int | None
+    schedule: str | None
+    scheduled_for: float | None
+    catch_up: bool
+    container: str
+    log_lost: int | None
+    log_dropped: int | None
+
+
 class JobPage(TypedDict):
     """``job.list``: newest first; ``cursor`` is set when another page may follow."""
 
-    jobs: list[Job]
+    jobs: list[JobSummary]
     cursor: str | None
 
 

@@ -113,10 +113,11 @@ def withheld(job: dict) -> dict:
     The variable names stay (they say what the job is configured with, not the
     values); each value becomes None.
     """
-    spec = dict(job.get("spec") or {})
-    if spec.get("env"):
-        spec["env"] = dict.fromkeys(spec["env"])
-    out = {**job, "spec": spec, "withheld": True}
+    out = {**job, "withheld": True}
+    if "spec" in job:  # a job.list summary has none
+        spec = out["spec"] = dict(job["spec"] or {})
+        if spec.get("env"):
+            spec["env"] = dict.fromkeys(spec["env"])
     for key in PRIVATE_FIELDS:
         if key in out:
             out[key] = None

@@ -1,4 +1,4 @@
-"""Jobs, their attempts and events: the queries and the one-transaction transitions.
+"""Jobs, their attempts and events: the one-transaction transitions and removals.
 
 ``Jobs`` owns the job life cycle on disk. Every state change goes through
 ``transition()``: one ``BEGIN IMMEDIATE`` transaction that checks the move
@@ -18,23 +18,23 @@ from typing import Any
 import peewee as pw
 from ulid import ULID
 
-from agent.protocol.errors import (
-    AmbiguousPrefix,
-    InvalidParams,
-    InvalidTransition,
-    NoSuchJob,
-    QueueFull,
-)
+from agent.protocol.errors import InvalidTransition, QueueFull
 from agent.protocol.states import TERMINAL, State, can_transition
-from agent.storage.database import Database
-from agent.storage.records import attempt_dict, event_dict, job_dict
+from agent.storage.queries import JobQueries
+from agent.storage.records import event_dict, job_dict
 
-#: How many IDs go into one ``IN (...)`` (SQLite limits the variables of a statement).
-_CHUNK = 500
+#: How many jobs ``remove_jobs`` deletes per transaction.
+_BATCH = 5000
 
 
-class Jobs(Database):
-    """The job queries and transitions of ``Store``."""
+def _among(ids: list[str]) -> pw.SQL:
+    """``ids`` as one parameter of an ``IN``: a JSON array SQLite unpacks itself
+    (no limit on how many, no placeholder per ID for peewee to build)."""
+    return pw.SQL("(SELECT value FROM json_each(?))", [json.dumps(ids)])
+
+
+class Jobs(JobQueries):
+    """The job transitions and removals of ``Store`` (its queries: ``JobQueries``)."""
 
     # -- creating and moving jobs ----------------------------------------------
 
@@ -70,7 +70,7 @@ class Jobs(Database):
         Raises:
             QueueFull: ``queue_limit`` jobs are already queued; nothing is stored.
         """
-        Job, Schedule = self.models.Job, self.models.Schedule
+        Job, Schedule, Label = self.models.Job, self.models.Schedule, self.models.JobLabel
         now = time.time()
         job_id = job_id or str(ULID())
         with self.writing():
@@ -94,6 +94,12 @@ class Jobs(Database):
                 submitter_pid=pid,
                 **(fields or {}),
             )
+            labels = spec.get("labels", {})
+            if labels:
+                Label.insert_many(
+                    [(job_id, key, value) for key, value in labels.items()],
+                    fields=[Label.job, Label.key, Label.value],
+                ).execute()
             if schedule_update is not None:
                 name, columns = schedule_update
                 Schedule.update(last_job=job_id, **columns).where(Schedule.name == name).execute()
@@ -207,103 +213,6 @@ class Jobs(Database):
                 (Attempt.job == job_id) & (Attempt.number == number)
             ).execute()
 
-    # -- reading -------------------------------------------------------------
-
-    def resolve(self, prefix: Any) -> str:
-        """Turn an ID or unique ID prefix into the full job ID.
-
-        Raises:
-            InvalidParams: not a string of ULID characters.
-            NoSuchJob, AmbiguousPrefix
-        """
-        if not isinstance(prefix, str) or not prefix or len(prefix) > 26:
-            raise InvalidParams(f"id: expected a job ID or ID prefix, got {prefix!r}")
-        key = prefix.upper()
-        if not key.isalnum():
-            raise InvalidParams(f"id: {prefix!r} is not a job ID")
-        Job = self.models.Job
-        ids = [row.id for row in Job.select(Job.id).where(Job.id.startswith(key)).limit(2)]
-        if not ids:
-            raise NoSuchJob(f"no job matches {prefix!r}; see 'chooctl ps -a'")
-        if len(ids) > 1:
-            raise AmbiguousPrefix(f"{prefix!r} matches more than one job; give more characters")
-        return ids[0]
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        """The record of one job, by full ID.
-
-        Raises:
-            NoSuchJob
-        """
-        return job_dict(self._job_row(job_id))
-
-    def list(
-        self,
-        *,
-        states: Iterable[str] | None = None,
-        name: str | None = None,
-        labels: dict[str, str] | None = None,
-        since: float | None = None,
-        after: str | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Jobs newest first, filtered; ``after`` is the last ID of the previous page."""
-        Job = self.models.Job
-        query = Job.select().order_by(Job.id.desc())
-        if states:
-            query = query.where(Job.state.in_(list(states)))
-        if name:
-            query = query.where(Job.name == name)
-        if since is not None:
-            query = query.where(Job.submitted_at >= since)
-        if after:
-            query = query.where(Job.id < after)
-        rows = []
-        for job in query.iterator():
-            if labels:
-                have = json.loads(job.labels)
-                if any(have.get(k) != v for k, v in labels.items()):
-                    continue
-            rows.append(job_dict(job))
-            if len(rows) >= limit:
-                break
-        return rows
-
-    def nonterminal(self) -> list[dict[str, Any]]:
-        """Every job the controller still has to drive, in admission order."""
-        Job = self.models.Job
-        query = (
-            Job.select()
-            .where(Job.state.not_in([s.value for s in TERMINAL]))
-            .order_by(Job.priority.desc(), Job.id)
-        )
-        return [job_dict(job) for job in query]
-
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each state (every state named, 0 included)."""
-        Job = self.models.Job
-        query = Job.select(Job.state, pw.fn.COUNT(Job.id).alias("n")).group_by(Job.state)
-        counts = {state.value: 0 for state in State}
-        counts.update({row.state: row.n for row in query})
-        return counts
-
-    def attempts(self, job_id: str) -> list[dict[str, Any]]:
-        """A job's attempts, first first."""
-        Attempt = self.models.Attempt
-        query = Attempt.select().where(Attempt.job == job_id).order_by(Attempt.number)
-        return [attempt_dict(a) for a in query]
-
-    def events(self, job_id: str) -> list[dict[str, Any]]:
-        """A job's events, oldest first."""
-        Event = self.models.Event
-        query = Event.select().where(Event.job == job_id).order_by(Event.id)
-        return [event_dict(e) for e in query]
-
-    def job_ids(self) -> set[str]:
-        """The ID of every job stored."""
-        Job = self.models.Job
-        return {row.id for row in Job.select(Job.id)}
-
     # -- removal -------------------------------------------------------------
 
     def remove_job(self, job_id: str) -> dict[str, Any]:
@@ -331,42 +240,50 @@ class Jobs(Database):
         self._publish_removed([record])
         return record
 
-    def prunable(self, *, ended_before: float, states: Iterable[str] | None = None) -> list[str]:
-        """IDs of finished jobs (in ``states``, all terminal states by default)
-        that ended before ``ended_before``, oldest first."""
-        terminal = [s.value for s in TERMINAL]
-        wanted = [s for s in (states or terminal) if s in terminal]
-        Job = self.models.Job
-        query = (
-            Job.select(Job.id)
-            .where(Job.state.in_(wanted) & (Job.ended_at < ended_before))
-            .order_by(Job.id)
-        )
-        return [row.id for row in query]
-
     def remove_jobs(self, job_ids: Iterable[str]) -> list[dict[str, Any]]:
-        """Delete those of ``job_ids`` that are (still) finished, in one transaction;
-        returns the records removed. A job that is not finished is never touched."""
-        ids = list(job_ids)
-        Job = self.models.Job
+        """Delete those of ``job_ids`` that are (still) finished, with their attempts,
+        events and labels. A job that is not finished is never touched.
+
+        Rows go in bulk, ``_BATCH`` jobs per transaction (other writers get in
+        between), and no record is built: only each job's ID and name are read.
+        A failure part way leaves the batches done removed (their ``removed``
+        events published) and the rest as they were; the housekeeping sweep
+        takes the files of jobs whose rows are gone.
+
+        Returns:
+            ``{"id", "name"}`` of each job removed.
+        """
+        ids = sorted(job_ids)  # in key order, each batch touches neighbouring pages
+        Job, Attempt, Event, Label = (
+            self.models.Job,
+            self.models.Attempt,
+            self.models.Event,
+            self.models.JobLabel,
+        )
         terminal = [s.value for s in TERMINAL]
         removed: list[dict[str, Any]] = []
-        with self.writing():
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                rows = list(Job.select().where(Job.id.in_(chunk) & Job.state.in_(terminal)))
-                removed += [job_dict(job) for job in rows]
-                Job.delete().where(Job.id.in_([job.id for job in rows])).execute()
-        self._publish_removed(removed)
+        for start in range(0, len(ids), _BATCH):
+            gone: list[dict[str, Any]] = []
+            with self.writing():
+                rows = (
+                    Job.select(Job.id, Job.name)
+                    .where(
+                        Job.id.in_(_among(ids[start : start + _BATCH])) & Job.state.in_(terminal)
+                    )
+                    .tuples()
+                )
+                gone = [{"id": job_id, "name": name} for job_id, name in rows]
+                doomed = _among([job["id"] for job in gone])
+                # A set-based delete per table is cheaper than the cascade's
+                # statement per job (which still runs, and finds nothing).
+                for child in (Event, Attempt, Label):
+                    child.delete().where(child.job.in_(doomed)).execute()
+                Job.delete().where(Job.id.in_(doomed)).execute()
+            self._publish_removed(gone)  # each batch once committed: a later one may fail
+            removed += gone
         return removed
 
     # -- helpers -------------------------------------------------------------
-
-    def _job_row(self, job_id: str):
-        job = self.models.Job.get_or_none(self.models.Job.id == job_id)
-        if job is None:
-            raise NoSuchJob(f"no job {job_id}")
-        return job
 
     def _event(self, job, kind: str, state: State | None, detail: dict, now: float) -> dict:
         """Append an event of ``job`` (inside the caller's transaction); its record."""

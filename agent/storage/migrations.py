@@ -4,7 +4,9 @@
 to ``models.SCHEMA_VERSION`` inside the caller's transaction (SQLite DDL is
 transactional, so a failed upgrade leaves the old schema intact). Each step
 only adds: columns are nullable so old rows stay valid, and no step ever
-rewrites or drops data. Add a step here, change the models and bump
+rewrites or drops data (an index a better one replaces may go). A new table
+is made from its declaration in models.py (a later step that changes it
+starts from that). Add a step here, change the models and bump
 ``SCHEMA_VERSION`` in models.py, and extend tests/unit/test_migrations.py
 with the new version.
 """
@@ -15,6 +17,8 @@ from collections.abc import Callable
 
 import peewee as pw
 from playhouse.migrate import SqliteMigrator, migrate
+
+from agent.storage.models import bind
 
 
 def _v1_to_v2(db: pw.Database) -> None:
@@ -47,8 +51,40 @@ def _v2_to_v3(db: pw.Database) -> None:
     )
 
 
+def _v3_to_v4(db: pw.Database) -> None:
+    """Indexes for queries at any size, labels in a table of their own, and the
+    count of jobs by state kept by triggers (schema 4).
+
+    ``(state, id)`` and ``(name, id)`` replace the one-column indexes (a filter
+    then reads its jobs in ID order, with no sort), and ``attempt (job_id)`` goes
+    (``attempt (job_id, number)`` serves the same lookups); ``job_label`` is filled from
+    every job's ``labels`` and ``job_count`` from the jobs there are.
+    """
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.drop_index("job", "job_state"),
+        migrator.drop_index("job", "job_name"),
+        migrator.drop_index("attempt", "attempt_job_id"),
+        migrator.add_index("job", ("state", "id"), False),
+        migrator.add_index("job", ("name", "id"), False),
+    )
+    # The new tables as models.py declares them (job_count with its triggers),
+    # each filled from the jobs there are; the labels are each job's JSON
+    # object, read by SQLite itself.
+    models = bind(db)
+    models.JobLabel.create_table()
+    db.execute_sql(
+        'INSERT INTO job_label (job_id, "key", value)'
+        " SELECT job.id, label.key, label.value FROM job, json_each(job.labels) AS label"
+    )
+    models.StateCount.create_table()
+    db.execute_sql(
+        "INSERT INTO job_count (state, n) SELECT state, COUNT(*) FROM job GROUP BY state"
+    )
+
+
 #: version -> the step that upgrades a database from it to version + 1.
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,39 @@ class Models:
     Attempt: type[pw.Model]
     Event: type[pw.Model]
     Schedule: type[pw.Model]
+    #: ``job_label``: one row per label of a job, so a label filter is an index lookup.
+    JobLabel: type[pw.Model]
+    #: ``job_count``: how many jobs are in each state, kept by triggers on ``job``.
+    StateCount: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
-        return [self.Setting, self.Job, self.Attempt, self.Event, self.Schedule]
+        return [
+            self.Setting,
+            self.Job,
+            self.Attempt,
+            self.Event,
+            self.Schedule,
+            self.JobLabel,
+            self.StateCount,
+        ]
+
+
+#: Keep ``job_count`` equal to the jobs of each state, in every write's own
+#: transaction: any statement that adds, moves or deletes a job (a bulk prune
+#: included) updates it, so reading the counts never scans the jobs.
+COUNT_TRIGGERS = (
+    'CREATE TRIGGER IF NOT EXISTS "job_count_insert" AFTER INSERT ON "job" BEGIN'
+    ' INSERT INTO "job_count" ("state", "n") VALUES (NEW."state", 1)'
+    ' ON CONFLICT ("state") DO UPDATE SET "n" = "n" + 1; END',
+    'CREATE TRIGGER IF NOT EXISTS "job_count_delete" AFTER DELETE ON "job" BEGIN'
+    ' UPDATE "job_count" SET "n" = "n" - 1 WHERE "state" = OLD."state"; END',
+    'CREATE TRIGGER IF NOT EXISTS "job_count_update" AFTER UPDATE OF "state" ON "job"'
+    ' WHEN OLD."state" IS NOT NEW."state" BEGIN'
+    ' UPDATE "job_count" SET "n" = "n" - 1 WHERE "state" = OLD."state";'
+    ' INSERT INTO "job_count" ("state", "n") VALUES (NEW."state", 1)'
+    ' ON CONFLICT ("state") DO UPDATE SET "n" = "n" + 1; END',
+)
 
 
 def bind(db: pw.Database) -> Models:
@@ -58,8 +87,8 @@ def bind(db: pw.Database) -> Models:
 
     class Job(Base):
         id = pw.CharField(primary_key=True, max_length=26)
-        name = pw.CharField(null=True, index=True)
-        state = pw.CharField(index=True)
+        name = pw.CharField(null=True)
+        state = pw.CharField()
         reason = pw.CharField(null=True)
         exit_code = pw.IntegerField(null=True)
         priority = pw.IntegerField(default=0)
@@ -94,8 +123,14 @@ def bind(db: pw.Database) -> Models:
         # Schema 3: output bytes dropped past the job's max_log_bytes (all attempts).
         log_dropped = pw.IntegerField(null=True)
 
+        class Meta:
+            # Schema 4: a state or name filter reads its jobs in ID order from the
+            # index, with no sort of every match.
+            indexes = ((("state", "id"), False), (("name", "id"), False))
+
     class Attempt(Base):
-        job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE")
+        # No index of its own (schema 4): (job, number) below serves every lookup by job.
+        job = pw.ForeignKeyField(Job, backref="attempts", on_delete="CASCADE", index=False)
         number = pw.IntegerField()
         trigger = pw.CharField(default="rpc")
         container_id = pw.CharField(null=True)
@@ -132,4 +167,41 @@ def bind(db: pw.Database) -> Models:
         last_job = pw.CharField(null=True)
         last_skip = pw.TextField(null=True)
 
-    return Models(Setting=Setting, Job=Job, Attempt=Attempt, Event=Event, Schedule=Schedule)
+    class JobLabel(Base):
+        # Schema 4: a copy of the job's ``labels`` (which stays the record's source),
+        # kept by Jobs.add_job and removed with the job by the cascade.
+        job = pw.ForeignKeyField(Job, on_delete="CASCADE", index=False)
+        key = pw.CharField()
+        value = pw.CharField()
+
+        class Meta:
+            table_name = "job_label"
+            primary_key = pw.CompositeKey("job", "key")
+            # Stored in its key's order: one b-tree fewer to write and prune.
+            without_rowid = True
+            indexes = ((("key", "value", "job"), False),)
+
+    class StateCount(Base):
+        # Schema 4: written only by COUNT_TRIGGERS, never by the agent's code.
+        state = pw.CharField(primary_key=True)
+        n = pw.IntegerField()
+
+        class Meta:
+            table_name = "job_count"
+
+        @classmethod
+        def create_table(cls, safe: bool = True, **options) -> None:
+            """The table, and the triggers on ``job`` that keep it."""
+            super().create_table(safe, **options)
+            for trigger in COUNT_TRIGGERS:
+                db.execute_sql(trigger)
+
+    return Models(
+        Setting=Setting,
+        Job=Job,
+        Attempt=Attempt,
+        Event=Event,
+        Schedule=Schedule,
+        JobLabel=JobLabel,
+        StateCount=StateCount,
+    )

@@ -49,6 +49,47 @@ def job_dict(job) -> dict[str, Any]:
     }
 
 
+#: The job columns of a summary; ``image`` and ``command`` come out of the spec.
+SUMMARY_COLUMNS = (
+    "id",
+    "name",
+    "state",
+    "reason",
+    "exit_code",
+    "priority",
+    "trigger",
+    "attempt",
+    "cancel_requested",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "submitter_uid",
+    "submitter_pid",
+    "schedule",
+    "scheduled_for",
+    "catch_up",
+    "log_lost",
+    "log_dropped",
+)
+
+
+def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
+    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, and the spec's ``image``
+    and ``command`` as SQLite extracted them) as its summary (a ``job.list`` entry).
+
+    Args:
+        row: the columns read, by name; ``labels`` and ``command`` as JSON text.
+    """
+    out = {column: row[column] for column in SUMMARY_COLUMNS}
+    out["cancel_requested"] = bool(out["cancel_requested"])
+    out["catch_up"] = bool(out["catch_up"])
+    out["image"] = row["image"]
+    out["command"] = json.loads(row["command"] or "[]")
+    out["labels"] = json.loads(row["labels"])
+    out["container"] = container_name(row["id"])
+    return out
+
+
 def attempt_dict(attempt) -> dict[str, Any]:
     """An ``attempt`` row: one container run of a job."""
     return {

@@ -2,8 +2,9 @@
 
 ``Store`` is a facade put together from one class per concern, each in its
 own module: ``Database`` (database.py: the file, its schema, the write
-transaction), ``Jobs`` (jobs.py: job queries and transitions, one transaction
-and one event per state change) and ``Schedules`` (schedules.py). Callers
+transaction), ``JobQueries`` (queries.py: reading jobs through indexes),
+``Jobs`` (jobs.py: job transitions and removals, one transaction and one
+event per state change) and ``Schedules`` (schedules.py). Callers
 import ``Store`` and the names below from here only. The store never talks
 to Podman.
 """

@@ -210,7 +210,7 @@ def test_pull_policy_never_on_a_missing_image_fails_with_reason_image(agent):
     missing = "localhost/choo-no-such-image:never"
     done = agent.chooctl("run", "--pull", "never", missing, "true")
     assert done.returncode == 125
-    job = agent.call("job.list", all=True)["jobs"][0]
+    job = agent.call("job.get", id=agent.call("job.list", all=True)["jobs"][0]["id"])
     assert (job["state"], job["reason"]) == ("failed", "image")
     assert "pull policy is 'never'" in job["log_tail"]
     assert "never" in done.stderr
@@ -221,6 +221,6 @@ def test_pull_policy_missing_reports_the_registrys_message(agent):
     # Nothing listens on port 9 of the loopback: the pull fails at once.
     done = agent.chooctl("run", "--pull", "always", "127.0.0.1:9/choo/nothing:1", "true")
     assert done.returncode == 125
-    job = agent.call("job.list", all=True)["jobs"][0]
+    job = agent.call("job.get", id=agent.call("job.list", all=True)["jobs"][0]["id"])
     assert (job["state"], job["reason"]) == ("failed", "image")
     assert "127.0.0.1:9" in job["log_tail"]

@@ -13,7 +13,7 @@ import sqlite3
 
 import pytest
 
-from agent.protocol.errors import StorageError
+from agent.protocol.errors import AmbiguousPrefix, StorageError
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import SCHEMA_VERSION, Store
@@ -242,4 +242,144 @@ def test_v2_database_gains_the_log_columns(tmp_path):
         assert store.get(RUNNING)["log_dropped"] == 9
     finally:
         store.close()
-    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+
+
+#: What choo-agent created at SCHEMA_VERSION 3 (frozen, from its sqlite_master).
+V3_SCHEMA = """
+CREATE TABLE "job" ("id" VARCHAR(26) NOT NULL PRIMARY KEY, "name" VARCHAR(255), "state" VARCHAR(255) NOT NULL, "reason" VARCHAR(255), "exit_code" INTEGER, "priority" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "labels" TEXT NOT NULL, "attempt" INTEGER NOT NULL, "retries_left" INTEGER NOT NULL, "cancel_requested" INTEGER NOT NULL, "submitted_at" REAL NOT NULL, "started_at" REAL, "ended_at" REAL, "not_before" REAL, "stop_sent_at" REAL, "stop_reason" VARCHAR(255), "submitter_uid" INTEGER, "submitter_pid" INTEGER, "log_tail" TEXT, "schedule" VARCHAR(255), "scheduled_for" REAL, "catch_up" INTEGER, "workspace" TEXT, "workspace_size" INTEGER, "artifacts_state" VARCHAR(255), "artifacts_path" TEXT, "artifacts_size" INTEGER, "artifacts_sha256" VARCHAR(255), "artifacts_message" TEXT, "log_lost" INTEGER, "log_dropped" INTEGER);
+CREATE INDEX "job_name" ON "job" ("name");
+CREATE INDEX "job_state" ON "job" ("state");
+CREATE INDEX "job_schedule" ON "job" ("schedule");
+CREATE TABLE "attempt" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" VARCHAR(26) NOT NULL, "number" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "container_id" VARCHAR(255), "started_at" REAL, "ended_at" REAL, "exit_code" INTEGER, "reason" VARCHAR(255), "oom" INTEGER NOT NULL, "log_shipped" INTEGER, FOREIGN KEY ("job_id") REFERENCES "job" ("id") ON DELETE CASCADE);
+CREATE INDEX "attempt_job_id" ON "attempt" ("job_id");
+CREATE UNIQUE INDEX "attempt_job_id_number" ON "attempt" ("job_id", "number");
+CREATE TABLE "event" ("id" INTEGER NOT NULL PRIMARY KEY, "job_id" VARCHAR(26) NOT NULL, "time" REAL NOT NULL, "kind" VARCHAR(255) NOT NULL, "state" VARCHAR(255), "detail" TEXT, FOREIGN KEY ("job_id") REFERENCES "job" ("id") ON DELETE CASCADE);
+CREATE INDEX "event_job_id" ON "event" ("job_id");
+CREATE TABLE "schedule" ("name" VARCHAR(255) NOT NULL PRIMARY KEY, "cron" VARCHAR(255) NOT NULL, "timezone" VARCHAR(255), "spec" TEXT NOT NULL, "concurrency" VARCHAR(255) NOT NULL, "catch_up" INTEGER NOT NULL, "history_limit" INTEGER NOT NULL, "created_at" REAL NOT NULL, "created_by" INTEGER, "last_fire" REAL NOT NULL, "last_job" VARCHAR(255), "last_skip" TEXT);
+CREATE TABLE "meta" ("key" VARCHAR(255) NOT NULL PRIMARY KEY, "value" TEXT NOT NULL);
+"""  # noqa: E501
+
+V3_JOBS = {
+    # id: (state, labels, ended_at)
+    "01JD0000000000000000000010": ("succeeded", {"team": "ci", "tier": "gold"}, 50.0),
+    "01JD0000000000000000000011": ("failed", {"team": "ci"}, 60.0),
+    "01JD0000000000000000000012": ("running", {}, None),
+    "01JD0000000000000000000013": ("queued", {"team": "web"}, None),
+}
+
+
+def make_v3(path):
+    """A v3 database holding jobs in several states, most of them labelled."""
+    with contextlib.closing(sqlite3.connect(path)) as con, con:
+        con.executescript(V3_SCHEMA)
+        con.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("schema_version", "3"), ("agent_id", AGENT_ID)]
+        )
+        for job_id, (state, labels, ended_at) in V3_JOBS.items():
+            con.execute(
+                "INSERT INTO job (id, name, state, priority, trigger, spec, labels, attempt,"
+                " retries_left, cancel_requested, submitted_at, ended_at, log_tail) VALUES"
+                " (?, 'nightly', ?, 0, 'cli', ?, ?, 1, 0, 0, 40.0, ?, 'x')",
+                (
+                    job_id,
+                    state,
+                    json.dumps({**V1_SPEC, "labels": labels}),
+                    json.dumps(labels),
+                    ended_at,
+                ),
+            )
+            con.execute(
+                "INSERT INTO attempt (job_id, number, trigger, oom) VALUES (?, 1, 'cli', 0)",
+                (job_id,),
+            )
+
+
+def schema(path):
+    return sorted(sql(path, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
+
+
+@pytest.fixture
+def from_v3(tmp_path):
+    path = tmp_path / "choo.db"
+    make_v3(path)
+    store = Store(path, ChangeFeed())
+    store.open()
+    yield store, path
+    store.close()
+
+
+def test_v3_database_ends_with_the_schema_of_a_new_one(from_v3, tmp_path):
+    _, path = from_v3
+    fresh = Store(tmp_path / "fresh.db", ChangeFeed())
+    fresh.open()
+    fresh.close()
+    assert schema(path) == schema(tmp_path / "fresh.db")
+    indexes = {row[0] for row in sql(path, "SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"job_state_id", "job_name_id"} <= indexes
+    assert not {"job_state", "job_name"} & indexes
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+
+
+def test_v3_labels_are_copied_into_their_table(from_v3):
+    store, path = from_v3
+    expected = sorted(
+        (job_id, key, value)
+        for job_id, (_, labels, _) in V3_JOBS.items()
+        for key, value in labels.items()
+    )
+    assert sorted(sql(path, "SELECT job_id, key, value FROM job_label")) == expected
+    assert [j["id"] for j in store.summaries(labels={"team": "ci"})] == [
+        "01JD0000000000000000000011",
+        "01JD0000000000000000000010",
+    ]
+    assert [j["id"] for j in store.summaries(labels={"team": "ci", "tier": "gold"})] == [
+        "01JD0000000000000000000010"
+    ]
+
+
+def test_v3_jobs_are_counted_and_the_count_follows_new_changes(from_v3):
+    store, _ = from_v3
+    assert store.counts() == {
+        "queued": 1,
+        "starting": 0,
+        "running": 1,
+        "succeeded": 1,
+        "failed": 1,
+        "cancelled": 0,
+    }
+    store.transition("01JD0000000000000000000013", State.CANCELLED)
+    store.remove_jobs(["01JD0000000000000000000010", "01JD0000000000000000000011"])
+    assert store.counts() == {
+        "queued": 0,
+        "starting": 0,
+        "running": 1,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
+
+
+def test_v3_prefixes_since_and_prune_work_after_the_upgrade(from_v3):
+    store, path = from_v3
+    assert store.resolve("01jd0000000000000000000012") == "01JD0000000000000000000012"
+    with pytest.raises(AmbiguousPrefix):
+        store.resolve("01jd")
+    assert store.prunable(ended_before=55.0) == ["01JD0000000000000000000010"]
+    store.remove_jobs(store.prunable(ended_before=55.0))
+    assert sql(
+        path, "SELECT COUNT(*) FROM job_label WHERE job_id = '01JD0000000000000000000010'"
+    ) == [(0,)]
+    assert sql(
+        path, "SELECT COUNT(*) FROM attempt WHERE job_id = '01JD0000000000000000000010'"
+    ) == [(0,)]
+
+
+def test_v1_database_goes_all_the_way_to_the_label_table(upgraded):
+    store, _ = upgraded
+    assert [j["id"] for j in store.summaries(labels={"team": "ci"})] == [RUNNING, FINISHED]
+    assert store.counts()["failed"] == 1 and store.counts()["running"] == 1

@@ -34,4 +34,6 @@ def test_the_meta_table_keeps_its_name():
         "attempt",
         "event",
         "schedule",
+        "job_label",
+        "job_count",
     ]

@@ -515,16 +515,6 @@ def test_list_filters_by_labels(store):
     assert store.list(labels={"missing": ""}) == []
 
 
-def test_list_filters_by_since(store):
-    old, mid, new = add(store)["id"], add(store)["id"], add(store)["id"]
-    store.update(old, submitted_at=1000.0)
-    store.update(mid, submitted_at=2000.0)
-    store.update(new, submitted_at=3000.0)
-    assert [j["id"] for j in store.list(since=2000.0)] == [new, mid]
-    assert [j["id"] for j in store.list(since=2000.5)] == [new]
-    assert store.list(since=3000.5) == []
-
-
 def test_list_limit_counts_matching_jobs_only(store):
     wanted = [add(store, labels={"k": "v"})["id"] for _ in range(3)]
     for _ in range(5):
