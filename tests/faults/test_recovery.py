@@ -186,7 +186,8 @@ def test_orphan_container_is_removed_after_its_grace(make_agent, image):
     assert agent.call("job.wait", id=job, timeout=60)["state"] == "succeeded"
     # Passes go on (the job's own container goes once its end is recorded), the orphan stays.
     wait_until(
-        lambda: [c["Names"] for c in agent.containers()] == [[name]], what="the job's container gone"
+        lambda: [c["Names"] for c in agent.containers()] == [[name]],
+        what="the job's container gone",
     )
     agent.stop()
     agent.write_config(orphan_grace=0.0)
