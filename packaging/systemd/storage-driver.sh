@@ -31,15 +31,21 @@ if [ -d "$graph" ] && [ -n "$(ls -A "$graph" 2>/dev/null)" ]; then
     fi
     exit 0
 fi
-# Can this user mount an overlay in a user namespace of its own?
-probe=$(runuser -u "$user" -- mktemp -d)
+# Can this user mount an overlay in a user namespace of its own, on the file
+# system its storage will be on? (Overlay on overlay, e.g. in a container,
+# does not work even where it works on /tmp.)
+group=$(id -gn "$user")
+for dir in "$home/.local" "$home/.local/share"; do
+    [ -d "$dir" ] || install -d -o "$user" -g "$group" "$dir"
+done
+probe=$(runuser -u "$user" -- mktemp -d "$home/.local/share/choo-overlay-probe.XXXXXX")
 trap 'rm -rf "$probe"' EXIT
 if runuser -u "$user" -- unshare --user --map-root-user --mount sh -c \
     "cd '$probe' && mkdir l u w m && mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w m" \
     2>/dev/null; then
-    install -d -o "$user" -g "$(id -gn "$user")" "$home/.config" "$home/.config/containers"
+    install -d -o "$user" -g "$group" "$home/.config" "$home/.config/containers"
     printf '# Written by choo (packaging/systemd/storage-driver.sh): native overlay works here.\n[storage]\ndriver = "overlay"\n' >"$conf"
-    chown "$user:$(id -gn "$user")" "$conf"
+    chown "$user:$group" "$conf"
     say "$user's Podman storage: native overlay"
 else
     say "$user's Podman storage: native overlay does not work on this kernel; Podman chooses (vfs is slow)"

@@ -66,7 +66,7 @@ expect "exposure level is OK or better" \
     sh -c 'systemd-analyze security choo-agent --no-pager | tail -1 | grep -Eq "level for choo-agent.service: [01]\.[0-9] "'
 
 overlay_works() {
-    local dir; dir=$(runuser -u choo -- mktemp -d)
+    local dir; dir=$(runuser -u choo -- mktemp -d /var/lib/choo/.local/share/probe.XXXXXX)
     runuser -u choo -- unshare --user --map-root-user --mount sh -c \
         "cd $dir && mkdir l u w m && mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w m"
 }
