@@ -83,14 +83,16 @@ def _nothing_left(agent, url: str, job_ids) -> None:
 
 
 def _wait_ended(agent, ids, timeout: float) -> dict[str, dict]:
+    """Wait until every job in ``ids`` ended; their full records (``job.get``)."""
     jobs: dict[str, dict] = {}
 
-    def ended() -> dict | None:
+    def ended() -> bool:
         jobs.update({j["id"]: j for j in agent.call("job.list", all=True, limit=1000)["jobs"]})
-        return jobs if all(jobs[i]["state"] in TERMINAL for i in ids) else None
+        return all(jobs[i]["state"] in TERMINAL for i in ids)
 
     try:
-        return wait_until(ended, timeout=timeout, what="every job ended")
+        wait_until(ended, timeout=timeout, what="every job ended")
+        return {i: agent.call("job.get", id=i) for i in ids}
     except AssertionError as exc:
         states = {i: jobs[i]["state"] for i in ids if jobs[i]["state"] not in TERMINAL}
         raise AssertionError(f"{exc}: {states}; the agent's log:\n{agent.log()[-6000:]}") from None
