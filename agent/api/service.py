@@ -22,6 +22,7 @@ from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.secrets import Credentials
+from agent.adapters.snapshot import Reader
 from agent.api import logs as output
 from agent.api.checks import string_list, whole
 from agent.api.peers import Peer
@@ -118,7 +119,8 @@ class Service:
                 schedule change stored in the job's own transaction.
 
         Raises:
-            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached.
+            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached;
+            StorageError: ``max_files_bytes`` reached or the disk is full.
         """
         raw, trigger = params.spec, params.trigger
         if trigger not in methods.TRIGGERS and origin is None:
@@ -135,6 +137,8 @@ class Service:
         fields = dict(origin or {})
         schedule_update = fields.pop("schedule_update", None)
         job_id = str(ULID())
+        if self.files is not None:
+            self.files.check_room()  # max_files_bytes: its archive will need room too
         if spec["workspace"]:
             fields.update(self._snapshot(job_id, spec["workspace"], peer))
         try:
@@ -163,7 +167,11 @@ class Service:
 
     def _snapshot(self, job_id: str, path: str, peer: Peer | None) -> dict[str, Any]:
         source = self.check_workspace(path, peer)
-        dest, size = self.files.snapshot(job_id, source)
+        reader = None
+        if peer is not None and peer.uid is not None:
+            gid, groups = getattr(peer, "gid", None), getattr(peer, "groups", ())
+            reader = Reader.of(peer.uid, gid, tuple(groups))
+        dest, size = self.files.snapshot(job_id, source, reader)
         return {"workspace": str(dest), "workspace_size": size}
 
     # -- removal and retention -----------------------------------------------
