@@ -150,6 +150,7 @@ class JobFiles:
             StorageError: ``max_files_bytes`` reached, or the disk is full.
         """
         limit = self.config.workspace_max_bytes
+        self.used()  # measured before anything is written, so nothing counts twice
         job_dir = self._make_job_dir(job_id)
         dest = job_dir / "workspace"
         partial = job_dir / "workspace.partial"
@@ -207,6 +208,7 @@ class JobFiles:
         Raises:
             StorageError: no space left for the archive (nothing was kept).
         """
+        self.used()  # measured before anything is written, so nothing counts twice
         final = self._make_job_dir(job_id) / ARCHIVE_NAME
         return self._counted(
             job_id, archive.pack_stream(final, stream, self.config.artifacts_max_bytes)
@@ -223,6 +225,7 @@ class JobFiles:
         Raises:
             StorageError: no space left for the archive (nothing was kept).
         """
+        self.used()
         final = self._make_job_dir(job_id) / ARCHIVE_NAME
         record = archive.pack_tree(final, source, self.config.artifacts_max_bytes)
         return None if record is None else self._counted(job_id, record)
