@@ -9,7 +9,8 @@ This module owns those paths: checking a workspace a client asks for,
 snapshotting it (by file descriptor, agent/adapters/snapshot.py), packing
 ``/out`` (agent/adapters/archive.py), reading the archive back in chunks,
 deleting a job's directory (agent/adapters/removal.py, retried with backoff),
-and keeping the total bytes of job files against ``max_files_bytes``. Files
+and the total bytes of job files against ``max_files_bytes``
+(agent/adapters/usage.py). Files
 are fsynced, and their directories, before a method returns them: the row
 that names them is committed after. It never talks to the Podman API or the
 database.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +30,7 @@ from typing import IO, Any
 from agent.adapters import archive
 from agent.adapters.removal import remove_tree, unshare_remove
 from agent.adapters.snapshot import O_DIR, Reader, Refused, copy_tree, fsync_dir, open_dir
+from agent.adapters.usage import Usage
 from agent.protocol.errors import ChooError, InvalidParams, StorageError
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,9 @@ class JobFiles:
         self.config = config
         self.clock = clock
         self.unshare = unshare
+        self.usage = Usage(self.root, lambda: self.config.max_files_bytes)
+        # Guards _pending (removals run on connection and scheduler threads).
         self._lock = threading.Lock()
-        #: Bytes of each job's files, measured once (lazily) and kept since.
-        self._sizes: dict[str, int] | None = None
-        self._total = 0
         #: Job directories whose removal failed: (failures, monotonic time due).
         self._pending: dict[str, tuple[int, float]] = {}
 
@@ -151,7 +151,7 @@ class JobFiles:
         """
         limit = self.config.workspace_max_bytes
         self.used()  # measured before anything is written, so nothing counts twice
-        job_dir = self._make_job_dir(job_id)
+        job_dir = self.job_dir(job_id)
         dest = job_dir / "workspace"
         partial = job_dir / "workspace.partial"
         copied = 0
@@ -161,9 +161,10 @@ class JobFiles:
             copied += size
             if limit and copied > limit:
                 raise Refused(f"{source} is larger than workspace_max_bytes ({limit} bytes)")
-            self._grow(job_id, size, enforce=True)
+            self.usage.grow(job_id, size, enforce=True)
 
         try:
+            self._make_job_dir(job_id)
             src = open_dir(source, reader)
             try:
                 os.mkdir(partial, 0o700)
@@ -233,26 +234,33 @@ class JobFiles:
     def _counted(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
         """Count a packed archive's bytes (never refused: the job has run)."""
         if record["artifacts_state"] == "packed":
-            self._grow(job_id, record["artifacts_size"], enforce=False)
+            self.usage.grow(job_id, record["artifacts_size"], enforce=False)
         return record
 
     def _make_job_dir(self, job_id: str) -> Path:
-        """The job's directory, made (and made durable in ``jobs/``) if new."""
+        """The job's directory, made (and made durable in ``jobs/``) if new.
+
+        Raises:
+            StorageError: no space left for it.
+        """
         job_dir = self.job_dir(job_id)
         if not job_dir.is_dir():
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            job_dir.mkdir(exist_ok=True, mode=0o700)
-            fsync_dir(self.root)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                job_dir.mkdir(exist_ok=True, mode=0o700)
+                fsync_dir(self.root)
+            except OSError as exc:
+                if exc.errno in archive.NO_SPACE:
+                    raise StorageError(f"no space left for {job_dir}: {exc.strerror}") from None
+                raise
         return job_dir
 
     # -- the disk cap --------------------------------------------------------
 
     def used(self) -> int:
-        """Bytes of file content all jobs' workspaces and archives hold (as the
-        agent wrote them: measured once, then counted as files come and go)."""
-        with self._lock:
-            self._measured()
-            return self._total
+        """Bytes of file content all jobs' workspaces and archives hold
+        (agent/adapters/usage.py: measured once, then counted)."""
+        return self.usage.total()
 
     def check_room(self) -> None:
         """Refuse new job files when ``max_files_bytes`` is reached.
@@ -260,34 +268,7 @@ class JobFiles:
         Raises:
             StorageError: saying what is used, the cap, and how to free space.
         """
-        self._grow("", 0, enforce=True)
-
-    def _grow(self, job_id: str, size: int, *, enforce: bool) -> None:
-        cap = self.config.max_files_bytes
-        with self._lock:
-            sizes = self._measured()
-            # A new file must fit; with nothing to add, the cap must not be reached.
-            full = self._total + size > cap if size else self._total >= cap
-            if enforce and cap and full:
-                raise StorageError(
-                    f"job files would pass max_files_bytes ({cap} bytes): workspaces and "
-                    f"archives already use {self._total} bytes; free space with "
-                    "`chooctl prune` or `chooctl rm ID`, or raise max_files_bytes "
-                    "(choo-agent.toml(5))"
-                )
-            if size:
-                sizes[job_id] = sizes.get(job_id, 0) + size
-                self._total += size
-
-    def _measured(self) -> dict[str, int]:
-        """The bytes of each job's files (walked on first use; call with the lock held)."""
-        if self._sizes is None:
-            self._sizes = {}
-            with contextlib.suppress(OSError):
-                for entry in os.scandir(self.root):
-                    self._sizes[entry.name] = _measure(Path(entry.path))
-            self._total = sum(self._sizes.values())
-        return self._sizes
+        self.usage.grow("", 0, enforce=True)
 
     def read(self, job_id: str, path: str, offset: int, length: int) -> bytes:
         """Read part of a job's archive (at most ``MAX_READ`` bytes).
@@ -325,8 +306,7 @@ class JobFiles:
             failures = self._pending.get(job_id, (0, 0.0))[0]
             if error is None:
                 self._pending.pop(job_id, None)
-                if self._sizes is not None:
-                    self._total -= self._sizes.pop(job_id, 0)
+                self.usage.forget(job_id)
                 if failures:
                     log.info("removed %s at last (after %d failed tries)", path, failures)
                 return True
@@ -370,15 +350,3 @@ class JobFiles:
                 if self.remove(entry.name):
                     removed.append(entry.name)
         return removed
-
-
-def _measure(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (what cannot be read is not counted)."""
-    total = 0
-    for dirpath, _dirs, names in os.walk(path):
-        for name in names:
-            with contextlib.suppress(OSError):
-                info = os.lstat(os.path.join(dirpath, name))
-                if stat.S_ISREG(info.st_mode):
-                    total += info.st_size
-    return total
