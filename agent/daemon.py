@@ -8,7 +8,6 @@ loop through a wakeup fd; no handler does work of its own.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -184,8 +183,11 @@ class Agent:
 
     def _tick(self) -> None:
         self.notifier.pet()
-        with contextlib.suppress(ChooError):
-            self.notifier.status(self._status_line())
+        try:
+            line = self._status_line()
+        except Exception:  # the database may be what fails: say why without its counts
+            line = f"degraded: {self.controller.degraded or 'the job counts cannot be read'}"
+        self.notifier.status(line)
 
     def _revive_podman(self) -> None:
         """With no podman_url configured, run our own Podman service when none answers."""

@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from tests.harness import IMAGE, AgentProcess, PodmanService, podman
+from tests.podman_relay import PodmanRelay
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,19 @@ def podman_service(image, tmp_path_factory):
     service.start()
     yield service
     service.stop()
+
+
+@pytest.fixture
+def podman_relay(podman_service, tmp_path):
+    """A fault-injecting relay in front of the tests' Podman (tests/podman_relay.py).
+
+    Point an agent at it with ``make_agent(podman_url=podman_relay.url)``, and
+    ask for this fixture *before* ``make_agent`` so the relay outlives the agents.
+    """
+    relay = PodmanRelay(str(podman_service.path), tmp_path / "relay.sock").start()
+    yield relay
+    relay.clear()
+    relay.close()
 
 
 @pytest.fixture

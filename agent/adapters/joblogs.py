@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from agent.adapters import log_space
 from agent.rules.output_cap import Budget
 
 #: What one read of the file takes at most; a record longer than this (conmon
@@ -264,11 +265,24 @@ class JobLogs:
         return self.root / job_id / f"{attempt}.log"
 
     def prepare(self, job_id: str, attempt: int) -> Path:
-        """Make the attempt's directory; return the log's path (a fresh file:
-        conmon appends, so a leftover of a create that failed is removed)."""
+        """Make the attempt's log, with space reserved ahead of it; return its path.
+
+        A fresh file (conmon appends, so a leftover of a create that failed is
+        removed first), with ``log_space.RESERVE`` bytes allocated past its
+        end, so output is kept even if the disk fills while the job runs.
+
+        Raises:
+            OSError: the file or its reserve cannot be made (ENOSPC: the disk
+                is full; a job started now would lose its output).
+        """
         path = self.path(job_id, attempt)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.unlink(missing_ok=True)
+        try:
+            log_space.reserve(path)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
         return path
 
     def attempts(self, job_id: str) -> list[int]:

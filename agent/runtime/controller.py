@@ -4,15 +4,22 @@ The database says what should be (jobs and their states), Podman says what is
 (containers labelled as this agent's). ``reconcile()`` is one idempotent pass
 that compares the two and decides; everything else only *wakes* it: Podman's
 event stream (``podman_events``), a submit or cancel, a deadline (timeout,
-stop grace, retry backoff), or the periodic resync that makes a lost event
-harmless.
+stop grace, retry backoff, a job's work backoff), or the periodic resync that
+makes a lost event harmless.
 
 This module decides and hands out; the work is done elsewhere: ``launch``
 (create and start), ``finish`` (record the end, pack /out, then remove),
-``sweeps`` (strays), all run on the worker pool (``workers``) when they wait
-on Podman. A job with work in flight is "busy" and left alone by the loop
-until its worker finishes. Only the stop signals of a cancel or timeout are
-sent from the loop itself.
+``sweeps`` (strays), and the stop signals of a cancel or timeout, all run on
+the worker pool (``workers``): a Podman call that hangs holds its own job
+only. A job with work in flight is "busy" and left alone by the loop until
+its worker finishes. Deadlines are counted on the monotonic clock
+(``deadlines``); the database keeps wall-clock times.
+
+The loop's thread ends only by ``stop()``: whatever an iteration raises (a
+pass, the watchdog tick) is logged, makes the agent *degraded* with the
+reason (Podman, the database, or the loop itself), and is retried after a
+backoff that grows to ``MAX_PASS_BACKOFF``; the first pass that succeeds
+clears it.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman import ContainerState
 from agent.config import Config
-from agent.protocol.errors import ChooError, PodmanUnavailable
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import ACTIVE, State
 from agent.rules import admission
+from agent.runtime.deadlines import Deadlines
 from agent.runtime.finish import Finisher
+from agent.runtime.health import DATABASE, PODMAN, Health
 from agent.runtime.launch import Launcher
 from agent.runtime.podman_events import EventFollower
 from agent.runtime.ports import ArtifactFiles, EventSource, PodmanPort
@@ -41,10 +49,11 @@ from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-#: How soon a pass that failed is tried again.
-RETRY_PASS_AFTER = 1.0
 #: How soon a SIGKILL is repeated while the container has not exited yet.
 RESEND_KILL_AFTER = 1.0
+#: Pool threads beyond ``max_concurrent``: every active job may have a call in
+#: flight (even a hung one) and strays can still be removed.
+SPARE_WORKERS = 4
 
 
 class Controller:
@@ -57,9 +66,10 @@ class Controller:
         logs: each attempt's output file (made before its container, read
             for the log tail of a failure).
         config: limits, intervals and policies, read at each use.
-        clock: the time, in seconds (every deadline of the loop).
+        clock: the wall-clock time, in seconds (what the database records).
+        monotonic: the clock every deadline of the loop is counted on.
         sleep: waits that many seconds (tests advance their clock instead).
-        on_tick: called every loop iteration (the watchdog).
+        on_tick: called every loop iteration (the watchdog, the status line).
         on_podman_down: called when a pass finds Podman not answering.
         files: workspaces and /out archives (None: neither).
         executor: runs the pool's work (tests hand in one that runs it inline).
@@ -77,6 +87,7 @@ class Controller:
         config: Config,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_tick: Callable[[], None] = lambda: None,
         on_podman_down: Callable[[], None] = lambda: None,
@@ -87,18 +98,21 @@ class Controller:
         self.podman = podman
         self.config = config
         self.clock = clock
+        self.monotonic = monotonic
         self.on_tick = on_tick
         self.on_podman_down = on_podman_down
-        self.degraded: str | None = None
+        self.deadlines = Deadlines(clock, monotonic)
+        self.health = Health()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.workers = Workers(
             executor
             or ThreadPoolExecutor(
-                max_workers=max(2, min(16, config.max_concurrent)), thread_name_prefix="podman"
+                max_workers=config.max_concurrent + SPARE_WORKERS, thread_name_prefix="podman"
             ),
             wake=self.wake,
-            on_unavailable=self._set_degraded,
+            on_error=self.health.work_failed,
+            monotonic=monotonic,
         )
         self.events = EventFollower(events_podman, wake=self.wake, stopped=self._stop)
         self.launcher = Launcher(
@@ -108,7 +122,7 @@ class Controller:
             config,
             files=files,
             clock=clock,
-            on_unavailable=self._set_degraded,
+            on_unavailable=self._podman_down,
         )
         self.finisher = Finisher(
             store,
@@ -146,38 +160,55 @@ class Controller:
         """
         return self.workers.settle(timeout)
 
+    @property
+    def degraded(self) -> str | None:
+        """Why work cannot proceed (Podman, the database, the loop), or None."""
+        return self.health.degraded
+
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> None:
-        """Reconcile until ``stop()``; calls ``on_tick`` every iteration (watchdog)."""
-        due = self.clock()
-        while not self._stop.is_set():
-            if self._wake.is_set() or self.clock() >= due:
-                self._wake.clear()
-                deadline = self.reconcile_safely()
-                due = self.clock() + self.config.resync_interval
-                if deadline is not None:
-                    due = min(due, deadline)
-            self.on_tick()
-            # Wake for the next pass, or sooner to pet the watchdog.
-            self._wake.wait(max(0.0, min(due - self.clock(), self.tick_interval)))
+        """Reconcile until ``stop()``; calls ``on_tick`` every iteration (watchdog).
 
-    def reconcile_safely(self, *, admit: bool = True) -> float | None:
-        """One pass; an unexpected error is logged and retried on the next pass.
+        Never ends otherwise: an iteration that raises is logged, degrades
+        the agent and is retried after a backoff.
+        """
+        due = self.monotonic()
+        while not self._stop.is_set():
+            try:
+                if self._wake.is_set() or self.monotonic() >= due:
+                    self._wake.clear()
+                    due = self.reconcile_safely()
+                self.on_tick()
+            except Exception as exc:  # the thread must outlive anything (on_tick included)
+                due = self._pass_failed(exc)
+            # Wake for the next pass, or sooner to pet the watchdog. While
+            # backing off only a stop cuts the wait: every finished piece of
+            # work wakes the loop, and would retry the failing pass at once.
+            pause = max(0.0, min(due - self.monotonic(), self.tick_interval))
+            (self._stop if self.health.failed_passes else self._wake).wait(pause)
+
+    def reconcile_safely(self, *, admit: bool = True) -> float:
+        """One pass; whatever it raises is logged, degrades the agent and is retried.
 
         Returns:
-            As ``reconcile``; after a failed pass, when to try again.
+            When (monotonic) the next pass is due: the pass's earliest
+            deadline or the resync; after a failed pass, the end of its backoff.
         """
+        # Reads may work while writes cannot (another process holds the write
+        # lock): only a pass that began by writing may say the database is
+        # usable again, not one that a worker's failed write overtook.
+        probed = self.health.troubled(DATABASE)
         try:
-            return self.reconcile(admit=admit)
-        except PodmanUnavailable as exc:
-            self._set_degraded(str(exc))
-            self.on_podman_down()
-        except ChooError as exc:
-            log.error("reconcile pass failed: %s", exc)
-        except Exception:
-            log.exception("reconcile pass failed")
-        return self.clock() + RETRY_PASS_AFTER
+            if probed:
+                with self.store.writing():
+                    pass
+            deadline = self.reconcile(admit=admit)
+        except Exception as exc:
+            return self._pass_failed(exc)
+        self.health.pass_succeeded(database=probed)
+        due = self.monotonic() + self.config.resync_interval
+        return due if deadline is None else min(due, deadline)
 
     def reconcile(self, *, admit: bool = True) -> float | None:
         """Compare jobs with containers and act on every difference.
@@ -188,11 +219,14 @@ class Controller:
                 READY does not wait on new containers (or image pulls).
 
         Returns:
-            The earliest time something is due (a timeout, a kill after the stop
-            grace, a retry), or None.
+            The earliest monotonic time something is due (a timeout, a kill
+            after the stop grace, a retry, the end of a job's work backoff),
+            or None.
 
         Raises:
             PodmanUnavailable: Podman did not answer the listing.
+            StorageError: the database could not be written (a read error is
+                SQLite's own, e.g. ``disk I/O error``).
         """
         # Order matters. Jobs with work in flight are set aside first; the rest
         # cannot change under us (only this thread starts work on them). Then
@@ -201,42 +235,68 @@ class Controller:
         busy = self.workers.busy()
         jobs = [j for j in self.store.nonterminal() if j["id"] not in busy]
         containers = {c.job_id: c for c in self.podman.list_ours() if c.job_id}
-        self._set_degraded(None)
+        self._podman_down(None)
+        known = busy | {j["id"] for j in jobs}
         live = busy | {j["id"] for j in jobs if j["state"] in ACTIVE}
-        now = self.clock()
+        now, mono = self.clock(), self.monotonic()
+        self.deadlines.forget(known)
+        self.workers.forget(known | containers.keys())
         deadlines: list[float] = []
 
         for job in jobs:
             if job["state"] in ACTIVE:
-                due = self._drive_active(job, containers.get(job["id"]), now)
+                due = self._drive_active(job, containers.get(job["id"]), mono)
                 if due is not None:
                     deadlines.append(due)
             elif job["state"] == State.QUEUED:
                 if job["cancel_requested"]:
                     move(self.store, job, State.CANCELLED, expect=[State.QUEUED])
-                elif job["not_before"] is not None and job["not_before"] > now:
-                    deadlines.append(job["not_before"])
+                elif job["not_before"] is not None:
+                    due = self._retry_at(job)
+                    if due > mono:
+                        deadlines.append(due)
 
         self.sweeps.containers(containers, live, now)
         # A queued job (waiting for a retry) keeps its volume too.
-        self.sweeps.volumes_if_due(busy | {j["id"] for j in jobs}, now)
+        self.sweeps.volumes_if_due(known, mono)
 
         if admit:
             for job in admission.admit(
-                self.store.nonterminal(),
+                [self._in_wall_frame(job, now, mono) for job in self.store.nonterminal()],
                 max_concurrent=self.config.max_concurrent,
                 name_limits=self.config.name_limits,
                 now=now,
             ):
                 self._launch(job)
+        retry = self.workers.next_retry()
+        if retry is not None:
+            deadlines.append(retry)
         return min(deadlines, default=None)
+
+    def _retry_at(self, job: dict) -> float:
+        """When (monotonic) a queued job waiting for a retry may start."""
+        return self.deadlines.anchor(
+            job["id"], ("not_before", job["not_before"]), job["not_before"]
+        )
+
+    def _in_wall_frame(self, job: dict, now: float, mono: float) -> dict:
+        """The job with ``not_before`` moved to where its monotonic anchor falls
+        on today's wall clock (admission compares it with the wall-clock now)."""
+        if job["not_before"] is None:
+            return job
+        return {**job, "not_before": now + (self._retry_at(job) - mono)}
 
     # -- active jobs ---------------------------------------------------------
 
     def _drive_active(
-        self, job: dict, container: ContainerState | None, now: float
+        self, job: dict, container: ContainerState | None, mono: float
     ) -> float | None:
         """Move a starting or running job along what its container shows."""
+        if container is not None and container.attempt not in (None, job["attempt"]):
+            # An earlier attempt's (its removal failed): not this attempt's to
+            # finish or adopt. Once it is gone the next pass goes on.
+            self.sweeps.earlier_attempt(job, container)
+            return None
         if container is None:
             if job["state"] == State.STARTING:
                 # The agent died between recording `starting` and creating the
@@ -253,22 +313,23 @@ class Controller:
             return None
         if not container.running:
             # Created but not started: the agent died between the two calls.
-            self.workers.submit(job["id"], self.launcher.start_created, job, container)
+            self.workers.submit(job["id"], self._start_created, job, container)
             return None
         if job["state"] == State.STARTING:
-            job = adopt(self.store, job, container.id, now) or job
-        return self._enforce_deadlines(job, container, now)
+            job = adopt(self.store, job, container.id, self.clock()) or job
+        return self._enforce_deadlines(job, container, mono)
 
-    def _enforce_deadlines(self, job: dict, container: ContainerState, now: float) -> float | None:
+    def _enforce_deadlines(self, job: dict, container: ContainerState, mono: float) -> float | None:
         """Stop a cancelled or timed-out job, or one whose stop another part
         asked for (``stop_reason`` set, no stop sent yet: the shipper's
-        ``log_limit``): SIGTERM, then SIGKILL after its grace.
+        ``log_limit``): SIGTERM, then SIGKILL after its grace, each sent by
+        the pool.
 
         Returns:
-            When to look at the job again (its timeout, the end of its stop
-            grace), or None when it has neither.
+            When (monotonic) to look at the job again (its timeout, the end of
+            its stop grace, a kill to repeat), or None when it has neither.
         """
-        spec = job["spec"]
+        job_id, attempt, spec = job["id"], job["attempt"], job["spec"]
         timeout = spec.get("timeout")
         grace = spec.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
         stop_reason = job["stop_reason"]
@@ -276,20 +337,45 @@ class Controller:
             if stop_reason is None and job["cancel_requested"]:
                 stop_reason = "cancel"
             elif stop_reason is None and timeout and job["started_at"]:
-                if now < job["started_at"] + timeout:
-                    return job["started_at"] + timeout
+                started = self.deadlines.anchor(job_id, ("started", attempt), job["started_at"])
+                if mono < started + timeout:
+                    return started + timeout
                 stop_reason = "timeout"
             elif stop_reason is None:
                 return None
-            log.info("stopping job %s (%s)", job["id"], stop_reason)
-            self.podman.signal(container.id, "SIGTERM")
-            self.store.update(job["id"], stop_reason=stop_reason, stop_sent_at=now)
-            return now + grace
-        kill_at = (job["stop_sent_at"] or now) + grace
-        if now >= kill_at:
-            self.podman.signal(container.id, "SIGKILL")
-            return now + RESEND_KILL_AFTER
-        return kill_at
+            self.workers.submit(job_id, self._send_stop, job, container.id, stop_reason)
+            return mono + grace
+        kill_at = self.deadlines.anchor(job_id, ("stop", attempt), job["stop_sent_at"]) + grace
+        killed = self.deadlines.marked(job_id, ("kill", attempt))
+        again = kill_at if killed is None else killed + RESEND_KILL_AFTER
+        if mono < again:
+            return again
+        self.workers.submit(job_id, self._send_kill, job, container.id)
+        return mono + RESEND_KILL_AFTER
+
+    # -- work handed to the pool ---------------------------------------------
+
+    def _send_stop(self, job: dict, container_id: str, stop_reason: str) -> None:
+        """SIGTERM, then record why and when (the grace counts from here)."""
+        log.info("stopping job %s (%s)", job["id"], stop_reason)
+        self.podman.signal(container_id, "SIGTERM")
+        self.deadlines.mark(job["id"], ("stop", job["attempt"]))
+        self.store.update(job["id"], stop_reason=stop_reason, stop_sent_at=self.clock())
+
+    def _send_kill(self, job: dict, container_id: str) -> None:
+        """SIGKILL after the stop grace (repeated until the container exits)."""
+        self.podman.signal(container_id, "SIGKILL")
+        self.deadlines.mark(job["id"], ("kill", job["attempt"]))
+
+    def _create_and_start(self, job: dict) -> None:
+        self.launcher.create_and_start(job)
+        # Marked once it has started, so its timeout never begins early.
+        self.deadlines.mark(job["id"], ("started", job["attempt"]))
+
+    def _start_created(self, job: dict, container: ContainerState) -> None:
+        self.launcher.start_created(job, container)
+        if job["state"] == State.STARTING:
+            self.deadlines.mark(job["id"], ("started", job["attempt"]))
 
     def _launch(self, job: dict, *, resume: bool = False) -> None:
         """Record ``starting`` (a new attempt) and hand the create to the pool.
@@ -300,13 +386,17 @@ class Controller:
             job = self.launcher.record_starting(job)
             if job is None:
                 return
-        self.workers.submit(job["id"], self.launcher.create_and_start, job)
+        self.workers.submit(job["id"], self._create_and_start, job)
 
-    def _set_degraded(self, reason: str | None) -> None:
-        """Record (and log, on a change) why Podman work cannot proceed; None: it can."""
-        if reason != self.degraded:
-            if reason:
-                log.warning("degraded: %s", reason)
-            elif self.degraded:
-                log.info("Podman answers again; no longer degraded")
-        self.degraded = reason
+    # -- health --------------------------------------------------------------
+
+    def _pass_failed(self, exc: Exception) -> float:
+        """Degrade and log (``Health``); returns the monotonic time the backoff ends."""
+        cause, delay = self.health.pass_failed(exc)
+        if cause == PODMAN:
+            self.on_podman_down()
+        return self.monotonic() + delay
+
+    def _podman_down(self, reason: str | None) -> None:
+        """Why Podman work cannot proceed (the launcher's report); None: it can."""
+        self.health.set(PODMAN, reason)

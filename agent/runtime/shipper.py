@@ -12,8 +12,11 @@ database.
 
 It never blocks the controller (a thread of its own; journald being slow or
 down only delays the copy: the data stays in the file, retried with backoff)
-and never ships a record twice. A file that shrank (Podman's ``log_size_max``
-truncates it in place) is recorded on the job as lost output, never silently.
+and never ships a record twice. While an attempt runs it keeps space reserved
+ahead of its file (agent/adapters/log_space.py), so a disk that fills loses no
+output; a file that shrank (Podman's ``log_size_max`` truncates it in place)
+or a record conmon could not finish (the reserve ran out) is recorded on the
+job as lost output (agent/runtime/output_loss.py), never silently.
 A job's ``max_log_bytes`` is enforced here too, as it reads every record: it
 ships nothing at or past an attempt's cut (agent/rules/output_cap.py) and has
 agent/runtime/log_limit.py truncate the file there.
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from agent.adapters import log_space
 from agent.adapters.joblogs import JobLogs, Record, count_kept, records
 from agent.config import Config
 from agent.protocol.errors import ChooError
@@ -38,6 +42,7 @@ from agent.protocol.states import TERMINAL, State
 from agent.rules.output_cap import Budget
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.log_limit import OutputCap, budget_for
+from agent.runtime.output_loss import LOST_EVENT, OutputLoss
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent.shipper")
@@ -56,8 +61,8 @@ BACKOFF = (0.1, 5.0)
 RESUME_WINDOW = 7 * 86400.0
 #: Jobs read from the database at a time on start.
 PAGE = 200
-#: The event recording output a log file lost.
-LOST_EVENT = "output-lost"
+
+__all__ = ["LOST_EVENT", "Shipper"]
 
 
 class JournalPort(Protocol):
@@ -85,6 +90,10 @@ class _Copy:
     ended: bool = False
     #: The output the attempt kept under its job's max_log_bytes (None: no cap).
     budget: Budget | None = None
+    #: The space reserved ahead of the file could not be topped up (disk full).
+    no_room: bool = False
+    #: Where a record conmon could not finish begins (recorded once).
+    torn_at: int | None = None
 
 
 class Shipper:
@@ -117,6 +126,7 @@ class Shipper:
         self.journal = journal
         self.poll = poll
         self.cap = OutputCap(store, config or Config(), wake)
+        self.loss = OutputLoss(store)
         self._copies: dict[tuple[str, int], _Copy] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -214,7 +224,8 @@ class Shipper:
                 path = self.logs.path(job["id"], number)
                 copy = _Copy(job["id"], number, path, 0, saved.get(number), budget=budget_for(job))
                 if ended and copy.saved is not None and copy.saved == _size(path):
-                    continue  # shipped to the end before: nothing to do
+                    _release(path)  # shipped to the end before: nothing else to do
+                    continue
                 copy.offset = self._resume(copy)
                 if copy.budget is not None:  # what was kept before counts against the cap
                     count_kept(path, copy.budget, copy.offset)
@@ -233,7 +244,8 @@ class Shipper:
             candidates.append(copy.saved if _at_boundary(copy.path, copy.saved) else None)
         if None in candidates:
             # What was shipped is no longer in the file: it was cut while we were away.
-            self._lost(copy, seen=max(size, start or 0, copy.saved or 0), size=size)
+            seen = max(size, start or 0, copy.saved or 0)
+            self.loss.cut(copy.job_id, copy.number, seen=seen, size=size, unshipped=0)
             return 0
         return max(candidates, default=0)
 
@@ -259,6 +271,7 @@ class Shipper:
             elif copy.ended:
                 del self._copies[key]
                 self._save(copy)
+                _release(copy.path)
         if self._failing:
             log.info("journald takes job output again")
             self._failing = False
@@ -272,10 +285,14 @@ class Shipper:
             OSError: journald refused a record (those before it are shipped).
         """
         size = _size(copy.path)
-        if size == copy.seen:
+        if size == copy.seen and not copy.ended:  # an ended one is looked at to its end
             return False
+        if not copy.ended:
+            copy.no_room = self.loss.keep_room(copy.job_id, copy.path, copy.no_room)
         if size < copy.offset or (size > copy.seen and not _at_boundary(copy.path, copy.offset)):
-            self._lost(copy, seen=max(copy.seen, copy.offset), size=size)
+            seen = max(copy.seen, copy.offset)
+            unshipped = max(0, seen - copy.offset)
+            self.loss.cut(copy.job_id, copy.number, seen=seen, size=size, unshipped=unshipped)
             copy.offset = 0
             if copy.budget is not None:  # the new content has the whole cap again
                 copy.budget = Budget(copy.budget.cap)
@@ -291,6 +308,11 @@ class Shipper:
                 return True
         if budget is not None and budget.cut is not None:
             size = self.cap.enforce(copy.job_id, copy.number, copy.path, budget)
+        elif size > copy.offset and copy.torn_at != copy.offset and _torn(copy):
+            self.loss.torn(copy.job_id, copy.number, offset=copy.offset, size=size)
+            copy.torn_at = copy.offset
+            if copy.ended:  # nothing follows: done with the file (also after a restart)
+                copy.offset = size
         copy.seen = size
         return False
 
@@ -304,29 +326,6 @@ class Shipper:
             self._failing = True
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF[1])
-
-    def _lost(self, copy: _Copy, *, seen: int, size: int) -> None:
-        """Record on the job that its log lost output (cut in place, e.g. by log_size_max)."""
-        log.warning(
-            "the log of job %s attempt %d was cut (%d bytes, now %d): output lost",
-            copy.job_id,
-            copy.number,
-            seen,
-            size,
-        )
-        detail = {
-            "attempt": copy.number,
-            "bytes": seen,
-            "unshipped": max(0, seen - copy.offset),
-            "message": "the job's log file was cut (Podman's log_size_max?); the journal keeps"
-            " what was shipped before",
-        }
-        try:
-            self.store.note(copy.job_id, LOST_EVENT, detail)
-            lost = self.store.get(copy.job_id).get("log_lost") or 0
-            self.store.update(copy.job_id, log_lost=lost + seen)
-        except ChooError as exc:
-            log.error("cannot record lost output of job %s: %s", copy.job_id, exc.message)
 
     # -- the database's copy of the offsets --------------------------------------
 
@@ -355,6 +354,20 @@ def _size(path: Path) -> int:
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0
+
+
+def _torn(copy: _Copy) -> bool:
+    """Whether bytes after the last whole record are a record conmon could not
+    finish: conmon is done (the attempt ended), or its write came back short."""
+    return copy.ended or log_space.no_room(copy.path)
+
+
+def _release(path: Path) -> None:
+    """Give back the space reserved ahead of an ended attempt's log."""
+    try:
+        log_space.release(path)
+    except OSError as exc:
+        log.warning("cannot release the space reserved for %s: %s", path, exc.strerror)
 
 
 def _at_boundary(path: Path, offset: int) -> bool:

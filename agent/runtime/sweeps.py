@@ -2,9 +2,9 @@
 
 Run from the loop's pass; the removals themselves go to the worker pool.
 Everything labelled as this agent's without a live job is a stray: an orphan
-(no such job; spared until it is ``orphan_grace`` old), or the leftovers of
-an ended job. Never touches a job's
-state.
+(no such job; spared until it is ``orphan_grace`` old), the leftovers of an
+ended job, or the container of an earlier attempt of a live job (its removal
+failed before the next attempt began). Never touches a job's state.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 
 from agent.adapters.podman import ContainerState
 from agent.config import Config
-from agent.protocol.errors import ChooError
+from agent.protocol.errors import NoSuchJob
 from agent.protocol.states import TERMINAL
 from agent.runtime.ports import PodmanPort
 from agent.runtime.workers import Workers
@@ -48,14 +48,14 @@ class Sweeps:
         Args:
             containers: our containers, by job ID.
             live: the IDs of the jobs that may own a container (active or busy).
-            now: the current time.
+            now: the wall-clock time (Podman's ``created_at`` is wall-clock too).
         """
         for job_id, container in containers.items():
             if job_id in live:
                 continue
             try:
                 known = self.store.get(job_id)
-            except ChooError:
+            except NoSuchJob:  # not a database error: that must not make an orphan
                 known = None
             if known is None:
                 created = container.created_at
@@ -64,8 +64,24 @@ class Sweeps:
                 log.warning("removing orphan container %s (no such job)", container.name)
             elif known["state"] in TERMINAL and self.config.keep_containers:
                 continue
-            log.info("removing stray container %s", container.name)
-            self.workers.submit(job_id, self.podman.remove, container.id)
+            if self.workers.submit(job_id, self.podman.remove, container.id):
+                log.info("removing stray container %s", container.name)
+
+    def earlier_attempt(self, job: dict, container: ContainerState) -> None:
+        """Remove the container of an earlier attempt of a live job.
+
+        Args:
+            job: the job, now at a later attempt.
+            container: the container, labelled with another attempt.
+        """
+        if self.workers.submit(job["id"], self.podman.remove, container.id):
+            log.warning(
+                "removing container %s of attempt %s: job %s is at attempt %s",
+                container.name,
+                container.attempt,
+                job["id"],
+                job["attempt"],
+            )
 
     def volumes_if_due(self, live: set[str], now: float) -> None:
         """Every ``VOLUME_SWEEP_INTERVAL``: remove /out volumes whose job has
@@ -76,7 +92,7 @@ class Sweeps:
 
         Args:
             live: the IDs of the jobs whose volume stays (every non-terminal job).
-            now: the current time.
+            now: the current monotonic time.
         """
         if now - self._volumes_swept_at < VOLUME_SWEEP_INTERVAL:
             return

@@ -86,6 +86,7 @@ cmd_user() {
     grep -q "^$name:" /etc/subuid || usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "$name"
     local uid; uid=$(id -u "$name")
     install -d -m 0700 -o "$name" -g "$name" "/run/user/$uid"
+    "$here/packaging/systemd/storage-driver.sh" "$name"
     # slirp4netns needs /dev/net/tun for rootless networking; some hosts ship it 0600.
     [ -c /dev/net/tun ] && chmod 0666 /dev/net/tun || true
 }

@@ -10,7 +10,9 @@
 # 2. subordinate uid/gid ranges (sysusers cannot declare them): 65536 ids after
 #    the highest range already handed out;
 # 3. choo's podman.socket enabled in its user manager: the agent's Podman API;
-# 4. linger, so that user manager (and so Podman and the jobs) runs from boot
+# 4. native overlay storage for choo's Podman where the kernel allows it
+#    (storage-driver.sh);
+# 5. linger, so that user manager (and so Podman and the jobs) runs from boot
 #    and survives agent restarts.
 set -euo pipefail
 user=choo
@@ -58,6 +60,8 @@ for dir in "$home/.config" "$home/.config/systemd" "$home/.config/systemd/user" 
     install -d -o "$user" -g "$user" "$dir"
 done
 ln -sfn "$unit" "$wants/podman.socket"
+"$(dirname "$0")/storage-driver.sh" "$user"
+
 if systemd_running; then
     loginctl enable-linger "$user"
 else

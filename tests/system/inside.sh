@@ -65,6 +65,18 @@ systemd-analyze security choo-agent --no-pager | tail -1
 expect "exposure level is OK or better" \
     sh -c 'systemd-analyze security choo-agent --no-pager | tail -1 | grep -Eq "level for choo-agent.service: [01]\.[0-9] "'
 
+overlay_works() {
+    local dir; dir=$(runuser -u choo -- mktemp -d)
+    runuser -u choo -- unshare --user --map-root-user --mount sh -c \
+        "cd $dir && mkdir l u w m && mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w m"
+}
+driver() { as_choo podman info --format '{{.Store.GraphDriverName}}'; }
+if overlay_works 2>/dev/null; then
+    expect "choo's new Podman storage uses native overlay" test "$(driver)" = overlay
+else
+    echo "(native overlay does not work in this container: choo's storage is $(driver))"
+fi
+
 step "a test image in choo's rootless storage"
 "$src/packaging/dev/host.sh" image choo "$image"
 

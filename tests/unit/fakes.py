@@ -137,11 +137,32 @@ class FakeFiles:
 
 
 class Clock:
+    """A wall clock and a monotonic one that move only when told.
+
+    Setting ``now`` lets time pass (both move); ``step`` moves the wall clock
+    alone, as NTP does.
+    """
+
     def __init__(self):
-        self.now = 1_000_000.0
+        self.mono = 1_000_000.0
+        self.offset = 0.0
+
+    @property
+    def now(self):
+        return self.mono + self.offset
+
+    @now.setter
+    def now(self, value):
+        self.mono += value - self.now
 
     def __call__(self):
         return self.now
 
+    def monotonic(self):
+        return self.mono
+
+    def step(self, seconds):
+        self.offset += seconds
+
     def sleep(self, seconds):
-        self.now += seconds
+        self.mono += seconds

@@ -10,6 +10,7 @@ limits, so a real OOM kill cannot happen here).
 from __future__ import annotations
 
 import inspect
+import time
 
 import pytest
 
@@ -31,10 +32,13 @@ def build(store, podman, config, clock, **extras):
         FakeEvents(),
         JobLogs(config.state_dir / "logs"),
         config,
-        clock=clock,
-        sleep=clock.sleep,
-        executor=Inline(),
-        **extras,
+        **{
+            "clock": clock,
+            "monotonic": getattr(clock, "monotonic", clock),
+            "sleep": getattr(clock, "sleep", time.sleep),
+            "executor": Inline(),
+            **extras,
+        },
     )
 
 
@@ -325,3 +329,63 @@ def test_a_timeout_with_retries_left_is_final_and_keeps_its_container(world):
     record = store.get(job)
     assert (record["state"], record["reason"]) == ("failed", "timeout")
     assert job in podman.containers and job in podman.volumes
+
+
+# -- deadlines on the monotonic clock ------------------------------------------
+
+
+def test_a_wall_clock_step_forward_does_not_time_a_job_out_early(world):
+    store, podman, controller, clock = world
+    job = submit(store, timeout=60)
+    controller.reconcile()
+    clock.step(3600)  # NTP moves the wall clock an hour ahead
+    controller.reconcile()
+    assert podman.signals == []
+    clock.now += 59
+    controller.reconcile()
+    assert podman.signals == [] and store.get(job)["stop_reason"] is None
+    clock.now += 1
+    controller.reconcile()
+    cid = podman.containers[job].id
+    assert podman.signals == [(cid, "SIGTERM")]
+    clock.step(3600)  # the stop grace (5 s) does not end early either
+    controller.reconcile()
+    assert podman.signals == [(cid, "SIGTERM")]
+    clock.now += 5
+    controller.reconcile()
+    assert podman.signals == [(cid, "SIGTERM"), (cid, "SIGKILL")]
+    controller.reconcile()  # the kill is repeated a second later, not at every pass
+    assert podman.signals == [(cid, "SIGTERM"), (cid, "SIGKILL")]
+    clock.now += 1
+    controller.reconcile()
+    assert podman.signals[-1] == (cid, "SIGKILL") and len(podman.signals) == 3
+
+
+def test_a_wall_clock_step_does_not_end_a_retry_backoff_early(world):
+    store, podman, controller, clock = world
+    job = submit(store, retries=1)
+    controller.reconcile()
+    podman.exit(job, 1)
+    controller.reconcile()
+    assert store.get(job)["state"] == "queued"  # due in 10 s
+    clock.step(3600)
+    controller.reconcile()
+    assert store.get(job)["state"] == "queued"
+    clock.now += 10
+    controller.reconcile()
+    assert store.get(job)["state"] == "running"
+
+
+def test_a_job_started_before_a_restart_times_out_by_its_recorded_start(world):
+    """No monotonic anchor survives a restart: the recorded (wall-clock) start is
+    read once, at the first pass, and counted on the monotonic clock from there."""
+    store, podman, controller, clock = world
+    job = submit(store, timeout=60)
+    controller.reconcile()
+    store.update(job, started_at=clock.now - 50)  # it ran 50 s before this agent started
+    restarted = build(store, podman, controller.config, clock)
+    assert restarted.reconcile() == clock.mono + 10
+    clock.step(-3600)  # a step back does not delay it either
+    clock.now += 10
+    restarted.reconcile()
+    assert podman.signals == [(podman.containers[job].id, "SIGTERM")]

@@ -192,7 +192,9 @@ def joblogs_record(stream, data):
 
 
 def test_a_log_that_cannot_be_read_is_an_error_that_says_so(logs):
-    logs.prepare(JOB, 1).mkdir()  # a directory where the file should be: unreadable as a file
+    path = logs.prepare(JOB, 1)
+    path.unlink()
+    path.mkdir()  # a directory where the file should be: unreadable as a file
     with pytest.raises(ChooError, match=f"cannot read the output of job {JOB}"):
         everything(logs)
 

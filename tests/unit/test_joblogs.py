@@ -106,7 +106,7 @@ def test_job_logs_paths(tmp_path):
     path = logs.prepare("JOB", 2)
     assert path == tmp_path / "logs" / "JOB" / "2.log" and path.parent.is_dir()
     path.write_bytes(b"old")
-    assert not logs.prepare("JOB", 2).exists()  # a fresh file for the attempt
+    assert logs.prepare("JOB", 2).read_bytes() == b""  # a fresh file for the attempt
     logs.prepare("JOB", 1).write_bytes(b"")
     logs.path("JOB", 2).write_bytes(b"")
     assert logs.attempts("JOB") == [1, 2]

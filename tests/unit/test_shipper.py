@@ -341,3 +341,56 @@ def test_with_log_limit_action_fail_the_job_is_asked_to_stop(feed_store, change_
     assert (record["stop_reason"], record["stop_sent_at"]) == ("log_limit", None)
     assert woken == [True]
     assert journal.data(job) == b""
+
+
+TORN = b"2026-01-02T03:04:05.123456789+00:00 stdout F half a li"
+
+
+def lost_events(store, job) -> list[dict]:
+    return [e["detail"] for e in store.events(job) if e["kind"] == shipping.LOST_EVENT]
+
+
+def test_a_record_conmon_could_not_finish_is_lost_output_once_the_attempt_ends(world, change_feed):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    append(logs, job, TORN)  # conmon's write came back short: the disk was full
+    shipper.recover()
+    shipper.ship_round()
+    assert journal.data(job) == b"a\n" and store.get(job)["log_lost"] is None  # may be mid-write
+    store.transition(job, State.SUCCEEDED)
+    shipper.track(store.get(job))
+    shipper.ship_round()
+    assert shipper.pending() == []
+    assert store.get(job)["log_lost"] == len(TORN)
+    assert [(d["attempt"], d["bytes"]) for d in lost_events(store, job)] == [(1, len(TORN))]
+    again = Shipper(store, change_feed, logs, journal)  # after a restart: recorded once
+    again.recover()
+    again.ship_round()
+    assert again.pending() == [] and len(lost_events(store, job)) == 1
+    assert journal.data(job) == b"a\n"
+
+
+def test_a_record_cut_short_on_a_full_disk_is_lost_output_while_the_job_runs(world, monkeypatch):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    shipper.ship_round()
+    monkeypatch.setattr(shipping.log_space, "no_room", lambda path: True)
+    append(logs, job, TORN)
+    shipper.ship_round()
+    shipper.ship_round()
+    assert store.get(job)["log_lost"] == len(TORN)
+    assert [d["offset"] for d in lost_events(store, job)] == [len(line(b"a"))]
+
+
+def test_the_reserve_of_a_running_log_is_kept_and_given_back_when_it_ends(world):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])  # written over: no reserve left
+    path = logs.path(job, 1)
+    shipper.recover()
+    shipper.ship_round()
+    assert shipping.log_space.ahead(path) >= shipping.log_space.RESERVE
+    store.transition(job, State.SUCCEEDED)
+    shipper.track(store.get(job))
+    shipper.ship_round()
+    assert shipping.log_space.ahead(path) < 4096
