@@ -132,6 +132,7 @@ class Controller:
             files=files,
             workers=self.workers,
             clock=clock,
+            monotonic=monotonic,
             sleep=sleep,
         )
         self.sweeps = Sweeps(store, podman, config, self.workers)
@@ -307,7 +308,7 @@ class Controller:
             return None
         if container.exited:
             put_off = self.finisher.due(job["id"])  # an end put off for want of space
-            if put_off is not None and put_off > now:
+            if put_off is not None and put_off > mono:
                 return put_off
             self.workers.submit(job["id"], self.finisher.finish, job, container)
             return None

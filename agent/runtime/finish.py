@@ -64,6 +64,7 @@ class Finisher:
         files: packs /out into the job's archive (None: no artifacts).
         workers: the pool, for cleanup a lost job leaves.
         clock: the time, in seconds.
+        monotonic: the clock an end put off is due on (``due``).
         sleep: waits that many seconds (tests advance their clock instead).
     """
 
@@ -77,6 +78,7 @@ class Finisher:
         files: ArtifactFiles | None,
         workers: Workers,
         clock: Callable[[], float],
+        monotonic: Callable[[], float],
         sleep: Callable[[float], None],
     ):
         self.store = store
@@ -86,6 +88,7 @@ class Finisher:
         self.files = files
         self.workers = workers
         self.clock = clock
+        self.monotonic = monotonic
         self.sleep = sleep
         self._lock = threading.Lock()
         #: Ends put off for want of space: job ID -> (failures, when due).
@@ -95,7 +98,7 @@ class Finisher:
         """When the end of a job, put off for want of space, may be tried again.
 
         Returns:
-            That time (by ``clock``), or None when nothing is put off.
+            That time (by ``monotonic``), or None when nothing is put off.
         """
         with self._lock:
             deferred = self._deferred.get(job_id)
@@ -122,7 +125,7 @@ class Finisher:
                 failures = self._deferred.get(job_id, (0, 0.0))[0]
                 base, cap = DEFER_BACKOFF
                 delay = min(cap, base * 2**failures)
-                self._deferred[job_id] = (failures + 1, self.clock() + delay)
+                self._deferred[job_id] = (failures + 1, self.monotonic() + delay)
             if not failures:
                 log.warning(
                     "job %s ended, but its end cannot be recorded yet: %s; its container "
