@@ -94,6 +94,7 @@ RELOADABLE = frozenset(
         "workspace_roots",
         "workspace_max_bytes",
         "artifacts_max_bytes",
+        "max_files_bytes",
         "retention",
     }
 )
@@ -211,6 +212,8 @@ class Config:
     workspace_max_bytes: int = 1 << 30
     #: Largest content of a job's /out that is packed, in bytes (0: no limit).
     artifacts_max_bytes: int = 1 << 30
+    #: Most bytes all workspaces and archives may hold together (0: no limit).
+    max_files_bytes: int = 10 << 30
     #: Seconds a finished job (record, archive, workspace) is kept (0: for ever).
     retention: float = 7 * 86400.0
 

@@ -6,26 +6,32 @@ left in ``/out``, packed when it ended). The files belong to the agent's user
 and nobody else (mode 0700/0600); clients read artifacts through the socket.
 
 This module owns those paths: checking a workspace a client asks for,
-copying it, packing a tar stream (Podman's copy of ``/out``) into the archive
-with its size and sha256, reading the archive back in chunks, and deleting a
-job's directory. It never talks to Podman or the database.
+snapshotting it (by file descriptor, agent/adapters/snapshot.py), packing
+``/out`` (agent/adapters/archive.py), reading the archive back in chunks,
+deleting a job's directory (agent/adapters/removal.py, retried with backoff),
+and the total bytes of job files against ``max_files_bytes``
+(agent/adapters/usage.py). Files
+are fsynced, and their directories, before a method returns them: the row
+that names them is committed after. It never talks to the Podman API or the
+database.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import shutil
-import stat
-import tarfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from agent.protocol.errors import ChooError, InvalidParams
+from agent.adapters import archive
+from agent.adapters.removal import remove_tree, unshare_remove
+from agent.adapters.snapshot import O_DIR, Reader, Refused, copy_tree, fsync_dir, open_dir
+from agent.adapters.usage import Usage
+from agent.protocol.errors import ChooError, InvalidParams, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +40,40 @@ ARCHIVE_NAME = "artifacts.tar.gz"
 #: (younger, their job may still be being submitted).
 SWEEP_GRACE = 3600.0
 MAX_READ = 4 << 20
+#: A job directory that could not be removed is tried again after this many
+#: seconds, doubling each time up to the cap.
+REMOVE_RETRY = (60.0, 3600.0)
 
 
 class JobFiles:
     """Paths and file operations for jobs' workspaces and artifacts."""
 
-    def __init__(self, state_dir: Path, config: Any):
-        """``config`` supplies ``workspace_roots``, ``workspace_max_bytes`` and
-        ``artifacts_max_bytes``, read at each use so a reload applies."""
+    def __init__(
+        self,
+        state_dir: Path,
+        config: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        unshare: Callable[[Path], OSError | None] = unshare_remove,
+    ):
+        """Args:
+        state_dir: the agent's state directory (job files go in ``jobs/``).
+        config: ``workspace_roots``, ``workspace_max_bytes``,
+            ``artifacts_max_bytes`` and ``max_files_bytes``, read at each use
+            so a reload applies.
+        clock: monotonic seconds, for the removal backoff.
+        unshare: deletes a tree the agent alone cannot (subuid-owned files).
+        """
         self.state_dir = state_dir
         self.root = state_dir / "jobs"
         self.config = config
+        self.clock = clock
+        self.unshare = unshare
+        self.usage = Usage(self.root, lambda: self.config.max_files_bytes)
+        # Guards _pending (removals run on connection and scheduler threads).
+        self._lock = threading.Lock()
+        #: Job directories whose removal failed: (failures, monotonic time due).
+        self._pending: dict[str, tuple[int, float]] = {}
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / job_id
@@ -64,7 +93,8 @@ class JobFiles:
         Refused: a path that is not an existing directory the agent can read;
         one outside ``workspace_roots``; one inside the agent's state
         directory; and, for a caller other than root or the agent's own user,
-        a directory that caller does not own.
+        a directory that caller does not own. What the caller may read inside
+        it is checked by ``snapshot``, on each file as it is opened.
 
         Raises:
             InvalidParams: saying which rule the directory breaks.
@@ -99,163 +129,146 @@ class JobFiles:
             )
         return real
 
-    def snapshot(self, job_id: str, source: Path) -> tuple[Path, int]:
+    def snapshot(self, job_id: str, source: Path, reader: Reader | None = None) -> tuple[Path, int]:
         """Copy ``source`` to the job's workspace; returns (snapshot dir, bytes copied).
 
-        Symbolic links are copied as links, never followed; sockets, FIFOs and
-        devices are left out. The copy is refused past ``workspace_max_bytes``.
+        The copy walks by file descriptor (agent/adapters/snapshot.py):
+        symbolic links are copied as links, never followed; special files are
+        left out; an entry ``reader`` may not read, or one swapped during the
+        copy, refuses the whole snapshot. It is fsynced (files, then their
+        directories, then the job directory) before this returns. Past
+        ``workspace_max_bytes`` or ``max_files_bytes`` nothing is kept.
+
+        Args:
+            job_id: the new job.
+            source: the directory, as ``check_workspace`` returned it.
+            reader: the submitter, whose read permission every file needs
+                (None: the agent's own, e.g. in tests).
 
         Raises:
-            InvalidParams: too large, or a file the agent cannot read.
+            InvalidParams: too large, or an entry refused (naming it).
+            StorageError: ``max_files_bytes`` reached, or the disk is full.
         """
         limit = self.config.workspace_max_bytes
-        total = 0
-        for dirpath, _dirs, files in os.walk(source):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    info = os.lstat(os.path.join(dirpath, name))
-                    if stat.S_ISREG(info.st_mode):
-                        total += info.st_size
-            if limit and total > limit:
-                raise InvalidParams(
-                    f"workspace: {source} is larger than workspace_max_bytes ({limit} bytes)"
-                )
-        dest = self.job_dir(job_id) / "workspace"
-        partial = dest.with_name("workspace.partial")
-        self.job_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
-        copied = [0]
+        self.used()  # measured before anything is written, so nothing counts twice
+        job_dir = self.job_dir(job_id)
+        dest = job_dir / "workspace"
+        partial = job_dir / "workspace.partial"
+        copied = 0
 
-        def copy(src: str, dst: str) -> str:
-            mode = os.lstat(src).st_mode
-            if not stat.S_ISREG(mode):
-                return dst
-            shutil.copy2(src, dst)
-            copied[0] += os.path.getsize(dst)
-            if limit and copied[0] > limit:
-                raise InvalidParams(
-                    f"workspace: {source} grew past workspace_max_bytes ({limit} bytes)"
-                )
-            return dst
+        def count(size: int) -> None:
+            nonlocal copied
+            copied += size
+            if limit and copied > limit:
+                raise Refused(f"{source} is larger than workspace_max_bytes ({limit} bytes)")
+            self.usage.grow(job_id, size, enforce=True)
 
         try:
-            shutil.copytree(source, partial, symlinks=True, copy_function=copy)
-            partial.rename(dest)
-        except shutil.Error as exc:
+            self._make_job_dir(job_id)
+            src = open_dir(source, reader)
+            try:
+                os.mkdir(partial, 0o700)
+                dst = os.open(partial, O_DIR)
+                try:
+                    copy_tree(src, dst, reader=reader, count=count, label=str(source))
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+            os.rename(partial, dest)
+            fsync_dir(job_dir)
+        except Refused as exc:
             self.remove(job_id)
-            first = exc.args[0][0] if exc.args and exc.args[0] else ("?", "?", str(exc))
-            raise InvalidParams(f"workspace: cannot copy {first[0]}: {first[2]}") from None
+            raise InvalidParams(f"workspace: {exc}") from None
         except OSError as exc:
             self.remove(job_id)
+            if exc.errno in archive.NO_SPACE:
+                raise StorageError(
+                    f"workspace: no space left to copy {source} ({exc.strerror}); "
+                    "free space (chooctl prune) and submit again"
+                ) from None
             raise InvalidParams(f"workspace: cannot copy {source}: {exc}") from None
         except BaseException:
             self.remove(job_id)
             raise
-        return dest, copied[0]
+        return dest, copied
 
     # -- artifacts -----------------------------------------------------------
 
     def pack(self, job_id: str, stream: IO[bytes]) -> dict[str, Any]:
         """Pack a tar stream of ``/out`` (as Podman sends it) into the job's archive.
 
-        Member names lose the leading ``out/``. Nothing is written for an
-        empty ``/out``; past ``artifacts_max_bytes`` (of file content) the
-        partial archive is deleted and the excess recorded.
+        Links are packed as links, devices and FIFOs left out. Nothing is
+        written for an empty ``/out``; past ``artifacts_max_bytes`` (of file
+        content) nothing is kept. The archive is fsynced, and its directory.
 
         Returns:
-            The job's artifacts columns: ``artifacts_state`` (``packed``, ``none``
-            or ``too_large``), ``_path``, ``_size``, ``_sha256``, ``_message``.
+            The job's artifacts columns: ``artifacts_state`` (``packed``, ``none``,
+            ``too_large`` or ``error``), ``_path``, ``_size``, ``_sha256``, ``_message``.
+
+        Raises:
+            StorageError: no space left for the archive (nothing was kept).
         """
-        limit = self.config.artifacts_max_bytes
-        final = self.archive_path(job_id)
-        self.job_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = final.with_name(ARCHIVE_NAME + ".partial")
-        content = 0
-        members = 0
-        root: str | None = None
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with (
-                os.fdopen(fd, "wb") as raw,
-                tarfile.open(fileobj=raw, mode="w:gz") as out,
-                tarfile.open(fileobj=stream, mode="r|") as source,
-            ):
-                for member in source:
-                    if root is None:
-                        # The first member is /out itself: "" from Podman's own
-                        # API, "out" from the Docker-compatible one.
-                        root = member.name.strip("/")
-                        continue
-                    name = _relative(member.name, root)
-                    if name is None:
-                        continue
-                    content += member.size if member.isfile() else 0
-                    if limit and content > limit:
-                        partial.unlink(missing_ok=True)
-                        return _record(
-                            "too_large",
-                            message=f"/out holds more than artifacts_max_bytes ({limit} bytes); "
-                            "nothing was kept",
-                        )
-                    member.name = name
-                    if member.islnk():
-                        member.linkname = _relative(member.linkname, root) or member.linkname
-                    data = source.extractfile(member) if member.isfile() else None
-                    out.addfile(member, data)
-                    members += 1
-            if members == 0:
-                partial.unlink(missing_ok=True)
-                return _record("none", message="no artifacts: /out was empty")
-            os.replace(partial, final)
-        except (tarfile.TarError, OSError) as exc:
-            partial.unlink(missing_ok=True)
-            return _record("error", message=f"could not pack /out: {exc}")
-        return _record("packed", path=str(final), size=final.stat().st_size, sha256=_sha256(final))
+        self.used()  # measured before anything is written, so nothing counts twice
+        final = self._make_job_dir(job_id) / ARCHIVE_NAME
+        return self._counted(
+            job_id, archive.pack_stream(final, stream, self.config.artifacts_max_bytes)
+        )
 
     def pack_dir(self, job_id: str, source: Path) -> dict[str, Any] | None:
-        """Pack /out from its directory on this host, as ``pack`` does.
+        """Pack /out from its directory on this host, as ``pack`` does (walked by
+        file descriptor: a link is packed as a link, never followed).
 
         Returns:
             The artifacts columns, or None when the agent cannot read all of
             ``source`` (files of another user): then use ``pack``.
+
+        Raises:
+            StorageError: no space left for the archive (nothing was kept).
         """
-        limit = self.config.artifacts_max_bytes
-        try:
-            names = sorted(os.listdir(source))
-            content = 0
-            for dirpath, dirs, files in os.walk(source, onerror=_raise):
-                for name in dirs:
-                    if not os.access(os.path.join(dirpath, name), os.R_OK | os.X_OK):
-                        return None
-                for name in files:
-                    path = os.path.join(dirpath, name)
-                    info = os.lstat(path)
-                    if stat.S_ISREG(info.st_mode):
-                        if not os.access(path, os.R_OK):
-                            return None
-                        content += info.st_size
-        except OSError:
-            return None
-        if not names:
-            return _record("none", message="no artifacts: /out was empty")
-        if limit and content > limit:
-            return _record(
-                "too_large",
-                message=f"/out holds more than artifacts_max_bytes ({limit} bytes); "
-                "nothing was kept",
-            )
-        final = self.archive_path(job_id)
-        self.job_dir(job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = final.with_name(ARCHIVE_NAME + ".partial")
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as out:
-                for name in names:
-                    out.add(source / name, arcname=name, filter=_no_specials)
-            os.replace(partial, final)
-        except OSError:
-            partial.unlink(missing_ok=True)
-            return None
-        return _record("packed", path=str(final), size=final.stat().st_size, sha256=_sha256(final))
+        self.used()
+        final = self._make_job_dir(job_id) / ARCHIVE_NAME
+        record = archive.pack_tree(final, source, self.config.artifacts_max_bytes)
+        return None if record is None else self._counted(job_id, record)
+
+    def _counted(self, job_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Count a packed archive's bytes (never refused: the job has run)."""
+        if record["artifacts_state"] == "packed":
+            self.usage.grow(job_id, record["artifacts_size"], enforce=False)
+        return record
+
+    def _make_job_dir(self, job_id: str) -> Path:
+        """The job's directory, made (and made durable in ``jobs/``) if new.
+
+        Raises:
+            StorageError: no space left for it.
+        """
+        job_dir = self.job_dir(job_id)
+        if not job_dir.is_dir():
+            try:
+                self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                job_dir.mkdir(exist_ok=True, mode=0o700)
+                fsync_dir(self.root)
+            except OSError as exc:
+                if exc.errno in archive.NO_SPACE:
+                    raise StorageError(f"no space left for {job_dir}: {exc.strerror}") from None
+                raise
+        return job_dir
+
+    # -- the disk cap --------------------------------------------------------
+
+    def used(self) -> int:
+        """Bytes of file content all jobs' workspaces and archives hold
+        (agent/adapters/usage.py: measured once, then counted)."""
+        return self.usage.total()
+
+    def check_room(self) -> None:
+        """Refuse new job files when ``max_files_bytes`` is reached.
+
+        Raises:
+            StorageError: saying what is used, the cap, and how to free space.
+        """
+        self.usage.grow("", 0, enforce=True)
 
     def read(self, job_id: str, path: str, offset: int, length: int) -> bytes:
         """Read part of a job's archive (at most ``MAX_READ`` bytes).
@@ -274,71 +287,72 @@ class JobFiles:
 
     # -- removal -------------------------------------------------------------
 
-    def remove(self, job_id: str) -> None:
-        """Delete a job's directory; what cannot be deleted is logged, not raised."""
+    def remove(self, job_id: str) -> bool:
+        """Delete a job's directory, whatever permissions the job left in it.
+
+        Directories the agent owns get the permissions needed to empty them;
+        what is left (files chowned to a subordinate uid) goes through
+        ``unshare``. A directory that still cannot be removed is logged once
+        and retried by ``retry_removals`` with backoff; nothing is raised.
+
+        Returns:
+            True when the directory is gone.
+        """
         path = self.job_dir(job_id)
-        if not path.exists():
-            return
+        error = remove_tree(path) if os.path.lexists(path) else None
+        if error is not None:
+            error = self.unshare(path)
+        with self._lock:
+            failures = self._pending.get(job_id, (0, 0.0))[0]
+            if error is None:
+                self._pending.pop(job_id, None)
+                self.usage.forget(job_id)
+                if failures:
+                    log.info("removed %s at last (after %d failed tries)", path, failures)
+                return True
+            base, cap = REMOVE_RETRY
+            self._pending[job_id] = (failures + 1, self.clock() + min(cap, base * 2**failures))
+        if not failures:
+            log.warning(
+                "cannot remove %s: %s; will try again later (or remove it as the agent's "
+                "user: podman unshare rm -rf %s)",
+                path,
+                error,
+                path,
+            )
+        return False
 
-        def failed(_function: Callable, name: str, exc: BaseException) -> None:
-            log.warning("cannot remove %s: %s", name, exc)
+    def retry_removals(self) -> list[str]:
+        """Try again to remove the job directories whose time has come.
 
-        shutil.rmtree(path, onerror=lambda f, n, info: failed(f, n, info[1]))
+        Returns:
+            The IDs of those now removed.
+        """
+        now = self.clock()
+        with self._lock:
+            due = [job_id for job_id, (_n, at) in self._pending.items() if at <= now]
+        return [job_id for job_id in due if self.remove(job_id)]
+
+    def pending_removals(self) -> set[str]:
+        """The IDs of the jobs whose directory is waiting for another try."""
+        with self._lock:
+            return set(self._pending)
 
     def sweep(self, known: set[str], now: float | None = None) -> list[str]:
-        """Remove directories of jobs the database does not know (older than the grace)."""
+        """Remove directories of jobs the database does not know (older than the grace),
+        and retry removals that are due."""
         now = time.time() if now is None else now
-        removed = []
+        removed = self.retry_removals()
         if not self.root.is_dir():
             return removed
+        pending = self.pending_removals()
         for entry in self.root.iterdir():
-            if entry.name in known:
+            if entry.name in known or entry.name in pending:
                 continue
             with contextlib.suppress(OSError):
                 if now - entry.lstat().st_mtime < SWEEP_GRACE:
                     continue
                 log.info("removing %s (no such job)", entry)
-                self.remove(entry.name)
-                removed.append(entry.name)
+                if self.remove(entry.name):
+                    removed.append(entry.name)
         return removed
-
-
-def _relative(name: str, root: str) -> str | None:
-    """A member's name below the archived directory ``root``; None if it is not below."""
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if root:
-        if parts[:1] != [root]:
-            return None
-        parts = parts[1:]
-    if not parts or ".." in parts:
-        return None
-    return "/".join(parts)
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
-
-
-def _no_specials(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """Keep files, directories and links; leave out devices and FIFOs."""
-    return info if info.isfile() or info.isdir() or info.issym() or info.islnk() else None
-
-
-def _record(state: str, **fields: Any) -> dict[str, Any]:
-    out = {
-        "artifacts_state": state,
-        "artifacts_path": None,
-        "artifacts_size": None,
-        "artifacts_sha256": None,
-        "artifacts_message": None,
-    }
-    out.update({f"artifacts_{k}": v for k, v in fields.items()})
-    return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -25,6 +25,7 @@ from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.secrets import Credentials
+from agent.adapters.snapshot import Reader
 from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
 from agent.api.owners import OWNER, Owners
@@ -124,6 +125,7 @@ class Service(Removal, Watching):
         Raises:
             InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached;
             Unauthorized: a credential ``secret_access`` does not grant ``peer``.
+            StorageError: ``max_files_bytes`` reached or the disk is full.
         """
         raw, trigger = params.spec, params.trigger
         if trigger not in methods.TRIGGERS and origin is None:
@@ -135,6 +137,8 @@ class Service(Removal, Watching):
         fields = dict(origin or {})
         schedule_update = fields.pop("schedule_update", None)
         job_id = str(ULID())
+        if self.files is not None:
+            self.files.check_room()  # max_files_bytes: its archive will need room too
         if spec["workspace"]:
             fields.update(self._snapshot(job_id, spec["workspace"], peer))
         try:
@@ -163,7 +167,11 @@ class Service(Removal, Watching):
 
     def _snapshot(self, job_id: str, path: str, peer: Peer | None) -> dict[str, Any]:
         source = self.check_workspace(path, peer)
-        dest, size = self.files.snapshot(job_id, source)
+        reader = None
+        if peer is not None and peer.uid is not None:
+            gid, groups = getattr(peer, "gid", None), getattr(peer, "groups", ())
+            reader = Reader.of(peer.uid, gid, tuple(groups))
+        dest, size = self.files.snapshot(job_id, source, reader)
         return {"workspace": str(dest), "workspace_size": size}
 
     # -- artifacts -----------------------------------------------------------

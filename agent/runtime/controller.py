@@ -132,6 +132,7 @@ class Controller:
             files=files,
             workers=self.workers,
             clock=clock,
+            monotonic=monotonic,
             sleep=sleep,
         )
         self.sweeps = Sweeps(store, podman, config, self.workers)
@@ -306,6 +307,9 @@ class Controller:
                 self.finisher.lost(job)
             return None
         if container.exited:
+            put_off = self.finisher.due(job["id"])  # an end put off for want of space
+            if put_off is not None and put_off > mono:
+                return put_off
             self.workers.submit(job["id"], self.finisher.finish, job, container)
             return None
         if not container.running:

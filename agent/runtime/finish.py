@@ -6,11 +6,17 @@ and /out archive are committed while the container still exists, so a crash
 at any point leaves something the next pass can finish. How the attempt ends
 (succeeded, failed, cancelled, retried) is decided by
 ``agent.rules.outcome``; this module only carries it out.
+
+An end that cannot be recorded for want of space (the archive hits ENOSPC,
+or the database is full) is put off, not lost: nothing is recorded, the
+container and its /out stay, and ``due`` tells the loop when to try again
+(with backoff), until there is room again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ from typing import Any
 from agent.adapters.joblogs import JobLogs, cut_of, tail_bytes
 from agent.adapters.podman import ContainerState
 from agent.config import Config
-from agent.protocol.errors import PodmanUnavailable
+from agent.protocol.errors import PodmanUnavailable, StorageError
 from agent.protocol.spec import container_name
 from agent.protocol.states import ACTIVE, Reason, State
 from agent.rules import admission
@@ -37,6 +43,9 @@ REMOVAL_SETTLE = 1.0
 REMOVAL_POLL = 0.05
 #: The most bytes of output a log tail keeps (a job may print one huge line).
 LOG_TAIL_BYTES = 64 * 1024
+#: An end put off for want of space is tried again after this many seconds,
+#: doubling on each failure up to the cap.
+DEFER_BACKOFF = (2.0, 60.0)
 
 _LOST_OUT = {
     "artifacts_state": "error",
@@ -55,6 +64,7 @@ class Finisher:
         files: packs /out into the job's archive (None: no artifacts).
         workers: the pool, for cleanup a lost job leaves.
         clock: the time, in seconds.
+        monotonic: the clock an end put off is due on (``due``).
         sleep: waits that many seconds (tests advance their clock instead).
     """
 
@@ -68,6 +78,7 @@ class Finisher:
         files: ArtifactFiles | None,
         workers: Workers,
         clock: Callable[[], float],
+        monotonic: Callable[[], float],
         sleep: Callable[[float], None],
     ):
         self.store = store
@@ -77,10 +88,27 @@ class Finisher:
         self.files = files
         self.workers = workers
         self.clock = clock
+        self.monotonic = monotonic
         self.sleep = sleep
+        self._lock = threading.Lock()
+        #: Ends put off for want of space: job ID -> (failures, when due).
+        self._deferred: dict[str, tuple[int, float]] = {}
+
+    def due(self, job_id: str) -> float | None:
+        """When the end of a job, put off for want of space, may be tried again.
+
+        Returns:
+            That time (by ``monotonic``), or None when nothing is put off.
+        """
+        with self._lock:
+            deferred = self._deferred.get(job_id)
+        return None if deferred is None else deferred[1]
 
     def finish(self, job: dict, container: ContainerState) -> None:
         """Record how the attempt in an exited container ended, then remove it.
+
+        With no space for the archive or the record, nothing is recorded or
+        removed: the end is put off (``due``) and logged once.
 
         Args:
             job: the job (``starting`` or ``running``).
@@ -89,6 +117,29 @@ class Finisher:
         Raises:
             PodmanUnavailable: Podman did not answer; nothing was removed.
         """
+        job_id = job["id"]
+        try:
+            self._finish(job, container)
+        except StorageError as exc:
+            with self._lock:
+                failures = self._deferred.get(job_id, (0, 0.0))[0]
+                base, cap = DEFER_BACKOFF
+                delay = min(cap, base * 2**failures)
+                self._deferred[job_id] = (failures + 1, self.monotonic() + delay)
+            if not failures:
+                log.warning(
+                    "job %s ended, but its end cannot be recorded yet: %s; its container "
+                    "is kept, and the end is tried again as space comes back",
+                    job_id,
+                    exc.message,
+                )
+            return
+        with self._lock:
+            deferred = self._deferred.pop(job_id, None)
+        if deferred is not None:
+            log.info("job %s: its end is recorded at last (put off %d times)", job_id, deferred[0])
+
+    def _finish(self, job: dict, container: ContainerState) -> None:
         info = self.podman.inspect(container.id) or container
         if job["state"] == State.STARTING:
             # It ran and ended while the agent was down: record that it ran.
@@ -230,6 +281,9 @@ class Finisher:
         Read straight from the volume's directory when the agent can read all
         of it (the usual case: the job ran as the container's root, which is
         the agent's user), else through Podman, which reads as any user.
+
+        Raises:
+            StorageError: no space for the archive (nothing was kept).
         """
         if self.files is None:
             return {}
@@ -240,8 +294,8 @@ class Finisher:
         try:
             with self.podman.read_out(info.id) as stream:
                 record = self.files.pack(job_id, stream)
-        except PodmanUnavailable:
-            raise  # the pass is retried; nothing was recorded
+        except (PodmanUnavailable, StorageError):
+            raise  # the pass (or the put-off end) is retried; nothing was recorded
         except Exception as exc:
             log.warning("job %s: could not pack /out: %s", job_id, exc)
             record = {

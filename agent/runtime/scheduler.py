@@ -128,6 +128,8 @@ class Scheduler:
         pause = self._retention()
         if pause is not None:
             due = min(due, now + pause)
+        if self.files is not None:
+            self.files.retry_removals()  # job files a removal left behind (with backoff)
         return due
 
     def _fire(self, row: dict[str, Any], plan: rules.Plan) -> None:

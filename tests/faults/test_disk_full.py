@@ -1,23 +1,31 @@
-"""A full disk under the state directory: submits fail clearly, reads go on.
+"""A full disk under the state directory: submits fail clearly, reads go on, ends wait.
 
 The agent runs with a 4 MiB tmpfs over its state directory, mounted in a user
 and mount namespace of its own by tests/faults/smallfs.py, so the test needs
 no root and leaves nothing mounted behind (a root-prepared mount would be
 shared between runs and could be left full). The test fills the tmpfs through
 /proc/PID/root, which shows the agent's view of the file system.
+
+A job that ends while the disk is full is not recorded until there is room
+for its archive and its end: its container stays, the end is retried with
+backoff, and once space returns it is recorded with its exit code and the
+whole of its /out.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import sqlite3
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from agent.protocol.errors import StorageError
+from tests.harness import HOLD, podman, release, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -35,7 +43,14 @@ def wrapper(tmp_path):
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {done.stderr.strip()}")
     # Job output stays on the host's file system: conmon, outside the
     # namespace, writes it (and sees no tmpfs).
-    return lambda directory: [sys.executable, str(SMALLFS), str(directory), "4m", "--keep", "logs"]
+    return lambda directory, size="4m": [
+        sys.executable,
+        str(SMALLFS),
+        str(directory),
+        size,
+        "--keep",
+        "logs",
+    ]
 
 
 def _fill(directory: Path) -> Path:
@@ -99,4 +114,50 @@ def test_disk_full_refuses_submits_clearly_and_keeps_reads_working(
     job = agent.call("job.submit", spec={"image": image, "command": ["true"], "env": big_env})
     assert agent.call("job.wait", id=job["id"], timeout=60)["state"] == "succeeded"
     assert _integrity(seen / "choo.db", tmp_path / "copy2") == "ok"
+    assert agent.process.poll() is None
+
+
+def test_a_job_that_ends_while_the_disk_is_full_is_recorded_once_space_returns(
+    make_agent, image, wrapper
+):
+    agent = make_agent(socket_group="")
+    agent.state_dir.mkdir()
+    # Room for the database's write-ahead log to grow while the job runs.
+    agent.start(wrapper=wrapper(agent.state_dir, "16m"))
+    seen = Path(f"/proc/{agent.process.pid}/root") / agent.state_dir.relative_to("/")
+    # Random bytes do not compress: the archive needs room the full disk lacks.
+    command = f"head -c 300000 /dev/urandom > /out/r; sha256sum /out/r > /out/sum; {HOLD}; exit 7"
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", command]})
+    agent.wait_state(job["id"], "running")
+    filler = _fill(seen)
+    release(agent.podman_url, job["id"])
+
+    wait_until(
+        lambda: "cannot be recorded yet" in agent.log(), 60, "the end put off for want of space"
+    )
+    assert agent.call("job.get", id=job["id"])["state"] == "running"
+    name = f"choo-{job['id']}"
+    kept = podman("--url", agent.podman_url, "container", "exists", name, check=False)
+    assert kept.returncode == 0, "the container went before its end was recorded"
+    assert not list((seen / "jobs" / job["id"]).glob("*.partial")), "a partial archive was left"
+
+    filler.unlink()
+    done = agent.call("job.wait", id=job["id"], timeout=120)
+    assert (done["state"], done["exit_code"]) == ("failed", 7)
+    assert done["artifacts"]["state"] == "packed", done["artifacts"]
+    archive = Path(f"/proc/{agent.process.pid}/root") / done["artifacts"]["path"].lstrip("/")
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == done["artifacts"]["sha256"]
+    with tarfile.open(archive) as tar:
+        data = tar.extractfile("r").read()
+        recorded = tar.extractfile("sum").read().split()[0].decode()
+    assert len(data) == 300000 and hashlib.sha256(data).hexdigest() == recorded
+    wait_until(
+        lambda: (
+            podman("--url", agent.podman_url, "container", "exists", name, check=False).returncode
+            != 0
+        ),
+        30,
+        "the container removed once its end was recorded",
+    )
+    assert agent.log().count("cannot be recorded yet") == 1, "logged once, not every try"
     assert agent.process.poll() is None

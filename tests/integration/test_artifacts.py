@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -224,3 +225,93 @@ def test_pull_policy_missing_reports_the_registrys_message(agent):
     job = agent.call("job.get", id=agent.call("job.list", all=True)["jobs"][0]["id"])
     assert (job["state"], job["reason"]) == ("failed", "image")
     assert "127.0.0.1:9" in job["log_tail"]
+
+
+@pytest.mark.parametrize("through_podman", [False, True], ids=["from-the-volume", "via-podman"])
+def test_links_in_out_are_packed_as_links_never_their_targets(
+    files_agent, image, tmp_path, through_podman
+):
+    agent = files_agent
+    marker = f"MARKER-{os.getpid()}-{through_podman}"
+    # Host files the job must never get into its archive: the agent's own
+    # database (holding this marker in a job's env) and a file of the test's.
+    holder = agent.call(
+        "job.submit", spec={"image": image, "command": ["true"], "env": {"M": marker}}
+    )
+    agent.call("job.wait", id=holder["id"], timeout=60)
+    host_file = tmp_path / "host-secret"
+    host_file.write_text(marker)
+    database = agent.state_dir / "choo.db"
+    command = (
+        f"ln -s {database} /out/db; ln -s {host_file} /out/secret; "
+        f"ln -s {agent.state_dir} /out/state; ln -s /etc/shadow /out/shadow; echo ok > /out/ok"
+    )
+    if through_podman:  # a file the agent cannot read sends the packing through Podman
+        command += "; echo s > /out/locked; chmod 0 /out/locked"
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", command]})
+    done = agent.call("job.wait", id=job["id"], timeout=60)
+    assert done["artifacts"]["state"] == "packed", done["artifacts"]
+    with tarfile.open(done["artifacts"]["path"]) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        expected = {"db", "secret", "state", "shadow", "ok"} | (
+            {"locked"} if through_podman else set()
+        )
+        assert set(members) == expected
+        for name, target in (
+            ("db", str(database)),
+            ("secret", str(host_file)),
+            ("state", str(agent.state_dir)),
+            ("shadow", "/etc/shadow"),
+        ):
+            assert members[name].issym() and members[name].linkname == target, name
+    with gzip.open(done["artifacts"]["path"]) as raw:
+        assert marker.encode() not in raw.read()
+
+
+def test_files_a_job_made_undeletable_are_removed_with_the_job(files_agent, image, tmp_path):
+    agent = files_agent
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "f").write_text("f")
+    command = (
+        "mkdir -p ro/sub && touch ro/sub/f && chmod 0555 ro/sub ro; "
+        "mkdir locked && touch locked/f && chmod 0 locked/f locked; "
+        "mkdir mapped && touch mapped/f && chown -R 1000:1000 mapped && chmod 0700 mapped; "
+        "chown 1000 f; echo o > /out/f && chown 1000 /out/f; chmod 0555 /workspace"
+    )
+    spec = {"image": image, "command": ["sh", "-c", command], "workspace": str(ws), "user": "0"}
+    job = agent.call("job.submit", spec=spec)
+    done = agent.call("job.wait", id=job["id"], timeout=60)
+    assert done["state"] == "succeeded", done.get("log_tail")
+    job_dir = agent.state_dir / "jobs" / job["id"]
+    mapped = job_dir / "workspace" / "mapped"
+    assert mapped.stat().st_uid != os.getuid(), "the job chowned it to a subordinate uid"
+    removed = agent.chooctl("rm", job["id"])
+    assert removed.returncode == 0, removed.stderr
+    assert not job_dir.exists()
+    assert "cannot remove" not in agent.log()
+    wait_until(lambda: volumes(agent) == [], what="no /out volume left")
+
+
+def test_the_disk_cap_refuses_a_submit_past_it_and_keeps_nothing(make_agent, image, tmp_path):
+    agent = make_agent(workspace_roots=[str(tmp_path)], max_files_bytes=150_000).start()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "data").write_bytes(os.urandom(100_000))
+    first = agent.call(
+        "job.submit", spec={"image": image, "command": ["true"], "workspace": str(ws)}
+    )
+    agent.call("job.wait", id=first["id"], timeout=60)
+    refused = agent.chooctl("submit", "--workspace", str(ws), image, "true")
+    assert refused.returncode == 125
+    assert "max_files_bytes (150000 bytes)" in refused.stderr, refused.stderr
+    assert "already use 100000 bytes" in refused.stderr
+    assert "chooctl prune" in refused.stderr
+    assert [j["id"] for j in agent.call("job.list", all=True)["jobs"]] == [first["id"]]
+    assert [p.name for p in (agent.state_dir / "jobs").iterdir()] == [first["id"]]
+    # Space freed: the same submit goes through.
+    agent.chooctl("rm", first["id"])
+    again = agent.call(
+        "job.submit", spec={"image": image, "command": ["true"], "workspace": str(ws)}
+    )
+    assert agent.call("job.wait", id=again["id"], timeout=60)["state"] == "succeeded"

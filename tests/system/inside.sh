@@ -194,6 +194,9 @@ output_check
 . "$src/tests/system/newcomer.sh"
 newcomer_check
 
+. "$src/tests/system/files.sh"
+files_check
+
 step "make uninstall"
 make -s -C "$src" uninstall >/dev/null
 expect "commands and units removed" sh -c '! ls /usr/local/bin/choo-agent /usr/local/bin/chooctl /etc/systemd/system/choo-agent.service /usr/local/lib/choo 2>/dev/null'

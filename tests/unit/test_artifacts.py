@@ -23,6 +23,7 @@ def config(tmp_path):
         workspace_roots=[str(tmp_path / "home")],
         workspace_max_bytes=1 << 20,
         artifacts_max_bytes=1 << 20,
+        max_files_bytes=0,
     )
 
 

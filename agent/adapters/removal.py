@@ -1,0 +1,121 @@
+"""Deleting a tree a job may have made hard to delete.
+
+A job runs as root in its user namespace, so what it leaves in its
+workspace can be read-only directories (0555), unreadable ones (0000), or
+files and directories chowned to a subordinate uid (``chown 1000 f`` in the
+container). ``remove_tree`` walks by file descriptor, never following a link,
+and gives each directory the agent owns the permissions needed to empty it;
+``unshare_remove`` is the fallback for what only the user namespace's root
+may delete (``podman unshare rm -rf``). Neither decides when to retry
+(agent/adapters/files.py does) nor raises.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+from agent.adapters.snapshot import O_DIR
+
+#: The longest ``podman unshare rm -rf`` may take.
+UNSHARE_TIMEOUT = 300.0
+
+
+def remove_tree(path: Path) -> OSError | None:
+    """Delete ``path`` and everything below it, as far as the agent can.
+
+    Returns:
+        None when ``path`` is gone, else the first error met (the rest of the
+        tree was still removed where possible).
+    """
+    try:
+        parent = os.open(path.parent, O_DIR)
+    except OSError as exc:
+        return exc
+    try:
+        return _remove(parent, path.name, path)
+    except RecursionError:
+        return OSError(f"{path} is nested too deep to remove by descriptor")
+    finally:
+        os.close(parent)
+
+
+def _remove(parent_fd: int, name: str, path: Path) -> OSError | None:
+    try:
+        info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc
+    if not stat.S_ISDIR(info.st_mode):
+        try:
+            os.unlink(name, dir_fd=parent_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return exc
+        return None
+    try:
+        fd = _open_writable(parent_fd, name, info)
+    except OSError as exc:
+        return exc
+    first: OSError | None = None
+    try:
+        with os.scandir(fd) as listing:
+            names = [entry.name for entry in listing]
+        for child in names:
+            first = first or _remove(fd, child, path / child)
+    except OSError as exc:
+        first = first or exc
+    finally:
+        os.close(fd)
+    if first is not None:
+        return first
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _open_writable(parent_fd: int, name: str, info: os.stat_result) -> int:
+    """Open a directory to empty it, first giving it rwx for its owner when the
+    agent owns it and it lacks them (a 0555 or 0000 directory)."""
+    if info.st_uid == os.getuid() and info.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+        # O_PATH opens even a 0000 directory; chmod through /proc reaches the
+        # very inode opened, never a link swapped in under the same name.
+        handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY, dir_fd=parent_fd)
+        try:
+            os.chmod(f"/proc/self/fd/{handle}", stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
+        finally:
+            os.close(handle)
+    return os.open(name, O_DIR, dir_fd=parent_fd)
+
+
+def unshare_remove(path: Path) -> OSError | None:
+    """Delete ``path`` as root of the agent's user namespace (``podman unshare
+    rm -rf``), which may delete files chowned to its subordinate uids.
+
+    Returns:
+        None when ``path`` is gone, else why not.
+    """
+    podman = shutil.which("podman")
+    if podman is None:
+        return OSError(f"cannot remove {path}: podman (for podman unshare) is not installed")
+    try:
+        done = subprocess.run(
+            [podman, "unshare", "rm", "-rf", "--", str(path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=UNSHARE_TIMEOUT,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return OSError(f"podman unshare rm -rf {path} failed: {exc}")
+    if os.path.lexists(path):
+        detail = done.stderr.strip() or f"exit status {done.returncode}"
+        return OSError(f"podman unshare rm -rf {path} failed: {detail}")
+    return None
