@@ -56,6 +56,7 @@ DEFAULT_WORKSPACE_ROOTS = ("/home", "/srv", "/tmp", "/var/tmp")
 
 #: Podman's own --log-level values ("": its default, warn).
 PODMAN_LOG_LEVELS = ("", "debug", "info", "warn", "error")
+SECRET_DELIVERIES = ("env", "file")
 
 #: Settings a SIGHUP applies to a running agent; the rest need a restart.
 RELOADABLE = frozenset(
@@ -89,6 +90,7 @@ RELOADABLE = frozenset(
         "default_pids",
         "default_memory",
         "read_only_rootfs",
+        "secret_delivery",
         "ulimits",
         "runtime",
         "workspace_roots",
@@ -206,6 +208,9 @@ class Config:
     #: Memory limit of a job that sets none ("" or 0: none).
     default_memory: str = "4g"
     read_only_rootfs: bool = False
+    #: How a job's secrets reach its container: "env" (variables) or "file"
+    #: (/run/secrets/NAME, with NAME_FILE in the environment).
+    secret_delivery: str = "env"
     #: Host directories under which a job's ``workspace`` may lie.
     workspace_roots: list[str] = field(default_factory=lambda: list(DEFAULT_WORKSPACE_ROOTS))
     #: Largest workspace snapshot, in bytes (0: no limit).
@@ -274,6 +279,11 @@ def _check(config: Config) -> Config:
         raise ConfigError(
             f"podman_log_level: expected one of {', '.join(filter(None, PODMAN_LOG_LEVELS))} "
             f"or empty, not {config.podman_log_level!r}"
+        )
+    if config.secret_delivery not in SECRET_DELIVERIES:
+        raise ConfigError(
+            f"secret_delivery: expected {' or '.join(SECRET_DELIVERIES)}, "
+            f"not {config.secret_delivery!r}"
         )
     if config.log_limit_action not in LOG_LIMIT_ACTIONS:
         raise ConfigError(

@@ -168,8 +168,6 @@ class Launcher:
             self.podman.remove(container.id)
             self._fail(job, exc)
             return
-        # Its secrets were not removed yet: the create's caller is gone.
-        remove_secrets(self.podman, job)
         if job["state"] == State.STARTING:
             self._mark_running(job, container.id)
 
@@ -273,4 +271,5 @@ def hardening(config: Config) -> Hardening:
         pids=config.default_pids,
         memory=parse_size(memory, "default_memory") if memory not in ("", "0") else 0,
         read_only=config.read_only_rootfs,
+        secret_files=config.secret_delivery == "file",
     )

@@ -57,6 +57,8 @@ class PodmanPort(Protocol):
 
     def remove_secrets(self, job_id: str) -> None: ...
 
+    def list_job_secrets(self) -> list[tuple[str, str]]: ...
+
 
 class EventSource(Protocol):
     """Podman's event stream (``agent.adapters.podman.Podman.events``)."""

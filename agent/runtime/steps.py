@@ -102,8 +102,9 @@ def retry_later(
 def remove_secrets(podman: PodmanPort, job: dict) -> None:
     """Remove any Podman secret of a job that asked for secrets.
 
-    ``Podman.run`` removes them once the container has started; this catches
-    those left when the agent died between the two.
+    They stay while the job's container does (``podman exec`` reads them
+    again); an attempt's end removes them, and the loop's sweeps catch any
+    whose removal failed or never came (agent/runtime/sweeps.py).
     """
     if job["spec"].get("secrets"):
         podman.remove_secrets(job["id"])

@@ -1,10 +1,13 @@
-"""Sweeps: remove containers and /out volumes of ours that no live job owns.
+"""Sweeps: remove containers, /out volumes and secrets of ours that no live job needs.
 
 Run from the loop's pass; the removals themselves go to the worker pool.
 Everything labelled as this agent's without a live job is a stray: an orphan
 (no such job; spared until it is ``orphan_grace`` old), the leftovers of an
 ended job, or the container of an earlier attempt of a live job (its removal
-failed before the next attempt began). Never touches a job's state.
+failed before the next attempt began). So are the Podman secrets of an ended
+or unknown job (the agent died before removing them, or Podman did not
+answer the removal): they go at the next volume sweep. Never touches a
+job's state.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-#: How often a pass also looks for /out volumes no live job owns.
+#: How often a pass also looks for /out volumes and secrets no live job needs.
 VOLUME_SWEEP_INTERVAL = 60.0
 
 
@@ -84,8 +87,8 @@ class Sweeps:
             )
 
     def volumes_if_due(self, live: set[str], now: float) -> None:
-        """Every ``VOLUME_SWEEP_INTERVAL``: remove /out volumes whose job has
-        ended or is unknown.
+        """Every ``VOLUME_SWEEP_INTERVAL``: remove /out volumes and Podman
+        secrets whose job has ended or is unknown.
 
         A volume still used by a kept container (``keep_containers``) stays;
         Podman refuses to remove it until the container is gone.
@@ -100,3 +103,6 @@ class Sweeps:
         for _name, job_id in self.podman.list_out_volumes():
             if job_id not in live:
                 self.workers.submit(job_id, self.podman.remove_out_volume, job_id)
+        for job_id in dict.fromkeys(job for _name, job in self.podman.list_job_secrets()):
+            if job_id not in live:
+                self.workers.submit(job_id, self.podman.remove_secrets, job_id)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import podman, wait_until
+from tests.harness import HOLD, podman, release, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -140,8 +140,11 @@ def test_a_secret_reaches_the_container_and_nothing_else(make_agent, podman_serv
     client.call("agent.info")
     client.close()
 
-    # Cleaned up: no Podman secret of the job is left.
-    assert not [s for s in _podman_secrets(podman_service.url) if job["id"] in s]
+    # Cleaned up with the container, once the end is recorded: no secret of the job left.
+    wait_until(
+        lambda: not [s for s in _podman_secrets(podman_service.url) if job["id"] in s],
+        what="the job's secrets removed with its container",
+    )
 
     # The journal's copy of the output is shipped a moment after the job wrote it.
     wait_until(
@@ -196,3 +199,105 @@ def test_chooctl_passes_secrets_by_name(make_agent, image, values):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == _sha(values["token"])
     assert values["token"].decode() not in done.stdout + done.stderr
+
+
+def _stored_config(url: str, name: str) -> bytes:
+    """What Podman keeps of a container on disk: its inspect and its runtime config."""
+    inspect = podman("--url", url, "inspect", name).stdout.encode()
+    static = podman("--url", url, "inspect", "--format", "{{.StaticDir}}", name).stdout.strip()
+    config = Path(static, "config.json")
+    return inspect + (config.read_bytes() if config.exists() else b"")
+
+
+def test_file_delivery_keeps_a_secret_out_of_podmans_stored_config(
+    make_agent, podman_service, image, values
+):
+    """``secret_delivery = "file"``: the value is a file under /run/secrets, in no
+    ``podman inspect`` and no config.json of the container; env delivery, on this
+    Podman (before 5.3), is in both: the reason for the file mode."""
+    token = values["token"]
+    env = {"GITHUB_TOKEN": token.decode()}
+    script = (
+        'printf %s "$(cat "$GITHUB_TOKEN_FILE")" | sha256sum; '
+        'echo "file=$GITHUB_TOKEN_FILE env=${GITHUB_TOKEN-unset}"; ' + HOLD
+    )
+    spec = {"image": image, "command": ["sh", "-c", script], "secrets": ["GITHUB_TOKEN"]}
+    agent = make_agent(secret_delivery="file").start(env=env)
+    job = agent.call("job.submit", spec=spec)["id"]
+    wait_until(lambda: len(agent.output_lines(job)) >= 2, 60, "the job's first lines")
+    assert token not in _stored_config(podman_service.url, f"choo-{job}")
+    release(podman_service.url, job)  # podman exec needs the file secret: kept while it runs
+    assert agent.call("job.wait", id=job, timeout=60)["state"] == "succeeded"
+    wait_until(
+        lambda: not [s for s in _podman_secrets(podman_service.url) if job in s],
+        what="the job's secret removed with its container",
+    )
+    lines = agent.output_lines(job)
+    assert lines[0].split()[0] == _sha(token)
+    assert lines[1] == "file=/run/secrets/GITHUB_TOKEN env=unset"
+
+    agent.stop()
+    agent.write_config(secret_delivery="env")
+    agent.start(env=env)
+    spec = {**spec, "command": ["sh", "-c", HOLD]}
+    job = agent.call("job.submit", spec=spec)["id"]
+    agent.wait_state(job, "running")
+    assert token in _stored_config(podman_service.url, f"choo-{job}")  # what the docs warn of
+    release(podman_service.url, job)
+    agent.call("job.wait", id=job, timeout=60)
+
+
+def test_a_secret_left_by_an_agent_killed_mid_start_is_swept(
+    podman_relay, make_agent, podman_service, image, values
+):
+    """SIGKILL once the container is created (its secret made, not yet removed),
+    and the container removed behind the agent's back: the next agent's passes
+    leave no secret of the job in Podman."""
+    from tests.podman_relay import Rule
+
+    env = {"GITHUB_TOKEN": values["token"].decode()}
+    agent = make_agent(podman_url=podman_relay.url).start(env=env)
+    killed = []
+
+    def kill(request) -> None:
+        if not killed:
+            killed.append(request)
+            agent.process.kill()
+
+    podman_relay.add(Rule("POST", r"/containers/create", after=kill))
+    spec = {"image": image, "command": ["false"], "secrets": ["GITHUB_TOKEN"], "retries": 0}
+    job = agent.call("job.submit", spec=spec)["id"]
+    agent.process.wait(60)
+    assert [s for s in _podman_secrets(podman_service.url) if job in s]  # left behind
+    podman("--url", podman_service.url, "rm", "-f", f"choo-{job}")
+    podman_relay.clear()
+    agent.start(env=env)
+    agent.call("job.wait", id=job, timeout=60)
+    wait_until(
+        lambda: not [s for s in _podman_secrets(podman_service.url) if job in s],
+        timeout=120,
+        what="the job's secret swept",
+    )
+
+
+def test_a_secret_whose_removal_failed_is_swept_later(
+    podman_relay, make_agent, podman_service, image, values
+):
+    """Podman refuses every secret removal while the job runs and ends: the secret
+    stays, and a later sweep (once removals work again) takes it."""
+    from tests.podman_relay import Rule
+
+    agent = make_agent(podman_url=podman_relay.url).start(
+        env={"GITHUB_TOKEN": values["token"].decode()}
+    )
+    podman_relay.add(Rule("DELETE", r"/secrets/", refuse=True))
+    spec = {"image": image, "command": ["true"], "secrets": ["GITHUB_TOKEN"]}
+    job = agent.call("job.submit", spec=spec)["id"]
+    assert agent.call("job.wait", id=job, timeout=60)["state"] == "succeeded"
+    assert [s for s in _podman_secrets(podman_service.url) if job in s]  # left behind
+    podman_relay.clear()
+    wait_until(
+        lambda: not [s for s in _podman_secrets(podman_service.url) if job in s],
+        timeout=150,
+        what="the job's secret swept",
+    )

@@ -36,6 +36,7 @@ class FakePodman:
         self.started: list[str] = []
         self.read_outs: list[tuple[str, bool]] = []
         self.volumes: set[str] = set()
+        self.secrets: list[tuple[str, str]] = []
         self.log_paths: list[str] = []
 
     def run(
@@ -97,10 +98,13 @@ class FakePodman:
     def remove_out_volume(self, job_id):
         self.volumes.discard(job_id)
 
-    # Secrets: nothing to clean up in this fake.
+    # Secrets: (name, job ID) pairs a test put there.
 
     def remove_secrets(self, job_id):
-        pass
+        self.secrets = [(name, job) for name, job in self.secrets if job != job_id]
+
+    def list_job_secrets(self):
+        return list(self.secrets)
 
     def start(self, name_or_id):
         self.started.append(name_or_id)

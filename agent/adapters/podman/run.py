@@ -37,12 +37,19 @@ from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, container_name
 
 log = logging.getLogger(__name__)
 
+#: Where Podman mounts a file secret (its ``target`` is relative to it).
+SECRETS_DIR = "/run/secrets"
+
 
 @dataclass(frozen=True)
 class Hardening:
     """How every job's container is confined; from the agent's configuration.
 
     ``pids`` and ``memory`` apply to jobs whose spec sets no limit (0: none).
+    ``secret_files``: secrets reach the container as files under
+    ``/run/secrets`` (``NAME_FILE`` in its environment) rather than as
+    environment variables, whose values Podman before 5.3 keeps in the
+    container's stored config and shows in ``podman inspect``.
     """
 
     caps: tuple[str, ...] = DEFAULT_CAPS
@@ -50,6 +57,7 @@ class Hardening:
     pids: int = 0
     memory: int = 0
     read_only: bool = False
+    secret_files: bool = False
 
 
 class JobContainers(Containers, Volumes, Secrets, Images):
@@ -81,7 +89,8 @@ class JobContainers(Containers, Volumes, Secrets, Images):
             on_pull: called with the image reference before a pull begins.
             workspace: host directory (the job's snapshot) to mount at /workspace.
             secrets: environment variables for the container only: passed as
-                Podman secrets (``type=env``), so they are in no create request,
+                Podman secrets (``type=env``, or files with ``secret_files``),
+                kept until the job's end removes them, so they are in no create request,
                 log or ``inspect`` of a created container, and removed again
                 as soon as the container has started (or failed to).
             hardening: capabilities, no-new-privileges, default limits.
@@ -100,11 +109,18 @@ class JobContainers(Containers, Volumes, Secrets, Images):
             PodmanUnavailable: Podman did not answer (``PodmanLate``: it was
                 too slow to tell what it did; the container may exist).
         """
-        kwargs = self._create_kwargs(
-            job_id, attempt, spec, log_path, workspace, hardening or Hardening()
-        )
+        hardening = hardening or Hardening()
+        kwargs = self._create_kwargs(job_id, attempt, spec, log_path, workspace, hardening)
         secret_names = self.create_secrets(job_id, attempt, secrets or {})
-        if secret_names:
+        if secret_names and hardening.secret_files:
+            kwargs["secrets"] = [
+                {"source": name, "target": variable} for variable, name in secret_names.items()
+            ]
+            kwargs["environment"] = {
+                **kwargs["environment"],
+                **{f"{variable}_FILE": f"{SECRETS_DIR}/{variable}" for variable in secret_names},
+            }
+        elif secret_names:
             kwargs["secret_env"] = secret_names
         try:
             self.create_out_volume(job_id)
@@ -118,10 +134,14 @@ class JobContainers(Containers, Volumes, Secrets, Images):
                 pull()
             container = self._create(job_id, attempt, spec, kwargs, pull)
             checkpoint()
-            return self._start(container)
-        finally:
+            container_id = self._start(container)
+        except BaseException:
             for secret in secret_names.values():
                 self.remove_secret(secret)
+            raise
+        # The secrets stay while the container does: Podman reads them again
+        # for every ``podman exec``. The end of the job removes them.
+        return container_id
 
     def _create(
         self,

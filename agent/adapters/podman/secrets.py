@@ -1,18 +1,21 @@
-"""A job's secret values as Podman secrets, alive only while its container is created and started.
+"""A job's secret values as Podman secrets, alive only while its container exists.
 
-Values travel as ``type=env`` Podman secrets, so they are in no create
-request, log or ``inspect`` of a container. Nothing here ever logs or reports
-a value: messages name the variable only. Where values come from is
-agent/adapters/secrets.py's business.
+Each is labelled as the agent's and the job's, so one left behind (the agent
+died before removing it, or Podman did not answer the removal) is found and
+swept later (agent/runtime/sweeps.py). Nothing here ever logs or reports a
+value: messages name the variable only. Where values come from is
+agent/adapters/secrets.py's business; how the container gets them
+(``secret_delivery``) is run.py's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from agent.adapters.podman.connection import Connection
 from agent.adapters.podman.errors import NotFound, done_once, mapped
-from agent.adapters.podman.names import SECRET_PREFIX, secret_name
+from agent.adapters.podman.names import LABEL_AGENT, LABEL_JOB, SECRET_PREFIX, secret_name
 from agent.protocol.errors import ChooError, CreateError
 
 log = logging.getLogger(__name__)
@@ -58,8 +61,9 @@ class Secrets(Connection):
             self.remove_secret(name)  # left by an attempt the agent did not see end
             try:
                 with mapped(what, CreateError):
+                    labels = json.dumps({LABEL_AGENT: self.agent_id, LABEL_JOB: job_id})
                     self.client.api.post(
-                        "/secrets/create", params={"name": name}, data=value
+                        "/secrets/create", params={"name": name, "labels": labels}, data=value
                     ).raise_for_status()
             except CreateError as exc:
                 # This very create, answered late, landed between the removal and now.
@@ -94,10 +98,29 @@ class Secrets(Connection):
             PodmanUnavailable: Podman did not answer when asked for the list.
         """
         prefix = f"{SECRET_PREFIX}{job_id}-"
+        for name, _job in self._secrets():
+            if name.startswith(prefix):
+                self.remove_secret(name)
+
+    def list_job_secrets(self) -> list[tuple[str, str]]:
+        """This agent's Podman secrets: (name, job ID) of each.
+
+        (Podman 4.3 lists secrets unfiltered: the labels are read here.)
+
+        Raises:
+            PodmanUnavailable: Podman did not answer.
+        """
+        return [(name, job) for name, job in self._secrets() if job]
+
+    def _secrets(self) -> list[tuple[str, str | None]]:
+        """Every Podman secret: its name, and its job if it is labelled as ours."""
         with mapped("list secrets"):
             response = self.client.api.get("/secrets/json")
             response.raise_for_status()
+        found = []
         for item in response.json() or []:
-            name = (item.get("Spec") or {}).get("Name") or ""
-            if name.startswith(prefix):
-                self.remove_secret(name)
+            spec = item.get("Spec") or {}
+            labels = spec.get("Labels") or {}
+            ours = labels.get(LABEL_AGENT) == self.agent_id
+            found.append((spec.get("Name") or "", labels.get(LABEL_JOB) if ours else None))
+        return found
