@@ -28,6 +28,7 @@ from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
+from agent.adapters.podman.exits import ExitFiles, default_exits_dir
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
@@ -127,6 +128,7 @@ class Agent:
             executor=BoundedPool(
                 self.config.max_concurrent + SPARE_WORKERS, grace=WORK_GRACE, name="podman"
             ),
+            exit_files=ExitFiles(default_exits_dir()),
         )
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
