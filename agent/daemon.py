@@ -42,6 +42,7 @@ from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import SPARE_WORKERS, Controller
 from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
+from agent.runtime.shipped_mark import SHIPPED_MARK
 from agent.runtime.shipper import Shipper
 from agent.runtime.shutdown import stop_running_jobs
 from agent.storage.database import DatabaseDamaged
@@ -84,6 +85,7 @@ class Agent:
             JournalWriter(),
             config=config,
             wake=lambda: self.controller.wake(),
+            mark=config.state_dir / SHIPPED_MARK,
         )
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
