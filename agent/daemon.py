@@ -28,6 +28,7 @@ from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
+from agent.adapters.podman.exits import ExitFiles, default_exits_dir
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
@@ -41,6 +42,7 @@ from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import SPARE_WORKERS, Controller
 from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
+from agent.runtime.shipped_mark import SHIPPED_MARK
 from agent.runtime.shipper import Shipper
 from agent.runtime.shutdown import stop_running_jobs
 from agent.storage.database import DatabaseDamaged
@@ -83,6 +85,7 @@ class Agent:
             JournalWriter(),
             config=config,
             wake=lambda: self.controller.wake(),
+            mark=config.state_dir / SHIPPED_MARK,
         )
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
@@ -127,6 +130,7 @@ class Agent:
             executor=BoundedPool(
                 self.config.max_concurrent + SPARE_WORKERS, grace=WORK_GRACE, name="podman"
             ),
+            exit_files=ExitFiles(default_exits_dir()),
         )
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)

@@ -6,7 +6,8 @@ noisy, so targets live here as figures to read, not as test assertions.
     .venv/bin/python tests/bench.py [--image REF] [--pairs N] [--only NAME ...]
 
 Benches: run (one short job, end to end), throughput (100 jobs through
-max_concurrent=4), ready (restart while adopting 20 running containers),
+max_concurrent=4), end (how soon after a container's FinishedAt its job's
+end is recorded: p50/p99), ready (restart while adopting 20 running containers),
 cancel (job.cancel of a running job to its job.wait answer, against its
 stop_timeout), socket (agent.ping round trips alone and under 50 concurrent
 clients, and the agent's memory before and after), output (`seq 1 200000`
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
+import json
 import multiprocessing
 import socket
 import statistics
@@ -28,12 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.bench_history import bench_history, place_database  # noqa: E402
-from tests.harness import IMAGE, AgentProcess, PodmanService  # noqa: E402
+from tests.harness import IMAGE, AgentProcess, PodmanService, podman  # noqa: E402
 
 PODMAN_RUN = ["podman", "run", "--rm", "--runtime", "runc", "--network", "none"]
 
@@ -120,6 +124,33 @@ def bench_ready(make_agent, image: str, pairs: int, running: int = 20) -> None:
     print(f"  restarts:        {len(times)}")
     print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
     print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
+
+
+def _podman_time(text: str) -> float:
+    """Seconds since the epoch of Podman's RFC 3339 time with nanoseconds."""
+    base, _, rest = text.partition(".")
+    digits = "".join(itertools.takewhile(str.isdigit, rest))
+    zone = rest[len(digits) :].replace("Z", "+00:00") or "+00:00"
+    return datetime.fromisoformat(f"{base}.{digits[:6].ljust(6, '0')}{zone}").timestamp()
+
+
+def bench_end(make_agent, image: str, pairs: int) -> None:
+    """How long after a container's own FinishedAt the agent records its job's end."""
+    agent = make_agent(keep_containers=True)
+    spec = {"image": image, "command": ["sh", "-c", "sleep 0.3"]}
+    lags = []
+    for _ in range(max(10, pairs * 2)):
+        job_id = agent.call("job.submit", spec=spec)["id"]
+        if agent.call("job.wait", id=job_id, timeout=120)["state"] != "succeeded":
+            raise SystemExit(f"bench: job {job_id} did not succeed")
+        attempt = agent.call("job.get", id=job_id)["attempts"][-1]
+        found = podman("--url", agent.podman_url, "inspect", attempt["container_id"])
+        finished = _podman_time(json.loads(found.stdout)[0]["State"]["FinishedAt"])
+        lags.append(attempt["ended_at"] - finished)
+        podman("--url", agent.podman_url, "rm", "-f", attempt["container_id"], check=False)
+    print("\n## job end recorded after the container's own finish time (FinishedAt)")
+    print(f"  jobs:            {len(lags)}")
+    print(f"  lag:             {_percentiles(lags)}   (target p99 <= 20 ms)")
 
 
 def bench_cancel(make_agent, image: str, pairs: int, stop_timeout: int = 2) -> None:
@@ -269,6 +300,7 @@ BENCHES = {
     "run": bench_run,
     "throughput": bench_throughput,
     "ready": bench_ready,
+    "end": bench_end,
     "cancel": bench_cancel,
     "socket": bench_socket,
     "output": bench_output,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from agent.cli.group import connect
 from agent.protocol.errors import InvalidParams
@@ -81,6 +80,8 @@ def render(result: dict[str, Any], *, as_json: bool) -> str:
     as one ``v1`` List). Nomad's is always JSON, the form its API takes."""
     documents = result["documents"]
     if result["to"] == KUBERNETES and not as_json:
+        import yaml  # noqa: PLC0415 (only export needs YAML: every other command starts faster)
+
         return yaml.safe_dump_all(documents, sort_keys=False, allow_unicode=True)
     if len(documents) == 1:
         value = documents[0]
@@ -94,6 +95,8 @@ def _read_spec(path: str) -> dict[str, Any]:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
         raise click.UsageError(f"--spec: cannot read {path}: {exc.strerror}") from None
+    import yaml  # noqa: PLC0415 (as in render)
+
     try:
         spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -5,11 +5,12 @@ The database says what should be (jobs and their states), Podman says what is
 that compares the two and decides; everything else only *wakes* it: Podman's
 event stream (``podman_events``), a submit or cancel, a deadline (timeout,
 stop grace, retry backoff, a job's work backoff), or the periodic resync that
-makes a lost event harmless.
+makes a lost event harmless. One wake is narrower: a container's exit file
+(``exit_watch``) has the loop finish just that job, at once.
 
 This module decides and hands out; the work is done elsewhere: ``launch``
 (create and start), ``finish`` (record the end, pack /out, then remove),
-``sweeps`` (strays), and the stop signals of a cancel or timeout, all run on
+``sweeps`` (strays), ``stops`` (a cancel's or timeout's signals), all run on
 the worker pool (``workers``): a Podman call that hangs holds its own job
 only. A job with work in flight is "busy" and left alone by the loop until
 its worker finishes. Deadlines are counted on the monotonic clock
@@ -37,12 +38,14 @@ from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import ACTIVE, State
 from agent.rules import admission
 from agent.runtime.deadlines import Deadlines
+from agent.runtime.exit_watch import ExitWatch
 from agent.runtime.finish import Finisher
 from agent.runtime.health import DATABASE, PODMAN, Health
 from agent.runtime.launch import Launcher
 from agent.runtime.podman_events import EventFollower
-from agent.runtime.ports import ArtifactFiles, EventSource, PodmanPort
+from agent.runtime.ports import ArtifactFiles, EventSource, ExitSource, PodmanPort
 from agent.runtime.steps import adopt, move
+from agent.runtime.stops import Stops
 from agent.runtime.sweeps import Sweeps
 from agent.runtime.workers import Workers
 from agent.storage.store import Store
@@ -73,6 +76,8 @@ class Controller:
         on_podman_down: called when a pass finds Podman not answering.
         files: workspaces and /out archives (None: neither).
         executor: runs the pool's work (tests hand in one that runs it inline).
+        exit_files: conmon's exit files, watched for the end of a job
+            (None: Podman's events tell it, later).
     """
 
     #: The longest the loop sleeps without calling ``on_tick``.
@@ -93,6 +98,7 @@ class Controller:
         on_podman_down: Callable[[], None] = lambda: None,
         files: ArtifactFiles | None = None,
         executor: Executor | None = None,
+        exit_files: ExitSource | None = None,
     ):
         self.store = store
         self.podman = podman
@@ -105,6 +111,8 @@ class Controller:
         self.health = Health()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._full = True  # the next wake runs a full pass, not only queued job ends
+        self._full_lock = threading.Lock()
         self.workers = Workers(
             executor
             or ThreadPoolExecutor(
@@ -115,6 +123,7 @@ class Controller:
             monotonic=monotonic,
         )
         self.events = EventFollower(events_podman, wake=self.wake, stopped=self._stop)
+        self.exits = ExitWatch(exit_files, notify=self._wake.set, stopped=self._stop)
         self.launcher = Launcher(
             store,
             podman,
@@ -136,11 +145,14 @@ class Controller:
             sleep=sleep,
         )
         self.sweeps = Sweeps(store, podman, config, self.workers)
+        self.stops = Stops(store, podman, self.deadlines, clock)
 
     # -- triggers ------------------------------------------------------------
 
     def wake(self) -> None:
         """Ask for a reconcile pass as soon as possible (cheap, thread-safe)."""
+        with self._full_lock:
+            self._full = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -150,8 +162,9 @@ class Controller:
         self.workers.shutdown()
 
     def start_event_stream(self) -> None:
-        """Follow Podman's events on a thread of their own; each wakes the loop."""
+        """Follow Podman's events and the exit files, each on a thread of its own."""
         self.events.start()
+        self.exits.start()
 
     def settle(self, timeout: float) -> bool:
         """Wait until the pool has no work left (e.g. the recovery pass's).
@@ -179,7 +192,12 @@ class Controller:
             try:
                 if self._wake.is_set() or self.monotonic() >= due:
                     self._wake.clear()
-                    due = self.reconcile_safely()
+                    with self._full_lock:
+                        full, self._full = self._full or self.monotonic() >= due, False
+                    if full:
+                        due = self.reconcile_safely()
+                    else:
+                        self.exits.finish(self.store, self.workers, self.finisher, self.wake)
                 self.on_tick()
             except Exception as exc:  # the thread must outlive anything (on_tick included)
                 due = self._pass_failed(exc)
@@ -237,6 +255,7 @@ class Controller:
         jobs = [j for j in self.store.nonterminal() if j["id"] not in busy]
         containers = {c.job_id: c for c in self.podman.list_ours() if c.job_id}
         self._podman_down(None)
+        self.exits.known(containers)
         known = busy | {j["id"] for j in jobs}
         live = busy | {j["id"] for j in jobs if j["state"] in ACTIVE}
         now, mono = self.clock(), self.monotonic()
@@ -344,29 +363,17 @@ class Controller:
                 stop_reason = "timeout"
             elif stop_reason is None:
                 return None
-            self.workers.submit(job_id, self._send_stop, job, container.id, stop_reason)
+            self.workers.submit(job_id, self.stops.term, job, container.id, stop_reason)
             return mono + grace
         kill_at = self.deadlines.anchor(job_id, ("stop", attempt), job["stop_sent_at"]) + grace
         killed = self.deadlines.marked(job_id, ("kill", attempt))
         again = kill_at if killed is None else killed + RESEND_KILL_AFTER
         if mono < again:
             return again
-        self.workers.submit(job_id, self._send_kill, job, container.id)
+        self.workers.submit(job_id, self.stops.kill, job, container.id)
         return mono + RESEND_KILL_AFTER
 
     # -- work handed to the pool ---------------------------------------------
-
-    def _send_stop(self, job: dict, container_id: str, stop_reason: str) -> None:
-        """SIGTERM, then record why and when (the grace counts from here)."""
-        log.info("stopping job %s (%s)", job["id"], stop_reason)
-        self.podman.signal(container_id, "SIGTERM")
-        self.deadlines.mark(job["id"], ("stop", job["attempt"]))
-        self.store.update(job["id"], stop_reason=stop_reason, stop_sent_at=self.clock())
-
-    def _send_kill(self, job: dict, container_id: str) -> None:
-        """SIGKILL after the stop grace (repeated until the container exits)."""
-        self.podman.signal(container_id, "SIGKILL")
-        self.deadlines.mark(job["id"], ("kill", job["attempt"]))
 
     def _launch(self, job: dict, *, resume: bool = False) -> None:
         """Record ``starting`` (a new attempt) and hand the create to the pool.

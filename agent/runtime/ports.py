@@ -66,6 +66,16 @@ class EventSource(Protocol):
     def events(self, read_timeout: float) -> Iterator[dict[str, Any]]: ...
 
 
+class ExitSource(Protocol):
+    """Conmon's exit files (``agent.adapters.podman.exits.ExitFiles``)."""
+
+    def open(self) -> str | None: ...
+
+    def read(self, timeout: float) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
 class ArtifactFiles(Protocol):
     """A job's workspace and /out archive (``agent.adapters.files.JobFiles``)."""
 

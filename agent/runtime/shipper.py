@@ -8,7 +8,8 @@ their files are shipped to the end. It learns of jobs from the change feed
 keeps in memory how far each attempt is shipped; the database is told every
 ``SAVE_EVERY`` seconds. On start it asks the journal where it left off (the
 newest entry of the attempt sent by the agent's uid), falling back on the
-database.
+database, and looks at ended jobs submitted since its last clean stop
+(shipped_mark.py) or, after a crash, in the last ``RESUME_WINDOW``.
 
 It never blocks the controller (a thread of its own; journald being slow or
 down only delays the copy: the data stays in the file, retried with backoff)
@@ -43,6 +44,7 @@ from agent.rules.output_cap import Budget
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.log_limit import OutputCap, budget_for
 from agent.runtime.output_loss import LOST_EVENT, OutputLoss
+from agent.runtime.shipped_mark import leave_mark, take_mark
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent.shipper")
@@ -107,6 +109,7 @@ class Shipper:
         poll: seconds between looks at the files without an event.
         config: the agent's settings (``log_limit_action``, read at each cut).
         wake: asks the controller for a pass (to stop a job past its cap).
+        mark: the file a clean stop leaves (shipped_mark.py; None: none is kept).
     """
 
     def __init__(
@@ -119,12 +122,14 @@ class Shipper:
         poll: float = POLL,
         config: Config | None = None,
         wake: Callable[[], None] = lambda: None,
+        mark: Path | None = None,
     ):
         self.store = store
         self.feed = feed
         self.logs = logs
         self.journal = journal
         self.poll = poll
+        self.mark = mark
         self.cap = OutputCap(store, config or Config(), wake)
         self.loss = OutputLoss(store)
         self._copies: dict[tuple[str, int], _Copy] = {}
@@ -149,6 +154,7 @@ class Shipper:
 
     def run(self) -> None:
         """The thread's loop: recover, then ship whatever is new until stopped."""
+        clean = False
         try:
             seq = self.feed.seq
             self.recover()
@@ -165,10 +171,13 @@ class Shipper:
                     saved_at = now
                 if not busy:
                     self.feed.wait_after(seq, self.poll)
+            clean = True
         except Exception:  # a bug must not end the copy silently
             log.exception("the journal shipper stopped")
         finally:
             self.save()
+            if clean:
+                leave_mark(self.mark, [job_id for job_id, _ in self._copies])
             self.store.release_thread()
 
     # -- which attempts ---------------------------------------------------------
@@ -177,7 +186,7 @@ class Shipper:
         """Track the attempts of jobs not ended, and of recent ended ones not shipped."""
         self._rescan()
         after = None
-        since = time.time() - RESUME_WINDOW
+        since = max(time.time() - RESUME_WINDOW, take_mark(self.mark))
         while True:
             page = self.store.list(
                 states=[s.value for s in TERMINAL], since=since, after=after, limit=PAGE

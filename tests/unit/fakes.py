@@ -127,6 +127,26 @@ class FakeEvents:
         yield from self.batches.pop(0) if self.batches else []
 
 
+class FakeExits:
+    """Exit files: hands out its batches of container IDs, then sets ``done``."""
+
+    def __init__(self, done, *batches):
+        self.done = done
+        self.batches = list(batches)
+
+    def open(self):
+        return None
+
+    def read(self, timeout):
+        if not self.batches:
+            self.done.set()
+            return []
+        return self.batches.pop(0)
+
+    def close(self):
+        pass
+
+
 class FakeFiles:
     """Packs nothing; records what it was asked to pack."""
 

@@ -17,12 +17,13 @@ import pytest
 from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman import ContainerState, Podman
+from agent.adapters.podman.exits import ExitFiles
 from agent.config import Config
 from agent.runtime import ports
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import Controller
 from agent.storage.store import Store
-from tests.unit.fakes import Clock, FakeEvents, FakeFiles, FakePodman, Inline
+from tests.unit.fakes import Clock, FakeEvents, FakeExits, FakeFiles, FakePodman, Inline
 
 
 def build(store, podman, config, clock, **extras):
@@ -303,6 +304,7 @@ def _members(protocol):
     [
         (ports.PodmanPort, Podman, FakePodman),
         (ports.EventSource, Podman, FakeEvents),
+        (ports.ExitSource, ExitFiles, FakeExits),
         (ports.ArtifactFiles, JobFiles, FakeFiles),
     ],
     ids=lambda value: getattr(value, "__name__", str(value)),

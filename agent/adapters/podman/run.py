@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.adapters.podman.containers import Containers, ContainerState, state_of
+from podman import api as podman_api
+
+from agent.adapters.podman.containers import Containers, ContainerState
 from agent.adapters.podman.errors import done_once, mapped
 from agent.adapters.podman.images import Images
 from agent.adapters.podman.names import (
@@ -179,13 +181,14 @@ class JobContainers(Containers, Volumes, Secrets, Images):
         def create() -> ContainerState | None:
             try:
                 with mapped(f"create container for job {job_id}", CreateError):
-                    # A copy: podman-py edits what it is given (a volume's
-                    # mode goes into its options), so a second try would differ.
-                    return state_of(self.client.containers.create(**copy.deepcopy(kwargs)).attrs)
+                    container_id = self._post_create(kwargs)
             except CreateError as exc:
                 if "in use" not in exc.message:
                     raise
-            return None
+                return None
+            return ContainerState(
+                id=container_id, name=name, job_id=job_id, attempt=attempt, status="created"
+            )
 
         def made() -> ContainerState | None:
             found = self.inspect(name)
@@ -202,6 +205,23 @@ class JobContainers(Containers, Volumes, Secrets, Images):
             return None
 
         return done_once(create, made, f"create container {name}")
+
+    def _post_create(self, kwargs: dict[str, Any]) -> str:
+        """POST the create with podman-py's own rendering of ``kwargs``; returns the ID.
+
+        ``containers.create`` would inspect the new container too: a round
+        trip per job for what the caller already knows (it is ``created``).
+        """
+        # A copy: podman-py edits what it is given (a volume's mode goes into
+        # its options), so a second try would differ.
+        payload = self.client.containers._render_payload({"command": None, **copy.deepcopy(kwargs)})
+        response = self.client.api.post(
+            "/containers/create",
+            headers={"content-type": "application/json"},
+            data=podman_api.prepare_body(payload),
+        )
+        response.raise_for_status()
+        return response.json()["Id"]
 
     def _start(self, container: ContainerState) -> str:
         """Start a container this attempt made (one adopted may be running or
