@@ -71,6 +71,7 @@ RELOADABLE = frozenset(
         "keep_containers",
         "stop_containers_on_exit",
         "resync_interval",
+        "usage_interval",
         "orphan_grace",
         "retry_backoff_base",
         "retry_backoff_cap",
@@ -171,6 +172,8 @@ class Config:
     keep_containers: bool = False
     stop_containers_on_exit: bool = False
     resync_interval: float = 5.0
+    #: Seconds between two looks at each running job's processes (0: no usage recorded).
+    usage_interval: float = 1.0
     #: A container labelled as ours whose job is unknown is removed once it is
     #: this old (younger, it may be one whose create call is still returning).
     orphan_grace: float = 30.0

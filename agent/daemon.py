@@ -29,6 +29,7 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
+from agent.adapters.proc_usage import ProcReader
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
@@ -43,6 +44,7 @@ from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipper import Shipper
 from agent.runtime.shutdown import stop_running_jobs
+from agent.runtime.usage import UsageSampler, running_job_ids
 from agent.storage.database import DatabaseDamaged
 from agent.storage.store import Store
 
@@ -128,6 +130,10 @@ class Agent:
                 self.config.max_concurrent + SPARE_WORKERS, grace=WORK_GRACE, name="podman"
             ),
         )
+        self.usage = UsageSampler(
+            ProcReader(), lambda: running_job_ids(self.store), lambda: self.config.usage_interval
+        )
+        self.controller.finisher.usage = self.usage.take
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
         self.service = Service(
@@ -167,6 +173,7 @@ class Agent:
         self.controller.start_event_stream()
         # Job output to the journal: it first finds where each copy left off.
         self.shipper.start()
+        self.usage.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -275,6 +282,7 @@ class Agent:
         if self.podman_service is not None:
             self.podman_service.stop()
         self.shipper.stop()
+        self.usage.stop()
         self.store.close()
 
 

@@ -27,6 +27,29 @@ class ArtifactsRecord(TypedDict):
     message: str | None
 
 
+class Usage(TypedDict):
+    """What one attempt used, recorded with its end (None: unknown: not ended,
+    too short to sample, usage_interval 0, or ended under an older agent)."""
+
+    #: CPU time, user + system, in seconds.
+    cpu_seconds: float | None
+    #: Highest memory in use, in bytes.
+    memory_peak: int | None
+    #: Bytes read from and written to block devices.
+    io_read: int | None
+    io_write: int | None
+    #: Most processes at once.
+    pids_peak: int | None
+    #: Seconds from the attempt's start (image pull included) to its end.
+    wall_seconds: float | None
+    #: Seconds the attempt waited for a slot once its job was due.
+    queue_wait: float | None
+    #: True: summed from the container's processes every usage_interval (a
+    #: short peak between two looks, and the last interval, can be missed);
+    #: False: exact, from the container's cgroup v2 counters.
+    sampled: bool | None
+
+
 class Attempt(TypedDict):
     number: int
     trigger: str
@@ -36,6 +59,8 @@ class Attempt(TypedDict):
     exit_code: int | None
     reason: str | None
     oom: bool | None
+    log_shipped: int | None
+    usage: Usage
 
 
 class Event(TypedDict):
@@ -120,6 +145,8 @@ class JobSummary(TypedDict):
     container: str
     log_lost: int | None
     log_dropped: int | None
+    #: The latest attempt's ``cpu_seconds`` and ``memory_peak`` (see ``Usage``).
+    usage: dict[str, float | int | None]
 
 
 class JobPage(TypedDict):

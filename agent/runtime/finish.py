@@ -78,6 +78,9 @@ class Finisher:
         self.workers = workers
         self.clock = clock
         self.sleep = sleep
+        #: Takes the usage columns of the attempt that ran in a container (set
+        #: by the composition root to the usage sampler's ``take``).
+        self.usage: Callable[[str], dict[str, Any]] = lambda container_id: {}
 
     def finish(self, job: dict, container: ContainerState) -> None:
         """Record how the attempt in an exited container ended, then remove it.
@@ -113,6 +116,7 @@ class Finisher:
             "exit_code": exit_code,
             "oom": info.oom_killed,
             "reason": outcome.attempt_reason,
+            **self.usage(info.id),
         }
         if outcome.state != State.SUCCEEDED:
             fields["log_tail"] = self._log_tail(job)

@@ -83,8 +83,28 @@ def _v3_to_v4(db: pw.Database) -> None:
     )
 
 
+def _v4_to_v5(db: pw.Database) -> None:
+    """What each attempt used and how long it waited once due (schema 5); older
+    attempts have none."""
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("attempt", "queue_wait", pw.FloatField(null=True)),
+        migrator.add_column("attempt", "cpu_seconds", pw.FloatField(null=True)),
+        migrator.add_column("attempt", "memory_peak", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "io_read", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "io_write", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "pids_peak", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "usage_sampled", pw.BooleanField(null=True)),
+    )
+
+
 #: version -> the step that upgrades a database from it to version + 1.
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+STEPS: dict[int, Callable[[pw.Database], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:

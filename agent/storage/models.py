@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,15 @@ def bind(db: pw.Database) -> Models:
         oom = pw.BooleanField(default=False)
         # Schema 3: how far this attempt's log is known shipped to the journal.
         log_shipped = pw.IntegerField(null=True)
+        # Schema 5: what the attempt used (agent.rules.usage), recorded with its end,
+        # and the seconds it waited in the queue once due.
+        queue_wait = pw.FloatField(null=True)
+        cpu_seconds = pw.FloatField(null=True)
+        memory_peak = pw.IntegerField(null=True)
+        io_read = pw.IntegerField(null=True)
+        io_write = pw.IntegerField(null=True)
+        pids_peak = pw.IntegerField(null=True)
+        usage_sampled = pw.BooleanField(null=True)
 
         class Meta:
             indexes = ((("job", "number"), True),)

@@ -137,7 +137,17 @@ class JobQueries(Database):
             pw.fn.json_extract(Job.spec, "$.image").alias("image"),
             pw.fn.json_extract(Job.spec, "$.command").alias("command"),
         ]
+        # The latest attempt's usage, one unique-index lookup per job of the page.
+        # (Named, so the filters' own aliases stay as they were.)
+        Attempt = self.models.Attempt.alias("latest")
+        columns += [Attempt.cpu_seconds, Attempt.memory_peak]
         query = self._page(Job.select(*columns), states, name, labels, since, after, limit)
+        query = query.join_from(
+            Job,
+            Attempt,
+            pw.JOIN.LEFT_OUTER,
+            on=(Attempt.job == Job.id) & (Attempt.number == Job.attempt),
+        )
         return [summary_dict(row) for row in query.dicts()]
 
     def nonterminal(self) -> list[dict[str, Any]]:
