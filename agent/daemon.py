@@ -32,6 +32,7 @@ from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
+from agent.api import metrics
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
 from agent.api.schedules import Schedules
 from agent.api.server import Server
@@ -145,6 +146,20 @@ class Agent:
             status=self._status,
             files=self.files,
         )
+        self.metrics = metrics.registry(self.store, lambda: self.controller.degraded)
+        self.textfile = None
+        if self.config.metrics_textfile:
+            self.textfile = metrics.TextfileWriter(
+                Path(self.config.metrics_textfile).expanduser(),
+                self.metrics,
+                lambda: self.config.metrics_interval,
+            )
+        if self.config.metrics_listen:
+            metrics.listen(
+                self.config.metrics_listen,
+                self.metrics,
+                public=self.config.metrics_listen_public,
+            )
         clock, max_sleep = schedule_clock()
         self.scheduler = Scheduler(
             self.store,
@@ -174,6 +189,8 @@ class Agent:
         # Job output to the journal: it first finds where each copy left off.
         self.shipper.start()
         self.usage.start()
+        if self.textfile is not None:
+            self.textfile.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -283,6 +300,8 @@ class Agent:
             self.podman_service.stop()
         self.shipper.stop()
         self.usage.stop()
+        if self.textfile is not None:
+            self.textfile.stop()
         self.store.close()
 
 

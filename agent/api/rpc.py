@@ -30,6 +30,7 @@ from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
+from agent.api import metrics
 from agent.api.export import export
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
@@ -56,6 +57,7 @@ class Call:
 USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.PING: lambda call, params: "pong",
     protocol.INFO: lambda call, params: call.service.info(),
+    protocol.METRICS: lambda call, params: metrics.render(call.service.store, call.service.status),
     protocol.SUBMIT: lambda call, params: call.service.submit(params, peer=call.peer),
     protocol.GET: lambda call, params: call.service.get(params, peer=call.peer),
     protocol.LIST: lambda call, params: call.service.list(params, peer=call.peer),

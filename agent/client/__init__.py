@@ -64,6 +64,10 @@ class Client(Connection):
     def info(self) -> types.Info:
         return self.request(m.INFO, m.NoParams())
 
+    def metrics(self) -> str:
+        """The agent's metrics, in the Prometheus text format."""
+        return self.request(m.METRICS, m.NoParams())
+
     # -- jobs ----------------------------------------------------------------------
 
     def submit(self, spec: dict[str, Any], *, trigger: str = m.DEFAULT_TRIGGER) -> types.Job:

@@ -20,6 +20,7 @@ from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
 PING = "agent.ping"
 INFO = "agent.info"
+METRICS = "agent.metrics"
 SUBMIT = "job.submit"
 GET = "job.get"
 LIST = "job.list"
@@ -198,6 +199,8 @@ class Method:
 DEFINITIONS: tuple[Method, ...] = (
     Method(PING, NoParams, str),
     Method(INFO, NoParams, types.Info),
+    #: The metrics in the Prometheus text format (0.0.4).
+    Method(METRICS, NoParams, str),
     Method(SUBMIT, SubmitParams, types.Job),
     Method(GET, JobRef, types.JobDetail),
     Method(LIST, ListParams, types.JobPage),
