@@ -145,6 +145,7 @@ class Agent:
             wake=self.controller.wake,
             status=self._status,
             files=self.files,
+            live_usage=self.usage.live,
         )
         self.metrics = metrics.registry(self.store, lambda: self.controller.degraded)
         self.textfile = None

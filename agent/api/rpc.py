@@ -35,6 +35,7 @@ from agent.api.export import export
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
+from agent.api.top import top
 from agent.protocol import methods as protocol
 from agent.protocol.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ChooError
 
@@ -85,6 +86,7 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params, peer=call.peer),
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
     protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
+    protocol.TOP: lambda call, params: top(call.service, peer=call.peer),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

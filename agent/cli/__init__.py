@@ -18,6 +18,7 @@ from agent.cli import export, jobs, manage, schedules
 from agent.cli.group import ChooGroup
 from agent.cli.metrics import metrics
 from agent.cli.output import EXIT_CANNOT_RUN, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND
+from agent.cli.top import top
 
 __all__ = ["EXIT_CANNOT_RUN", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_NOT_FOUND", "main"]
 
@@ -37,6 +38,6 @@ def main(ctx: click.Context, socket: str | None) -> None:
     ctx.obj = socket
 
 
-for _command in (*jobs.COMMANDS, *manage.COMMANDS, schedules.schedule, export.export, metrics):
+for _command in (*jobs.COMMANDS, *manage.COMMANDS, schedules.schedule, export.export, metrics, top):
     main.add_command(_command)
 main.add_command(jobs.ps, "list")

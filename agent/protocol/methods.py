@@ -36,6 +36,7 @@ SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 EXPORT = "job.export"
+TOP = "job.top"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -218,6 +219,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
     Method(EXPORT, ExportParams, types.Exported),
+    Method(TOP, NoParams, list[types.TopEntry]),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

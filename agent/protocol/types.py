@@ -50,6 +50,24 @@ class Usage(TypedDict):
     sampled: bool | None
 
 
+class TopEntry(TypedDict):
+    """A ``job.top`` entry: a starting or running job and what it uses now."""
+
+    id: str
+    name: str | None
+    image: str
+    state: str
+    started_at: float | None
+    #: CPU use over the last usage_interval, in % of one core (None: not yet measured).
+    cpu_percent: float | None
+    #: Memory in use now, and the most so far, in bytes.
+    memory: int | None
+    memory_peak: int | None
+    cpu_seconds: float | None
+    pids_peak: int | None
+    sampled: bool | None
+
+
 class Attempt(TypedDict):
     number: int
     trigger: str
