@@ -77,21 +77,16 @@ def parse_io_stat(text: str) -> tuple[int, int]:
     return read, written
 
 
-def descendants(parents: Mapping[int, int], root: int) -> list[int]:
+def descendants(children: Mapping[int, list[int]], root: int) -> list[int]:
     """``root`` and every process below it.
 
     Args:
-        parents: pid -> parent pid, of every process on the host.
+        children: pid -> its children's pids.
         root: the process whose tree is wanted.
 
     Returns:
-        The pids of the tree, ``root`` first (empty when root is gone).
+        The pids of the tree, ``root`` first.
     """
-    if root not in parents:
-        return []
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()

@@ -74,7 +74,7 @@ class UsageSampler:
     def sample_once(self) -> None:
         """Sample every running job's container once (the thread's pass)."""
         wanted = {container_name(job_id): job_id for job_id in self.running()}
-        snapshot = self.reader.snapshot()
+        snapshot = self.reader.snapshot(wanted.keys())
         now = self.clock()
         seen = set()
         for container_id, monitor in snapshot.monitors.items():

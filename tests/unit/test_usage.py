@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.adapters.proc_usage import ProcReader
+from agent.adapters.proc_usage import RESCAN_EVERY, ProcReader
 from agent.protocol import spec as specs
 from agent.protocol.spec import container_name
 from agent.protocol.states import State
@@ -57,9 +57,9 @@ def test_keyed_files_and_io_stat():
 
 
 def test_descendants_walks_the_whole_tree_and_nothing_else():
-    parents = {1: 0, 10: 1, 11: 10, 12: 11, 13: 10, 20: 1}
-    assert sorted(descendants(parents, 10)) == [10, 11, 12, 13]
-    assert descendants(parents, 99) == []
+    children = {0: [1], 1: [10, 20], 10: [11, 13], 11: [12]}
+    assert sorted(descendants(children, 10)) == [10, 11, 12, 13]
+    assert descendants(children, 99) == [99]
 
 
 def test_totals_keep_counters_monotonic_and_peaks_high():
@@ -112,7 +112,7 @@ def fake_proc(root, processes):
             (d / "io").write_text(f"rchar: 1\nread_bytes: {io[0]}\nwrite_bytes: {io[1]}\n")
         (d / "status").write_text(f"Name:\t{name}\nVmHWM:\t{hwm} kB\n")
         (d / "cgroup").write_text(f"0::/user.slice/libpod-{pid}.scope\n")
-    (root / "self").mkdir()
+    (root / "self").mkdir(exist_ok=True)
 
 
 CONMON = ["/usr/bin/conmon", "--api-version", "1", "-c", CID, "-u", CID, "-n", container_name(JOB)]
@@ -139,6 +139,22 @@ def test_reader_finds_the_conmon_and_sums_the_tree_below_it(tmp_path):
     assert sample.memory_peak == 70000 * 1024
     assert (sample.io_read, sample.io_write, sample.pids) == (4096, 12288, 2)
     assert reader.sample(snapshot, snapshot.monitors["d" * 64]) is None  # nothing below it
+
+
+def test_between_full_looks_only_the_known_trees_are_read(tmp_path):
+    fake_proc(tmp_path / "proc", PROCESSES)
+    reader = ProcReader(tmp_path / "proc", tmp_path / "no-cgroup")
+    first = reader.snapshot([container_name(JOB)])
+    assert set(first.monitors) == {CID} and first.detailed
+    assert set(first.stats) == set(PROCESSES)  # a full look
+    # A process born after it is not read until the next full look...
+    fake_proc(tmp_path / "proc", {103: ("sleep", 101, 0, 50, ["sleep"], (0, 0), 200)})
+    looks = [reader.snapshot([container_name(JOB)]) for _ in range(RESCAN_EVERY - 1)]
+    assert all(set(look.stats) == {100, 101, 102} for look in looks)
+    assert not any(look.detailed for look in looks)
+    assert reader.sample(looks[0], looks[0].monitors[CID]).io_read is None  # not read this look
+    full = reader.snapshot([container_name(JOB)])
+    assert 103 in full.stats and reader.sample(full, full.monitors[CID]).pids == 3
 
 
 def test_reader_takes_exact_figures_from_a_cgroup_v2_directory(tmp_path):
@@ -170,6 +186,11 @@ def test_reader_takes_exact_figures_from_a_cgroup_v2_directory(tmp_path):
     (scope / "io.stat").unlink()
     sample = reader.sample(reader.snapshot(), snapshot.monitors[CID])
     assert (sample.memory_peak, sample.io_read, sample.exact) == (None, None, True)
+    # In its conmon's cgroup (a container run without cgroups): summed from /proc.
+    (tmp_path / "proc" / "100" / "cgroup").write_text("0::/user.slice/libpod-101.scope\n")
+    assert reader.sample(reader.snapshot(), snapshot.monitors[CID]).exact is False
+    (tmp_path / "proc" / "100" / "cgroup").write_text("0::/user.slice/libpod-100.scope\n")
+    assert reader.sample(reader.snapshot(), snapshot.monitors[CID]).exact is True
     # No cgroup of its own (a cgroup v1 host's unified mount): summed from /proc.
     (scope / "cpu.stat").unlink()
     assert reader.sample(reader.snapshot(), snapshot.monitors[CID]).exact is False
