@@ -2,7 +2,8 @@
 container each ``usage_interval`` and keeps each attempt's figures so far.
 
 The finisher takes an attempt's figures (``take``) while its container still
-exists, so they are recorded with the attempt's end; ``live`` gives the running
+exists, so they are recorded with the attempt's end (forgotten once the job
+is no longer running); ``live`` gives the running
 jobs' current CPU % and memory. Only this agent's containers are sampled (the
 ``running`` callable names their jobs). Never decides anything about a job,
 never writes the database, never talks to Podman, never runs on the loop.
@@ -89,14 +90,19 @@ class UsageSampler:
                 entry = self._totals.setdefault(container_id, (job_id, Totals()))
                 entry[1].add(sample, now)
         with self._lock:
-            # A container gone without being taken (lost, or its end recorded
-            # while the agent was elsewhere) has nothing more to give.
+            # A container with no process left is kept for the finisher while
+            # its job runs, until a later attempt's container replaces it.
+            live_jobs = {self._totals[container_id][0] for container_id in seen}
             for container_id in set(self._totals) - seen:
-                if self._totals[container_id][0] not in wanted.values():
+                job_id = self._totals[container_id][0]
+                if job_id not in wanted.values() or job_id in live_jobs:
                     del self._totals[container_id]
 
     def take(self, container_id: str) -> dict[str, Any]:
-        """The usage columns of the attempt that ran in a container, and forget it.
+        """The usage columns of the attempt that ran in a container.
+
+        Kept until the job is no longer running (the next pass forgets it), so
+        a finish that is retried (Podman did not answer) records them too.
 
         Args:
             container_id: the exited container, still present.
@@ -106,8 +112,8 @@ class UsageSampler:
             sampling is off).
         """
         with self._lock:
-            entry = self._totals.pop(container_id, None)
-        return entry[1].columns() if entry else {}
+            entry = self._totals.get(container_id)
+            return entry[1].columns() if entry else {}
 
     def live(self) -> dict[str, dict[str, Any]]:
         """The running jobs' current figures, by job ID: ``cpu_percent`` (of one

@@ -196,7 +196,7 @@ def test_reader_takes_exact_figures_from_a_cgroup_v2_directory(tmp_path):
     assert reader.sample(reader.snapshot(), snapshot.monitors[CID]).exact is False
 
 
-def test_sampler_keeps_only_this_agents_running_jobs_and_hands_each_attempt_over_once(tmp_path):
+def test_sampler_keeps_only_this_agents_running_jobs_until_they_end(tmp_path):
     fake_proc(tmp_path / "proc", PROCESSES)
     running = [JOB]
     now = [0.0]
@@ -215,8 +215,8 @@ def test_sampler_keeps_only_this_agents_running_jobs_and_hands_each_attempt_over
     columns = sampler.take(CID)
     assert columns["cpu_seconds"] == pytest.approx(3.0)
     assert columns["pids_peak"] == 2 and columns["usage_sampled"] is True
-    assert sampler.take(CID) == {}
-    # A job no longer running whose container vanished untaken is forgotten.
+    assert sampler.take(CID) == columns  # a retried finish records the same
+    # Once the job is no longer running and its container gone, it is forgotten.
     sampler.sample_once()
     running.clear()
     for pid in (101, 102):
@@ -236,6 +236,30 @@ def test_sampler_thread_samples_on_its_own_and_stops(tmp_path):
     wait_until(lambda: sampler.live().get(JOB, {}).get("cpu_percent") is not None, what="2 samples")
     sampler.stop()
     assert not sampler._thread.is_alive()
+
+
+def test_a_retry_s_container_replaces_the_last_attempt_s(tmp_path):
+    fake_proc(tmp_path / "proc", PROCESSES)
+    sampler = UsageSampler(ProcReader(tmp_path / "proc", tmp_path / "x"), lambda: [JOB], lambda: 1)
+    sampler.sample_once()
+    for pid in (101, 102):  # attempt 1 exited: its figures wait for the finisher
+        for f in (tmp_path / "proc" / str(pid)).iterdir():
+            f.unlink()
+        (tmp_path / "proc" / str(pid)).rmdir()
+    sampler.sample_once()
+    assert sampler.take(CID)["cpu_seconds"] == pytest.approx(3.0)
+    retry = ["/usr/bin/conmon", "-c", "e" * 64, "-n", container_name(JOB)]
+    fake_proc(
+        tmp_path / "proc",
+        {
+            300: ("conmon", 1, 0, 1, retry, None, 0),
+            301: ("sh", 300, TICKS, 10, ["sh"], (0, 0), 40),
+        },
+    )
+    for _ in range(RESCAN_EVERY):  # until a full look finds the new conmon
+        sampler.sample_once()
+    assert sampler.take(CID) == {}
+    assert sampler.live()[JOB]["cpu_seconds"] == pytest.approx(1.0)
 
 
 def test_an_attempt_records_how_long_it_waited_once_due(tmp_path):
