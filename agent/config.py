@@ -72,6 +72,8 @@ RELOADABLE = frozenset(
         "keep_containers",
         "stop_containers_on_exit",
         "resync_interval",
+        "usage_interval",
+        "metrics_interval",
         "orphan_grace",
         "retry_backoff_base",
         "retry_backoff_cap",
@@ -174,6 +176,15 @@ class Config:
     keep_containers: bool = False
     stop_containers_on_exit: bool = False
     resync_interval: float = 5.0
+    #: Seconds between two looks at each running job's processes (0: no usage recorded).
+    usage_interval: float = 1.0
+    #: A file rewritten every metrics_interval with the metrics ("": none).
+    metrics_textfile: str = ""
+    metrics_interval: float = 15.0
+    #: Serve the metrics over HTTP on PORT or IP:PORT ("": not at all).
+    metrics_listen: str = ""
+    #: Allow metrics_listen on an address other hosts reach.
+    metrics_listen_public: bool = False
     #: A container labelled as ours whose job is unknown is removed once it is
     #: this old (younger, it may be one whose create call is still returning).
     orphan_grace: float = 30.0

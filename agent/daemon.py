@@ -30,8 +30,10 @@ from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman.exits import ExitFiles, default_exits_dir
 from agent.adapters.podman_service import PodmanService, answers, default_url
+from agent.adapters.proc_usage import ProcReader
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
+from agent.api import metrics
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
 from agent.api.schedules import Schedules
 from agent.api.server import Server
@@ -45,6 +47,7 @@ from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipped_mark import SHIPPED_MARK
 from agent.runtime.shipper import Shipper
 from agent.runtime.shutdown import stop_running_jobs
+from agent.runtime.usage import UsageSampler, running_job_ids
 from agent.storage.database import DatabaseDamaged
 from agent.storage.store import Store
 
@@ -132,6 +135,10 @@ class Agent:
             ),
             exit_files=ExitFiles(default_exits_dir()),
         )
+        self.usage = UsageSampler(
+            ProcReader(), lambda: running_job_ids(self.store), lambda: self.config.usage_interval
+        )
+        self.controller.finisher.usage = self.usage.take
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
         self.service = Service(
@@ -142,7 +149,22 @@ class Agent:
             wake=self.controller.wake,
             status=self._status,
             files=self.files,
+            live_usage=self.usage.live,
         )
+        self.metrics = metrics.registry(self.store, lambda: self.controller.degraded)
+        self.textfile = None
+        if self.config.metrics_textfile:
+            self.textfile = metrics.TextfileWriter(
+                Path(self.config.metrics_textfile).expanduser(),
+                self.metrics,
+                lambda: self.config.metrics_interval,
+            )
+        if self.config.metrics_listen:
+            metrics.listen(
+                self.config.metrics_listen,
+                self.metrics,
+                public=self.config.metrics_listen_public,
+            )
         clock, max_sleep = schedule_clock()
         self.scheduler = Scheduler(
             self.store,
@@ -171,6 +193,9 @@ class Agent:
         self.controller.start_event_stream()
         # Job output to the journal: it first finds where each copy left off.
         self.shipper.start()
+        self.usage.start()
+        if self.textfile is not None:
+            self.textfile.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -279,6 +304,9 @@ class Agent:
         if self.podman_service is not None:
             self.podman_service.stop()
         self.shipper.stop()
+        self.usage.stop()
+        if self.textfile is not None:
+            self.textfile.stop()
         self.store.close()
 
 

@@ -15,7 +15,8 @@ through chooctl run against podman run, with podman's journald log driver as
 a reference), follow (how soon a line a running job prints reaches a
 follower: p50/p99), logs (lines per second through chooctl logs), history
 (job.list, label filters, job.get by prefix and prune on 100,000 finished
-jobs: tests/bench_history.py).
+jobs: tests/bench_history.py), usage (the agent's CPU with 50 running jobs sampled
+at the default usage_interval, and without: tests/bench_usage.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.bench_history import bench_history, place_database  # noqa: E402
+from tests.bench_usage import bench_usage  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService, podman  # noqa: E402
 
 PODMAN_RUN = ["podman", "run", "--rm", "--runtime", "runc", "--network", "none"]
@@ -307,6 +309,7 @@ BENCHES = {
     "follow": bench_follow,
     "logs": bench_logs,
     "history": bench_history,
+    "usage": bench_usage,
 }
 
 

@@ -30,10 +30,12 @@ from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
+from agent.api import metrics
 from agent.api.export import export
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
+from agent.api.top import top
 from agent.protocol import methods as protocol
 from agent.protocol.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ChooError
 
@@ -56,6 +58,7 @@ class Call:
 USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.PING: lambda call, params: "pong",
     protocol.INFO: lambda call, params: call.service.info(),
+    protocol.METRICS: lambda call, params: metrics.render(call.service.store, call.service.status),
     protocol.SUBMIT: lambda call, params: call.service.submit(params, peer=call.peer),
     protocol.GET: lambda call, params: call.service.get(params, peer=call.peer),
     protocol.LIST: lambda call, params: call.service.list(params, peer=call.peer),
@@ -83,6 +86,7 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params, peer=call.peer),
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
     protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
+    protocol.TOP: lambda call, params: top(call.service, peer=call.peer),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

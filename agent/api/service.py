@@ -59,7 +59,10 @@ class Service(Removal, Watching):
         wake: Callable[[], None],
         status: Callable[[], dict[str, Any]],
         files: JobFiles | None = None,
+        live_usage: Callable[[], dict[str, dict[str, Any]]] = dict,
     ):
+        #: The running jobs' current usage, by ID (job.top; the usage sampler's ``live``).
+        self.live_usage = live_usage
         self.files = files
         self.store = store
         self.feed = feed

@@ -16,7 +16,9 @@ import click
 from agent import __version__
 from agent.cli import export, jobs, manage, schedules
 from agent.cli.group import ChooGroup
+from agent.cli.metrics import metrics
 from agent.cli.output import EXIT_CANNOT_RUN, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND
+from agent.cli.top import top
 
 __all__ = ["EXIT_CANNOT_RUN", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_NOT_FOUND", "main"]
 
@@ -36,6 +38,6 @@ def main(ctx: click.Context, socket: str | None) -> None:
     ctx.obj = socket
 
 
-for _command in (*jobs.COMMANDS, *manage.COMMANDS, schedules.schedule, export.export):
+for _command in (*jobs.COMMANDS, *manage.COMMANDS, schedules.schedule, export.export, metrics, top):
     main.add_command(_command)
 main.add_command(jobs.ps, "list")

@@ -25,6 +25,7 @@ from agent.cli.output import (
     write_output,
 )
 from agent.cli.spec_options import RUN_SETTINGS, build_spec, spec_options
+from agent.cli.usage_text import usage_column
 from agent.client import Client
 from agent.protocol import types
 from agent.protocol.errors import AgentUnavailable, ChooError
@@ -210,7 +211,8 @@ def ps(
     as_json: bool,
     limit: int,
 ) -> None:
-    """List jobs (queued and running; -a for all), newest first."""
+    """List jobs (queued and running; -a for all, with each one's CPU time and
+    peak memory), newest first."""
     params = _filters(filters)
     with connect(ctx) as client:
         jobs = client.list(all=show_all, since=since, limit=limit, **params)["jobs"]
@@ -229,9 +231,11 @@ def ps(
                 age(job["submitted_at"]),
                 " ".join(job["command"])[:40] or "-",
             ]
+            + ([usage_column(job)] if show_all else [])
             for job in jobs
         ]
-        table(rows, ["ID", "NAME", "IMAGE", "STATUS", "SUBMITTED", "COMMAND"], colour_column=3)
+        header = ["ID", "NAME", "IMAGE", "STATUS", "SUBMITTED", "COMMAND"]
+        table(rows, header + (["USAGE"] if show_all else []), colour_column=3)
 
 
 @click.command()

@@ -64,6 +64,14 @@ class Client(Connection):
     def info(self) -> types.Info:
         return self.request(m.INFO, m.NoParams())
 
+    def top(self) -> list[types.TopEntry]:
+        """The starting and running jobs with what each uses now."""
+        return self.request(m.TOP, m.NoParams())
+
+    def metrics(self) -> str:
+        """The agent's metrics, in the Prometheus text format."""
+        return self.request(m.METRICS, m.NoParams())
+
     # -- jobs ----------------------------------------------------------------------
 
     def submit(self, spec: dict[str, Any], *, trigger: str = m.DEFAULT_TRIGGER) -> types.Job:

@@ -20,6 +20,7 @@ from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
 PING = "agent.ping"
 INFO = "agent.info"
+METRICS = "agent.metrics"
 SUBMIT = "job.submit"
 GET = "job.get"
 LIST = "job.list"
@@ -35,6 +36,7 @@ SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 EXPORT = "job.export"
+TOP = "job.top"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -198,6 +200,8 @@ class Method:
 DEFINITIONS: tuple[Method, ...] = (
     Method(PING, NoParams, str),
     Method(INFO, NoParams, types.Info),
+    #: The metrics in the Prometheus text format (0.0.4).
+    Method(METRICS, NoParams, str),
     Method(SUBMIT, SubmitParams, types.Job),
     Method(GET, JobRef, types.JobDetail),
     Method(LIST, ListParams, types.JobPage),
@@ -215,6 +219,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
     Method(EXPORT, ExportParams, types.Exported),
+    Method(TOP, NoParams, list[types.TopEntry]),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

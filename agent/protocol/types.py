@@ -27,6 +27,47 @@ class ArtifactsRecord(TypedDict):
     message: str | None
 
 
+class Usage(TypedDict):
+    """What one attempt used, recorded with its end (None: unknown: not ended,
+    too short to sample, usage_interval 0, or ended under an older agent)."""
+
+    #: CPU time, user + system, in seconds.
+    cpu_seconds: float | None
+    #: Highest memory in use, in bytes.
+    memory_peak: int | None
+    #: Bytes read from and written to block devices.
+    io_read: int | None
+    io_write: int | None
+    #: Most processes at once.
+    pids_peak: int | None
+    #: Seconds from the attempt's start (image pull included) to its end.
+    wall_seconds: float | None
+    #: Seconds the attempt waited for a slot once its job was due.
+    queue_wait: float | None
+    #: True: summed from the container's processes every usage_interval (a
+    #: short peak between two looks, and the last interval, can be missed);
+    #: False: exact, from the container's cgroup v2 counters.
+    sampled: bool | None
+
+
+class TopEntry(TypedDict):
+    """A ``job.top`` entry: a starting or running job and what it uses now."""
+
+    id: str
+    name: str | None
+    image: str
+    state: str
+    started_at: float | None
+    #: CPU use over the last usage_interval, in % of one core (None: not yet measured).
+    cpu_percent: float | None
+    #: Memory in use now, and the most so far, in bytes.
+    memory: int | None
+    memory_peak: int | None
+    cpu_seconds: float | None
+    pids_peak: int | None
+    sampled: bool | None
+
+
 class Attempt(TypedDict):
     number: int
     trigger: str
@@ -36,6 +77,8 @@ class Attempt(TypedDict):
     exit_code: int | None
     reason: str | None
     oom: bool | None
+    log_shipped: int | None
+    usage: Usage
 
 
 class Event(TypedDict):
@@ -120,6 +163,8 @@ class JobSummary(TypedDict):
     container: str
     log_lost: int | None
     log_dropped: int | None
+    #: The latest attempt's ``cpu_seconds`` and ``memory_peak`` (see ``Usage``).
+    usage: dict[str, float | int | None]
 
 
 class JobPage(TypedDict):

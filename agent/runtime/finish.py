@@ -93,6 +93,9 @@ class Finisher:
         self._lock = threading.Lock()
         #: Ends put off for want of space: job ID -> (failures, when due).
         self._deferred: dict[str, tuple[int, float]] = {}
+        #: Takes the usage columns of the attempt that ran in a container (set
+        #: by the composition root to the usage sampler's ``take``).
+        self.usage: Callable[[str], dict[str, Any]] = lambda container_id: {}
 
     def due(self, job_id: str) -> float | None:
         """When the end of a job, put off for want of space, may be tried again.
@@ -164,6 +167,7 @@ class Finisher:
             "exit_code": exit_code,
             "oom": info.oom_killed,
             "reason": outcome.attempt_reason,
+            **self.usage(info.id),
         }
         if outcome.state != State.SUCCEEDED:
             fields["log_tail"] = self._log_tail(job)

@@ -157,7 +157,16 @@ class Jobs(JobQueries):
                 job.ended_at = now
             if new_attempt is not None:
                 job.attempt += 1
-                Attempt.create(job=job.id, number=job.attempt, trigger=new_attempt, started_at=now)
+                # Queue wait: from when the job was due (submitted, or its retry's
+                # backoff over) to this attempt's start.
+                due = max(job.submitted_at, job.not_before or 0.0)
+                Attempt.create(
+                    job=job.id,
+                    number=job.attempt,
+                    trigger=new_attempt,
+                    started_at=now,
+                    queue_wait=max(0.0, now - due),
+                )
             if attempt_fields:
                 Attempt.update(**attempt_fields).where(
                     (Attempt.job == job.id) & (Attempt.number == job.attempt)

@@ -83,8 +83,46 @@ def _v3_to_v4(db: pw.Database) -> None:
     )
 
 
+def _v4_to_v5(db: pw.Database) -> None:
+    """What each attempt used and how long it waited once due (older attempts
+    have none), and the metrics' tally (schema 5)."""
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("attempt", "queue_wait", pw.FloatField(null=True)),
+        migrator.add_column("attempt", "cpu_seconds", pw.FloatField(null=True)),
+        migrator.add_column("attempt", "memory_peak", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "io_read", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "io_write", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "pids_peak", pw.IntegerField(null=True)),
+        migrator.add_column("attempt", "usage_sampled", pw.BooleanField(null=True)),
+    )
+    # The metrics' tally (storage/tally.py), started from the jobs there are:
+    # counts of jobs, attempts and ends, and each name's last success.
+    models = bind(db)
+    # Its triggers watch schedules too (a v1 file has none yet: made as declared).
+    models.Schedule.create_table()
+    models.Tally.create_table()
+    db.execute_sql(
+        "INSERT INTO tally (name, labels, value)"
+        " SELECT 'jobs_submitted', '{}', COUNT(*) FROM job"
+        " UNION ALL SELECT 'attempts_started', '{}', COUNT(*) FROM attempt"
+        " UNION ALL SELECT 'retries', '{}', COUNT(*) FROM attempt WHERE number > 1"
+        " UNION ALL SELECT 'jobs_ended',"
+        " json_object('state', state, 'reason', COALESCE(reason, '')),"
+        " COUNT(*) FROM job WHERE state IN ('succeeded', 'failed', 'cancelled')"
+        " GROUP BY state, COALESCE(reason, '')"
+        " UNION ALL SELECT 'last_success', json_object('name', COALESCE(name, '')), MAX(ended_at)"
+        " FROM job WHERE state = 'succeeded' AND ended_at IS NOT NULL GROUP BY COALESCE(name, '')"
+    )
+
+
 #: version -> the step that upgrades a database from it to version + 1.
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+STEPS: dict[int, Callable[[pw.Database], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import peewee as pw
 
+from agent.storage.tally import TALLY_TRIGGERS
+
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Models:
     JobLabel: type[pw.Model]
     #: ``job_count``: how many jobs are in each state, kept by triggers on ``job``.
     StateCount: type[pw.Model]
+    #: ``tally``: the metrics' counters (schema 5), kept by triggers, never pruned.
+    Tally: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
@@ -44,6 +48,7 @@ class Models:
             self.Schedule,
             self.JobLabel,
             self.StateCount,
+            self.Tally,
         ]
 
 
@@ -141,6 +146,15 @@ def bind(db: pw.Database) -> Models:
         oom = pw.BooleanField(default=False)
         # Schema 3: how far this attempt's log is known shipped to the journal.
         log_shipped = pw.IntegerField(null=True)
+        # Schema 5: what the attempt used (agent.rules.usage), recorded with its end,
+        # and the seconds it waited in the queue once due.
+        queue_wait = pw.FloatField(null=True)
+        cpu_seconds = pw.FloatField(null=True)
+        memory_peak = pw.IntegerField(null=True)
+        io_read = pw.IntegerField(null=True)
+        io_write = pw.IntegerField(null=True)
+        pids_peak = pw.IntegerField(null=True)
+        usage_sampled = pw.BooleanField(null=True)
 
         class Meta:
             indexes = ((("job", "number"), True),)
@@ -196,6 +210,25 @@ def bind(db: pw.Database) -> Models:
             for trigger in COUNT_TRIGGERS:
                 db.execute_sql(trigger)
 
+    class Tally(Base):
+        # Schema 5: written only by TALLY_TRIGGERS, never by the agent's code.
+        name = pw.CharField()
+        #: The labels, a JSON object.
+        labels = pw.TextField()
+        value = pw.FloatField()
+
+        class Meta:
+            table_name = "tally"
+            primary_key = pw.CompositeKey("name", "labels")
+            without_rowid = True
+
+        @classmethod
+        def create_table(cls, safe: bool = True, **options) -> None:
+            """The table, and the triggers on ``job``, ``attempt`` and ``schedule`` that keep it."""
+            super().create_table(safe, **options)
+            for trigger in TALLY_TRIGGERS:
+                db.execute_sql(trigger)
+
     return Models(
         Setting=Setting,
         Job=Job,
@@ -204,4 +237,5 @@ def bind(db: pw.Database) -> Models:
         Schedule=Schedule,
         JobLabel=JobLabel,
         StateCount=StateCount,
+        Tally=Tally,
     )

@@ -13,6 +13,7 @@ and the runtime. It never writes (jobs.py does) and never talks to Podman.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -137,7 +138,17 @@ class JobQueries(Database):
             pw.fn.json_extract(Job.spec, "$.image").alias("image"),
             pw.fn.json_extract(Job.spec, "$.command").alias("command"),
         ]
+        # The latest attempt's usage, one unique-index lookup per job of the page.
+        # (Named, so the filters' own aliases stay as they were.)
+        Attempt = self.models.Attempt.alias("latest")
+        columns += [Attempt.cpu_seconds, Attempt.memory_peak]
         query = self._page(Job.select(*columns), states, name, labels, since, after, limit)
+        query = query.join_from(
+            Job,
+            Attempt,
+            pw.JOIN.LEFT_OUTER,
+            on=(Attempt.job == Job.id) & (Attempt.number == Job.attempt),
+        )
         return [summary_dict(row) for row in query.dicts()]
 
     def nonterminal(self) -> list[dict[str, Any]]:
@@ -155,6 +166,23 @@ class JobQueries(Database):
         counts = {state.value: 0 for state in State}
         counts.update(dict(StateCount.select(StateCount.state, StateCount.n).tuples()))
         return counts
+
+    def tallies(self) -> list[tuple[str, dict[str, str], float]]:
+        """The metrics' counters (storage/tally.py): (name, labels, value) rows."""
+        Tally = self.models.Tally
+        rows = Tally.select(Tally.name, Tally.labels, Tally.value).tuples()
+        return [(name, json.loads(labels), value) for name, labels, value in rows]
+
+    def active_by_name(self) -> list[tuple[str, str | None, int]]:
+        """How many jobs of each name are queued, starting or running:
+        (state, name, count) rows, read through the ``(state, id)`` index."""
+        Job = self.models.Job
+        query = (
+            Job.select(Job.state, Job.name, pw.fn.COUNT(Job.id))
+            .where(Job.state.in_(_NOT_ENDED))
+            .group_by(Job.state, Job.name)
+        )
+        return list(query.tuples())
 
     def attempts(self, job_id: str) -> list[dict[str, Any]]:
         """A job's attempts, first first."""

@@ -74,8 +74,9 @@ SUMMARY_COLUMNS = (
 
 
 def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
-    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, and the spec's ``image``
-    and ``command`` as SQLite extracted them) as its summary (a ``job.list`` entry).
+    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, the spec's ``image``
+    and ``command`` as SQLite extracted them, and its latest attempt's
+    ``cpu_seconds`` and ``memory_peak``) as its summary (a ``job.list`` entry).
 
     Args:
         row: the columns read, by name; ``labels`` and ``command`` as JSON text.
@@ -87,6 +88,7 @@ def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
     out["command"] = json.loads(row["command"] or "[]")
     out["labels"] = json.loads(row["labels"])
     out["container"] = container_name(row["id"])
+    out["usage"] = {"cpu_seconds": row["cpu_seconds"], "memory_peak": row["memory_peak"]}
     return out
 
 
@@ -102,6 +104,25 @@ def attempt_dict(attempt) -> dict[str, Any]:
         "reason": attempt.reason,
         "oom": attempt.oom,
         "log_shipped": attempt.log_shipped,
+        "usage": usage_dict(attempt),
+    }
+
+
+def usage_dict(attempt) -> dict[str, Any]:
+    """What an attempt used (schema 5): the figures are None until it ends, and
+    stay None for one too short to sample or recorded by an older agent."""
+    wall = None
+    if attempt.started_at is not None and attempt.ended_at is not None:
+        wall = round(attempt.ended_at - attempt.started_at, 3)
+    return {
+        "cpu_seconds": attempt.cpu_seconds,
+        "memory_peak": attempt.memory_peak,
+        "io_read": attempt.io_read,
+        "io_write": attempt.io_write,
+        "pids_peak": attempt.pids_peak,
+        "wall_seconds": wall,
+        "queue_wait": attempt.queue_wait,
+        "sampled": attempt.usage_sampled,
     }
 
 
