@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol.errors import ChooError
+from agent.protocol.notify import parse_rules, parse_targets
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, ENV_NAME_RE, parse_cap, parse_size
 
 #: Linux capability names (capabilities(7)), for checking container_caps.
@@ -95,6 +96,11 @@ RELOADABLE = frozenset(
         "workspace_max_bytes",
         "artifacts_max_bytes",
         "retention",
+        "notify",
+        "notify_targets",
+        "notify_max_tries",
+        "notify_backoff_base",
+        "notify_backoff_cap",
     }
 )
 
@@ -213,6 +219,18 @@ class Config:
     artifacts_max_bytes: int = 1 << 30
     #: Seconds a finished job (record, archive, workspace) is kept (0: for ever).
     retention: float = 7 * 86400.0
+    #: Where notifications go: name -> {webhook = URL, secret = credential name} or
+    #: {command = [argv]}, each with an optional timeout (seconds).
+    notify_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Rules for every job (or, with ``name``, the jobs of that name): on which
+    #: ends to notify which target; a job's own ``notify`` adds to them.
+    notify: list[dict[str, Any]] = field(default_factory=list)
+    #: Tries of one delivery before it is left failed.
+    notify_max_tries: int = 10
+    #: Seconds before the second try of a delivery; each later wait doubles.
+    notify_backoff_base: float = 5.0
+    #: The longest wait between two tries of a delivery.
+    notify_backoff_cap: float = 3600.0
 
     @property
     def database(self) -> Path:
@@ -220,6 +238,13 @@ class Config:
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name in ("notify", "notify_targets"):
+        try:
+            if name == "notify":
+                return parse_rules(value, name, named=True)
+            return parse_targets(value)
+        except ChooError as exc:
+            raise ConfigError(exc.message) from None
     if name in CAP_KEYS:
         try:
             return parse_cap(value, name)
@@ -307,6 +332,13 @@ def _check(config: Config) -> Config:
     _check_secret_access(config.secret_access)
     if config.max_connections_per_uid < 1:
         raise ConfigError("max_connections_per_uid: must be at least 1")
+    if config.notify_max_tries < 1:
+        raise ConfigError("notify_max_tries: must be at least 1")
+    for rule in config.notify:
+        if rule["target"] not in config.notify_targets:
+            raise ConfigError(
+                f"notify: the rule for {rule['target']!r} names no target of notify_targets"
+            )
     for name, limit in config.name_limits.items():
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"name_limits.{name}: expected a whole number >= 1")

@@ -29,6 +29,7 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter, setup_logging
 from agent.adapters.podman import Podman
 from agent.adapters.podman_service import PodmanService, answers, default_url
+from agent.adapters.secrets import Credentials
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
@@ -37,8 +38,10 @@ from agent.api.server import Server
 from agent.api.service import Service
 from agent.protocol.errors import ChooError
 from agent.protocol.states import State
+from agent.rules import notify as notify_rules
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import SPARE_WORKERS, Controller
+from agent.runtime.notifier import Notifier as Deliveries
 from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipper import Shipper
@@ -73,6 +76,10 @@ class Agent:
         self.notifier = Notifier()
         self.feed = ChangeFeed()
         self.store = Store(config.database, self.feed)
+        # A job's end writes its notifications in its own transaction, by the
+        # rules of the configuration of the moment (a reload applies at once).
+        self.store.notify_plan = lambda job: notify_rules.plan(job, self.config.notify)
+        self.deliveries = Deliveries(self.store, self.feed, config, Credentials(config))
         self.files = JobFiles(config.state_dir, config)
         self.logs = JobLogs(config.state_dir / "logs")
         # The controller is made in start(); the shipper only wakes it once running.
@@ -167,6 +174,8 @@ class Agent:
         self.controller.start_event_stream()
         # Job output to the journal: it first finds where each copy left off.
         self.shipper.start()
+        # Notifications still pending from before a restart go out first.
+        self.deliveries.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -275,6 +284,7 @@ class Agent:
         if self.podman_service is not None:
             self.podman_service.stop()
         self.shipper.stop()
+        self.deliveries.stop(timeout=WORK_GRACE)
         self.store.close()
 
 

@@ -198,6 +198,7 @@ class Service(Removal, Watching):
         job = self._visible(full, peer)
         job["attempts"] = self.store.attempts(full)
         job["events"] = self.store.events(full)
+        job["notifications"] = self.store.notifications(full)
         return self.owners.shown(peer, job)
 
     def _visible(self, job_id: str, peer: Peer | None) -> dict[str, Any]:

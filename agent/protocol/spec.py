@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from agent.protocol.errors import InvalidParams
+from agent.protocol.notify import parse_rules
 
 # An image reference, as containers/image (and docker/distribution) parse one:
 # [domain[:port]/]path[:tag][@digest], path components lowercase. Written so
@@ -240,6 +241,7 @@ def normalize(
         "labels": {},
         "priority": 0,
         "max_log_bytes": default_max_log_bytes,
+        "notify": [],
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -280,6 +282,8 @@ def normalize(
         spec["labels"] = _string_map(raw["labels"], "labels", LABEL_KEY_RE, "label keys")
     if raw.get("priority") is not None:
         spec["priority"] = _int(raw["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    if raw.get("notify") is not None:
+        spec["notify"] = parse_rules(raw["notify"], "notify", named=False)
     return spec
 
 
@@ -301,4 +305,5 @@ FIELDS = (
     "network",
     "labels",
     "priority",
+    "notify",
 )

@@ -82,11 +82,27 @@ class Job(TypedDict):
     artifacts: ArtifactsRecord
 
 
+class Notification(TypedDict):
+    """One delivery a job's end made (a rule of the config or of its ``notify``)."""
+
+    target: str
+    event: str
+    key: str
+    #: pending, delivered or failed (no tries left).
+    status: str
+    tries: int
+    created_at: float
+    next_at: float | None
+    delivered_at: float | None
+    last_error: str | None
+
+
 class JobDetail(Job):
-    """``job.get``: the record with its attempts and events."""
+    """``job.get``: the record with its attempts, events and notifications."""
 
     attempts: list[Attempt]
     events: list[Event]
+    notifications: list[Notification]
 
 
 class JobSummary(TypedDict):

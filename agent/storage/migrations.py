@@ -83,8 +83,18 @@ def _v3_to_v4(db: pw.Database) -> None:
     )
 
 
+def _v4_to_v5(db: pw.Database) -> None:
+    """The notification outbox (schema 5): a new table, nothing of the old changes."""
+    bind(db).Notification.create_table()
+
+
 #: version -> the step that upgrades a database from it to version + 1.
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+STEPS: dict[int, Callable[[pw.Database], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:

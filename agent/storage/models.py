@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Models:
     JobLabel: type[pw.Model]
     #: ``job_count``: how many jobs are in each state, kept by triggers on ``job``.
     StateCount: type[pw.Model]
+    #: ``notification``: the outbox, one row per delivery a job's end made (schema 5).
+    Notification: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
@@ -44,6 +46,7 @@ class Models:
             self.Schedule,
             self.JobLabel,
             self.StateCount,
+            self.Notification,
         ]
 
 
@@ -196,6 +199,28 @@ def bind(db: pw.Database) -> Models:
             for trigger in COUNT_TRIGGERS:
                 db.execute_sql(trigger)
 
+    class Notification(Base):
+        # Schema 5: written in the transaction that records the job's end, so a
+        # crash can never keep the end and lose its notification.
+        job = pw.ForeignKeyField(Job, on_delete="CASCADE", index=False)
+        target = pw.CharField()
+        #: The rule event that matched (failed, retries_exhausted, any...).
+        event = pw.CharField()
+        #: Every try of this delivery sends it, so a receiver can drop repeats.
+        key = pw.CharField()
+        #: pending, delivered or failed (no more tries).
+        status = pw.CharField(default="pending")
+        tries = pw.IntegerField(default=0)
+        created_at = pw.FloatField()
+        #: When a pending delivery is next tried.
+        next_at = pw.FloatField()
+        delivered_at = pw.FloatField(null=True)
+        last_error = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "notification"
+            indexes = ((("job", "target"), True), (("status", "next_at"), False))
+
     return Models(
         Setting=Setting,
         Job=Job,
@@ -204,4 +229,5 @@ def bind(db: pw.Database) -> Models:
         Schedule=Schedule,
         JobLabel=JobLabel,
         StateCount=StateCount,
+        Notification=Notification,
     )

@@ -101,6 +101,7 @@ NO_OPTIONS = {
     "workspace": None,
     "user": None,
     "priority": None,
+    "notify": (),
 }
 
 
@@ -138,6 +139,7 @@ def test_every_option_reaches_the_spec():
         workspace="/home/me/project/",
         user="1000",
         priority=-3,
+        notify=("ops", "pager:failed,retries_exhausted"),
     )
     assert spec == {
         "image": "localhost/app",
@@ -157,6 +159,10 @@ def test_every_option_reaches_the_spec():
         "workspace": "/home/me/project",
         "user": "1000",
         "priority": -3,
+        "notify": [
+            {"target": "ops", "on": ["any"]},
+            {"target": "pager", "on": ["failed", "retries_exhausted"]},
+        ],
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0

@@ -40,6 +40,7 @@ def test_minimal_spec_gets_every_default():
         "labels": {},
         "priority": 0,
         "max_log_bytes": 0,
+        "notify": [],
     }
 
 
@@ -66,6 +67,7 @@ def test_full_spec_is_normalized():
         "labels": {"team": "infra", "example.com/tier": "gold"},
         "priority": -5,
         "max_log_bytes": "10k",
+        "notify": [{"target": "ops", "on": ["failed", "retries_exhausted"]}],
     }
     assert spec.normalize(raw) == {
         **raw,
