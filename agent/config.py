@@ -42,7 +42,7 @@ DEFAULT_SECRET_ENV = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SS
 #: Keys that take a size: bytes, or a string like "512m" or "4g".
 SIZE_KEYS = frozenset({"default_memory"})
 #: Keys that take bytes, or a size like "100m", kept as bytes (0: none).
-CAP_KEYS = frozenset({"max_log_bytes"})
+CAP_KEYS = frozenset({"max_log_bytes", "image_gc_min_free"})
 #: What happens to a job whose output passes its max_log_bytes; the first is the default.
 LOG_LIMIT_ACTIONS = ("truncate", "fail")
 
@@ -101,6 +101,10 @@ RELOADABLE = frozenset(
         "notify_max_tries",
         "notify_backoff_base",
         "notify_backoff_cap",
+        "image_gc",
+        "image_gc_age",
+        "image_gc_min_free",
+        "image_gc_keep",
     }
 )
 
@@ -231,6 +235,14 @@ class Config:
     notify_backoff_base: float = 5.0
     #: The longest wait between two tries of a delivery.
     notify_backoff_cap: float = 3600.0
+    #: Remove unused images by themselves, hourly (``chooctl prune --images`` always may).
+    image_gc: bool = False
+    #: Seconds an image is unused (no job used it, else since it was made) before it goes.
+    image_gc_age: float = 7 * 86400.0
+    #: Free bytes to keep on the image store: under it, unused images go oldest first (0: off).
+    image_gc_min_free: int = 0
+    #: Images never removed: references, or patterns of full names (``docker.io/library/*``).
+    image_gc_keep: list[str] = field(default_factory=list)
 
     @property
     def database(self) -> Path:

@@ -41,6 +41,7 @@ from agent.protocol.states import State
 from agent.rules import notify as notify_rules
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import SPARE_WORKERS, Controller
+from agent.runtime.image_gc import ImageCollector
 from agent.runtime.notifier import Notifier as Deliveries
 from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
@@ -135,6 +136,7 @@ class Agent:
                 self.config.max_concurrent + SPARE_WORKERS, grace=WORK_GRACE, name="podman"
             ),
         )
+        self.image_gc = ImageCollector(self.store, Podman(url, **options), self.config)
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
         self.service = Service(
@@ -145,6 +147,7 @@ class Agent:
             wake=self.controller.wake,
             status=self._status,
             files=self.files,
+            image_gc=self.image_gc,
         )
         clock, max_sleep = schedule_clock()
         self.scheduler = Scheduler(
@@ -176,6 +179,7 @@ class Agent:
         self.shipper.start()
         # Notifications still pending from before a restart go out first.
         self.deliveries.start()
+        self.image_gc.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -263,6 +267,7 @@ class Agent:
         log.info("stopping")
         self.server.stop(grace=SHUTDOWN_GRACE)
         self.scheduler.stop()
+        self.image_gc.stop()
         self.scheduler_thread.join(self.config.podman_timeout + 5)
         self.controller.stop()
         # A pass in progress finishes before the database closes under it.

@@ -31,6 +31,7 @@ from typing import Any
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
 from agent.api.export import export
+from agent.api.images import prune_images
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
@@ -83,6 +84,7 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params, peer=call.peer),
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
     protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
+    protocol.IMAGE_PRUNE: lambda call, params: prune_images(call.service, peer=call.peer),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

@@ -37,6 +37,7 @@ from agent.protocol import spec as specs
 from agent.protocol.errors import InvalidParams, InvalidTransition
 from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
+from agent.runtime.image_gc import ImageCollector
 from agent.storage.store import Store
 
 #: The longest a follow of a job whose output was cut waits for the shipper to
@@ -58,8 +59,10 @@ class Service(Removal, Watching):
         wake: Callable[[], None],
         status: Callable[[], dict[str, Any]],
         files: JobFiles | None = None,
+        image_gc: ImageCollector | None = None,
     ):
         self.files = files
+        self.image_gc = image_gc
         self.store = store
         self.feed = feed
         self.job_logs = job_logs

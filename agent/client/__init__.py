@@ -190,6 +190,9 @@ class Client(Connection):
     ) -> types.Pruned:
         return self.request(m.PRUNE, m.PruneParams(older_than=older_than, state=state))
 
+    def prune_images(self) -> types.ImagesPruned:
+        return self.request(m.IMAGE_PRUNE, m.NoParams())
+
     # -- artifacts -----------------------------------------------------------------
 
     def artifacts(

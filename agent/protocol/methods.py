@@ -35,6 +35,7 @@ SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 EXPORT = "job.export"
+IMAGE_PRUNE = "image.prune"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -215,6 +216,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
     Method(EXPORT, ExportParams, types.Exported),
+    Method(IMAGE_PRUNE, NoParams, types.ImagesPruned),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

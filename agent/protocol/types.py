@@ -192,6 +192,23 @@ class Pruned(TypedDict):
     count: int
 
 
+class PrunedImage(TypedDict):
+    id: str
+    tags: list[str]
+    size: int
+    #: "age" (unused for image_gc_age) or "space" (free space under image_gc_min_free).
+    why: str
+
+
+class ImagesPruned(TypedDict):
+    """``image.prune``: the images removed, the bytes they held, and those chosen
+    but kept because a container still uses them."""
+
+    removed: list[PrunedImage]
+    freed: int
+    skipped: list[dict[str, Any]]
+
+
 class Artifacts(ArtifactsRecord, total=False):
     """``job.artifacts``: the record; with ``length``, also a base64 chunk."""
 
