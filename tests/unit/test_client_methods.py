@@ -24,8 +24,11 @@ class Recording(Client):
 
 
 def typed_name(method: str) -> str:
-    """``job.submit`` -> ``submit``, ``schedule.add`` -> ``schedule_add``."""
+    """``job.submit`` -> ``submit``, ``schedule.add`` -> ``schedule_add``,
+    ``image.prune`` -> ``prune_images``."""
     group, _, leaf = method.partition(".")
+    if group == "image":
+        return f"{leaf}_images"
     return f"schedule_{leaf}" if group == "schedule" else leaf
 
 
