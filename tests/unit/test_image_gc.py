@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from agent.api.images import prune_images
 from agent.protocol import spec as specs
+from agent.protocol.errors import Unauthorized
 from agent.protocol.states import State
 from agent.rules.image_gc import choose, pinned
 from agent.runtime.changes import ChangeFeed
@@ -105,3 +109,15 @@ def test_the_store_names_images_of_live_jobs_and_schedules(store):
     assert store.images_in_use() == {"localhost/queued", "localhost/scheduled"}
     last = store.images_last_used()
     assert last["localhost/done"] >= store.get(done)["ended_at"]
+
+
+def test_only_an_admin_may_prune_images():
+    passes = []
+    service = SimpleNamespace(
+        owners=SimpleNamespace(is_admin=lambda peer: peer == "admin"),
+        image_gc=SimpleNamespace(collect=lambda: passes.append(1) or {"removed": []}),
+    )
+    with pytest.raises(Unauthorized, match="only an admin"):
+        prune_images(service, peer="alice")
+    assert passes == []
+    assert prune_images(service, peer="admin") == {"removed": []}
