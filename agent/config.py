@@ -42,7 +42,7 @@ DEFAULT_SECRET_ENV = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SS
 #: Keys that take a size: bytes, or a string like "512m" or "4g".
 SIZE_KEYS = frozenset({"default_memory"})
 #: Keys that take bytes, or a size like "100m", kept as bytes (0: none).
-CAP_KEYS = frozenset({"max_log_bytes", "image_gc_min_free"})
+CAP_KEYS = frozenset({"max_log_bytes", "image_gc_min_free", "cache_max_bytes"})
 #: What happens to a job whose output passes its max_log_bytes; the first is the default.
 LOG_LIMIT_ACTIONS = ("truncate", "fail")
 
@@ -105,6 +105,8 @@ RELOADABLE = frozenset(
         "image_gc_age",
         "image_gc_min_free",
         "image_gc_keep",
+        "cache_max_bytes",
+        "cache_max_age",
     }
 )
 
@@ -243,6 +245,10 @@ class Config:
     image_gc_min_free: int = 0
     #: Images never removed: references, or patterns of full names (``docker.io/library/*``).
     image_gc_keep: list[str] = field(default_factory=list)
+    #: A cache (spec ``caches``) past this many bytes is emptied before its next use (0: no cap).
+    cache_max_bytes: int = 1 << 30
+    #: A cache unused this many seconds is emptied before its next use (0: never).
+    cache_max_age: float = 30 * 86400.0
 
     @property
     def database(self) -> Path:

@@ -122,6 +122,7 @@ class Agent:
             ulimits=self.config.ulimits,
         )
         self.podman = Podman(url, **options)
+        self._cache_limits()
         self.podman_version = self.podman.version()
         self.controller = Controller(
             self.store,
@@ -148,6 +149,7 @@ class Agent:
             status=self._status,
             files=self.files,
             image_gc=self.image_gc,
+            caches=self.podman,
         )
         clock, max_sleep = schedule_clock()
         self.scheduler = Scheduler(
@@ -199,6 +201,10 @@ class Agent:
             url,
         )
 
+    def _cache_limits(self) -> None:
+        self.podman.cache_max_bytes = self.config.cache_max_bytes
+        self.podman.cache_max_age = self.config.cache_max_age
+
     def _status(self) -> dict:
         return {
             "podman": {
@@ -247,6 +253,7 @@ class Agent:
                     setattr(self.config, key, getattr(fresh, key))
                     changed.append(key)
             self.podman.ulimits = self.config.ulimits
+            self._cache_limits()
             self.podman.runtime = self.config.runtime
             logging.getLogger().setLevel(self.config.log_level.upper())
             log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")

@@ -24,6 +24,7 @@ from ulid import ULID
 from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.joblogs import JobLogs
+from agent.adapters.podman.caches import Caches
 from agent.adapters.secrets import Credentials
 from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
@@ -60,9 +61,11 @@ class Service(Removal, Watching):
         status: Callable[[], dict[str, Any]],
         files: JobFiles | None = None,
         image_gc: ImageCollector | None = None,
+        caches: Caches | None = None,
     ):
         self.files = files
         self.image_gc = image_gc
+        self.caches = caches
         self.store = store
         self.feed = feed
         self.job_logs = job_logs

@@ -88,6 +88,14 @@ _OPTIONS = [
     click.option("-u", "--user", help="User inside the container."),
     click.option("--priority", type=int, help="Higher starts first (default 0)."),
     click.option(
+        "--cache",
+        "caches",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="Mount the cache NAME at PATH, kept between runs of jobs of the same name "
+        "(repeatable; see chooctl cache).",
+    ),
+    click.option(
         "--notify",
         "notify",
         multiple=True,
@@ -153,6 +161,8 @@ def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> di
             spec[key] = opts[key]
     if opts["workspace"] is not None:
         spec["workspace"] = os.path.abspath(opts["workspace"])
+    if opts["caches"]:
+        spec["caches"] = _pairs(opts["caches"], "cache")
     if opts["notify"]:
         spec["notify"] = [_notify_rule(item) for item in opts["notify"]]
     return spec

@@ -157,6 +157,12 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "the cluster keeps container logs as its nodes are set up; it cannot cut "
             "one job's output at a size",
         )
+    if spec.get("caches"):
+        losses.lose(
+            "caches",
+            "the caches are volumes of this host, kept between its runs; the cluster "
+            "starts every run without them",
+        )
     if spec.get("notify"):
         losses.lose(
             "notify",

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from agent.protocol.caches import parse_caches
 from agent.protocol.errors import InvalidParams
 from agent.protocol.notify import parse_rules
 
@@ -242,6 +243,7 @@ def normalize(
         "priority": 0,
         "max_log_bytes": default_max_log_bytes,
         "notify": [],
+        "caches": {},
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -284,6 +286,8 @@ def normalize(
         spec["priority"] = _int(raw["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
     if raw.get("notify") is not None:
         spec["notify"] = parse_rules(raw["notify"], "notify", named=False)
+    if raw.get("caches") is not None:
+        spec["caches"] = parse_caches(raw["caches"])
     return spec
 
 
@@ -306,4 +310,5 @@ FIELDS = (
     "labels",
     "priority",
     "notify",
+    "caches",
 )

@@ -209,6 +209,25 @@ class ImagesPruned(TypedDict):
     skipped: list[dict[str, Any]]
 
 
+class Cache(TypedDict):
+    """A cache between runs (``cache.list``)."""
+
+    name: str
+    #: The job name it belongs to, "*" (shared) or "-" (jobs with no name).
+    group: str
+    volume: str
+    #: Bytes on disk, as the agent's user can read them.
+    size: int
+    last_used: float
+
+
+class CachesRemoved(TypedDict):
+    """``cache.remove``: the caches removed, and those a running job uses (kept)."""
+
+    removed: list[Cache]
+    in_use: list[Cache]
+
+
 class Artifacts(ArtifactsRecord, total=False):
     """``job.artifacts``: the record; with ``length``, also a base64 chunk."""
 

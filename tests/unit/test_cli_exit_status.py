@@ -102,6 +102,7 @@ NO_OPTIONS = {
     "user": None,
     "priority": None,
     "notify": (),
+    "caches": (),
 }
 
 
@@ -140,6 +141,7 @@ def test_every_option_reaches_the_spec():
         user="1000",
         priority=-3,
         notify=("ops", "pager:failed,retries_exhausted"),
+        caches=("pip=/root/.cache/pip",),
     )
     assert spec == {
         "image": "localhost/app",
@@ -163,6 +165,7 @@ def test_every_option_reaches_the_spec():
             {"target": "ops", "on": ["any"]},
             {"target": "pager", "on": ["failed", "retries_exhausted"]},
         ],
+        "caches": {"pip": "/root/.cache/pip"},
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0

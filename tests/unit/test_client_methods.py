@@ -27,8 +27,8 @@ def typed_name(method: str) -> str:
     """``job.submit`` -> ``submit``, ``schedule.add`` -> ``schedule_add``,
     ``image.prune`` -> ``prune_images``."""
     group, _, leaf = method.partition(".")
-    if group == "image":
-        return f"{leaf}_images"
+    if group in ("image", "cache"):
+        return f"{leaf}_{group}s"
     return f"schedule_{leaf}" if group == "schedule" else leaf
 
 

@@ -41,6 +41,7 @@ def test_minimal_spec_gets_every_default():
         "priority": 0,
         "max_log_bytes": 0,
         "notify": [],
+        "caches": {},
     }
 
 
@@ -68,6 +69,7 @@ def test_full_spec_is_normalized():
         "priority": -5,
         "max_log_bytes": "10k",
         "notify": [{"target": "ops", "on": ["failed", "retries_exhausted"]}],
+        "caches": {"pip": {"path": "/root/.cache/pip", "shared": False}},
     }
     assert spec.normalize(raw) == {
         **raw,
