@@ -248,7 +248,7 @@ class Config:
     #: A cache (spec ``caches``) past this many bytes is emptied before its next use (0: no cap).
     cache_max_bytes: int = 1 << 30
     #: A cache unused this many seconds is emptied before its next use (0: never).
-    cache_max_age: float = 30 * 86400.0
+    cache_max_age: float = 10 * 86400.0
 
     @property
     def database(self) -> Path:
