@@ -12,6 +12,7 @@ rules/admission.py's; this module never decides that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -72,11 +73,14 @@ class Caches(Volumes):
                 why = f"it holds {found['size']} bytes, past cache_max_bytes"
             elif self.cache_max_age and time.time() - found["last_used"] > self.cache_max_age:
                 why = "it was unused for cache_max_age"
-            if why is None:
-                os.utime(found["path"])  # its last use: now
+            if why is not None and self.remove_cache(volume):
+                log.info("cache %s (%s) emptied: %s", name, group, why)
+            else:
+                if why is not None:  # the last user's container is not removed yet
+                    log.info("cache %s (%s) kept this once (still mounted): %s", name, group, why)
+                with contextlib.suppress(OSError):
+                    os.utime(found["path"])  # its last use: now
                 return
-            log.info("cache %s (%s) emptied: %s", name, group, why)
-            self.remove_cache(volume)
         labels = {LABEL_AGENT: self.agent_id, LABEL_CACHE: name, LABEL_CACHE_GROUP: group}
         try:
             with mapped(f"create the volume of cache {name}", CreateError):
