@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.protocol.errors import ChooError
+from agent.protocol.notify import parse_rules, parse_targets
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, ENV_NAME_RE, parse_cap, parse_size
 
 #: Linux capability names (capabilities(7)), for checking container_caps.
@@ -41,7 +42,7 @@ DEFAULT_SECRET_ENV = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "SS
 #: Keys that take a size: bytes, or a string like "512m" or "4g".
 SIZE_KEYS = frozenset({"default_memory"})
 #: Keys that take bytes, or a size like "100m", kept as bytes (0: none).
-CAP_KEYS = frozenset({"max_log_bytes"})
+CAP_KEYS = frozenset({"max_log_bytes", "image_gc_min_free", "cache_max_bytes"})
 #: What happens to a job whose output passes its max_log_bytes; the first is the default.
 LOG_LIMIT_ACTIONS = ("truncate", "fail")
 
@@ -100,6 +101,17 @@ RELOADABLE = frozenset(
         "artifacts_max_bytes",
         "max_files_bytes",
         "retention",
+        "notify",
+        "notify_targets",
+        "notify_max_tries",
+        "notify_backoff_base",
+        "notify_backoff_cap",
+        "image_gc",
+        "image_gc_age",
+        "image_gc_min_free",
+        "image_gc_keep",
+        "cache_max_bytes",
+        "cache_max_age",
     }
 )
 
@@ -232,6 +244,30 @@ class Config:
     max_files_bytes: int = 10 << 30
     #: Seconds a finished job (record, archive, workspace) is kept (0: for ever).
     retention: float = 7 * 86400.0
+    #: Where notifications go: name -> {webhook = URL, secret = credential name} or
+    #: {command = [argv]}, each with an optional timeout (seconds).
+    notify_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Rules for every job (or, with ``name``, the jobs of that name): on which
+    #: ends to notify which target; a job's own ``notify`` adds to them.
+    notify: list[dict[str, Any]] = field(default_factory=list)
+    #: Tries of one delivery before it is left failed.
+    notify_max_tries: int = 10
+    #: Seconds before the second try of a delivery; each later wait doubles.
+    notify_backoff_base: float = 5.0
+    #: The longest wait between two tries of a delivery.
+    notify_backoff_cap: float = 3600.0
+    #: Remove unused images by themselves, hourly (``chooctl prune --images`` always may).
+    image_gc: bool = False
+    #: Seconds an image is unused (no job used it, else since it was made) before it goes.
+    image_gc_age: float = 7 * 86400.0
+    #: Free bytes to keep on the image store: under it, unused images go oldest first (0: off).
+    image_gc_min_free: int = 0
+    #: Images never removed: references, or patterns of full names (``docker.io/library/*``).
+    image_gc_keep: list[str] = field(default_factory=list)
+    #: A cache (spec ``caches``) past this many bytes is emptied before its next use (0: no cap).
+    cache_max_bytes: int = 1 << 30
+    #: A cache unused this many seconds is emptied before its next use (0: never).
+    cache_max_age: float = 10 * 86400.0
 
     @property
     def database(self) -> Path:
@@ -239,6 +275,13 @@ class Config:
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
+    if name in ("notify", "notify_targets"):
+        try:
+            if name == "notify":
+                return parse_rules(value, name, named=True)
+            return parse_targets(value)
+        except ChooError as exc:
+            raise ConfigError(exc.message) from None
     if name in CAP_KEYS:
         try:
             return parse_cap(value, name)
@@ -331,6 +374,13 @@ def _check(config: Config) -> Config:
     _check_secret_access(config.secret_access)
     if config.max_connections_per_uid < 1:
         raise ConfigError("max_connections_per_uid: must be at least 1")
+    if config.notify_max_tries < 1:
+        raise ConfigError("notify_max_tries: must be at least 1")
+    for rule in config.notify:
+        if rule["target"] not in config.notify_targets:
+            raise ConfigError(
+                f"notify: the rule for {rule['target']!r} names no target of notify_targets"
+            )
     for name, limit in config.name_limits.items():
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"name_limits.{name}: expected a whole number >= 1")

@@ -31,6 +31,7 @@ from agent.adapters.podman import Podman
 from agent.adapters.podman.exits import ExitFiles, default_exits_dir
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
+from agent.adapters.secrets import Credentials
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
 from agent.api import metrics
@@ -40,8 +41,11 @@ from agent.api.server import Server
 from agent.api.service import Service
 from agent.protocol.errors import ChooError
 from agent.protocol.states import State
+from agent.rules import notify as notify_rules
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import SPARE_WORKERS, Controller
+from agent.runtime.image_gc import ImageCollector
+from agent.runtime.notifier import Notifier as Deliveries
 from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipped_mark import SHIPPED_MARK
@@ -78,6 +82,10 @@ class Agent:
         self.notifier = Notifier()
         self.feed = ChangeFeed()
         self.store = Store(config.database, self.feed)
+        # A job's end writes its notifications in its own transaction, by the
+        # rules of the configuration of the moment (a reload applies at once).
+        self.store.notify_plan = lambda job: notify_rules.plan(job, self.config.notify)
+        self.deliveries = Deliveries(self.store, self.feed, config, Credentials(config))
         self.files = JobFiles(config.state_dir, config)
         self.logs = JobLogs(config.state_dir / "logs")
         # The controller is made in start(); the shipper only wakes it once running.
@@ -120,6 +128,7 @@ class Agent:
             ulimits=self.config.ulimits,
         )
         self.podman = Podman(url, **options)
+        self._cache_limits()
         self.podman_version = self.podman.version()
         self.controller = Controller(
             self.store,
@@ -139,6 +148,7 @@ class Agent:
             ProcReader(), lambda: running_job_ids(self.store), lambda: self.config.usage_interval
         )
         self.controller.finisher.usage = self.usage.take
+        self.image_gc = ImageCollector(self.store, Podman(url, **options), self.config)
         if self.notifier.watchdog_interval:
             self.controller.tick_interval = min(5.0, self.notifier.watchdog_interval / 2)
         self.service = Service(
@@ -150,6 +160,8 @@ class Agent:
             status=self._status,
             files=self.files,
             live_usage=self.usage.live,
+            image_gc=self.image_gc,
+            caches=self.podman,
         )
         self.metrics = metrics.registry(self.store, lambda: self.controller.degraded)
         self.textfile = None
@@ -196,6 +208,9 @@ class Agent:
         self.usage.start()
         if self.textfile is not None:
             self.textfile.start()
+        # Notifications still pending from before a restart go out first.
+        self.deliveries.start()
+        self.image_gc.start()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -214,6 +229,10 @@ class Agent:
             self.podman_version,
             url,
         )
+
+    def _cache_limits(self) -> None:
+        self.podman.cache_max_bytes = self.config.cache_max_bytes
+        self.podman.cache_max_age = self.config.cache_max_age
 
     def _status(self) -> dict:
         return {
@@ -263,6 +282,7 @@ class Agent:
                     setattr(self.config, key, getattr(fresh, key))
                     changed.append(key)
             self.podman.ulimits = self.config.ulimits
+            self._cache_limits()
             self.podman.runtime = self.config.runtime
             logging.getLogger().setLevel(self.config.log_level.upper())
             log.info("configuration reloaded; changed: %s", ", ".join(changed) or "nothing")
@@ -283,6 +303,7 @@ class Agent:
         log.info("stopping")
         self.server.stop(grace=SHUTDOWN_GRACE)
         self.scheduler.stop()
+        self.image_gc.stop()
         self.scheduler_thread.join(self.config.podman_timeout + 5)
         self.controller.stop()
         # A pass in progress finishes before the database closes under it.
@@ -307,6 +328,7 @@ class Agent:
         self.usage.stop()
         if self.textfile is not None:
             self.textfile.stop()
+        self.deliveries.stop(timeout=WORK_GRACE)
         self.store.close()
 
 

@@ -129,9 +129,12 @@ def release(podman_url: str, job_id: str, timeout: float = 30) -> None:
 
 
 def _toml(value: Any) -> str:
-    """A setting's value as TOML: JSON, but a table inline as ``{"key" = value}``."""
+    """A setting's value as TOML: JSON, but a table inline as ``{"key" = value}``
+    (in a list too)."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return json.dumps(value)
 
 

@@ -63,4 +63,10 @@ def job_spec(raw: Any, config: Config) -> dict[str, Any]:
     )
     if raw.get("stop_timeout") is None:
         spec["stop_timeout"] = config.default_stop_timeout
+    for rule in spec["notify"]:
+        if rule["target"] not in config.notify_targets:
+            known = ", ".join(sorted(config.notify_targets)) or "none are configured"
+            raise InvalidParams(
+                f"notify: no target named {rule['target']!r} (the agent's notify_targets: {known})"
+            )
     return spec

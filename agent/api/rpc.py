@@ -31,7 +31,9 @@ from typing import Any
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
 from agent.api import metrics
+from agent.api.caches import list_caches, remove_caches
 from agent.api.export import export
+from agent.api.images import prune_images
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
@@ -87,6 +89,9 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
     protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
     protocol.TOP: lambda call, params: top(call.service, peer=call.peer),
+    protocol.IMAGE_PRUNE: lambda call, params: prune_images(call.service, peer=call.peer),
+    protocol.CACHE_LIST: lambda call, params: list_caches(call.service),
+    protocol.CACHE_REMOVE: lambda call, params: remove_caches(call.service, params),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

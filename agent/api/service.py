@@ -24,6 +24,7 @@ from ulid import ULID
 from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.joblogs import JobLogs
+from agent.adapters.podman.caches import Caches
 from agent.adapters.secrets import Credentials
 from agent.adapters.snapshot import Reader
 from agent.api import logs as output
@@ -38,6 +39,7 @@ from agent.protocol import spec as specs
 from agent.protocol.errors import InvalidParams, InvalidTransition
 from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
+from agent.runtime.image_gc import ImageCollector
 from agent.storage.store import Store
 
 #: The longest a follow of a job whose output was cut waits for the shipper to
@@ -60,10 +62,14 @@ class Service(Removal, Watching):
         status: Callable[[], dict[str, Any]],
         files: JobFiles | None = None,
         live_usage: Callable[[], dict[str, dict[str, Any]]] = dict,
+        image_gc: ImageCollector | None = None,
+        caches: Caches | None = None,
     ):
         #: The running jobs' current usage, by ID (job.top; the usage sampler's ``live``).
         self.live_usage = live_usage
         self.files = files
+        self.image_gc = image_gc
+        self.caches = caches
         self.store = store
         self.feed = feed
         self.job_logs = job_logs
@@ -209,6 +215,7 @@ class Service(Removal, Watching):
         job = self._visible(full, peer)
         job["attempts"] = self.store.attempts(full)
         job["events"] = self.store.events(full)
+        job["notifications"] = self.store.notifications(full)
         return self.owners.shown(peer, job)
 
     def _visible(self, job_id: str, peer: Peer | None) -> dict[str, Any]:

@@ -52,13 +52,33 @@ def remove(ctx: click.Context, ids: tuple[str, ...]) -> None:
     type=click.Choice([s.value for s in State if s in TERMINAL]),
     help="Only jobs that ended in this state (repeatable).",
 )
+@click.option(
+    "--images",
+    is_flag=True,
+    help="Remove unused images instead (the agent's image_gc rules; admins only).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the removed IDs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def prune(
-    ctx: click.Context, older_than: str | None, states: tuple[str, ...], quiet: bool, as_json: bool
+    ctx: click.Context,
+    older_than: str | None,
+    states: tuple[str, ...],
+    images: bool,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
-    """Remove finished jobs that ended long enough ago; never one still queued or running."""
+    """Remove finished jobs that ended long enough ago; never one still queued or running.
+
+    With --images, remove the images no queued or running job and no schedule
+    refers to, unused for the agent's image_gc_age (and more while free space is
+    under image_gc_min_free), never one in image_gc_keep or used by a container.
+    """
+    if images:
+        if older_than or states:
+            raise click.UsageError("--images takes no --older-than or --state")
+        _prune_images(ctx, quiet, as_json)
+        return
     with connect(ctx) as client:
         result = client.prune(older_than=older_than, state=list(states) or None)
     if as_json:
@@ -68,6 +88,26 @@ def prune(
             click.echo(job_id)
     else:
         click.echo(f"removed {result['count']} job{'s' if result['count'] != 1 else ''}")
+
+
+def _prune_images(ctx: click.Context, quiet: bool, as_json: bool) -> None:
+    with connect(ctx) as client:
+        result = client.prune_images()
+    if as_json:
+        emit_json(result)
+        return
+    for image in result["removed"]:
+        name = ", ".join(image["tags"]) or image["id"][:12]
+        click.echo(
+            image["id"] if quiet else f"removed {name} ({image['size']} bytes, {image['why']})"
+        )
+    if not quiet:
+        for image in result["skipped"]:
+            click.echo(f"kept {', '.join(image['tags']) or image['id'][:12]}: a container uses it")
+        count = len(result["removed"])
+        click.echo(
+            f"removed {count} image{'s' if count != 1 else ''}, freed {result['freed']} bytes"
+        )
 
 
 @click.command()

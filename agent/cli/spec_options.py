@@ -87,6 +87,22 @@ _OPTIONS = [
     ),
     click.option("-u", "--user", help="User inside the container."),
     click.option("--priority", type=int, help="Higher starts first (default 0)."),
+    click.option(
+        "--cache",
+        "caches",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="Mount the cache NAME at PATH, kept between runs of jobs of the same name "
+        "(repeatable; see chooctl cache).",
+    ),
+    click.option(
+        "--notify",
+        "notify",
+        multiple=True,
+        metavar="TARGET[:EVENT,...]",
+        help="When the job ends, notify the agent's notify target TARGET (repeatable); "
+        "EVENTs: failed, succeeded, cancelled, retries_exhausted, any (default any).",
+    ),
 ]
 #: The spec fields that are copied as given when set.
 _PLAIN = (
@@ -145,4 +161,14 @@ def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> di
             spec[key] = opts[key]
     if opts["workspace"] is not None:
         spec["workspace"] = os.path.abspath(opts["workspace"])
+    if opts["caches"]:
+        spec["caches"] = _pairs(opts["caches"], "cache")
+    if opts["notify"]:
+        spec["notify"] = [_notify_rule(item) for item in opts["notify"]]
     return spec
+
+
+def _notify_rule(item: str) -> dict[str, Any]:
+    """``ops`` or ``ops:failed,cancelled`` as a spec's notify rule (the agent checks it)."""
+    target, _, events = item.partition(":")
+    return {"target": target, "on": [e for e in events.split(",") if e] or ["any"]}

@@ -198,6 +198,15 @@ class Client(Connection):
     ) -> types.Pruned:
         return self.request(m.PRUNE, m.PruneParams(older_than=older_than, state=state))
 
+    def prune_images(self) -> types.ImagesPruned:
+        return self.request(m.IMAGE_PRUNE, m.NoParams())
+
+    def list_caches(self) -> list[types.Cache]:
+        return self.request(m.CACHE_LIST, m.NoParams())
+
+    def remove_caches(self, name: str, *, group: str | None = None) -> types.CachesRemoved:
+        return self.request(m.CACHE_REMOVE, m.CacheRemoveParams(name=name, group=group))
+
     # -- artifacts -----------------------------------------------------------------
 
     def artifacts(

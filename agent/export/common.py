@@ -157,6 +157,18 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "the cluster keeps container logs as its nodes are set up; it cannot cut "
             "one job's output at a size",
         )
+    if spec.get("caches"):
+        losses.lose(
+            "caches",
+            "the caches are volumes of this host, kept between its runs; the cluster "
+            "starts every run without them",
+        )
+    if spec.get("notify"):
+        losses.lose(
+            "notify",
+            "the agent's notify targets are this host's; the cluster sends no "
+            "notification when the job ends",
+        )
     if spec.get("timeout") and spec.get("retries"):
         losses.lose(
             "timeout",

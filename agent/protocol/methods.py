@@ -37,6 +37,9 @@ SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 EXPORT = "job.export"
 TOP = "job.top"
+IMAGE_PRUNE = "image.prune"
+CACHE_LIST = "cache.list"
+CACHE_REMOVE = "cache.remove"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -117,6 +120,14 @@ class SubscribeParams:
 class PruneParams:
     older_than: float | str | None = None
     state: str | list[str] | None = None
+
+
+@dataclass(frozen=True)
+class CacheRemoveParams:
+    #: The cache's name (a key of a spec's ``caches``).
+    name: str
+    #: Only the cache of this group: a job name, "*" (shared) or "-" (jobs with no name).
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,9 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
     Method(EXPORT, ExportParams, types.Exported),
     Method(TOP, NoParams, list[types.TopEntry]),
+    Method(IMAGE_PRUNE, NoParams, types.ImagesPruned),
+    Method(CACHE_LIST, NoParams, list[types.Cache]),
+    Method(CACHE_REMOVE, CacheRemoveParams, types.CachesRemoved),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

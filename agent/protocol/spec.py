@@ -11,7 +11,9 @@ import math
 import re
 from typing import Any
 
+from agent.protocol.caches import parse_caches
 from agent.protocol.errors import InvalidParams
+from agent.protocol.notify import parse_rules
 
 # An image reference, as containers/image (and docker/distribution) parse one:
 # [domain[:port]/]path[:tag][@digest], path components lowercase. Written so
@@ -240,6 +242,8 @@ def normalize(
         "labels": {},
         "priority": 0,
         "max_log_bytes": default_max_log_bytes,
+        "notify": [],
+        "caches": {},
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -280,6 +284,10 @@ def normalize(
         spec["labels"] = _string_map(raw["labels"], "labels", LABEL_KEY_RE, "label keys")
     if raw.get("priority") is not None:
         spec["priority"] = _int(raw["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    if raw.get("notify") is not None:
+        spec["notify"] = parse_rules(raw["notify"], "notify", named=False)
+    if raw.get("caches") is not None:
+        spec["caches"] = parse_caches(raw["caches"])
     return spec
 
 
@@ -301,4 +309,6 @@ FIELDS = (
     "network",
     "labels",
     "priority",
+    "notify",
+    "caches",
 )

@@ -125,11 +125,27 @@ class Job(TypedDict):
     artifacts: ArtifactsRecord
 
 
+class Notification(TypedDict):
+    """One delivery a job's end made (a rule of the config or of its ``notify``)."""
+
+    target: str
+    event: str
+    key: str
+    #: pending, delivered or failed (no tries left).
+    status: str
+    tries: int
+    created_at: float
+    next_at: float | None
+    delivered_at: float | None
+    last_error: str | None
+
+
 class JobDetail(Job):
-    """``job.get``: the record with its attempts and events."""
+    """``job.get``: the record with its attempts, events and notifications."""
 
     attempts: list[Attempt]
     events: list[Event]
+    notifications: list[Notification]
 
 
 class JobSummary(TypedDict):
@@ -219,6 +235,42 @@ class Subscribed(TypedDict):
 class Pruned(TypedDict):
     removed: list[str]
     count: int
+
+
+class PrunedImage(TypedDict):
+    id: str
+    tags: list[str]
+    size: int
+    #: "age" (unused for image_gc_age) or "space" (free space under image_gc_min_free).
+    why: str
+
+
+class ImagesPruned(TypedDict):
+    """``image.prune``: the images removed, the bytes they held, and those chosen
+    but kept because a container still uses them."""
+
+    removed: list[PrunedImage]
+    freed: int
+    skipped: list[dict[str, Any]]
+
+
+class Cache(TypedDict):
+    """A cache between runs (``cache.list``)."""
+
+    name: str
+    #: The job name it belongs to, "*" (shared) or "-" (jobs with no name).
+    group: str
+    volume: str
+    #: Bytes on disk, as the agent's user can read them.
+    size: int
+    last_used: float
+
+
+class CachesRemoved(TypedDict):
+    """``cache.remove``: the caches removed, and those a running job uses (kept)."""
+
+    removed: list[Cache]
+    in_use: list[Cache]
 
 
 class Artifacts(ArtifactsRecord, total=False):

@@ -1,8 +1,10 @@
 """Which queued jobs may start now (pure).
 
 Kept apart from the controller so the capacity rules can be tested without
-Podman: a global ``max_concurrent``, optional per-name limits, priority first,
-then submission order (ULIDs sort by time), and retry backoff (``not_before``).
+Podman: a global ``max_concurrent``, optional per-name limits, one job at a
+time per cache (a job waits while another uses one of its ``caches``),
+priority first, then submission order (ULIDs sort by time), and retry
+backoff (``not_before``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from agent.protocol.caches import caches_of
 from agent.protocol.states import ACTIVE, State
 
 
@@ -34,6 +37,8 @@ def admit(
     active = [j for j in jobs if j["state"] in ACTIVE]
     free = max_concurrent - len(active)
     per_name = Counter(j["name"] for j in active if j["name"])
+    # One writer per cache: a job waits while another holds one of its caches.
+    held = {cache for j in active for cache in caches_of(j.get("spec") or {})}
     queued = sorted(
         (j for j in jobs if j["state"] == State.QUEUED and not j["cancel_requested"]),
         key=lambda j: (-j["priority"], j["id"]),
@@ -47,6 +52,10 @@ def admit(
         name = job["name"]
         if name and name in name_limits and per_name[name] >= name_limits[name]:
             continue
+        caches = caches_of(job.get("spec") or {})
+        if caches & held:
+            continue
+        held |= caches
         chosen.append(job)
         free -= 1
         if name:

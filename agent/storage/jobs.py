@@ -20,6 +20,7 @@ from ulid import ULID
 
 from agent.protocol.errors import InvalidTransition, QueueFull
 from agent.protocol.states import TERMINAL, State, can_transition
+from agent.storage.notifications import Notifications
 from agent.storage.queries import JobQueries
 from agent.storage.records import event_dict, job_dict
 
@@ -33,8 +34,9 @@ def _among(ids: list[str]) -> pw.SQL:
     return pw.SQL("(SELECT value FROM json_each(?))", [json.dumps(ids)])
 
 
-class Jobs(JobQueries):
-    """The job transitions and removals of ``Store`` (its queries: ``JobQueries``)."""
+class Jobs(JobQueries, Notifications):
+    """The job transitions and removals of ``Store`` (its queries: ``JobQueries``;
+    the outbox a job's end writes to: ``Notifications``)."""
 
     # -- creating and moving jobs ----------------------------------------------
 
@@ -153,7 +155,8 @@ class Jobs(JobQueries):
             job.state = target
             for key, value in fields.items():
                 setattr(job, key, value)
-            if target in TERMINAL and job.ended_at is None:
+            ends = target in TERMINAL and job.ended_at is None
+            if ends:
                 job.ended_at = now
             if new_attempt is not None:
                 job.attempt += 1
@@ -172,6 +175,8 @@ class Jobs(JobQueries):
                     (Attempt.job == job.id) & (Attempt.number == job.attempt)
                 ).execute()
             job.save()
+            if ends:  # the end and its notifications commit together
+                self._enqueue_notifications(job, now)
             event = self._event(job, "state", target, detail or {}, now)
         self.feed.publish(event)
         return job_dict(job)
@@ -263,11 +268,12 @@ class Jobs(JobQueries):
             ``{"id", "name"}`` of each job removed.
         """
         ids = sorted(job_ids)  # in key order, each batch touches neighbouring pages
-        Job, Attempt, Event, Label = (
+        Job, Attempt, Event, Label, Notification = (
             self.models.Job,
             self.models.Attempt,
             self.models.Event,
             self.models.JobLabel,
+            self.models.Notification,
         )
         terminal = [s.value for s in TERMINAL]
         removed: list[dict[str, Any]] = []
@@ -285,7 +291,7 @@ class Jobs(JobQueries):
                 doomed = _among([job["id"] for job in gone])
                 # A set-based delete per table is cheaper than the cascade's
                 # statement per job (which still runs, and finds nothing).
-                for child in (Event, Attempt, Label):
+                for child in (Event, Attempt, Label, Notification):
                     child.delete().where(child.job.in_(doomed)).execute()
                 Job.delete().where(Job.id.in_(doomed)).execute()
             self._publish_removed(gone)  # each batch once committed: a later one may fail

@@ -116,12 +116,18 @@ def _v4_to_v5(db: pw.Database) -> None:
     )
 
 
+def _v5_to_v6(db: pw.Database) -> None:
+    """The notification outbox (schema 6): a new table, nothing of the old changes."""
+    bind(db).Notification.create_table()
+
+
 #: version -> the step that upgrades a database from it to version + 1.
 STEPS: dict[int, Callable[[pw.Database], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 

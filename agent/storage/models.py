@@ -18,7 +18,7 @@ import peewee as pw
 from agent.storage.tally import TALLY_TRIGGERS
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Models:
     StateCount: type[pw.Model]
     #: ``tally``: the metrics' counters (schema 5), kept by triggers, never pruned.
     Tally: type[pw.Model]
+    #: ``notification``: the outbox, one row per delivery a job's end made (schema 6).
+    Notification: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
@@ -49,6 +51,7 @@ class Models:
             self.JobLabel,
             self.StateCount,
             self.Tally,
+            self.Notification,
         ]
 
 
@@ -229,6 +232,28 @@ def bind(db: pw.Database) -> Models:
             for trigger in TALLY_TRIGGERS:
                 db.execute_sql(trigger)
 
+    class Notification(Base):
+        # Schema 6: written in the transaction that records the job's end, so a
+        # crash can never keep the end and lose its notification.
+        job = pw.ForeignKeyField(Job, on_delete="CASCADE", index=False)
+        target = pw.CharField()
+        #: The rule event that matched (failed, retries_exhausted, any...).
+        event = pw.CharField()
+        #: Every try of this delivery sends it, so a receiver can drop repeats.
+        key = pw.CharField()
+        #: pending, delivered or failed (no more tries).
+        status = pw.CharField(default="pending")
+        tries = pw.IntegerField(default=0)
+        created_at = pw.FloatField()
+        #: When a pending delivery is next tried.
+        next_at = pw.FloatField()
+        delivered_at = pw.FloatField(null=True)
+        last_error = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "notification"
+            indexes = ((("job", "target"), True), (("status", "next_at"), False))
+
     return Models(
         Setting=Setting,
         Job=Job,
@@ -238,4 +263,5 @@ def bind(db: pw.Database) -> Models:
         JobLabel=JobLabel,
         StateCount=StateCount,
         Tally=Tally,
+        Notification=Notification,
     )

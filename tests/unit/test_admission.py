@@ -199,3 +199,35 @@ def test_backoff_never_decreases():
     delays = [backoff(n, base=1.5, cap=100.0) for n in range(1, 40)]
     assert delays == sorted(delays)
     assert delays[-1] == 100.0
+
+
+def _cached(job_id, state, name="build", shared=False, priority=0):
+    caches = {"pip": {"path": "/root/.cache/pip", "shared": shared}}
+    return {
+        "id": job_id,
+        "name": name,
+        "state": state,
+        "priority": priority,
+        "cancel_requested": False,
+        "not_before": None,
+        "spec": {"name": name, "caches": caches},
+    }
+
+
+def test_one_job_at_a_time_uses_a_cache():
+
+    running = _cached("01", "running")
+    waiting = _cached("02", "queued")
+    other = _cached("03", "queued", name="other")
+    assert [
+        j["id"] for j in admit([running, waiting, other], max_concurrent=4, name_limits={}, now=0)
+    ] == ["03"]
+    # Two queued users of one cache: only the first starts.
+    both = [_cached("04", "queued"), _cached("05", "queued")]
+    assert [j["id"] for j in admit(both, max_concurrent=4, name_limits={}, now=0)] == ["04"]
+    # A shared cache is one for every name.
+    shared = [
+        _cached("06", "running", name="a", shared=True),
+        _cached("07", "queued", name="b", shared=True),
+    ]
+    assert admit(shared, max_concurrent=4, name_limits={}, now=0) == []

@@ -101,6 +101,8 @@ NO_OPTIONS = {
     "workspace": None,
     "user": None,
     "priority": None,
+    "notify": (),
+    "caches": (),
 }
 
 
@@ -138,6 +140,8 @@ def test_every_option_reaches_the_spec():
         workspace="/home/me/project/",
         user="1000",
         priority=-3,
+        notify=("ops", "pager:failed,retries_exhausted"),
+        caches=("pip=/root/.cache/pip",),
     )
     assert spec == {
         "image": "localhost/app",
@@ -157,6 +161,11 @@ def test_every_option_reaches_the_spec():
         "workspace": "/home/me/project",
         "user": "1000",
         "priority": -3,
+        "notify": [
+            {"target": "ops", "on": ["any"]},
+            {"target": "pager", "on": ["failed", "retries_exhausted"]},
+        ],
+        "caches": {"pip": "/root/.cache/pip"},
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0

@@ -24,8 +24,11 @@ class Recording(Client):
 
 
 def typed_name(method: str) -> str:
-    """``job.submit`` -> ``submit``, ``schedule.add`` -> ``schedule_add``."""
+    """``job.submit`` -> ``submit``, ``schedule.add`` -> ``schedule_add``,
+    ``image.prune`` -> ``prune_images``."""
     group, _, leaf = method.partition(".")
+    if group in ("image", "cache"):
+        return f"{leaf}_{group}s"
     return f"schedule_{leaf}" if group == "schedule" else leaf
 
 

@@ -13,6 +13,7 @@ import sqlite3
 
 import pytest
 
+from agent.protocol import spec as specs
 from agent.protocol.errors import AmbiguousPrefix, StorageError
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
@@ -383,3 +384,34 @@ def test_v1_database_goes_all_the_way_to_the_label_table(upgraded):
     store, _ = upgraded
     assert [j["id"] for j in store.summaries(labels={"team": "ci"})] == [RUNNING, FINISHED]
     assert store.counts()["failed"] == 1 and store.counts()["running"] == 1
+
+
+def test_v5_database_gains_the_notification_outbox(tmp_path):
+    # A v5 file is a v6 one without the outbox (the step adds a table only).
+    path = tmp_path / "choo.db"
+    store = Store(path, ChangeFeed())
+    store.open()
+    job = store.add_job(specs.normalize({"image": "alpine"}), trigger="cli", queue_limit=10)
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as con, con:
+        con.execute("DROP TABLE notification")
+        con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    upgraded = Store(path, ChangeFeed())
+    upgraded.notify_plan = lambda record: [("ops", "any")]
+    upgraded.open()
+    try:
+        upgraded.transition(job["id"], State.CANCELLED)
+        assert [n["target"] for n in upgraded.notifications(job["id"])] == ["ops"]
+    finally:
+        upgraded.close()
+    assert schema(path) == schema(_fresh(tmp_path))
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+
+
+def _fresh(tmp_path):
+    fresh = Store(tmp_path / "fresh5.db", ChangeFeed())
+    fresh.open()
+    fresh.close()
+    return tmp_path / "fresh5.db"

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from agent.protocol import spec
+from agent.protocol.caches import caches_of, volume_name
 from agent.protocol.errors import INVALID_PARAMS, InvalidParams
 
 MIB = 1024**2
@@ -40,6 +41,8 @@ def test_minimal_spec_gets_every_default():
         "labels": {},
         "priority": 0,
         "max_log_bytes": 0,
+        "notify": [],
+        "caches": {},
     }
 
 
@@ -66,6 +69,8 @@ def test_full_spec_is_normalized():
         "labels": {"team": "infra", "example.com/tier": "gold"},
         "priority": -5,
         "max_log_bytes": "10k",
+        "notify": [{"target": "ops", "on": ["failed", "retries_exhausted"]}],
+        "caches": {"pip": {"path": "/root/.cache/pip", "shared": False}},
     }
     assert spec.normalize(raw) == {
         **raw,
@@ -334,3 +339,37 @@ def test_parse_size_refuses(value):
 def test_workspace_must_be_an_absolute_path():
     with pytest.raises(InvalidParams, match="workspace: must be an absolute path"):
         spec.normalize({"image": "alpine", "workspace": "project"})
+
+
+def test_caches_are_paths_or_objects_and_each_path_is_used_once():
+    normalized = spec.normalize(
+        {
+            "image": "a",
+            "caches": {"pip": "/root/.cache/pip/", "npm": {"path": "/npm", "shared": True}},
+        }
+    )
+    assert normalized["caches"] == {
+        "pip": {"path": "/root/.cache/pip", "shared": False},
+        "npm": {"path": "/npm", "shared": True},
+    }
+    for bad, words in [
+        ({"pip": "relative"}, "absolute"),
+        ({"pip": "/out"}, "reserved"),
+        ({"a": "/x", "b": "/x/"}, "another cache"),
+        ({"../x": "/x"}, "not a cache name"),
+        ({"pip": {"path": "/x", "shared": "yes"}}, "shared"),
+        ({"pip": {"path": "/x", "size": 1}}, "expected a path"),
+        (["pip"], "object"),
+    ]:
+        with pytest.raises(InvalidParams, match=words):
+            spec.normalize({"image": "a", "caches": bad})
+
+
+def test_cache_volumes_differ_by_agent_group_and_name():
+
+    names = {volume_name(a, g, n) for a in ("A", "B") for g in ("x", "*") for n in ("pip", "npm")}
+    assert len(names) == 8
+    assert volume_name("A", "a-b", "c") != volume_name("A", "a", "b-c")
+    job = spec.normalize({"image": "a", "name": "n", "caches": {"pip": "/p"}})
+    assert caches_of(job) == {("n", "pip")}
+    assert caches_of({**job, "name": None}) == {("-", "pip")}

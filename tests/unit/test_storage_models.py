@@ -37,4 +37,5 @@ def test_the_meta_table_keeps_its_name():
         "job_label",
         "job_count",
         "tally",
+        "notification",
     ]

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 
 from agent.adapters.podman.connection import Connection
-from agent.adapters.podman.errors import mapped
+from agent.adapters.podman.errors import Conflict, NotFound, mapped
 from agent.protocol.errors import ImageError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,69 @@ class Images(Connection):
         """
         with mapped(f"look up image {image}"):
             return bool(self.client.images.exists(image))
+
+    def list_images(self) -> list[dict]:
+        """Every local image: ``id``, ``tags``, ``created`` (epoch seconds), ``size`` (bytes).
+
+        Raises:
+            PodmanUnavailable: Podman did not answer.
+        """
+        with mapped("list images"):
+            images = self.client.images.list()
+        return [
+            {
+                "id": image.id,
+                "tags": list(image.attrs.get("Names") or image.tags or []),
+                "created": float(image.attrs.get("Created") or 0),
+                "size": int(image.attrs.get("Size") or 0),
+            }
+            for image in images
+        ]
+
+    def image_id(self, reference: str) -> str | None:
+        """The ID of the local image ``reference`` names (None: not present)."""
+        try:
+            with mapped(f"look up image {reference}"):
+                return self.client.images.get(reference).id
+        except NotFound:
+            return None
+
+    def remove_image(self, image: dict) -> bool:
+        """Remove an image of ``list_images`` by each of its names, never forced.
+
+        An image some container (anyone's, any state) was made from is left alone,
+        and, not forced, Podman refuses one that is the parent of another.
+
+        Returns:
+            Whether it is gone (False: a container uses it, or another image needs it).
+
+        Raises:
+            PodmanUnavailable: Podman did not answer.
+        """
+        with mapped(f"list the containers of image {image['id'][:12]}"):
+            users = self.client.containers.list(all=True, filters={"ancestor": image["id"]})
+        if users:  # untagging one name of several would succeed even then: ask first
+            return False
+        for name in image["tags"] or [image["id"]]:
+            try:
+                with mapped(f"remove image {name}"):
+                    self.client.images.remove(name)
+            except NotFound:
+                continue
+            except Conflict:
+                return False
+        return True
+
+    def storage_free(self) -> int:
+        """Bytes free on the file system of Podman's image store.
+
+        Raises:
+            PodmanUnavailable: Podman did not answer.
+        """
+        with mapped("read its storage information"):
+            root = self.client.info()["store"]["graphRoot"]
+        stat = os.statvfs(root)
+        return stat.f_bavail * stat.f_frsize
 
     def pull(
         self,

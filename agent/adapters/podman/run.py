@@ -20,6 +20,7 @@ from typing import Any
 
 from podman import api as podman_api
 
+from agent.adapters.podman.caches import Caches
 from agent.adapters.podman.containers import Containers, ContainerState
 from agent.adapters.podman.errors import done_once, mapped
 from agent.adapters.podman.images import Images
@@ -32,7 +33,6 @@ from agent.adapters.podman.names import (
     out_volume_name,
 )
 from agent.adapters.podman.secrets import Secrets
-from agent.adapters.podman.volumes import Volumes
 from agent.config import DEFAULT_CAPS
 from agent.protocol.errors import CreateError, ImageError
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT, container_name
@@ -62,7 +62,7 @@ class Hardening:
     secret_files: bool = False
 
 
-class JobContainers(Containers, Volumes, Secrets, Images):
+class JobContainers(Containers, Caches, Secrets, Images):
     """``Podman.run``: the container of one attempt of a job."""
 
     def run(
@@ -126,6 +126,7 @@ class JobContainers(Containers, Volumes, Secrets, Images):
             kwargs["secret_env"] = secret_names
         try:
             self.create_out_volume(job_id)
+            kwargs["volumes"].update(self.cache_mounts(spec))
             checkpoint()
 
             def pull() -> None:

@@ -57,7 +57,20 @@ class Volumes(Connection):
             pass
 
     def list_out_volumes(self) -> list[tuple[str, str]]:
-        """(volume name, job ID) of every volume labelled as this agent's.
+        """(volume name, job ID) of every /out volume labelled as this agent's.
+
+        Raises:
+            PodmanUnavailable: Podman did not answer.
+        """
+        out = []
+        for item in self.our_volumes():
+            labels = item.get("Labels") or {}
+            if labels.get(LABEL_JOB):
+                out.append((item["Name"], labels[LABEL_JOB]))
+        return out
+
+    def our_volumes(self) -> list[dict]:
+        """Podman's record of every volume labelled as this agent's (/out and caches).
 
         Raises:
             PodmanUnavailable: Podman did not answer.
@@ -67,12 +80,7 @@ class Volumes(Connection):
                 "/volumes/json", params={"filters": json.dumps({"label": [self.ours]})}
             )
             response.raise_for_status()
-        out = []
-        for item in response.json() or []:
-            labels = item.get("Labels") or {}
-            if labels.get(LABEL_JOB):
-                out.append((item["Name"], labels[LABEL_JOB]))
-        return out
+        return response.json() or []
 
     def read_out(self, name_or_id: str) -> Archive:
         """A tar stream of a (stopped) container's /out; use as a context manager.
