@@ -25,6 +25,7 @@ from agent import __version__
 from agent.adapters.files import MAX_READ, JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.secrets import Credentials
+from agent.api import dependencies
 from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
 from agent.api.owners import OWNER, Owners
@@ -122,7 +123,8 @@ class Service(Removal, Watching):
                 schedule change stored in the job's own transaction.
 
         Raises:
-            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached;
+            InvalidParams: a bad spec or trigger, or an ``after`` naming no job or
+            one already ended otherwise; QueueFull: ``queue_limit`` reached;
             Unauthorized: a credential ``secret_access`` does not grant ``peer``.
         """
         raw, trigger = params.spec, params.trigger
@@ -132,6 +134,7 @@ class Service(Removal, Watching):
             )
         spec = job_spec(raw, self.config)
         self.owners.require_secrets(peer, spec["secrets"])
+        spec["after"] = dependencies.resolve_after(self.store, self.owners, spec["after"], peer)
         fields = dict(origin or {})
         schedule_update = fields.pop("schedule_update", None)
         job_id = str(ULID())
@@ -198,6 +201,7 @@ class Service(Removal, Watching):
         job = self._visible(full, peer)
         job["attempts"] = self.store.attempts(full)
         job["events"] = self.store.events(full)
+        job["dependencies"] = dependencies.describe(self.store, job)
         return self.owners.shown(peer, job)
 
     def _visible(self, job_id: str, peer: Peer | None) -> dict[str, Any]:
@@ -274,9 +278,9 @@ class Service(Removal, Watching):
             )
         if job["state"] == State.QUEUED:
             try:
-                return self.store.transition(
-                    full, State.CANCELLED, expect=[State.QUEUED], detail=by
-                )
+                job = self.store.transition(full, State.CANCELLED, expect=[State.QUEUED], detail=by)
+                self.wake()  # its waiters (``after``) may now be cancelled too
+                return job
             except InvalidTransition:
                 pass  # the controller started it meanwhile: stop it like a running one
         job = self.store.request_cancel(full, detail=by)

@@ -114,8 +114,13 @@ def when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(stamp))
 
 
+#: How many characters of a job ID ``status_text`` shows for a dependency.
+AFTER_PREFIX = 10
+
+
 def status_text(job: dict[str, Any]) -> str:
-    """``failed (exit, 3)``, ``succeeded (0)``, ``running``...; with ``, output cut``
+    """``failed (exit, 3)``, ``succeeded (0)``, ``queued (after 01J...)``,
+    ``cancelled (dependency)``, ``running``...; with ``, output cut``
     (past ``max_log_bytes``) or ``, output lost`` (a log cut short) when so."""
     text = job["state"]
     if job["state"] == State.FAILED:
@@ -124,6 +129,11 @@ def status_text(job: dict[str, Any]) -> str:
         )
     elif job["state"] == State.SUCCEEDED:
         text += " (0)"
+    elif job["state"] == State.CANCELLED and job.get("reason"):
+        text += f" ({job['reason']})"
+    elif job["state"] == State.QUEUED and job.get("after"):
+        # What it waits for, by a prefix that still names each job.
+        text += " (after " + ", ".join(ref[:AFTER_PREFIX] for ref in job["after"]) + ")"
     # Output that is not all there is said wherever the status is shown.
     if job.get("log_dropped"):
         text += ", output cut"

@@ -87,6 +87,14 @@ _OPTIONS = [
     ),
     click.option("-u", "--user", help="User inside the container."),
     click.option("--priority", type=int, help="Higher starts first (default 0)."),
+    click.option(
+        "--after",
+        multiple=True,
+        metavar="ID[:ok|any|failed]",
+        help="Start only once job ID (or an ID prefix) ended: succeeded (ok, the default),"
+        " failed, or either (any); if it cannot, this job ends cancelled (dependency)."
+        " Repeatable: all must be met.",
+    ),
 ]
 #: The spec fields that are copied as given when set.
 _PLAIN = (
@@ -143,6 +151,8 @@ def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> di
     for key in _PLAIN:
         if opts[key] is not None:
             spec[key] = opts[key]
+    if opts["after"]:
+        spec["after"] = list(opts["after"])
     if opts["workspace"] is not None:
         spec["workspace"] = os.path.abspath(opts["workspace"])
     return spec

@@ -139,6 +139,12 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "a snapshot of a directory of this host cannot travel with the job; "
             "build it into the image or fetch it in the command",
         )
+    if spec.get("after"):
+        losses.lose(
+            "after",
+            "a job's wait for other jobs of this agent has no counterpart there; "
+            "chain the work in one job, or submit each when the one before has ended",
+        )
     if source.archived:
         losses.lose(
             OUT_DIR,

@@ -44,6 +44,11 @@ MAX_STRING = 4096
 MAX_COMMAND_ARGS = 4096
 MAX_SECONDS = 366 * 24 * 3600
 MAX_SECRETS = 64
+MAX_AFTER = 64
+#: What a dependency must end as (``after``); the first is the default.
+AFTER_CONDITIONS = ("ok", "any", "failed")
+#: A job ID or a prefix of one (Crockford base32, as ULIDs are written).
+JOB_REF_RE = re.compile(r"^[0-9A-Za-z]{1,26}$")
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -187,6 +192,36 @@ def _secrets(value: Any, env: dict[str, str]) -> list[str]:
     return names
 
 
+def _dependency(item: Any) -> dict[str, str]:
+    """One ``after`` entry: ``"ID"``, ``"ID:CONDITION"`` or ``{"id", "condition"}``."""
+    if isinstance(item, str):
+        ref, _, condition = item.partition(":")
+        item = {"id": ref, "condition": condition or AFTER_CONDITIONS[0]}
+    if not isinstance(item, dict) or set(item) - {"id", "condition"}:
+        raise InvalidParams(
+            f'after: expected "ID", "ID:ok|any|failed" or {{"id": ..., "condition": ...}}, '
+            f"got {item!r}"
+        )
+    ref = _string(item.get("id"), "after", pattern=JOB_REF_RE, hint=" as a job ID")
+    condition = _choice(item.get("condition", AFTER_CONDITIONS[0]), "after", AFTER_CONDITIONS)
+    return {"id": ref, "condition": condition}
+
+
+def _after(value: Any) -> list[dict[str, str]]:
+    """The jobs a job waits for, each with what it must end as (no ID twice)."""
+    if not isinstance(value, list):
+        raise InvalidParams(f'after: expected a list (e.g. ["01J...:ok"]), got {value!r}')
+    if len(value) > MAX_AFTER:
+        raise InvalidParams(f"after: at most {MAX_AFTER} dependencies")
+    out: list[dict[str, str]] = []
+    for item in value:
+        entry = _dependency(item)
+        if any(e["id"] == entry["id"] for e in out):
+            raise InvalidParams(f"after: {entry['id']} is named twice; name each job once")
+        out.append(entry)
+    return out
+
+
 def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidParams(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
@@ -240,6 +275,7 @@ def normalize(
         "labels": {},
         "priority": 0,
         "max_log_bytes": default_max_log_bytes,
+        "after": [],
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -280,6 +316,8 @@ def normalize(
         spec["labels"] = _string_map(raw["labels"], "labels", LABEL_KEY_RE, "label keys")
     if raw.get("priority") is not None:
         spec["priority"] = _int(raw["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
+    if raw.get("after") is not None:
+        spec["after"] = _after(raw["after"])
     return spec
 
 
@@ -301,4 +339,5 @@ FIELDS = (
     "network",
     "labels",
     "priority",
+    "after",
 )

@@ -82,11 +82,23 @@ class Job(TypedDict):
     artifacts: ArtifactsRecord
 
 
+class Dependency(TypedDict):
+    """A job another waits for (``after``), as ``job.get`` shows it."""
+
+    id: str
+    condition: str
+    #: Its state now; None when it was removed.
+    state: str | None
+    #: ``met``, ``wait`` (it has not ended) or ``never`` (it ended otherwise).
+    verdict: str
+
+
 class JobDetail(Job):
-    """``job.get``: the record with its attempts and events."""
+    """``job.get``: the record with its attempts, events and dependencies."""
 
     attempts: list[Attempt]
     events: list[Event]
+    dependencies: list[Dependency]
 
 
 class JobSummary(TypedDict):
@@ -101,6 +113,8 @@ class JobSummary(TypedDict):
     name: str | None
     image: str
     command: list[str]
+    #: The IDs of the jobs it waits for (``after``).
+    after: list[str]
     state: str
     reason: str | None
     exit_code: int | None

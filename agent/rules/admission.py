@@ -2,7 +2,8 @@
 
 Kept apart from the controller so the capacity rules can be tested without
 Podman: a global ``max_concurrent``, optional per-name limits, priority first,
-then submission order (ULIDs sort by time), and retry backoff (``not_before``).
+then submission order (ULIDs sort by time), retry backoff (``not_before``), and
+jobs held back by the caller (waiting for dependencies: agent/rules/dependencies.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ def admit(
     max_concurrent: int,
     name_limits: dict[str, int],
     now: float,
+    held: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Pick the queued jobs to start, in the order to start them.
 
@@ -27,6 +29,7 @@ def admit(
         max_concurrent: the most jobs that may be starting or running at once.
         name_limits: per-``name`` caps on starting or running jobs.
         now: the current time, for retry backoff.
+        held: IDs of queued jobs that may not start yet, whatever the capacity.
 
     Returns:
         The queued jobs to start now; never more than the free capacity.
@@ -35,7 +38,11 @@ def admit(
     free = max_concurrent - len(active)
     per_name = Counter(j["name"] for j in active if j["name"])
     queued = sorted(
-        (j for j in jobs if j["state"] == State.QUEUED and not j["cancel_requested"]),
+        (
+            j
+            for j in jobs
+            if j["state"] == State.QUEUED and not j["cancel_requested"] and j["id"] not in held
+        ),
         key=lambda j: (-j["priority"], j["id"]),
     )
     chosen = []

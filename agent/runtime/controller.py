@@ -44,6 +44,7 @@ from agent.runtime.podman_events import EventFollower
 from agent.runtime.ports import ArtifactFiles, EventSource, PodmanPort
 from agent.runtime.steps import adopt, move
 from agent.runtime.sweeps import Sweeps
+from agent.runtime.waiting import settle
 from agent.runtime.workers import Workers
 from agent.storage.store import Store
 
@@ -260,12 +261,17 @@ class Controller:
         # A queued job (waiting for a retry) keeps its volume too.
         self.sweeps.volumes_if_due(known, mono)
 
+        # Read afresh (a job submitted during the pass waits like the rest): a
+        # job whose dependency ended badly is cancelled, its waiters with it.
+        fresh = self.store.nonterminal()
+        held = settle(self.store, fresh)
         if admit:
             for job in admission.admit(
-                [self._in_wall_frame(job, now, mono) for job in self.store.nonterminal()],
+                [self._in_wall_frame(job, now, mono) for job in fresh],
                 max_concurrent=self.config.max_concurrent,
                 name_limits=self.config.name_limits,
                 now=now,
+                held=held,
             ):
                 self._launch(job)
         retry = self.workers.next_retry()

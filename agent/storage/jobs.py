@@ -71,6 +71,7 @@ class Jobs(JobQueries):
             QueueFull: ``queue_limit`` jobs are already queued; nothing is stored.
         """
         Job, Schedule, Label = self.models.Job, self.models.Schedule, self.models.JobLabel
+        Dependency = self.models.Dependency
         now = time.time()
         job_id = job_id or str(ULID())
         with self.writing():
@@ -99,6 +100,12 @@ class Jobs(JobQueries):
                 Label.insert_many(
                     [(job_id, key, value) for key, value in labels.items()],
                     fields=[Label.job, Label.key, Label.value],
+                ).execute()
+            after = spec.get("after", [])
+            if after:
+                Dependency.insert_many(
+                    [(job_id, dep["id"], dep["condition"]) for dep in after],
+                    fields=[Dependency.job, Dependency.on, Dependency.condition],
                 ).execute()
             if schedule_update is not None:
                 name, columns = schedule_update

@@ -83,8 +83,22 @@ def _v3_to_v4(db: pw.Database) -> None:
     )
 
 
+def _v4_to_v5(db: pw.Database) -> None:
+    """Dependencies between jobs in a table of their own (schema 5).
+
+    No job stored before version 5 has an ``after``, so ``job_dependency``
+    starts empty.
+    """
+    bind(db).Dependency.create_table()
+
+
 #: version -> the step that upgrades a database from it to version + 1.
-STEPS: dict[int, Callable[[pw.Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+STEPS: dict[int, Callable[[pw.Database], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 def upgrade(db: pw.Database, version: int, target: int) -> None:

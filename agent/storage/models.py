@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Models:
     JobLabel: type[pw.Model]
     #: ``job_count``: how many jobs are in each state, kept by triggers on ``job``.
     StateCount: type[pw.Model]
+    #: ``job_dependency``: one row per job a job waits for (its ``after``).
+    Dependency: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
@@ -44,6 +46,7 @@ class Models:
             self.Schedule,
             self.JobLabel,
             self.StateCount,
+            self.Dependency,
         ]
 
 
@@ -196,6 +199,21 @@ def bind(db: pw.Database) -> Models:
             for trigger in COUNT_TRIGGERS:
                 db.execute_sql(trigger)
 
+    class Dependency(Base):
+        # Schema 5: a copy of the job's ``after`` (which stays the record's source),
+        # kept by Jobs.add_job: who waits on a job is an index lookup (pruning
+        # keeps a job someone waits on). ``on`` is no foreign key: a job waited
+        # on may still be removed by name, and its waiters then never start.
+        job = pw.ForeignKeyField(Job, on_delete="CASCADE", index=False)
+        on = pw.CharField(max_length=26)
+        condition = pw.CharField()
+
+        class Meta:
+            table_name = "job_dependency"
+            primary_key = pw.CompositeKey("job", "on")
+            without_rowid = True
+            indexes = ((("on", "job"), False),)
+
     return Models(
         Setting=Setting,
         Job=Job,
@@ -204,4 +222,5 @@ def bind(db: pw.Database) -> Models:
         Schedule=Schedule,
         JobLabel=JobLabel,
         StateCount=StateCount,
+        Dependency=Dependency,
     )

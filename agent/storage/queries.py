@@ -136,6 +136,7 @@ class JobQueries(Database):
             Job.labels,
             pw.fn.json_extract(Job.spec, "$.image").alias("image"),
             pw.fn.json_extract(Job.spec, "$.command").alias("command"),
+            pw.fn.json_extract(Job.spec, "$.after").alias("after"),
         ]
         query = self._page(Job.select(*columns), states, name, labels, since, after, limit)
         return [summary_dict(row) for row in query.dicts()]
@@ -178,9 +179,25 @@ class JobQueries(Database):
         that ended before ``ended_before``, in no particular order."""
         terminal = [s.value for s in TERMINAL]
         wanted = [s for s in (states or terminal) if s in terminal]
-        Job = self.models.Job
-        query = Job.select(Job.id).where(Job.state.in_(wanted) & (Job.ended_at < ended_before))
+        Job, Dependency = self.models.Job, self.models.Dependency
+        Waiter = Job.alias("waiter")
+        # A job a job not yet ended waits for stays: its end decides the waiter's.
+        waited_on = (
+            Dependency.select(Dependency.on)
+            .join(Waiter, on=(Dependency.job == Waiter.id))
+            .where(Waiter.state.in_(_NOT_ENDED))
+        )
+        query = Job.select(Job.id).where(
+            Job.state.in_(wanted) & (Job.ended_at < ended_before) & Job.id.not_in(waited_on)
+        )
         return [row[0] for row in query.tuples()]
+
+    def states_of(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """The state of each of these jobs that exists (one missing was removed)."""
+        Job = self.models.Job
+        wanted = list(set(job_ids))
+        query = Job.select(Job.id, Job.state).where(Job.id.in_(wanted))
+        return dict(query.tuples())
 
     # -- helpers -------------------------------------------------------------
 

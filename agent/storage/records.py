@@ -74,8 +74,8 @@ SUMMARY_COLUMNS = (
 
 
 def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
-    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, and the spec's ``image``
-    and ``command`` as SQLite extracted them) as its summary (a ``job.list`` entry).
+    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, and the spec's ``image``,
+    ``command`` and ``after`` as SQLite extracted them) as its summary (a ``job.list`` entry).
 
     Args:
         row: the columns read, by name; ``labels`` and ``command`` as JSON text.
@@ -85,6 +85,8 @@ def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
     out["catch_up"] = bool(out["catch_up"])
     out["image"] = row["image"]
     out["command"] = json.loads(row["command"] or "[]")
+    # The jobs it waits for (``after``), by ID: ``chooctl ps`` names them.
+    out["after"] = [dep["id"] for dep in json.loads(row["after"] or "[]")]
     out["labels"] = json.loads(row["labels"])
     out["container"] = container_name(row["id"])
     return out

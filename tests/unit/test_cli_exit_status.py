@@ -101,6 +101,7 @@ NO_OPTIONS = {
     "workspace": None,
     "user": None,
     "priority": None,
+    "after": (),
 }
 
 
@@ -138,6 +139,7 @@ def test_every_option_reaches_the_spec():
         workspace="/home/me/project/",
         user="1000",
         priority=-3,
+        after=("01JABC", "01JDEF:failed"),
     )
     assert spec == {
         "image": "localhost/app",
@@ -157,6 +159,7 @@ def test_every_option_reaches_the_spec():
         "workspace": "/home/me/project",
         "user": "1000",
         "priority": -3,
+        "after": ["01JABC", "01JDEF:failed"],
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0

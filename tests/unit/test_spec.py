@@ -40,6 +40,7 @@ def test_minimal_spec_gets_every_default():
         "labels": {},
         "priority": 0,
         "max_log_bytes": 0,
+        "after": [],
     }
 
 
@@ -66,6 +67,7 @@ def test_full_spec_is_normalized():
         "labels": {"team": "infra", "example.com/tier": "gold"},
         "priority": -5,
         "max_log_bytes": "10k",
+        "after": [{"id": "01JAAAAAAAAAAAAAAAAAAAAAAA", "condition": "failed"}],
     }
     assert spec.normalize(raw) == {
         **raw,
@@ -334,3 +336,39 @@ def test_parse_size_refuses(value):
 def test_workspace_must_be_an_absolute_path():
     with pytest.raises(InvalidParams, match="workspace: must be an absolute path"):
         spec.normalize({"image": "alpine", "workspace": "project"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (["01JABC"], [{"id": "01JABC", "condition": "ok"}]),
+        (["01jabc:any"], [{"id": "01jabc", "condition": "any"}]),
+        ([{"id": "01JABC", "condition": "failed"}], [{"id": "01JABC", "condition": "failed"}]),
+        ([{"id": "01JABC"}], [{"id": "01JABC", "condition": "ok"}]),
+        (["A", "B:failed"], [{"id": "A", "condition": "ok"}, {"id": "B", "condition": "failed"}]),
+    ],
+)
+def test_after_takes_strings_and_objects(raw, expected):
+    normal = spec.normalize({"image": "alpine", "after": raw})["after"]
+    assert normal == expected
+    # What is stored is accepted again as it is (exports re-normalise it).
+    assert spec.normalize({"image": "alpine", "after": normal})["after"] == normal
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("01JABC", "expected a list"),
+        (["01JABC:later"], "expected one of ok, any, failed"),
+        ([":ok"], "expected a non-empty string"),
+        (["01J-ABC"], "as a job ID"),
+        ([{"id": "A", "when": "ok"}], 'expected "ID"'),
+        ([7], 'expected "ID"'),
+        (["A", "A:any"], "named twice"),
+        (["A"] * 65, "at most 64"),
+    ],
+)
+def test_bad_after_is_refused_naming_the_field(raw, message):
+    with pytest.raises(InvalidParams, match=message) as caught:
+        spec.normalize({"image": "alpine", "after": raw})
+    assert caught.value.message.startswith("after:")

@@ -36,4 +36,5 @@ def test_the_meta_table_keeps_its_name():
         "schedule",
         "job_label",
         "job_count",
+        "job_dependency",
     ]
