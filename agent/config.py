@@ -74,6 +74,7 @@ RELOADABLE = frozenset(
         "orphan_grace",
         "retry_backoff_base",
         "retry_backoff_cap",
+        "retry_jitter",
         "allowed_users",
         "allowed_groups",
         "admin_groups",
@@ -176,6 +177,8 @@ class Config:
     orphan_grace: float = 30.0
     retry_backoff_base: float = 10.0
     retry_backoff_cap: float = 360.0
+    #: Full jitter: wait a random part of each retry's backoff (off: the exact doubling).
+    retry_jitter: bool = True
     socket_group: str = "choo"
     allowed_users: list[str] = field(default_factory=list)
     allowed_groups: list[str] = field(default_factory=list)

@@ -19,6 +19,7 @@ from agent.protocol.spec import (
     NETWORKS,
     PULL_POLICIES,
 )
+from agent.protocol.workflow import RETRY_REASONS
 
 #: IMAGE COMMAND...: options after IMAGE belong to the command, as with podman run.
 RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
@@ -74,6 +75,15 @@ _OPTIONS = [
         help=f"Image pull policy (default {DEFAULT_PULL}).",
     ),
     click.option("--retries", type=int, help="Attempts after a failure (default 0)."),
+    click.option(
+        "--retry-on",
+        "retry_on",
+        multiple=True,
+        metavar="RULE",
+        help=f"Retry only these failures (repeatable): a reason ({', '.join(RETRY_REASONS)}),"
+        " exit:CODE[,CODE...] (only these exit codes) or not-exit:CODE[,CODE...]"
+        " (never these); default: exit, oom and lost.",
+    ),
     click.option(
         "--network", type=click.Choice(NETWORKS), help=f"Network (default {DEFAULT_NETWORK})."
     ),
@@ -132,11 +142,39 @@ def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+def _retry_rule(items: tuple[str, ...]) -> dict[str, Any]:
+    """``--retry-on lost --retry-on exit:75`` -> the spec's ``retry_on``
+    (the agent checks the reasons and codes)."""
+    rule: dict[str, Any] = {"reasons": []}
+    for item in items:
+        what, sep, codes = item.partition(":")
+        if what in ("exit", "not-exit") and sep:
+            try:
+                numbers = [int(code) for code in codes.split(",")]
+            except ValueError:
+                raise click.BadParameter(
+                    f"expected exit codes like {what}:75,76, got {item!r}", param_hint="--retry-on"
+                ) from None
+            rule.setdefault("exit_codes" if what == "exit" else "not_exit_codes", []).extend(
+                numbers
+            )
+            what = "exit"
+        elif sep:
+            raise click.BadParameter(
+                f"expected a reason, exit:CODES or not-exit:CODES, got {item!r}",
+                param_hint="--retry-on",
+            )
+        if what not in rule["reasons"]:
+            rule["reasons"].append(what)
+    return rule
+
+
 def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[str, Any]:
     """The job spec of a command line: only what was given (the agent fills defaults).
 
     Raises:
-        click.BadParameter: an ``-e``/``-l`` item is not KEY=VALUE.
+        click.BadParameter: an ``-e``/``-l`` item is not KEY=VALUE, or a
+            ``--retry-on`` rule is not one.
     """
     spec: dict[str, Any] = {"image": image, "command": list(command)}
     if opts["env"]:
@@ -151,6 +189,8 @@ def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> di
     for key in _PLAIN:
         if opts[key] is not None:
             spec[key] = opts[key]
+    if opts["retry_on"]:
+        spec["retry_on"] = _retry_rule(opts["retry_on"])
     if opts["after"]:
         spec["after"] = list(opts["after"])
     if opts["workspace"] is not None:

@@ -139,6 +139,12 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "a snapshot of a directory of this host cannot travel with the job; "
             "build it into the image or fetch it in the command",
         )
+    if spec.get("retry_on"):
+        losses.lose(
+            "retry_on",
+            "which failures choo retries is its own rule; the target retries every "
+            "failure up to the retries it is given",
+        )
     if spec.get("after"):
         losses.lose(
             "after",

@@ -11,7 +11,12 @@ import math
 import re
 from typing import Any
 
+from agent.protocol import workflow
 from agent.protocol.errors import InvalidParams
+from agent.protocol.values import MAX_STRING
+from agent.protocol.values import choice as _choice
+from agent.protocol.values import integer as _int
+from agent.protocol.values import string as _string
 
 # An image reference, as containers/image (and docker/distribution) parse one:
 # [domain[:port]/]path[:tag][@digest], path components lowercase. Written so
@@ -40,15 +45,9 @@ DEFAULT_PULL = PULL_POLICIES[0]
 DEFAULT_NETWORK = NETWORKS[0]
 MAX_RETRIES = 100
 MAX_PRIORITY = 1000
-MAX_STRING = 4096
 MAX_COMMAND_ARGS = 4096
 MAX_SECONDS = 366 * 24 * 3600
 MAX_SECRETS = 64
-MAX_AFTER = 64
-#: What a dependency must end as (``after``); the first is the default.
-AFTER_CONDITIONS = ("ok", "any", "failed")
-#: A job ID or a prefix of one (Crockford base32, as ULIDs are written).
-JOB_REF_RE = re.compile(r"^[0-9A-Za-z]{1,26}$")
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -111,22 +110,6 @@ def parse_cap(value: Any, field: str) -> int:
     if not isinstance(value, bool) and value in (0, "0"):
         return 0
     return parse_size(value, field)
-
-
-def _string(value: Any, field: str, *, pattern: re.Pattern | None = None, hint: str = "") -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidParams(f"{field}: expected a non-empty string, got {value!r}")
-    if len(value) > MAX_STRING or "\x00" in value:
-        raise InvalidParams(f"{field}: too long or contains a NUL byte")
-    if pattern is not None and not pattern.match(value):
-        raise InvalidParams(f"{field}: {value!r} is not valid{hint}")
-    return value
-
-
-def _int(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidParams(f"{field}: expected an integer from {low} to {high}, got {value!r}")
-    return value
 
 
 def _string_map(value: Any, field: str, key_re: re.Pattern, what: str) -> dict[str, str]:
@@ -192,42 +175,6 @@ def _secrets(value: Any, env: dict[str, str]) -> list[str]:
     return names
 
 
-def _dependency(item: Any) -> dict[str, str]:
-    """One ``after`` entry: ``"ID"``, ``"ID:CONDITION"`` or ``{"id", "condition"}``."""
-    if isinstance(item, str):
-        ref, _, condition = item.partition(":")
-        item = {"id": ref, "condition": condition or AFTER_CONDITIONS[0]}
-    if not isinstance(item, dict) or set(item) - {"id", "condition"}:
-        raise InvalidParams(
-            f'after: expected "ID", "ID:ok|any|failed" or {{"id": ..., "condition": ...}}, '
-            f"got {item!r}"
-        )
-    ref = _string(item.get("id"), "after", pattern=JOB_REF_RE, hint=" as a job ID")
-    condition = _choice(item.get("condition", AFTER_CONDITIONS[0]), "after", AFTER_CONDITIONS)
-    return {"id": ref, "condition": condition}
-
-
-def _after(value: Any) -> list[dict[str, str]]:
-    """The jobs a job waits for, each with what it must end as (no ID twice)."""
-    if not isinstance(value, list):
-        raise InvalidParams(f'after: expected a list (e.g. ["01J...:ok"]), got {value!r}')
-    if len(value) > MAX_AFTER:
-        raise InvalidParams(f"after: at most {MAX_AFTER} dependencies")
-    out: list[dict[str, str]] = []
-    for item in value:
-        entry = _dependency(item)
-        if any(e["id"] == entry["id"] for e in out):
-            raise InvalidParams(f"after: {entry['id']} is named twice; name each job once")
-        out.append(entry)
-    return out
-
-
-def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InvalidParams(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
 def normalize(
     raw: Any, *, default_timeout: float | None = None, default_max_log_bytes: int = 0
 ) -> dict[str, Any]:
@@ -276,6 +223,7 @@ def normalize(
         "priority": 0,
         "max_log_bytes": default_max_log_bytes,
         "after": [],
+        "retry_on": None,
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -317,7 +265,9 @@ def normalize(
     if raw.get("priority") is not None:
         spec["priority"] = _int(raw["priority"], "priority", -MAX_PRIORITY, MAX_PRIORITY)
     if raw.get("after") is not None:
-        spec["after"] = _after(raw["after"])
+        spec["after"] = workflow.after(raw["after"])
+    if raw.get("retry_on") is not None:
+        spec["retry_on"] = workflow.retry_on(raw["retry_on"])
     return spec
 
 
@@ -340,4 +290,5 @@ FIELDS = (
     "labels",
     "priority",
     "after",
+    "retry_on",
 )

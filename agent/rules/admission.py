@@ -61,6 +61,18 @@ def admit(
     return chosen
 
 
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): base * 2^(n-1), capped."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
+def backoff(attempt: int, base: float, cap: float, fraction: float = 1.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based).
+
+    Args:
+        attempt: the number of the attempt that failed.
+        base: the first backoff; each later one doubles.
+        cap: the longest backoff.
+        fraction: how much of it to wait, from 0 to 1: full jitter (a random
+            fraction, so that jobs failing together do not retry together), or
+            1 for the exact doubling.
+
+    Returns:
+        ``fraction * min(cap, base * 2^(attempt-1))``.
+    """
+    return fraction * min(cap, base * (2 ** max(0, attempt - 1)))

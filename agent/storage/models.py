@@ -144,6 +144,8 @@ def bind(db: pw.Database) -> Models:
         oom = pw.BooleanField(default=False)
         # Schema 3: how far this attempt's log is known shipped to the journal.
         log_shipped = pw.IntegerField(null=True)
+        # Schema 5: why a failed attempt was or was not retried (retry_on).
+        retry = pw.TextField(null=True)
 
         class Meta:
             indexes = ((("job", "number"), True),)

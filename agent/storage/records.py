@@ -104,6 +104,7 @@ def attempt_dict(attempt) -> dict[str, Any]:
         "reason": attempt.reason,
         "oom": attempt.oom,
         "log_shipped": attempt.log_shipped,
+        "retry": attempt.retry,
     }
 
 

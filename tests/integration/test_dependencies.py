@@ -22,7 +22,9 @@ def submit(agent, image, script, *after):
 
 
 def ended(agent, job_id):
-    return agent.call("job.wait", id=job_id, timeout=120)
+    """The job's full record (with attempts and events) once it has ended."""
+    agent.call("job.wait", id=job_id, timeout=120)
+    return agent.call("job.get", id=job_id)
 
 
 def outcome(job):

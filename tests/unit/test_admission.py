@@ -7,7 +7,9 @@ from collections import Counter
 
 import pytest
 
+from agent.config import Config
 from agent.rules.admission import admit, backoff
+from agent.runtime import steps
 
 NOW = 1_000_000.0
 
@@ -199,3 +201,17 @@ def test_backoff_never_decreases():
     delays = [backoff(n, base=1.5, cap=100.0) for n in range(1, 40)]
     assert delays == sorted(delays)
     assert delays[-1] == 100.0
+
+
+def test_full_jitter_waits_that_part_of_the_backoff():
+    assert backoff(3, base=10.0, cap=360.0, fraction=0.25) == 10.0
+    assert backoff(9, base=10.0, cap=360.0, fraction=0.5) == 180.0
+    assert backoff(1, base=10.0, cap=360.0, fraction=0.0) == 0.0
+
+
+def test_retry_jitter_draws_the_fraction_and_off_waits_it_all(monkeypatch, tmp_path):
+    config = Config(socket=tmp_path / "s", state_dir=tmp_path, retry_backoff_base=10)
+    monkeypatch.setattr(steps.random, "random", lambda: 0.3)
+    assert steps.retry_delay({"attempt": 2}, config) == pytest.approx(6.0)
+    config.retry_jitter = False
+    assert steps.retry_delay({"attempt": 2}, config) == 20.0

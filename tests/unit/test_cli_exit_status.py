@@ -102,6 +102,7 @@ NO_OPTIONS = {
     "user": None,
     "priority": None,
     "after": (),
+    "retry_on": (),
 }
 
 
@@ -140,6 +141,7 @@ def test_every_option_reaches_the_spec():
         user="1000",
         priority=-3,
         after=("01JABC", "01JDEF:failed"),
+        retry_on=("lost", "exit:75,76", "not-exit:1"),
     )
     assert spec == {
         "image": "localhost/app",
@@ -160,6 +162,7 @@ def test_every_option_reaches_the_spec():
         "user": "1000",
         "priority": -3,
         "after": ["01JABC", "01JDEF:failed"],
+        "retry_on": {"reasons": ["lost", "exit"], "exit_codes": [75, 76], "not_exit_codes": [1]},
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0
@@ -210,3 +213,9 @@ def test_command_is_a_new_list():
 def test_a_relative_workspace_is_sent_as_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert build(workspace="src")["workspace"] == str(tmp_path / "src")
+
+
+@pytest.mark.parametrize("rule", ["exit:seventy", "weather:1", "not-exit:"])
+def test_a_bad_retry_on_rule_is_refused_before_sending(rule):
+    with pytest.raises(click.BadParameter, match="--retry-on|exit codes|a reason"):
+        build(retry_on=(rule,))

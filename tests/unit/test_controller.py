@@ -54,6 +54,8 @@ def world(tmp_path):
         max_concurrent=2,
         retry_backoff_base=10,
         retry_backoff_cap=60,
+        # The exact doubling; full jitter is test_retry_jitter's.
+        retry_jitter=False,
         orphan_grace=30,
     )
     yield store, podman, build(store, podman, config, clock), clock

@@ -41,6 +41,7 @@ def test_minimal_spec_gets_every_default():
         "priority": 0,
         "max_log_bytes": 0,
         "after": [],
+        "retry_on": None,
     }
 
 
@@ -68,6 +69,7 @@ def test_full_spec_is_normalized():
         "priority": -5,
         "max_log_bytes": "10k",
         "after": [{"id": "01JAAAAAAAAAAAAAAAAAAAAAAA", "condition": "failed"}],
+        "retry_on": {"reasons": ["exit", "lost"], "exit_codes": [75], "not_exit_codes": []},
     }
     assert spec.normalize(raw) == {
         **raw,
@@ -372,3 +374,27 @@ def test_bad_after_is_refused_naming_the_field(raw, message):
     with pytest.raises(InvalidParams, match=message) as caught:
         spec.normalize({"image": "alpine", "after": raw})
     assert caught.value.message.startswith("after:")
+
+
+def test_retry_on_defaults_to_the_reasons_retried_without_it():
+    assert spec.normalize({"image": "a", "retry_on": {"not_exit_codes": [2, 1, 2]}})[
+        "retry_on"
+    ] == {"reasons": ["exit", "oom", "lost"], "exit_codes": None, "not_exit_codes": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([75], "expected an object"),
+        ({"codes": [1]}, "unknown field"),
+        ({"reasons": ["exit", "weather"]}, "expected one of exit, oom, timeout, lost"),
+        ({"reasons": []}, "expected a list of reasons"),
+        ({"exit_codes": [256]}, "from 0 to 255"),
+        ({"exit_codes": "75"}, "expected a list of exit codes"),
+        ({"reasons": ["lost"], "exit_codes": [75]}, "add exit to reasons"),
+    ],
+)
+def test_bad_retry_on_is_refused_naming_the_field(raw, message):
+    with pytest.raises(InvalidParams, match=message) as caught:
+        spec.normalize({"image": "alpine", "retry_on": raw})
+    assert caught.value.message.startswith("retry_on")
