@@ -5,7 +5,7 @@ the request; tests and the scheduler thread may too. The service validates
 values, reads and writes the store, and wakes the controller; it never talks
 to Podman (the controller does) and knows nothing of sockets. The schedule.*
 use cases are agent/api/schedules.py's, removal and pruning removal.py's,
-job.wait and events.subscribe watching.py's.
+job.wait and events.subscribe watching.py's, job.release holding.py's.
 Each use case that reads what a job holds or changes it takes the caller
 (``peer``; None: the agent itself) and asks owners.py first.
 """
@@ -28,6 +28,7 @@ from agent.adapters.secrets import Credentials
 from agent.api import dependencies
 from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
+from agent.api.holding import Holding, submit_fields
 from agent.api.owners import OWNER, Owners
 from agent.api.peers import Peer
 from agent.api.removal import Removal
@@ -46,7 +47,7 @@ DROPPED_WAIT = 5.0
 MAX_LIST = 1000
 
 
-class Service(Removal, Watching):
+class Service(Removal, Watching, Holding):
     """The use cases; one instance per agent, shared by every connection's thread."""
 
     def __init__(
@@ -116,7 +117,8 @@ class Service(Removal, Watching):
         """Validate a spec, snapshot its workspace, and queue it as a new job.
 
         Args:
-            params: the spec, and the trigger (any with ``origin``: "schedule").
+            params: the spec, the trigger (any with ``origin``: "schedule"), and
+                ``hold``, ``not_before`` or ``delay`` (agent/api/holding.py).
             peer: the caller, who must be allowed to read the workspace.
             origin: for the scheduler only: job columns (``schedule``,
                 ``scheduled_for``, ``catch_up``) and ``schedule_update``, the
@@ -136,6 +138,7 @@ class Service(Removal, Watching):
         self.owners.require_secrets(peer, spec["secrets"])
         spec["after"] = dependencies.resolve_after(self.store, self.owners, spec["after"], peer)
         fields = dict(origin or {})
+        fields.update(submit_fields(params, time.time()))
         schedule_update = fields.pop("schedule_update", None)
         job_id = str(ULID())
         if spec["workspace"]:

@@ -118,6 +118,21 @@ def when(stamp: float | None) -> str:
 AFTER_PREFIX = 10
 
 
+def queued_text(job: dict[str, Any]) -> str:
+    """What holds a queued job back: `` (held)``, `` (after 01J...)`` (by a
+    prefix that still names each job), `` (not before 14:05:00)``, or nothing."""
+    waits = []
+    if job.get("held"):
+        waits.append("held")
+    if job.get("after"):
+        waits.append("after " + ", ".join(ref[:AFTER_PREFIX] for ref in job["after"]))
+    if job.get("not_before") and job["not_before"] > time.time():
+        waits.append(
+            "not before " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["not_before"]))
+        )
+    return f" ({'; '.join(waits)})" if waits else ""
+
+
 def status_text(job: dict[str, Any]) -> str:
     """``failed (exit, 3)``, ``succeeded (0)``, ``queued (after 01J...)``,
     ``cancelled (dependency)``, ``running``...; with ``, output cut``
@@ -131,9 +146,8 @@ def status_text(job: dict[str, Any]) -> str:
         text += " (0)"
     elif job["state"] == State.CANCELLED and job.get("reason"):
         text += f" ({job['reason']})"
-    elif job["state"] == State.QUEUED and job.get("after"):
-        # What it waits for, by a prefix that still names each job.
-        text += " (after " + ", ".join(ref[:AFTER_PREFIX] for ref in job["after"]) + ")"
+    elif job["state"] == State.QUEUED:
+        text += queued_text(job)
     # Output that is not all there is said wherever the status is shown.
     if job.get("log_dropped"):
         text += ", output cut"

@@ -66,9 +66,24 @@ class Client(Connection):
 
     # -- jobs ----------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any], *, trigger: str = m.DEFAULT_TRIGGER) -> types.Job:
-        """Queue ``spec`` as a new job; returns its record."""
-        return self.request(m.SUBMIT, m.SubmitParams(spec=spec, trigger=trigger))
+    def submit(
+        self,
+        spec: dict[str, Any],
+        *,
+        trigger: str = m.DEFAULT_TRIGGER,
+        hold: bool = False,
+        not_before: float | None = None,
+        delay: float | str | None = None,
+    ) -> types.Job:
+        """Queue ``spec`` as a new job (held, or not before a time); returns its record."""
+        params = m.SubmitParams(
+            spec=spec, trigger=trigger, hold=hold, not_before=not_before, delay=delay
+        )
+        return self.request(m.SUBMIT, params)
+
+    def release(self, job_id: str) -> types.Job:
+        """Let a held job start."""
+        return self.request(m.RELEASE, m.JobRef(id=job_id))
 
     def get(self, job_id: str) -> types.JobDetail:
         return self.request(m.GET, m.JobRef(id=job_id))

@@ -35,6 +35,7 @@ SCHEDULE_LIST = "schedule.list"
 SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 EXPORT = "job.export"
+RELEASE = "job.release"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -63,6 +64,12 @@ class NoParams:
 class SubmitParams:
     spec: dict[str, Any]
     trigger: str = DEFAULT_TRIGGER
+    #: Queued, but never admitted until ``job.release``.
+    hold: bool = False
+    #: Admitted no earlier than this time (seconds since the epoch)...
+    not_before: float | None = None
+    #: ...or than this long after the submit (seconds, or a duration like "10m").
+    delay: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +222,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
     Method(EXPORT, ExportParams, types.Exported),
+    Method(RELEASE, JobRef, types.Job),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

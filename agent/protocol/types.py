@@ -68,7 +68,11 @@ class Job(TypedDict):
     submitted_at: float
     started_at: float | None
     ended_at: float | None
+    #: Not admitted before this time: a retry's backoff, or the submit's
+    #: ``not_before``/``delay``.
     not_before: float | None
+    #: Submitted with ``hold``, and not released yet.
+    held: bool
     stop_reason: str | None
     stop_sent_at: float | None
     submitter_uid: int | None
@@ -134,6 +138,8 @@ class JobSummary(TypedDict):
     container: str
     log_lost: int | None
     log_dropped: int | None
+    not_before: float | None
+    held: bool
 
 
 class JobPage(TypedDict):

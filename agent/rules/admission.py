@@ -3,7 +3,8 @@
 Kept apart from the controller so the capacity rules can be tested without
 Podman: a global ``max_concurrent``, optional per-name limits, priority first,
 then submission order (ULIDs sort by time), retry backoff (``not_before``), and
-jobs held back by the caller (waiting for dependencies: agent/rules/dependencies.py).
+jobs held back by the caller (waiting for dependencies: agent/rules/dependencies.py)
+and jobs submitted held (``held``: until released).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def admit(
         (
             j
             for j in jobs
-            if j["state"] == State.QUEUED and not j["cancel_requested"] and j["id"] not in held
+            if j["state"] == State.QUEUED
+            and not j["cancel_requested"]
+            and not j.get("held")
+            and j["id"] not in held
         ),
         key=lambda j: (-j["priority"], j["id"]),
     )

@@ -206,6 +206,29 @@ class Jobs(JobQueries):
         self.feed.publish(event)
         return job_dict(job)
 
+    def release(self, job_id: str, detail: dict[str, Any]) -> dict[str, Any]:
+        """Let a held job be admitted (``--hold``); ``detail`` goes in the event.
+
+        Returns:
+            The job's record.
+
+        Raises:
+            NoSuchJob; InvalidTransition: it is not a held, queued job.
+        """
+        now = time.time()
+        with self.writing():
+            job = self._job_row(job_id)
+            if not job.held or job.state != State.QUEUED:
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state} and not held; there is nothing to release",
+                    {"state": job.state},
+                )
+            job.held = False
+            job.save()
+            event = self._event(job, "released", None, detail, now)
+        self.feed.publish(event)
+        return job_dict(job)
+
     def update(self, job_id: str, **fields: Any) -> None:
         """Change columns that are not the state (log tail, deadlines)."""
         Job = self.models.Job

@@ -85,12 +85,16 @@ def _v3_to_v4(db: pw.Database) -> None:
 
 def _v4_to_v5(db: pw.Database) -> None:
     """Workflow control (schema 5): dependencies between jobs in a table of
-    their own, and why each failed attempt was or was not retried.
+    their own, why each failed attempt was or was not retried, and holding.
 
     No job stored before version 5 has an ``after``, so ``job_dependency``
     starts empty; older attempts have no ``retry`` note.
     """
-    migrate(SqliteMigrator(db).add_column("attempt", "retry", pw.TextField(null=True)))
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("attempt", "retry", pw.TextField(null=True)),
+        migrator.add_column("job", "held", pw.BooleanField(null=True)),
+    )
     bind(db).Dependency.create_table()
 
 

@@ -125,6 +125,8 @@ def bind(db: pw.Database) -> Models:
         log_lost = pw.IntegerField(null=True)
         # Schema 3: output bytes dropped past the job's max_log_bytes (all attempts).
         log_dropped = pw.IntegerField(null=True)
+        # Schema 5: submitted held (``--hold``): never admitted until released.
+        held = pw.BooleanField(null=True)
 
         class Meta:
             # Schema 4: a state or name filter reads its jobs in ID order from the

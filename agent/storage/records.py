@@ -33,6 +33,7 @@ def job_dict(job) -> dict[str, Any]:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "not_before": job.not_before,
+        "held": bool(job.held),
         "stop_reason": job.stop_reason,
         "stop_sent_at": job.stop_sent_at,
         "submitter_uid": job.submitter_uid,
@@ -70,6 +71,8 @@ SUMMARY_COLUMNS = (
     "catch_up",
     "log_lost",
     "log_dropped",
+    "not_before",
+    "held",
 )
 
 
@@ -83,6 +86,7 @@ def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
     out = {column: row[column] for column in SUMMARY_COLUMNS}
     out["cancel_requested"] = bool(out["cancel_requested"])
     out["catch_up"] = bool(out["catch_up"])
+    out["held"] = bool(out["held"])
     out["image"] = row["image"]
     out["command"] = json.loads(row["command"] or "[]")
     # The jobs it waits for (``after``), by ID: ``chooctl ps`` names them.

@@ -215,3 +215,9 @@ def test_retry_jitter_draws_the_fraction_and_off_waits_it_all(monkeypatch, tmp_p
     assert steps.retry_delay({"attempt": 2}, config) == pytest.approx(6.0)
     config.retry_jitter = False
     assert steps.retry_delay({"attempt": 2}, config) == 20.0
+
+
+def test_held_jobs_and_jobs_held_back_are_never_admitted_and_take_no_capacity():
+    jobs = [job("01A"), {**job("01B"), "held": True}, job("01C"), job("01D")]
+    chosen = admit(jobs, max_concurrent=2, name_limits={}, now=NOW, held={"01A"})
+    assert ids(chosen) == ["01C", "01D"]

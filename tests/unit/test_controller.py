@@ -391,3 +391,39 @@ def test_a_job_started_before_a_restart_times_out_by_its_recorded_start(world):
     clock.now += 10
     restarted.reconcile()
     assert podman.signals == [(podman.containers[job].id, "SIGTERM")]
+
+
+def test_retry_on_lost_leaves_an_oom_kill_final_and_says_why(world):
+    store, podman, controller, clock = world
+    rule = {"reasons": ["exit", "lost"], "exit_codes": [75], "not_exit_codes": []}
+    job = submit(store, retries=2, retry_on=rule)
+    controller.reconcile()
+    podman.exit(job, 137, oom=True)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"], record["retries_left"]) == ("failed", "oom", 2)
+    assert store.attempts(job)[0]["retry"] == (
+        "not retried: oom is not retried (not in retry_on.reasons)"
+    )
+
+
+def test_retry_on_an_exit_code_retries_it_and_records_the_rule(world):
+    store, podman, controller, clock = world
+    rule = {"reasons": ["exit"], "exit_codes": [75], "not_exit_codes": []}
+    job = submit(store, retries=1, retry_on=rule)
+    controller.reconcile()
+    podman.exit(job, 75)
+    controller.reconcile()
+    assert store.get(job)["state"] == "queued"
+    assert store.events(job)[-1]["detail"]["retry"] == (
+        "retried: exit code 75 is in retry_on.exit_codes (1 retries left)"
+    )
+    clock.now += 10
+    controller.reconcile()
+    podman.exit(job, 75)
+    controller.reconcile()
+    assert store.get(job)["state"] == "failed"
+    assert [a["retry"] for a in store.attempts(job)] == [
+        "retried: exit code 75 is in retry_on.exit_codes (1 retries left)",
+        "not retried: exit code 75 is in retry_on.exit_codes, but no retries are left",
+    ]
