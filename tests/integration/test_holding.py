@@ -19,7 +19,7 @@ def submit(agent, *args):
 
 
 def test_a_held_job_starts_only_once_released_and_across_a_restart(agent, image):
-    held = submit(agent, "--hold", image, "echo released")
+    held = submit(agent, "--hold", image, "echo", "released")
     # A job submitted after it runs first: the held one takes no turn.
     other = submit(agent, image, "sh", "-c", HOLD)
     agent.wait_state(other, "running")
