@@ -84,6 +84,8 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
     protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
     protocol.RELEASE: lambda call, params: call.service.release(params, peer=call.peer),
+    protocol.RERUN: lambda call, params: call.service.rerun(params, peer=call.peer),
+    protocol.RERUN_FAILED: lambda call, params: call.service.rerun_failed(params, peer=call.peer),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

@@ -5,7 +5,8 @@ the request; tests and the scheduler thread may too. The service validates
 values, reads and writes the store, and wakes the controller; it never talks
 to Podman (the controller does) and knows nothing of sockets. The schedule.*
 use cases are agent/api/schedules.py's, removal and pruning removal.py's,
-job.wait and events.subscribe watching.py's, job.release holding.py's.
+job.wait and events.subscribe watching.py's, job.release holding.py's,
+job.rerun and job.rerun_failed reruns.py's.
 Each use case that reads what a job holds or changes it takes the caller
 (``peer``; None: the agent itself) and asks owners.py first.
 """
@@ -32,6 +33,7 @@ from agent.api.holding import Holding, submit_fields
 from agent.api.owners import OWNER, Owners
 from agent.api.peers import Peer
 from agent.api.removal import Removal
+from agent.api.reruns import Reruns
 from agent.api.watching import Watching
 from agent.config import Config
 from agent.protocol import methods, types
@@ -47,7 +49,7 @@ DROPPED_WAIT = 5.0
 MAX_LIST = 1000
 
 
-class Service(Removal, Watching, Holding):
+class Service(Removal, Watching, Holding, Reruns):
     """The use cases; one instance per agent, shared by every connection's thread."""
 
     def __init__(
@@ -120,9 +122,10 @@ class Service(Removal, Watching, Holding):
             params: the spec, the trigger (any with ``origin``: "schedule"), and
                 ``hold``, ``not_before`` or ``delay`` (agent/api/holding.py).
             peer: the caller, who must be allowed to read the workspace.
-            origin: for the scheduler only: job columns (``schedule``,
-                ``scheduled_for``, ``catch_up``) and ``schedule_update``, the
-                schedule change stored in the job's own transaction.
+            origin: for the scheduler and reruns only: job columns (``schedule``,
+                ``scheduled_for``, ``catch_up``, ``rerun_of``), ``schedule_update``,
+                the schedule change stored in the job's own transaction, and
+                ``workspace_from``, a snapshot of the agent's to copy instead.
 
         Raises:
             InvalidParams: a bad spec or trigger, or an ``after`` naming no job or
@@ -140,9 +143,10 @@ class Service(Removal, Watching, Holding):
         fields = dict(origin or {})
         fields.update(submit_fields(params, time.time()))
         schedule_update = fields.pop("schedule_update", None)
+        reused = fields.pop("workspace_from", None)
         job_id = str(ULID())
         if spec["workspace"]:
-            fields.update(self._snapshot(job_id, spec["workspace"], peer))
+            fields.update(self._snapshot(job_id, spec["workspace"], peer, reused))
         try:
             job = self.store.add_job(
                 spec,
@@ -167,8 +171,11 @@ class Service(Removal, Watching, Holding):
             raise InvalidParams("workspace: this agent keeps no job files")
         return self.files.check_workspace(path, peer.uid if peer else None)
 
-    def _snapshot(self, job_id: str, path: str, peer: Peer | None) -> dict[str, Any]:
-        source = self.check_workspace(path, peer)
+    def _snapshot(
+        self, job_id: str, path: str, peer: Peer | None, reused: str | None = None
+    ) -> dict[str, Any]:
+        # An earlier job's snapshot (a rerun) is the agent's own: not checked again.
+        source = Path(reused) if reused else self.check_workspace(path, peer)
         dest, size = self.files.snapshot(job_id, source)
         return {"workspace": str(dest), "workspace_size": size}
 

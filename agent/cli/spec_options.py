@@ -129,7 +129,12 @@ def spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.argument("image")(fn)
 
 
-def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+def pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    """``("A=1", "B")`` as ``{"A": "1", "B": <the caller's $B>}`` (for env only).
+
+    Raises:
+        click.BadParameter: an item is not KEY=VALUE.
+    """
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -178,11 +183,11 @@ def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> di
     """
     spec: dict[str, Any] = {"image": image, "command": list(command)}
     if opts["env"]:
-        spec["env"] = _pairs(opts["env"], "env")
+        spec["env"] = pairs(opts["env"], "env")
     if opts["secrets"]:
         spec["secrets"] = list(opts["secrets"])
     if opts["labels"]:
-        spec["labels"] = _pairs(opts["labels"], "label")
+        spec["labels"] = pairs(opts["labels"], "label")
     resources = {k: opts[k] for k in ("memory", "cpus", "pids") if opts[k] is not None}
     if resources:
         spec["resources"] = resources

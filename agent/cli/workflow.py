@@ -1,4 +1,4 @@
-"""chooctl's workflow commands (release) and the start-time options of run and
+"""chooctl's workflow commands (release, rerun) and the start-time options of run and
 submit (``--not-before``, ``--delay``), with the parsing of a TIME."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from agent.cli.group import connect
+from agent.cli.spec_options import pairs
 
 _TIME_HELP = (
     "an ISO 8601 date and time (2026-12-24T18:00, local time unless it names a zone) "
@@ -84,4 +85,44 @@ def release(ctx: click.Context, job_id: str) -> None:
     click.echo(job["id"])
 
 
-COMMANDS = (release,)
+@click.command()
+@click.argument("job_id", metavar="[ID]", required=False)
+@click.option(
+    "--failed", is_flag=True, help="Rerun every failed job not rerun yet (instead of ID)."
+)
+@click.option("--since", metavar="DURATION", help="With --failed: submitted in the last DURATION.")
+@click.option("--name", help="With --failed: only jobs of this name.")
+@click.option(
+    "-e",
+    "--env",
+    "env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a variable in the rerun's environment (repeatable).",
+)
+@click.pass_context
+def rerun(
+    ctx: click.Context,
+    job_id: str | None,
+    failed: bool,
+    since: str | None,
+    name: str | None,
+    env: tuple[str, ...],
+) -> None:
+    """Submit job ID's spec again as a new job and print its ID (or, with
+    --failed, those of every failed job's rerun)."""
+    if (job_id is None) == (not failed):
+        raise click.UsageError("give a job ID or --failed, not both")
+    if job_id is not None and (since or name):
+        raise click.UsageError("--since and --name go with --failed")
+    variables = pairs(env, "env") or None
+    with connect(ctx) as client:
+        if job_id is not None:
+            jobs = [client.rerun(job_id, env=variables)]
+        else:
+            jobs = client.rerun_failed(since=since, name=name, env=variables)["jobs"]
+    for job in jobs:
+        click.echo(job["id"])
+
+
+COMMANDS = (release, rerun)

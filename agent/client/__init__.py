@@ -81,6 +81,20 @@ class Client(Connection):
         )
         return self.request(m.SUBMIT, params)
 
+    def rerun(self, job_id: str, *, env: dict[str, str] | None = None) -> types.Job:
+        """Submit a job's spec again as a new job (``rerun_of`` it)."""
+        return self.request(m.RERUN, m.RerunParams(id=job_id, env=env))
+
+    def rerun_failed(
+        self,
+        *,
+        since: float | str | None = None,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> types.Reruns:
+        """Rerun every failed job not rerun yet (of ``name``, submitted since ``since``)."""
+        return self.request(m.RERUN_FAILED, m.RerunFailedParams(since=since, name=name, env=env))
+
     def release(self, job_id: str) -> types.Job:
         """Let a held job start."""
         return self.request(m.RELEASE, m.JobRef(id=job_id))

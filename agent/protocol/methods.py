@@ -36,6 +36,8 @@ SCHEDULE_REMOVE = "schedule.remove"
 SCHEDULE_TRIGGER = "schedule.trigger"
 EXPORT = "job.export"
 RELEASE = "job.release"
+RERUN = "job.rerun"
+RERUN_FAILED = "job.rerun_failed"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -70,6 +72,21 @@ class SubmitParams:
     not_before: float | None = None
     #: ...or than this long after the submit (seconds, or a duration like "10m").
     delay: float | str | None = None
+
+
+@dataclass(frozen=True)
+class RerunParams:
+    id: str
+    #: Variables to set (or change) in the rerun's environment.
+    env: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RerunFailedParams:
+    #: Only jobs submitted this long ago or since (seconds or a duration).
+    since: float | str | None = None
+    name: str | None = None
+    env: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +240,8 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
     Method(EXPORT, ExportParams, types.Exported),
     Method(RELEASE, JobRef, types.Job),
+    Method(RERUN, RerunParams, types.Job),
+    Method(RERUN_FAILED, RerunFailedParams, types.Reruns),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

@@ -73,6 +73,8 @@ class Job(TypedDict):
     not_before: float | None
     #: Submitted with ``hold``, and not released yet.
     held: bool
+    #: The job this one reruns (trigger ``rerun``), or None.
+    rerun_of: str | None
     stop_reason: str | None
     stop_sent_at: float | None
     submitter_uid: int | None
@@ -140,6 +142,12 @@ class JobSummary(TypedDict):
     log_dropped: int | None
     not_before: float | None
     held: bool
+
+
+class Reruns(TypedDict):
+    """``job.rerun_failed``: the new jobs, each with ``rerun_of`` set."""
+
+    jobs: list[Job]
 
 
 class JobPage(TypedDict):

@@ -85,7 +85,8 @@ def _v3_to_v4(db: pw.Database) -> None:
 
 def _v4_to_v5(db: pw.Database) -> None:
     """Workflow control (schema 5): dependencies between jobs in a table of
-    their own, why each failed attempt was or was not retried, and holding.
+    their own, why each failed attempt was or was not retried, holding, and
+    the job a rerun reruns.
 
     No job stored before version 5 has an ``after``, so ``job_dependency``
     starts empty; older attempts have no ``retry`` note.
@@ -94,6 +95,8 @@ def _v4_to_v5(db: pw.Database) -> None:
     migrate(
         migrator.add_column("attempt", "retry", pw.TextField(null=True)),
         migrator.add_column("job", "held", pw.BooleanField(null=True)),
+        migrator.add_column("job", "rerun_of", pw.CharField(null=True)),
+        migrator.add_index("job", ("rerun_of",), False),
     )
     bind(db).Dependency.create_table()
 

@@ -127,6 +127,8 @@ def bind(db: pw.Database) -> Models:
         log_dropped = pw.IntegerField(null=True)
         # Schema 5: submitted held (``--hold``): never admitted until released.
         held = pw.BooleanField(null=True)
+        # Schema 5: the job this one reruns (``chooctl rerun``).
+        rerun_of = pw.CharField(null=True, index=True)
 
         class Meta:
             # Schema 4: a state or name filter reads its jobs in ID order from the

@@ -192,6 +192,26 @@ class JobQueries(Database):
         )
         return [row[0] for row in query.tuples()]
 
+    def unrerun_failures(
+        self, *, since: float | None, name: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Failed jobs no job reruns yet, oldest first (``rerun --failed``).
+
+        Args:
+            since: only jobs made at this time or later, by their ID.
+            name: only jobs of this name.
+            limit: at most this many.
+        """
+        Job = self.models.Job
+        Rerun = Job.alias("rerun")
+        reruns = Rerun.select(Rerun.rerun_of).where(Rerun.rerun_of.is_null(False))
+        query = Job.select().where((Job.state == State.FAILED) & Job.id.not_in(reruns))
+        if since is not None:
+            query = query.where(Job.id >= first_id_at(since))
+        if name is not None:
+            query = query.where(Job.name == name)
+        return [job_dict(job) for job in query.order_by(Job.id).limit(limit)]
+
     def states_of(self, job_ids: Iterable[str]) -> dict[str, str]:
         """The state of each of these jobs that exists (one missing was removed)."""
         Job = self.models.Job

@@ -34,6 +34,7 @@ def job_dict(job) -> dict[str, Any]:
         "ended_at": job.ended_at,
         "not_before": job.not_before,
         "held": bool(job.held),
+        "rerun_of": job.rerun_of,
         "stop_reason": job.stop_reason,
         "stop_sent_at": job.stop_sent_at,
         "submitter_uid": job.submitter_uid,
