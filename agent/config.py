@@ -65,6 +65,7 @@ RELOADABLE = frozenset(
         "queue_limit",
         "name_limits",
         "default_timeout",
+        "idle_timeout",
         "default_stop_timeout",
         "max_log_bytes",
         "log_limit_action",
@@ -164,6 +165,8 @@ class Config:
     queue_limit: int = 1000
     name_limits: dict[str, int] = field(default_factory=dict)
     default_timeout: float = 0.0
+    #: Stop a running job that printed nothing for this long (reason stalled; 0: never).
+    idle_timeout: float = 0.0
     default_stop_timeout: float = DEFAULT_STOP_TIMEOUT
     #: Output each attempt of a job keeps when its spec names no max_log_bytes (0: no cap).
     max_log_bytes: int = 0

@@ -63,4 +63,6 @@ def job_spec(raw: Any, config: Config) -> dict[str, Any]:
     )
     if raw.get("stop_timeout") is None:
         spec["stop_timeout"] = config.default_stop_timeout
+    if raw.get("idle_timeout") is None:
+        spec["idle_timeout"] = config.idle_timeout or None
     return spec

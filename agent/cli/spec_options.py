@@ -56,6 +56,12 @@ _OPTIONS = [
         help="Stop the job after this long (e.g. 90, 30m, 2h); it fails with reason timeout.",
     ),
     click.option(
+        "--idle-timeout",
+        metavar="DURATION",
+        help="Stop the job when it prints nothing for this long (e.g. 10m); it fails with"
+        " reason stalled (default: the agent's idle_timeout, off unless set).",
+    ),
+    click.option(
         "--stop-timeout",
         metavar="DURATION",
         help=f"Grace between SIGTERM and SIGKILL (default {DEFAULT_STOP_TIMEOUT:g}s).",
@@ -110,6 +116,7 @@ _OPTIONS = [
 _PLAIN = (
     "name",
     "timeout",
+    "idle_timeout",
     "stop_timeout",
     "max_log_bytes",
     "pull",

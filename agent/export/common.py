@@ -139,6 +139,11 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "a snapshot of a directory of this host cannot travel with the job; "
             "build it into the image or fetch it in the command",
         )
+    if spec.get("idle_timeout"):
+        losses.lose(
+            "idle_timeout",
+            "neither target stops a job for printing nothing; use a liveness probe or a timeout",
+        )
     if spec.get("retry_on"):
         losses.lose(
             "retry_on",

@@ -214,6 +214,7 @@ def normalize(
         "workdir": None,
         "user": None,
         "timeout": default_timeout,
+        "idle_timeout": None,
         "stop_timeout": DEFAULT_STOP_TIMEOUT,
         "resources": {},
         "pull": DEFAULT_PULL,
@@ -248,6 +249,8 @@ def normalize(
         spec["user"] = _string(raw["user"], "user")
     if raw.get("timeout") is not None:
         spec["timeout"] = parse_duration(raw["timeout"], "timeout") or None
+    if raw.get("idle_timeout") is not None:
+        spec["idle_timeout"] = parse_duration(raw["idle_timeout"], "idle_timeout") or None
     if raw.get("stop_timeout") is not None:
         spec["stop_timeout"] = parse_duration(raw["stop_timeout"], "stop_timeout")
     if raw.get("max_log_bytes") is not None:
@@ -281,6 +284,7 @@ FIELDS = (
     "workspace",
     "user",
     "timeout",
+    "idle_timeout",
     "stop_timeout",
     "max_log_bytes",
     "resources",

@@ -39,6 +39,8 @@ class Reason(StrEnum):
     #: A job it waited for (``after``) ended in a way that can no longer meet
     #: the condition (cancelled, never started).
     DEPENDENCY = "dependency"
+    #: Printed nothing for its ``idle_timeout``: stopped like a timeout.
+    STALLED = "stalled"
 
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})

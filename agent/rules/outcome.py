@@ -116,7 +116,7 @@ def decide(
 
     Args:
         stop_reason: the stop the agent sent the container (``"cancel"``,
-            ``"timeout"``, ``"log_limit"`` or ``"shutdown"``), or None.
+            ``"timeout"``, ``"stalled"``, ``"log_limit"`` or ``"shutdown"``), or None.
         cancel_requested: a client asked to cancel the job (a stop may not
             have been sent yet).
         retries_left: how many more attempts the job may make.
@@ -148,6 +148,8 @@ def decide(
     if stop_reason == "timeout":
         # Final unless retry_on names it.
         return _failed(Reason.TIMEOUT, exit_code, retries_left, retry_on)
+    if stop_reason == Reason.STALLED:
+        return _failed(Reason.STALLED, exit_code, retries_left, retry_on)
     if stop_reason == "log_limit":
         note = "not retried: log_limit is never retried"
         return Outcome(State.FAILED, Reason.LOG_LIMIT, Reason.LOG_LIMIT, note)

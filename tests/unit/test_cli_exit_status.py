@@ -92,6 +92,7 @@ NO_OPTIONS = {
     "pids": None,
     "name": None,
     "timeout": None,
+    "idle_timeout": None,
     "stop_timeout": None,
     "max_log_bytes": None,
     "pull": None,

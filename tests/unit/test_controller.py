@@ -427,3 +427,38 @@ def test_retry_on_an_exit_code_retries_it_and_records_the_rule(world):
         "retried: exit code 75 is in retry_on.exit_codes (1 retries left)",
         "not retried: exit code 75 is in retry_on.exit_codes, but no retries are left",
     ]
+
+
+def test_a_job_silent_past_its_idle_timeout_is_stopped_and_fails_stalled(world):
+    store, podman, controller, clock = world
+    job = submit(store, idle_timeout=30)
+    controller.reconcile()
+    log = controller.launcher.logs.path(job, 1)
+    log.write_bytes(b"line 1\n")
+    assert controller.reconcile() == clock.now + 30  # counted from the last growth seen
+    clock.now += 20
+    with log.open("ab") as out:
+        out.write(b"line 2\n")  # it printed: the window starts again
+    assert controller.reconcile() == clock.now + 30
+    clock.now += 29
+    controller.reconcile()
+    assert podman.signals == []
+    clock.now += 1
+    controller.reconcile()
+    cid = podman.containers[job].id
+    assert podman.signals == [(cid, "SIGTERM")]
+    assert store.get(job)["stop_reason"] == "stalled"
+    podman.exit(job, 143)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"]) == ("failed", "stalled")
+
+
+def test_the_earlier_of_timeout_and_idle_timeout_wakes_the_loop(world):
+    store, podman, controller, clock = world
+    job = submit(store, timeout=20, idle_timeout=30)
+    controller.reconcile()
+    assert controller.reconcile() == clock.now + 20
+    clock.now += 20
+    controller.reconcile()
+    assert store.get(job)["stop_reason"] == "timeout"

@@ -32,6 +32,7 @@ def test_minimal_spec_gets_every_default():
         "workspace": None,
         "user": None,
         "timeout": None,
+        "idle_timeout": None,
         "stop_timeout": 10.0,
         "resources": {},
         "pull": "missing",
@@ -60,6 +61,7 @@ def test_full_spec_is_normalized():
         "workspace": "/home/me/project",
         "user": "1000:1000",
         "timeout": "2h",
+        "idle_timeout": "10m",
         "stop_timeout": 3,
         "resources": {"memory": "512m", "cpus": 2, "pids": 100},
         "pull": "always",
@@ -75,6 +77,7 @@ def test_full_spec_is_normalized():
         **raw,
         "max_log_bytes": 10 * 1024,
         "timeout": 7200.0,
+        "idle_timeout": 600.0,
         "stop_timeout": 3.0,
         "resources": {"memory": 512 * MIB, "cpus": 2.0, "pids": 100},
     }
