@@ -67,6 +67,7 @@ RELOADABLE = frozenset(
         "queue_limit",
         "name_limits",
         "default_timeout",
+        "idle_timeout",
         "default_stop_timeout",
         "max_log_bytes",
         "log_limit_action",
@@ -78,6 +79,7 @@ RELOADABLE = frozenset(
         "orphan_grace",
         "retry_backoff_base",
         "retry_backoff_cap",
+        "retry_jitter",
         "allowed_users",
         "allowed_groups",
         "admin_groups",
@@ -180,6 +182,8 @@ class Config:
     queue_limit: int = 1000
     name_limits: dict[str, int] = field(default_factory=dict)
     default_timeout: float = 0.0
+    #: Stop a running job that printed nothing for this long (reason stalled; 0: never).
+    idle_timeout: float = 0.0
     default_stop_timeout: float = DEFAULT_STOP_TIMEOUT
     #: Output each attempt of a job keeps when its spec names no max_log_bytes (0: no cap).
     max_log_bytes: int = 0
@@ -202,6 +206,8 @@ class Config:
     orphan_grace: float = 30.0
     retry_backoff_base: float = 10.0
     retry_backoff_cap: float = 360.0
+    #: Full jitter: wait a random part of each retry's backoff (off: the exact doubling).
+    retry_jitter: bool = True
     socket_group: str = "choo"
     allowed_users: list[str] = field(default_factory=list)
     allowed_groups: list[str] = field(default_factory=list)

@@ -69,4 +69,6 @@ def job_spec(raw: Any, config: Config) -> dict[str, Any]:
             raise InvalidParams(
                 f"notify: no target named {rule['target']!r} (the agent's notify_targets: {known})"
             )
+    if raw.get("idle_timeout") is None:
+        spec["idle_timeout"] = config.idle_timeout or None
     return spec

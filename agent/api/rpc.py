@@ -92,6 +92,9 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.IMAGE_PRUNE: lambda call, params: prune_images(call.service, peer=call.peer),
     protocol.CACHE_LIST: lambda call, params: list_caches(call.service),
     protocol.CACHE_REMOVE: lambda call, params: remove_caches(call.service, params),
+    protocol.RELEASE: lambda call, params: call.service.release(params, peer=call.peer),
+    protocol.RERUN: lambda call, params: call.service.rerun(params, peer=call.peer),
+    protocol.RERUN_FAILED: lambda call, params: call.service.rerun_failed(params, peer=call.peer),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

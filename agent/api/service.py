@@ -5,7 +5,8 @@ the request; tests and the scheduler thread may too. The service validates
 values, reads and writes the store, and wakes the controller; it never talks
 to Podman (the controller does) and knows nothing of sockets. The schedule.*
 use cases are agent/api/schedules.py's, removal and pruning removal.py's,
-job.wait and events.subscribe watching.py's.
+job.wait and events.subscribe watching.py's, job.release holding.py's,
+job.rerun and job.rerun_failed reruns.py's.
 Each use case that reads what a job holds or changes it takes the caller
 (``peer``; None: the agent itself) and asks owners.py first.
 """
@@ -27,11 +28,14 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman.caches import Caches
 from agent.adapters.secrets import Credentials
 from agent.adapters.snapshot import Reader
+from agent.api import dependencies
 from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
+from agent.api.holding import Holding, submit_fields
 from agent.api.owners import OWNER, Owners
 from agent.api.peers import Peer
 from agent.api.removal import Removal
+from agent.api.reruns import Reruns
 from agent.api.watching import Watching
 from agent.config import Config
 from agent.protocol import methods, types
@@ -48,7 +52,7 @@ DROPPED_WAIT = 5.0
 MAX_LIST = 1000
 
 
-class Service(Removal, Watching):
+class Service(Removal, Watching, Holding, Reruns):
     """The use cases; one instance per agent, shared by every connection's thread."""
 
     def __init__(
@@ -125,14 +129,17 @@ class Service(Removal, Watching):
         """Validate a spec, snapshot its workspace, and queue it as a new job.
 
         Args:
-            params: the spec, and the trigger (any with ``origin``: "schedule").
+            params: the spec, the trigger (any with ``origin``: "schedule"), and
+                ``hold``, ``not_before`` or ``delay`` (agent/api/holding.py).
             peer: the caller, who must be allowed to read the workspace.
-            origin: for the scheduler only: job columns (``schedule``,
-                ``scheduled_for``, ``catch_up``) and ``schedule_update``, the
-                schedule change stored in the job's own transaction.
+            origin: for the scheduler and reruns only: job columns (``schedule``,
+                ``scheduled_for``, ``catch_up``, ``rerun_of``), ``schedule_update``,
+                the schedule change stored in the job's own transaction, and
+                ``workspace_from``, a snapshot of the agent's to copy instead.
 
         Raises:
-            InvalidParams: a bad spec or trigger; QueueFull: ``queue_limit`` reached;
+            InvalidParams: a bad spec or trigger, or an ``after`` naming no job or
+            one already ended otherwise; QueueFull: ``queue_limit`` reached;
             Unauthorized: a credential ``secret_access`` does not grant ``peer``.
             StorageError: ``max_files_bytes`` reached or the disk is full.
         """
@@ -143,13 +150,16 @@ class Service(Removal, Watching):
             )
         spec = job_spec(raw, self.config)
         self.owners.require_secrets(peer, spec["secrets"])
+        spec["after"] = dependencies.resolve_after(self.store, self.owners, spec["after"], peer)
         fields = dict(origin or {})
+        fields.update(submit_fields(params, time.time()))
         schedule_update = fields.pop("schedule_update", None)
+        reused = fields.pop("workspace_from", None)
         job_id = str(ULID())
         if self.files is not None:
             self.files.check_room()  # max_files_bytes: its archive will need room too
         if spec["workspace"]:
-            fields.update(self._snapshot(job_id, spec["workspace"], peer))
+            fields.update(self._snapshot(job_id, spec["workspace"], peer, reused))
         try:
             job = self.store.add_job(
                 spec,
@@ -174,13 +184,18 @@ class Service(Removal, Watching):
             raise InvalidParams("workspace: this agent keeps no job files")
         return self.files.check_workspace(path, peer.uid if peer else None)
 
-    def _snapshot(self, job_id: str, path: str, peer: Peer | None) -> dict[str, Any]:
-        source = self.check_workspace(path, peer)
-        reader = None
-        if peer is not None and peer.uid is not None:
-            gid, groups = getattr(peer, "gid", None), getattr(peer, "groups", ())
-            reader = Reader.of(peer.uid, gid, tuple(groups))
-        dest, size = self.files.snapshot(job_id, source, reader)
+    def _snapshot(
+        self, job_id: str, path: str, peer: Peer | None, reused: str | None = None
+    ) -> dict[str, Any]:
+        if reused:  # an earlier job's snapshot (a rerun) is the agent's own: not checked again
+            dest, size = self.files.snapshot(job_id, Path(reused), None)
+        else:
+            source = self.check_workspace(path, peer)
+            reader = None
+            if peer is not None and peer.uid is not None:
+                gid, groups = getattr(peer, "gid", None), getattr(peer, "groups", ())
+                reader = Reader.of(peer.uid, gid, tuple(groups))
+            dest, size = self.files.snapshot(job_id, source, reader)
         return {"workspace": str(dest), "workspace_size": size}
 
     # -- artifacts -----------------------------------------------------------
@@ -216,6 +231,7 @@ class Service(Removal, Watching):
         job["attempts"] = self.store.attempts(full)
         job["events"] = self.store.events(full)
         job["notifications"] = self.store.notifications(full)
+        job["dependencies"] = dependencies.describe(self.store, job)
         return self.owners.shown(peer, job)
 
     def _visible(self, job_id: str, peer: Peer | None) -> dict[str, Any]:
@@ -292,9 +308,9 @@ class Service(Removal, Watching):
             )
         if job["state"] == State.QUEUED:
             try:
-                return self.store.transition(
-                    full, State.CANCELLED, expect=[State.QUEUED], detail=by
-                )
+                job = self.store.transition(full, State.CANCELLED, expect=[State.QUEUED], detail=by)
+                self.wake()  # its waiters (``after``) may now be cancelled too
+                return job
             except InvalidTransition:
                 pass  # the controller started it meanwhile: stop it like a running one
         job = self.store.request_cancel(full, detail=by)

@@ -3,8 +3,8 @@
 Every command talks to the agent through agent.client; nothing here touches
 the database or Podman. The commands live by group: jobs.py (run, submit,
 ps, inspect, logs, wait, cancel), manage.py (rm, prune, artifacts, info,
-events, completion), schedules.py (schedule ...), export.py (export), caches.py
-(cache ls, cache rm). Exit status follows
+events, completion), workflow.py (release, rerun), schedules.py (schedule ...),
+export.py (export), caches.py (cache ls, cache rm). Exit status follows
 ``podman run`` (output.py): the job's own exit code where there is one, 125
 when chooctl or the agent fails, 126/127 when the job's command could not be
 run / was not found, 130 after Ctrl-C.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import click
 
 from agent import __version__
-from agent.cli import caches, export, jobs, manage, schedules
+from agent.cli import caches, export, jobs, manage, schedules, workflow
 from agent.cli.group import ChooGroup
 from agent.cli.metrics import metrics
 from agent.cli.output import EXIT_CANNOT_RUN, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND
@@ -41,6 +41,7 @@ def main(ctx: click.Context, socket: str | None) -> None:
 
 for _command in (
     *jobs.COMMANDS,
+    *workflow.COMMANDS,
     *manage.COMMANDS,
     schedules.schedule,
     export.export,

@@ -26,6 +26,7 @@ from agent.cli.output import (
 )
 from agent.cli.spec_options import RUN_SETTINGS, build_spec, spec_options
 from agent.cli.usage_text import usage_column
+from agent.cli.workflow import start_options, start_params
 from agent.client import Client
 from agent.protocol import types
 from agent.protocol.errors import AgentUnavailable, ChooError
@@ -40,6 +41,7 @@ def _lost() -> None:
 
 @click.command(context_settings=RUN_SETTINGS)
 @spec_options
+@start_options
 @click.option("-d", "--detach", is_flag=True, help="Print the job ID and return at once.")
 @click.pass_context
 def run(
@@ -51,10 +53,11 @@ def run(
     Output that cannot be shown does not stop it: it says so and waits for
     the job.
     """
+    start = start_params(opts)
     spec = build_spec(image, command, opts)
     client = connect(ctx)
     notice = PullNotice(ctx.find_root().obj) if sys.stderr.isatty() and not detach else None
-    job = client.submit(spec, trigger=CLI_TRIGGER)
+    job = client.submit(spec, trigger=CLI_TRIGGER, **start)
     if detach:
         click.echo(job["id"])
         return
@@ -144,6 +147,8 @@ def _cancel_after_interrupt(ctx: click.Context, job_id: str) -> None:
 
 @click.command(context_settings=RUN_SETTINGS)
 @spec_options
+@start_options
+@click.option("--hold", is_flag=True, help="Keep it queued until 'chooctl release ID'.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the job ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job record as JSON.")
 @click.pass_context
@@ -153,11 +158,15 @@ def submit(
     command: tuple[str, ...],
     quiet: bool,
     as_json: bool,
+    hold: bool,
     **opts: Any,
 ) -> None:
     """Queue IMAGE [COMMAND...] as a job and print its ID."""
+    start = start_params(opts)
     with connect(ctx) as client:
-        job = client.submit(build_spec(image, command, opts), trigger=CLI_TRIGGER)
+        job = client.submit(
+            build_spec(image, command, opts), trigger=CLI_TRIGGER, hold=hold, **start
+        )
     if as_json:
         emit_json(job)
     else:

@@ -114,8 +114,28 @@ def when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(stamp))
 
 
+#: How many characters of a job ID ``status_text`` shows for a dependency.
+AFTER_PREFIX = 10
+
+
+def queued_text(job: dict[str, Any]) -> str:
+    """What holds a queued job back: `` (held)``, `` (after 01J...)`` (by a
+    prefix that still names each job), `` (not before 14:05:00)``, or nothing."""
+    waits = []
+    if job.get("held"):
+        waits.append("held")
+    if job.get("after"):
+        waits.append("after " + ", ".join(ref[:AFTER_PREFIX] for ref in job["after"]))
+    if job.get("not_before") and job["not_before"] > time.time():
+        waits.append(
+            "not before " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["not_before"]))
+        )
+    return f" ({'; '.join(waits)})" if waits else ""
+
+
 def status_text(job: dict[str, Any]) -> str:
-    """``failed (exit, 3)``, ``succeeded (0)``, ``running``...; with ``, output cut``
+    """``failed (exit, 3)``, ``succeeded (0)``, ``queued (after 01J...)``,
+    ``cancelled (dependency)``, ``running``...; with ``, output cut``
     (past ``max_log_bytes``) or ``, output lost`` (a log cut short) when so."""
     text = job["state"]
     if job["state"] == State.FAILED:
@@ -124,6 +144,10 @@ def status_text(job: dict[str, Any]) -> str:
         )
     elif job["state"] == State.SUCCEEDED:
         text += " (0)"
+    elif job["state"] == State.CANCELLED and job.get("reason"):
+        text += f" ({job['reason']})"
+    elif job["state"] == State.QUEUED:
+        text += queued_text(job)
     # Output that is not all there is said wherever the status is shown.
     if job.get("log_dropped"):
         text += ", output cut"

@@ -74,9 +74,38 @@ class Client(Connection):
 
     # -- jobs ----------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any], *, trigger: str = m.DEFAULT_TRIGGER) -> types.Job:
-        """Queue ``spec`` as a new job; returns its record."""
-        return self.request(m.SUBMIT, m.SubmitParams(spec=spec, trigger=trigger))
+    def submit(
+        self,
+        spec: dict[str, Any],
+        *,
+        trigger: str = m.DEFAULT_TRIGGER,
+        hold: bool = False,
+        not_before: float | None = None,
+        delay: float | str | None = None,
+    ) -> types.Job:
+        """Queue ``spec`` as a new job (held, or not before a time); returns its record."""
+        params = m.SubmitParams(
+            spec=spec, trigger=trigger, hold=hold, not_before=not_before, delay=delay
+        )
+        return self.request(m.SUBMIT, params)
+
+    def rerun(self, job_id: str, *, env: dict[str, str] | None = None) -> types.Job:
+        """Submit a job's spec again as a new job (``rerun_of`` it)."""
+        return self.request(m.RERUN, m.RerunParams(id=job_id, env=env))
+
+    def rerun_failed(
+        self,
+        *,
+        since: float | str | None = None,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> types.Reruns:
+        """Rerun every failed job not rerun yet (of ``name``, submitted since ``since``)."""
+        return self.request(m.RERUN_FAILED, m.RerunFailedParams(since=since, name=name, env=env))
+
+    def release(self, job_id: str) -> types.Job:
+        """Let a held job start."""
+        return self.request(m.RELEASE, m.JobRef(id=job_id))
 
     def get(self, job_id: str) -> types.JobDetail:
         return self.request(m.GET, m.JobRef(id=job_id))

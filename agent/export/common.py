@@ -139,6 +139,23 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "a snapshot of a directory of this host cannot travel with the job; "
             "build it into the image or fetch it in the command",
         )
+    if spec.get("idle_timeout"):
+        losses.lose(
+            "idle_timeout",
+            "neither target stops a job for printing nothing; use a liveness probe or a timeout",
+        )
+    if spec.get("retry_on"):
+        losses.lose(
+            "retry_on",
+            "which failures choo retries is its own rule; the target retries every "
+            "failure up to the retries it is given",
+        )
+    if spec.get("after"):
+        losses.lose(
+            "after",
+            "a job's wait for other jobs of this agent has no counterpart there; "
+            "chain the work in one job, or submit each when the one before has ended",
+        )
     if source.archived:
         losses.lose(
             OUT_DIR,

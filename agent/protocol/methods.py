@@ -40,6 +40,9 @@ TOP = "job.top"
 IMAGE_PRUNE = "image.prune"
 CACHE_LIST = "cache.list"
 CACHE_REMOVE = "cache.remove"
+RELEASE = "job.release"
+RERUN = "job.rerun"
+RERUN_FAILED = "job.rerun_failed"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -68,6 +71,27 @@ class NoParams:
 class SubmitParams:
     spec: dict[str, Any]
     trigger: str = DEFAULT_TRIGGER
+    #: Queued, but never admitted until ``job.release``.
+    hold: bool = False
+    #: Admitted no earlier than this time (seconds since the epoch)...
+    not_before: float | None = None
+    #: ...or than this long after the submit (seconds, or a duration like "10m").
+    delay: float | str | None = None
+
+
+@dataclass(frozen=True)
+class RerunParams:
+    id: str
+    #: Variables to set (or change) in the rerun's environment.
+    env: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RerunFailedParams:
+    #: Only jobs submitted this long ago or since (seconds or a duration).
+    since: float | str | None = None
+    name: str | None = None
+    env: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,9 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(IMAGE_PRUNE, NoParams, types.ImagesPruned),
     Method(CACHE_LIST, NoParams, list[types.Cache]),
     Method(CACHE_REMOVE, CacheRemoveParams, types.CachesRemoved),
+    Method(RELEASE, JobRef, types.Job),
+    Method(RERUN, RerunParams, types.Job),
+    Method(RERUN_FAILED, RerunFailedParams, types.Reruns),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

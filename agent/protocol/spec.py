@@ -11,9 +11,14 @@ import math
 import re
 from typing import Any
 
+from agent.protocol import workflow
 from agent.protocol.caches import parse_caches
 from agent.protocol.errors import InvalidParams
 from agent.protocol.notify import parse_rules
+from agent.protocol.values import MAX_STRING
+from agent.protocol.values import choice as _choice
+from agent.protocol.values import integer as _int
+from agent.protocol.values import string as _string
 
 # An image reference, as containers/image (and docker/distribution) parse one:
 # [domain[:port]/]path[:tag][@digest], path components lowercase. Written so
@@ -42,7 +47,6 @@ DEFAULT_PULL = PULL_POLICIES[0]
 DEFAULT_NETWORK = NETWORKS[0]
 MAX_RETRIES = 100
 MAX_PRIORITY = 1000
-MAX_STRING = 4096
 MAX_COMMAND_ARGS = 4096
 MAX_SECONDS = 366 * 24 * 3600
 MAX_SECRETS = 64
@@ -110,22 +114,6 @@ def parse_cap(value: Any, field: str) -> int:
     return parse_size(value, field)
 
 
-def _string(value: Any, field: str, *, pattern: re.Pattern | None = None, hint: str = "") -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidParams(f"{field}: expected a non-empty string, got {value!r}")
-    if len(value) > MAX_STRING or "\x00" in value:
-        raise InvalidParams(f"{field}: too long or contains a NUL byte")
-    if pattern is not None and not pattern.match(value):
-        raise InvalidParams(f"{field}: {value!r} is not valid{hint}")
-    return value
-
-
-def _int(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidParams(f"{field}: expected an integer from {low} to {high}, got {value!r}")
-    return value
-
-
 def _string_map(value: Any, field: str, key_re: re.Pattern, what: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise InvalidParams(f"{field}: expected an object of {what} to strings, got {value!r}")
@@ -189,12 +177,6 @@ def _secrets(value: Any, env: dict[str, str]) -> list[str]:
     return names
 
 
-def _choice(value: Any, field: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InvalidParams(f"{field}: expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
 def normalize(
     raw: Any, *, default_timeout: float | None = None, default_max_log_bytes: int = 0
 ) -> dict[str, Any]:
@@ -234,6 +216,7 @@ def normalize(
         "workdir": None,
         "user": None,
         "timeout": default_timeout,
+        "idle_timeout": None,
         "stop_timeout": DEFAULT_STOP_TIMEOUT,
         "resources": {},
         "pull": DEFAULT_PULL,
@@ -244,6 +227,8 @@ def normalize(
         "max_log_bytes": default_max_log_bytes,
         "notify": [],
         "caches": {},
+        "after": [],
+        "retry_on": None,
     }
     if raw.get("name") is not None:
         spec["name"] = _string(
@@ -268,6 +253,8 @@ def normalize(
         spec["user"] = _string(raw["user"], "user")
     if raw.get("timeout") is not None:
         spec["timeout"] = parse_duration(raw["timeout"], "timeout") or None
+    if raw.get("idle_timeout") is not None:
+        spec["idle_timeout"] = parse_duration(raw["idle_timeout"], "idle_timeout") or None
     if raw.get("stop_timeout") is not None:
         spec["stop_timeout"] = parse_duration(raw["stop_timeout"], "stop_timeout")
     if raw.get("max_log_bytes") is not None:
@@ -288,6 +275,10 @@ def normalize(
         spec["notify"] = parse_rules(raw["notify"], "notify", named=False)
     if raw.get("caches") is not None:
         spec["caches"] = parse_caches(raw["caches"])
+    if raw.get("after") is not None:
+        spec["after"] = workflow.after(raw["after"])
+    if raw.get("retry_on") is not None:
+        spec["retry_on"] = workflow.retry_on(raw["retry_on"])
     return spec
 
 
@@ -301,6 +292,7 @@ FIELDS = (
     "workspace",
     "user",
     "timeout",
+    "idle_timeout",
     "stop_timeout",
     "max_log_bytes",
     "resources",
@@ -311,4 +303,6 @@ FIELDS = (
     "priority",
     "notify",
     "caches",
+    "after",
+    "retry_on",
 )

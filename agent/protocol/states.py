@@ -21,8 +21,9 @@ class State(StrEnum):
 class Reason(StrEnum):
     """Why a job ended ``failed`` (or, for ``lost``, went back to the queue).
 
-    ``shutdown`` is the one reason of a ``cancelled`` job: the agent stopped it
-    on its way out (``stop_containers_on_exit``).
+    ``shutdown`` and ``dependency`` are the reasons of a ``cancelled`` job: the
+    agent stopped it on its way out (``stop_containers_on_exit``), or a job it
+    waited for ended so that it never may start.
     """
 
     EXIT = "exit"
@@ -35,6 +36,11 @@ class Reason(StrEnum):
     LOG_LIMIT = "log_limit"
     #: Stopped by the agent's own shutdown (cancelled, never retried).
     SHUTDOWN = "shutdown"
+    #: A job it waited for (``after``) ended in a way that can no longer meet
+    #: the condition (cancelled, never started).
+    DEPENDENCY = "dependency"
+    #: Printed nothing for its ``idle_timeout``: stopped like a timeout.
+    STALLED = "stalled"
 
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})

@@ -111,7 +111,13 @@ class Job(TypedDict):
     submitted_at: float
     started_at: float | None
     ended_at: float | None
+    #: Not admitted before this time: a retry's backoff, or the submit's
+    #: ``not_before``/``delay``.
     not_before: float | None
+    #: Submitted with ``hold``, and not released yet.
+    held: bool
+    #: The job this one reruns (trigger ``rerun``), or None.
+    rerun_of: str | None
     stop_reason: str | None
     stop_sent_at: float | None
     submitter_uid: int | None
@@ -140,12 +146,24 @@ class Notification(TypedDict):
     last_error: str | None
 
 
+class Dependency(TypedDict):
+    """A job another waits for (``after``), as ``job.get`` shows it."""
+
+    id: str
+    condition: str
+    #: Its state now; None when it was removed.
+    state: str | None
+    #: ``met``, ``wait`` (it has not ended) or ``never`` (it ended otherwise).
+    verdict: str
+
+
 class JobDetail(Job):
-    """``job.get``: the record with its attempts, events and notifications."""
+    """``job.get``: the record with its attempts, events, notifications and dependencies."""
 
     attempts: list[Attempt]
     events: list[Event]
     notifications: list[Notification]
+    dependencies: list[Dependency]
 
 
 class JobSummary(TypedDict):
@@ -160,6 +178,8 @@ class JobSummary(TypedDict):
     name: str | None
     image: str
     command: list[str]
+    #: The IDs of the jobs it waits for (``after``).
+    after: list[str]
     state: str
     reason: str | None
     exit_code: int | None
@@ -181,6 +201,14 @@ class JobSummary(TypedDict):
     log_dropped: int | None
     #: The latest attempt's ``cpu_seconds`` and ``memory_peak`` (see ``Usage``).
     usage: dict[str, float | int | None]
+    not_before: float | None
+    held: bool
+
+
+class Reruns(TypedDict):
+    """``job.rerun_failed``: the new jobs, each with ``rerun_of`` set."""
+
+    jobs: list[Job]
 
 
 class JobPage(TypedDict):

@@ -3,8 +3,9 @@
 Kept apart from the controller so the capacity rules can be tested without
 Podman: a global ``max_concurrent``, optional per-name limits, one job at a
 time per cache (a job waits while another uses one of its ``caches``),
-priority first, then submission order (ULIDs sort by time), and retry
-backoff (``not_before``).
+priority first, then submission order (ULIDs sort by time), retry backoff
+(``not_before``), and jobs held back by the caller (waiting for dependencies:
+agent/rules/dependencies.py) and jobs submitted held (``held``: until released).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def admit(
     max_concurrent: int,
     name_limits: dict[str, int],
     now: float,
+    held: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Pick the queued jobs to start, in the order to start them.
 
@@ -30,6 +32,7 @@ def admit(
         max_concurrent: the most jobs that may be starting or running at once.
         name_limits: per-``name`` caps on starting or running jobs.
         now: the current time, for retry backoff.
+        held: IDs of queued jobs that may not start yet, whatever the capacity.
 
     Returns:
         The queued jobs to start now; never more than the free capacity.
@@ -38,9 +41,16 @@ def admit(
     free = max_concurrent - len(active)
     per_name = Counter(j["name"] for j in active if j["name"])
     # One writer per cache: a job waits while another holds one of its caches.
-    held = {cache for j in active for cache in caches_of(j.get("spec") or {})}
+    in_use = {cache for j in active for cache in caches_of(j.get("spec") or {})}
     queued = sorted(
-        (j for j in jobs if j["state"] == State.QUEUED and not j["cancel_requested"]),
+        (
+            j
+            for j in jobs
+            if j["state"] == State.QUEUED
+            and not j["cancel_requested"]
+            and not j.get("held")
+            and j["id"] not in held
+        ),
         key=lambda j: (-j["priority"], j["id"]),
     )
     chosen = []
@@ -53,9 +63,9 @@ def admit(
         if name and name in name_limits and per_name[name] >= name_limits[name]:
             continue
         caches = caches_of(job.get("spec") or {})
-        if caches & held:
+        if caches & in_use:
             continue
-        held |= caches
+        in_use |= caches
         chosen.append(job)
         free -= 1
         if name:
@@ -63,6 +73,18 @@ def admit(
     return chosen
 
 
-def backoff(attempt: int, base: float, cap: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): base * 2^(n-1), capped."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
+def backoff(attempt: int, base: float, cap: float, fraction: float = 1.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based).
+
+    Args:
+        attempt: the number of the attempt that failed.
+        base: the first backoff; each later one doubles.
+        cap: the longest backoff.
+        fraction: how much of it to wait, from 0 to 1: full jitter (a random
+            fraction, so that jobs failing together do not retry together), or
+            1 for the exact doubling.
+
+    Returns:
+        ``fraction * min(cap, base * 2^(attempt-1))``.
+    """
+    return fraction * min(cap, base * (2 ** max(0, attempt - 1)))

@@ -42,11 +42,13 @@ from agent.runtime.exit_watch import ExitWatch
 from agent.runtime.finish import Finisher
 from agent.runtime.health import DATABASE, PODMAN, Health
 from agent.runtime.launch import Launcher
+from agent.runtime.overdue import Overdue
 from agent.runtime.podman_events import EventFollower
 from agent.runtime.ports import ArtifactFiles, EventSource, ExitSource, PodmanPort
 from agent.runtime.steps import adopt, move
 from agent.runtime.stops import Stops
 from agent.runtime.sweeps import Sweeps
+from agent.runtime.waiting import settle
 from agent.runtime.workers import Workers
 from agent.storage.store import Store
 
@@ -108,6 +110,7 @@ class Controller:
         self.on_tick = on_tick
         self.on_podman_down = on_podman_down
         self.deadlines = Deadlines(clock, monotonic)
+        self.overdue = Overdue(logs, self.deadlines)
         self.health = Health()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -260,6 +263,7 @@ class Controller:
         live = busy | {j["id"] for j in jobs if j["state"] in ACTIVE}
         now, mono = self.clock(), self.monotonic()
         self.deadlines.forget(known)
+        self.overdue.forget(known)
         self.workers.forget(known | containers.keys())
         deadlines: list[float] = []
 
@@ -280,12 +284,17 @@ class Controller:
         # A queued job (waiting for a retry) keeps its volume too.
         self.sweeps.volumes_if_due(known, mono)
 
+        # Read afresh (a job submitted during the pass waits like the rest): a
+        # job whose dependency ended badly is cancelled, its waiters with it.
+        fresh = self.store.nonterminal()
+        held = settle(self.store, fresh)
         if admit:
             for job in admission.admit(
-                [self._in_wall_frame(job, now, mono) for job in self.store.nonterminal()],
+                [self._in_wall_frame(job, now, mono) for job in fresh],
                 max_concurrent=self.config.max_concurrent,
                 name_limits=self.config.name_limits,
                 now=now,
+                held=held,
             ):
                 self._launch(job)
         retry = self.workers.next_retry()
@@ -340,7 +349,7 @@ class Controller:
         return self._enforce_deadlines(job, container, mono)
 
     def _enforce_deadlines(self, job: dict, container: ContainerState, mono: float) -> float | None:
-        """Stop a cancelled or timed-out job, or one whose stop another part
+        """Stop a cancelled, timed-out or stalled job (``overdue``), or one whose stop another part
         asked for (``stop_reason`` set, no stop sent yet: the shipper's
         ``log_limit``): SIGTERM, then SIGKILL after its grace, each sent by
         the pool.
@@ -350,19 +359,15 @@ class Controller:
             its stop grace, a kill to repeat), or None when it has neither.
         """
         job_id, attempt, spec = job["id"], job["attempt"], job["spec"]
-        timeout = spec.get("timeout")
         grace = spec.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
         stop_reason = job["stop_reason"]
         if stop_reason is None or job["stop_sent_at"] is None:
             if stop_reason is None and job["cancel_requested"]:
                 stop_reason = "cancel"
-            elif stop_reason is None and timeout and job["started_at"]:
-                started = self.deadlines.anchor(job_id, ("started", attempt), job["started_at"])
-                if mono < started + timeout:
-                    return started + timeout
-                stop_reason = "timeout"
             elif stop_reason is None:
-                return None
+                stop_reason, due = self.overdue.check(job, mono)  # a timeout, or stalled
+                if stop_reason is None:
+                    return due
             self.workers.submit(job_id, self.stops.term, job, container.id, stop_reason)
             return mono + grace
         kill_at = self.deadlines.anchor(job_id, ("stop", attempt), job["stop_sent_at"]) + grace

@@ -26,11 +26,10 @@ from agent.adapters.podman import ContainerState
 from agent.config import Config
 from agent.protocol.errors import PodmanUnavailable, StorageError
 from agent.protocol.spec import container_name
-from agent.protocol.states import ACTIVE, Reason, State
-from agent.rules import admission
-from agent.rules.outcome import decide
+from agent.protocol.states import ACTIVE, State
+from agent.rules.outcome import Outcome, decide
 from agent.runtime.ports import ArtifactFiles, PodmanPort
-from agent.runtime.steps import adopt, move, remove_secrets
+from agent.runtime.steps import adopt, move, remove_secrets, retry_later
 from agent.runtime.workers import Workers
 from agent.storage.store import LOG_TAIL_LINES, Store
 
@@ -159,6 +158,7 @@ class Finisher:
             retries_left=job["retries_left"],
             exit_code=exit_code,
             oom=info.oom_killed,
+            retry_on=job["spec"].get("retry_on"),
         )
         fields: dict[str, Any] = {"exit_code": exit_code}
         attempt_fields = {
@@ -168,11 +168,12 @@ class Finisher:
             "oom": info.oom_killed,
             "reason": outcome.attempt_reason,
             **self.usage(info.id),
+            "retry": outcome.note,
         }
         if outcome.state != State.SUCCEEDED:
             fields["log_tail"] = self._log_tail(job)
         if outcome.retry:
-            self._retry(job, outcome.reason, fields, attempt_fields)
+            self._retry(job, outcome, fields, attempt_fields)
         else:
             # Record before destroy: /out is packed (and the archive recorded
             # with the end) while the container that holds it still exists.
@@ -207,10 +208,15 @@ class Finisher:
             cancel_requested=job["cancel_requested"],
             retries_left=job["retries_left"],
             lost=True,
+            retry_on=job["spec"].get("retry_on"),
         )
-        attempt_fields = {"ended_at": self.clock(), "reason": outcome.attempt_reason}
+        attempt_fields = {
+            "ended_at": self.clock(),
+            "reason": outcome.attempt_reason,
+            "retry": outcome.note,
+        }
         if outcome.retry:
-            self._retry(job, outcome.reason, {}, attempt_fields)
+            self._retry(job, outcome, {}, attempt_fields)
             return
         # Without its container, /out cannot be read (the volume goes too).
         if outcome.state == State.CANCELLED:
@@ -236,29 +242,17 @@ class Finisher:
             )
         self.workers.submit(job["id"], self.podman.remove_out_volume, job["id"])
 
-    def _retry(self, job: dict, reason: Reason | None, fields: dict, attempt_fields: dict) -> None:
+    def _retry(self, job: dict, outcome: Outcome, fields: dict, attempt_fields: dict) -> None:
         """Put the job back in the queue, due after its backoff."""
-        delay = admission.backoff(
-            job["attempt"], self.config.retry_backoff_base, self.config.retry_backoff_cap
-        )
-        log.info(
-            "job %s attempt %d failed (%s); retrying in %.0fs",
-            job["id"],
-            job["attempt"],
-            reason,
-            delay,
-        )
-        move(
+        retry_later(
             self.store,
             job,
-            State.QUEUED,
+            config=self.config,
+            now=self.clock(),
             expect=[State.RUNNING],
-            detail={"reason": reason, "retry_in": delay, "exit_code": fields.get("exit_code")},
+            reason=outcome.reason,
+            note=outcome.note,
             attempt_fields=attempt_fields,
-            retries_left=job["retries_left"] - 1,
-            not_before=self.clock() + delay,
-            stop_reason=None,
-            stop_sent_at=None,
             **fields,
         )
 

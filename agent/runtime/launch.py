@@ -26,7 +26,7 @@ from agent.config import Config
 from agent.protocol.errors import CreateError, ImageError, PodmanUnavailable
 from agent.protocol.spec import container_name, parse_size
 from agent.protocol.states import Reason, State
-from agent.rules.outcome import decide
+from agent.rules.outcome import decide, retried
 from agent.runtime.ports import ArtifactFiles, PodmanPort
 from agent.runtime.steps import move, remove_secrets, retry_later
 from agent.storage.store import Store
@@ -205,14 +205,24 @@ class Launcher:
             if outcome.state == State.CANCELLED
             else f"timed out after {job['spec']['timeout']:g}s while starting (image pull, create)"
         )
-        self._end(job, outcome.state, outcome.reason, message, stop_reason=stop_reason)
+        self._end(
+            job, outcome.state, outcome.reason, message, note=outcome.note, stop_reason=stop_reason
+        )
 
     def _fail(self, job: dict, exc: ImageError | CreateError) -> None:
         """End a job whose container could not be made (reason ``image`` or
-        ``create``); a pull that took too long is retried if retries are left."""
+        ``create``); retried as ``retry_on`` says (without it: only a pull that
+        took too long), if retries are left."""
         reason = Reason.IMAGE if isinstance(exc, ImageError) else Reason.CREATE
         log.warning("job %s could not start: %s", job["id"], exc.message)
-        if isinstance(exc, PullTimeout) and job["retries_left"] > 0:
+        retry, note = retried(
+            job["spec"].get("retry_on"),
+            reason,
+            None,
+            job["retries_left"],
+            pull_timeout=isinstance(exc, PullTimeout),
+        )
+        if retry:
             self._began.pop(job["id"], None)
             retry_later(
                 self.store,
@@ -221,14 +231,21 @@ class Launcher:
                 now=self.clock(),
                 expect=[State.STARTING],
                 reason=reason,
-                attempt_fields={"ended_at": self.clock(), "reason": reason},
+                note=note,
+                attempt_fields={"ended_at": self.clock(), "reason": reason, "retry": note},
                 log_tail=exc.message,
             )
             return
-        self._end(job, State.FAILED, reason, exc.message)
+        self._end(job, State.FAILED, reason, exc.message, note=note)
 
     def _end(
-        self, job: dict, state: State, reason: Reason | None, message: str, **fields: str
+        self,
+        job: dict,
+        state: State,
+        reason: Reason | None,
+        message: str,
+        note: str | None = None,
+        **fields: str,
     ) -> None:
         """Record the end of a job that never ran, and remove its /out volume."""
         self._began.pop(job["id"], None)
@@ -238,7 +255,7 @@ class Launcher:
             state,
             expect=[State.STARTING],
             detail={"reason": reason, "message": message},
-            attempt_fields={"ended_at": self.clock(), "reason": reason},
+            attempt_fields={"ended_at": self.clock(), "reason": reason, "retry": note},
             reason=reason,
             log_tail=message,
             **fields,

@@ -8,6 +8,7 @@ outcome (``agent.rules.outcome`` does) and never waits.
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from agent.config import Config
@@ -64,6 +65,7 @@ def retry_later(
     now: float,
     expect: list[State],
     reason: Reason | None,
+    note: str | None = None,
     **fields: Any,
 ) -> dict | None:
     """Put a job whose attempt failed back in the queue, due after its backoff.
@@ -75,16 +77,19 @@ def retry_later(
         now: the current time.
         expect: the states the job may be in.
         reason: why the attempt failed.
+        note: why it is retried (the rule's word, in the event).
         **fields: more columns of the job (``attempt_fields`` too).
 
     Returns:
         The job, now ``queued``, or None when someone else moved it first.
     """
-    delay = admission.backoff(job["attempt"], config.retry_backoff_base, config.retry_backoff_cap)
+    delay = retry_delay(job, config)
     log.info(
         "job %s attempt %d failed (%s); retrying in %.0fs", job["id"], job["attempt"], reason, delay
     )
     detail = {"reason": reason, "retry_in": delay, "exit_code": fields.get("exit_code")}
+    if note is not None:
+        detail["retry"] = note
     return move(
         store,
         job,
@@ -96,6 +101,15 @@ def retry_later(
         stop_reason=None,
         stop_sent_at=None,
         **fields,
+    )
+
+
+def retry_delay(job: dict, config: Config) -> float:
+    """Seconds before the job's next attempt: its backoff, with full jitter
+    under ``retry_jitter`` (the exact doubling without)."""
+    fraction = random.random() if config.retry_jitter else 1.0
+    return admission.backoff(
+        job["attempt"], config.retry_backoff_base, config.retry_backoff_cap, fraction
     )
 
 

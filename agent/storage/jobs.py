@@ -73,6 +73,7 @@ class Jobs(JobQueries, Notifications):
             QueueFull: ``queue_limit`` jobs are already queued; nothing is stored.
         """
         Job, Schedule, Label = self.models.Job, self.models.Schedule, self.models.JobLabel
+        Dependency = self.models.Dependency
         now = time.time()
         job_id = job_id or str(ULID())
         with self.writing():
@@ -101,6 +102,12 @@ class Jobs(JobQueries, Notifications):
                 Label.insert_many(
                     [(job_id, key, value) for key, value in labels.items()],
                     fields=[Label.job, Label.key, Label.value],
+                ).execute()
+            after = spec.get("after", [])
+            if after:
+                Dependency.insert_many(
+                    [(job_id, dep["id"], dep["condition"]) for dep in after],
+                    fields=[Dependency.job, Dependency.on, Dependency.condition],
                 ).execute()
             if schedule_update is not None:
                 name, columns = schedule_update
@@ -210,6 +217,29 @@ class Jobs(JobQueries, Notifications):
             job.cancel_requested = True
             job.save()
             event = self._event(job, "cancel-requested", None, detail or {}, now)
+        self.feed.publish(event)
+        return job_dict(job)
+
+    def release(self, job_id: str, detail: dict[str, Any]) -> dict[str, Any]:
+        """Let a held job be admitted (``--hold``); ``detail`` goes in the event.
+
+        Returns:
+            The job's record.
+
+        Raises:
+            NoSuchJob; InvalidTransition: it is not a held, queued job.
+        """
+        now = time.time()
+        with self.writing():
+            job = self._job_row(job_id)
+            if not job.held or job.state != State.QUEUED:
+                raise InvalidTransition(
+                    f"job {job_id} is {job.state} and not held; there is nothing to release",
+                    {"state": job.state},
+                )
+            job.held = False
+            job.save()
+            event = self._event(job, "released", None, detail, now)
         self.feed.publish(event)
         return job_dict(job)
 

@@ -121,6 +121,24 @@ def _v5_to_v6(db: pw.Database) -> None:
     bind(db).Notification.create_table()
 
 
+def _v6_to_v7(db: pw.Database) -> None:
+    """Workflow control (schema 7): dependencies between jobs in a table of
+    their own, why each failed attempt was or was not retried, holding, and
+    the job a rerun reruns.
+
+    No job stored before version 7 has an ``after``, so ``job_dependency``
+    starts empty; older attempts have no ``retry`` note.
+    """
+    migrator = SqliteMigrator(db)
+    migrate(
+        migrator.add_column("attempt", "retry", pw.TextField(null=True)),
+        migrator.add_column("job", "held", pw.BooleanField(null=True)),
+        migrator.add_column("job", "rerun_of", pw.CharField(null=True)),
+        migrator.add_index("job", ("rerun_of",), False),
+    )
+    bind(db).Dependency.create_table()
+
+
 #: version -> the step that upgrades a database from it to version + 1.
 STEPS: dict[int, Callable[[pw.Database], None]] = {
     1: _v1_to_v2,
@@ -128,6 +146,7 @@ STEPS: dict[int, Callable[[pw.Database], None]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 
 

@@ -18,7 +18,7 @@ import peewee as pw
 from agent.storage.tally import TALLY_TRIGGERS
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Models:
     Tally: type[pw.Model]
     #: ``notification``: the outbox, one row per delivery a job's end made (schema 6).
     Notification: type[pw.Model]
+    #: ``job_dependency``: one row per job a job waits for (its ``after``).
+    Dependency: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
@@ -52,6 +54,7 @@ class Models:
             self.StateCount,
             self.Tally,
             self.Notification,
+            self.Dependency,
         ]
 
 
@@ -130,6 +133,10 @@ def bind(db: pw.Database) -> Models:
         log_lost = pw.IntegerField(null=True)
         # Schema 3: output bytes dropped past the job's max_log_bytes (all attempts).
         log_dropped = pw.IntegerField(null=True)
+        # Schema 7: submitted held (``--hold``): never admitted until released.
+        held = pw.BooleanField(null=True)
+        # Schema 5: the job this one reruns (``chooctl rerun``).
+        rerun_of = pw.CharField(null=True, index=True)
 
         class Meta:
             # Schema 4: a state or name filter reads its jobs in ID order from the
@@ -158,6 +165,8 @@ def bind(db: pw.Database) -> Models:
         io_write = pw.IntegerField(null=True)
         pids_peak = pw.IntegerField(null=True)
         usage_sampled = pw.BooleanField(null=True)
+        # Schema 7: why a failed attempt was or was not retried (retry_on).
+        retry = pw.TextField(null=True)
 
         class Meta:
             indexes = ((("job", "number"), True),)
@@ -254,6 +263,21 @@ def bind(db: pw.Database) -> Models:
             table_name = "notification"
             indexes = ((("job", "target"), True), (("status", "next_at"), False))
 
+    class Dependency(Base):
+        # Schema 7: a copy of the job's ``after`` (which stays the record's source),
+        # kept by Jobs.add_job: who waits on a job is an index lookup (pruning
+        # keeps a job someone waits on). ``on`` is no foreign key: a job waited
+        # on may still be removed by name, and its waiters then never start.
+        job = pw.ForeignKeyField(Job, on_delete="CASCADE", index=False)
+        on = pw.CharField(max_length=26)
+        condition = pw.CharField()
+
+        class Meta:
+            table_name = "job_dependency"
+            primary_key = pw.CompositeKey("job", "on")
+            without_rowid = True
+            indexes = ((("on", "job"), False),)
+
     return Models(
         Setting=Setting,
         Job=Job,
@@ -264,4 +288,5 @@ def bind(db: pw.Database) -> Models:
         StateCount=StateCount,
         Tally=Tally,
         Notification=Notification,
+        Dependency=Dependency,
     )

@@ -137,6 +137,7 @@ class JobQueries(Database):
             Job.labels,
             pw.fn.json_extract(Job.spec, "$.image").alias("image"),
             pw.fn.json_extract(Job.spec, "$.command").alias("command"),
+            pw.fn.json_extract(Job.spec, "$.after").alias("after"),
         ]
         # The latest attempt's usage, one unique-index lookup per job of the page.
         # (Named, so the filters' own aliases stay as they were.)
@@ -206,9 +207,45 @@ class JobQueries(Database):
         that ended before ``ended_before``, in no particular order."""
         terminal = [s.value for s in TERMINAL]
         wanted = [s for s in (states or terminal) if s in terminal]
-        Job = self.models.Job
-        query = Job.select(Job.id).where(Job.state.in_(wanted) & (Job.ended_at < ended_before))
+        Job, Dependency = self.models.Job, self.models.Dependency
+        Waiter = Job.alias("waiter")
+        # A job a job not yet ended waits for stays: its end decides the waiter's.
+        waited_on = (
+            Dependency.select(Dependency.on)
+            .join(Waiter, on=(Dependency.job == Waiter.id))
+            .where(Waiter.state.in_(_NOT_ENDED))
+        )
+        query = Job.select(Job.id).where(
+            Job.state.in_(wanted) & (Job.ended_at < ended_before) & Job.id.not_in(waited_on)
+        )
         return [row[0] for row in query.tuples()]
+
+    def unrerun_failures(
+        self, *, since: float | None, name: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Failed jobs no job reruns yet, oldest first (``rerun --failed``).
+
+        Args:
+            since: only jobs made at this time or later, by their ID.
+            name: only jobs of this name.
+            limit: at most this many.
+        """
+        Job = self.models.Job
+        Rerun = Job.alias("rerun")
+        reruns = Rerun.select(Rerun.rerun_of).where(Rerun.rerun_of.is_null(False))
+        query = Job.select().where((Job.state == State.FAILED) & Job.id.not_in(reruns))
+        if since is not None:
+            query = query.where(Job.id >= first_id_at(since))
+        if name is not None:
+            query = query.where(Job.name == name)
+        return [job_dict(job) for job in query.order_by(Job.id).limit(limit)]
+
+    def states_of(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """The state of each of these jobs that exists (one missing was removed)."""
+        Job = self.models.Job
+        wanted = list(set(job_ids))
+        query = Job.select(Job.id, Job.state).where(Job.id.in_(wanted))
+        return dict(query.tuples())
 
     # -- helpers -------------------------------------------------------------
 

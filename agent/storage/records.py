@@ -33,6 +33,8 @@ def job_dict(job) -> dict[str, Any]:
         "started_at": job.started_at,
         "ended_at": job.ended_at,
         "not_before": job.not_before,
+        "held": bool(job.held),
+        "rerun_of": job.rerun_of,
         "stop_reason": job.stop_reason,
         "stop_sent_at": job.stop_sent_at,
         "submitter_uid": job.submitter_uid,
@@ -70,12 +72,14 @@ SUMMARY_COLUMNS = (
     "catch_up",
     "log_lost",
     "log_dropped",
+    "not_before",
+    "held",
 )
 
 
 def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
-    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, the spec's ``image``
-    and ``command`` as SQLite extracted them, and its latest attempt's
+    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, the spec's ``image``,
+    ``command`` and ``after`` as SQLite extracted them, and its latest attempt's
     ``cpu_seconds`` and ``memory_peak``) as its summary (a ``job.list`` entry).
 
     Args:
@@ -84,8 +88,11 @@ def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
     out = {column: row[column] for column in SUMMARY_COLUMNS}
     out["cancel_requested"] = bool(out["cancel_requested"])
     out["catch_up"] = bool(out["catch_up"])
+    out["held"] = bool(out["held"])
     out["image"] = row["image"]
     out["command"] = json.loads(row["command"] or "[]")
+    # The jobs it waits for (``after``), by ID: ``chooctl ps`` names them.
+    out["after"] = [dep["id"] for dep in json.loads(row["after"] or "[]")]
     out["labels"] = json.loads(row["labels"])
     out["container"] = container_name(row["id"])
     out["usage"] = {"cpu_seconds": row["cpu_seconds"], "memory_peak": row["memory_peak"]}
@@ -104,6 +111,7 @@ def attempt_dict(attempt) -> dict[str, Any]:
         "reason": attempt.reason,
         "oom": attempt.oom,
         "log_shipped": attempt.log_shipped,
+        "retry": attempt.retry,
         "usage": usage_dict(attempt),
     }
 

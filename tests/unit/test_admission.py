@@ -7,7 +7,9 @@ from collections import Counter
 
 import pytest
 
+from agent.config import Config
 from agent.rules.admission import admit, backoff
+from agent.runtime import steps
 
 NOW = 1_000_000.0
 
@@ -231,3 +233,23 @@ def test_one_job_at_a_time_uses_a_cache():
         _cached("07", "queued", name="b", shared=True),
     ]
     assert admit(shared, max_concurrent=4, name_limits={}, now=0) == []
+
+
+def test_full_jitter_waits_that_part_of_the_backoff():
+    assert backoff(3, base=10.0, cap=360.0, fraction=0.25) == 10.0
+    assert backoff(9, base=10.0, cap=360.0, fraction=0.5) == 180.0
+    assert backoff(1, base=10.0, cap=360.0, fraction=0.0) == 0.0
+
+
+def test_retry_jitter_draws_the_fraction_and_off_waits_it_all(monkeypatch, tmp_path):
+    config = Config(socket=tmp_path / "s", state_dir=tmp_path, retry_backoff_base=10)
+    monkeypatch.setattr(steps.random, "random", lambda: 0.3)
+    assert steps.retry_delay({"attempt": 2}, config) == pytest.approx(6.0)
+    config.retry_jitter = False
+    assert steps.retry_delay({"attempt": 2}, config) == 20.0
+
+
+def test_held_jobs_and_jobs_held_back_are_never_admitted_and_take_no_capacity():
+    jobs = [job("01A"), {**job("01B"), "held": True}, job("01C"), job("01D")]
+    chosen = admit(jobs, max_concurrent=2, name_limits={}, now=NOW, held={"01A"})
+    assert ids(chosen) == ["01C", "01D"]

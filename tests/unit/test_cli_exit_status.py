@@ -92,6 +92,7 @@ NO_OPTIONS = {
     "pids": None,
     "name": None,
     "timeout": None,
+    "idle_timeout": None,
     "stop_timeout": None,
     "max_log_bytes": None,
     "pull": None,
@@ -103,6 +104,8 @@ NO_OPTIONS = {
     "priority": None,
     "notify": (),
     "caches": (),
+    "after": (),
+    "retry_on": (),
 }
 
 
@@ -142,6 +145,8 @@ def test_every_option_reaches_the_spec():
         priority=-3,
         notify=("ops", "pager:failed,retries_exhausted"),
         caches=("pip=/root/.cache/pip",),
+        after=("01JABC", "01JDEF:failed"),
+        retry_on=("lost", "exit:75,76", "not-exit:1"),
     )
     assert spec == {
         "image": "localhost/app",
@@ -166,6 +171,8 @@ def test_every_option_reaches_the_spec():
             {"target": "pager", "on": ["failed", "retries_exhausted"]},
         ],
         "caches": {"pip": "/root/.cache/pip"},
+        "after": ["01JABC", "01JDEF:failed"],
+        "retry_on": {"reasons": ["lost", "exit"], "exit_codes": [75, 76], "not_exit_codes": [1]},
     }
     normalized = specs.normalize(spec)
     assert normalized["timeout"] == 1800.0
@@ -216,3 +223,9 @@ def test_command_is_a_new_list():
 def test_a_relative_workspace_is_sent_as_an_absolute_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert build(workspace="src")["workspace"] == str(tmp_path / "src")
+
+
+@pytest.mark.parametrize("rule", ["exit:seventy", "weather:1", "not-exit:"])
+def test_a_bad_retry_on_rule_is_refused_before_sending(rule):
+    with pytest.raises(click.BadParameter, match="--retry-on|exit codes|a reason"):
+        build(retry_on=(rule,))

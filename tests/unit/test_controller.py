@@ -55,6 +55,8 @@ def world(tmp_path):
         max_concurrent=2,
         retry_backoff_base=10,
         retry_backoff_cap=60,
+        # The exact doubling; full jitter is test_retry_jitter's.
+        retry_jitter=False,
         orphan_grace=30,
     )
     yield store, podman, build(store, podman, config, clock), clock
@@ -391,3 +393,74 @@ def test_a_job_started_before_a_restart_times_out_by_its_recorded_start(world):
     clock.now += 10
     restarted.reconcile()
     assert podman.signals == [(podman.containers[job].id, "SIGTERM")]
+
+
+def test_retry_on_lost_leaves_an_oom_kill_final_and_says_why(world):
+    store, podman, controller, clock = world
+    rule = {"reasons": ["exit", "lost"], "exit_codes": [75], "not_exit_codes": []}
+    job = submit(store, retries=2, retry_on=rule)
+    controller.reconcile()
+    podman.exit(job, 137, oom=True)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"], record["retries_left"]) == ("failed", "oom", 2)
+    assert store.attempts(job)[0]["retry"] == (
+        "not retried: oom is not retried (not in retry_on.reasons)"
+    )
+
+
+def test_retry_on_an_exit_code_retries_it_and_records_the_rule(world):
+    store, podman, controller, clock = world
+    rule = {"reasons": ["exit"], "exit_codes": [75], "not_exit_codes": []}
+    job = submit(store, retries=1, retry_on=rule)
+    controller.reconcile()
+    podman.exit(job, 75)
+    controller.reconcile()
+    assert store.get(job)["state"] == "queued"
+    assert store.events(job)[-1]["detail"]["retry"] == (
+        "retried: exit code 75 is in retry_on.exit_codes (1 retries left)"
+    )
+    clock.now += 10
+    controller.reconcile()
+    podman.exit(job, 75)
+    controller.reconcile()
+    assert store.get(job)["state"] == "failed"
+    assert [a["retry"] for a in store.attempts(job)] == [
+        "retried: exit code 75 is in retry_on.exit_codes (1 retries left)",
+        "not retried: exit code 75 is in retry_on.exit_codes, but no retries are left",
+    ]
+
+
+def test_a_job_silent_past_its_idle_timeout_is_stopped_and_fails_stalled(world):
+    store, podman, controller, clock = world
+    job = submit(store, idle_timeout=30)
+    controller.reconcile()
+    log = controller.launcher.logs.path(job, 1)
+    log.write_bytes(b"line 1\n")
+    assert controller.reconcile() == clock.now + 30  # counted from the last growth seen
+    clock.now += 20
+    with log.open("ab") as out:
+        out.write(b"line 2\n")  # it printed: the window starts again
+    assert controller.reconcile() == clock.now + 30
+    clock.now += 29
+    controller.reconcile()
+    assert podman.signals == []
+    clock.now += 1
+    controller.reconcile()
+    cid = podman.containers[job].id
+    assert podman.signals == [(cid, "SIGTERM")]
+    assert store.get(job)["stop_reason"] == "stalled"
+    podman.exit(job, 143)
+    controller.reconcile()
+    record = store.get(job)
+    assert (record["state"], record["reason"]) == ("failed", "stalled")
+
+
+def test_the_earlier_of_timeout_and_idle_timeout_wakes_the_loop(world):
+    store, podman, controller, clock = world
+    job = submit(store, timeout=20, idle_timeout=30)
+    controller.reconcile()
+    assert controller.reconcile() == clock.now + 20
+    clock.now += 20
+    controller.reconcile()
+    assert store.get(job)["stop_reason"] == "timeout"

@@ -222,7 +222,7 @@ def readme_methods() -> dict[str, set[str]]:
     out = {}
     for row in table.splitlines():
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        match = re.fullmatch(r"`([a-z.]+)`", cells[0])
+        match = re.fullmatch(r"`([a-z._]+)`", cells[0])
         if match:
             out[match.group(1)] = set(re.findall(r"`([a-z_]+)`", cells[1]))
     return out

@@ -12,7 +12,8 @@ import dataclasses
 import pytest
 
 from agent.protocol.states import Reason, State
-from agent.rules.outcome import Outcome, decide
+from agent.protocol.workflow import RETRY_REASONS
+from agent.rules.outcome import Outcome, decide, retried
 
 SUCCEEDED, FAILED, CANCELLED, QUEUED = (
     State.SUCCEEDED,
@@ -132,3 +133,74 @@ def test_the_outcome_is_a_frozen_value():
     outcome = decide(stop_reason=None, cancel_requested=False, retries_left=0, exit_code=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         outcome.state = FAILED  # type: ignore[misc]
+
+
+# -- retry_on ------------------------------------------------------------------
+
+RULE_75 = {"reasons": ["exit", "lost"], "exit_codes": [75], "not_exit_codes": []}
+
+
+def exited(code, *, oom=False, retry_on=RULE_75, retries_left=2, stop_reason=None):
+    return decide(
+        stop_reason=stop_reason,
+        cancel_requested=False,
+        retries_left=retries_left,
+        exit_code=code,
+        oom=oom,
+        retry_on=retry_on,
+    )
+
+
+def test_retry_on_exit_codes_retries_only_those_codes():
+    assert exited(75).retry
+    assert exited(75).note == "retried: exit code 75 is in retry_on.exit_codes (2 retries left)"
+    assert (exited(1).state, exited(1).reason) == (FAILED, "exit")
+    assert exited(1).note == "not retried: exit code 1 is not in retry_on.exit_codes"
+
+
+def test_retry_on_reasons_retries_lost_but_not_oom():
+    lost = decide(
+        stop_reason=None, cancel_requested=False, retries_left=1, lost=True, retry_on=RULE_75
+    )
+    assert lost.retry and lost.note == "retried: lost is in retry_on.reasons (1 retries left)"
+    oom = exited(137, oom=True)
+    assert (oom.state, oom.reason) == (FAILED, "oom")
+    assert oom.note == "not retried: oom is not retried (not in retry_on.reasons)"
+
+
+def test_not_exit_codes_wins_over_the_rest():
+    rule = {"reasons": ["exit"], "exit_codes": None, "not_exit_codes": [2]}
+    assert exited(3, retry_on=rule).retry
+    assert not exited(2, retry_on=rule).retry
+    assert exited(2, retry_on=rule).note == "not retried: exit code 2 is in retry_on.not_exit_codes"
+
+
+def test_a_timeout_is_retried_only_when_retry_on_names_it():
+    assert not exited(143, stop_reason="timeout", retry_on=None).retry
+    assert exited(143, stop_reason="timeout", retry_on=None).note == (
+        "not retried: timeout is not retried without retry_on"
+    )
+    rule = {"reasons": ["timeout"], "exit_codes": None, "not_exit_codes": []}
+    assert exited(143, stop_reason="timeout", retry_on=rule).retry
+
+
+def test_without_retries_left_the_note_says_so():
+    assert exited(75, retries_left=0).note == (
+        "not retried: exit code 75 is in retry_on.exit_codes, but no retries are left"
+    )
+    assert exited(1, retry_on=None, retries_left=0).note == (
+        "not retried: exit is retried, but no retries are left"
+    )
+
+
+def test_a_log_limit_is_never_retried_whatever_the_rule():
+    rule = {"reasons": list(RETRY_REASONS), "exit_codes": None, "not_exit_codes": []}
+    outcome = exited(143, stop_reason="log_limit", retry_on=rule)
+    assert not outcome.retry and outcome.note == "not retried: log_limit is never retried"
+
+
+@pytest.mark.parametrize("reason", ["image", "create"])
+def test_image_and_create_failures_are_retried_when_named(reason):
+    rule = {"reasons": [reason], "exit_codes": None, "not_exit_codes": []}
+    assert retried(rule, reason, None, 1)[0]
+    assert not retried(None, reason, None, 1)[0]

@@ -33,6 +33,7 @@ def test_minimal_spec_gets_every_default():
         "workspace": None,
         "user": None,
         "timeout": None,
+        "idle_timeout": None,
         "stop_timeout": 10.0,
         "resources": {},
         "pull": "missing",
@@ -43,6 +44,8 @@ def test_minimal_spec_gets_every_default():
         "max_log_bytes": 0,
         "notify": [],
         "caches": {},
+        "after": [],
+        "retry_on": None,
     }
 
 
@@ -61,6 +64,7 @@ def test_full_spec_is_normalized():
         "workspace": "/home/me/project",
         "user": "1000:1000",
         "timeout": "2h",
+        "idle_timeout": "10m",
         "stop_timeout": 3,
         "resources": {"memory": "512m", "cpus": 2, "pids": 100},
         "pull": "always",
@@ -71,11 +75,14 @@ def test_full_spec_is_normalized():
         "max_log_bytes": "10k",
         "notify": [{"target": "ops", "on": ["failed", "retries_exhausted"]}],
         "caches": {"pip": {"path": "/root/.cache/pip", "shared": False}},
+        "after": [{"id": "01JAAAAAAAAAAAAAAAAAAAAAAA", "condition": "failed"}],
+        "retry_on": {"reasons": ["exit", "lost"], "exit_codes": [75], "not_exit_codes": []},
     }
     assert spec.normalize(raw) == {
         **raw,
         "max_log_bytes": 10 * 1024,
         "timeout": 7200.0,
+        "idle_timeout": 600.0,
         "stop_timeout": 3.0,
         "resources": {"memory": 512 * MIB, "cpus": 2.0, "pids": 100},
     }
@@ -373,3 +380,63 @@ def test_cache_volumes_differ_by_agent_group_and_name():
     job = spec.normalize({"image": "a", "name": "n", "caches": {"pip": "/p"}})
     assert caches_of(job) == {("n", "pip")}
     assert caches_of({**job, "name": None}) == {("-", "pip")}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (["01JABC"], [{"id": "01JABC", "condition": "ok"}]),
+        (["01jabc:any"], [{"id": "01jabc", "condition": "any"}]),
+        ([{"id": "01JABC", "condition": "failed"}], [{"id": "01JABC", "condition": "failed"}]),
+        ([{"id": "01JABC"}], [{"id": "01JABC", "condition": "ok"}]),
+        (["A", "B:failed"], [{"id": "A", "condition": "ok"}, {"id": "B", "condition": "failed"}]),
+    ],
+)
+def test_after_takes_strings_and_objects(raw, expected):
+    normal = spec.normalize({"image": "alpine", "after": raw})["after"]
+    assert normal == expected
+    # What is stored is accepted again as it is (exports re-normalise it).
+    assert spec.normalize({"image": "alpine", "after": normal})["after"] == normal
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("01JABC", "expected a list"),
+        (["01JABC:later"], "expected one of ok, any, failed"),
+        ([":ok"], "expected a non-empty string"),
+        (["01J-ABC"], "as a job ID"),
+        ([{"id": "A", "when": "ok"}], 'expected "ID"'),
+        ([7], 'expected "ID"'),
+        (["A", "A:any"], "named twice"),
+        (["A"] * 65, "at most 64"),
+    ],
+)
+def test_bad_after_is_refused_naming_the_field(raw, message):
+    with pytest.raises(InvalidParams, match=message) as caught:
+        spec.normalize({"image": "alpine", "after": raw})
+    assert caught.value.message.startswith("after:")
+
+
+def test_retry_on_defaults_to_the_reasons_retried_without_it():
+    assert spec.normalize({"image": "a", "retry_on": {"not_exit_codes": [2, 1, 2]}})[
+        "retry_on"
+    ] == {"reasons": ["exit", "oom", "lost"], "exit_codes": None, "not_exit_codes": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([75], "expected an object"),
+        ({"codes": [1]}, "unknown field"),
+        ({"reasons": ["exit", "weather"]}, "expected one of exit, oom, timeout, lost"),
+        ({"reasons": []}, "expected a list of reasons"),
+        ({"exit_codes": [256]}, "from 0 to 255"),
+        ({"exit_codes": "75"}, "expected a list of exit codes"),
+        ({"reasons": ["lost"], "exit_codes": [75]}, "add exit to reasons"),
+    ],
+)
+def test_bad_retry_on_is_refused_naming_the_field(raw, message):
+    with pytest.raises(InvalidParams, match=message) as caught:
+        spec.normalize({"image": "alpine", "retry_on": raw})
+    assert caught.value.message.startswith("retry_on")

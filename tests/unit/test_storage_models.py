@@ -38,4 +38,5 @@ def test_the_meta_table_keeps_its_name():
         "job_count",
         "tally",
         "notification",
+        "job_dependency",
     ]
