@@ -118,6 +118,8 @@ class Finisher:
 
         Raises:
             PodmanUnavailable: Podman did not answer; nothing was removed.
+            StorageError: the end was put off (the disk or the database cannot
+                take it now).
         """
         job_id = job["id"]
         try:
@@ -131,11 +133,11 @@ class Finisher:
             if not failures:
                 log.warning(
                     "job %s ended, but its end cannot be recorded yet: %s; its container "
-                    "is kept, and the end is tried again as space comes back",
+                    "is kept, and the end is tried again until it can be",
                     job_id,
                     exc.message,
                 )
-            return
+            raise  # the pool reports it: the agent shows itself degraded by the database
         with self._lock:
             deferred = self._deferred.pop(job_id, None)
         if deferred is not None:

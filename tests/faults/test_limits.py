@@ -33,7 +33,8 @@ def test_default_timeout_from_config(make_agent, image):
 
 
 def test_retries_with_exponential_backoff(make_agent, image):
-    agent = make_agent(retry_backoff_base=0.5, retry_backoff_cap=10).start()
+    # Exact doubling: no jitter (the default draws a random part of each wait).
+    agent = make_agent(retry_backoff_base=0.5, retry_backoff_cap=10, retry_jitter=False).start()
     job = agent.call(
         "job.submit", spec={"image": image, "command": ["sh", "-c", "exit 7"], "retries": 2}
     )

@@ -223,8 +223,9 @@ def test_an_end_without_space_is_put_off_with_backoff_then_recorded(world, caplo
         assert job in podman.containers  # ... and the container kept
         due = controller.finisher.due(job)
         assert due == clock.monotonic() + finish_module.DEFER_BACKOFF[0]
-        # Not due yet: the pass does not try again, and says when to come back.
-        assert controller.reconcile() == due
+        # Not due yet: the pass does not try again, and comes back by then (the
+        # pool's own backoff of the failed work may wake it sooner).
+        assert controller.reconcile() <= due
         assert disk.tries == 1
         clock.sleep(due - clock.monotonic())
         controller.reconcile()
