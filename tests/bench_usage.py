@@ -13,6 +13,8 @@ import signal
 import time
 from pathlib import Path
 
+from tests.harness import wait_until
+
 #: Seconds each measurement lasts.
 WINDOW = 20.0
 
@@ -43,8 +45,11 @@ def bench_usage(make_agent, image: str, pairs: int, running: int = 50) -> None:
     pid = agent.process.pid
     on = _share(pid)
     agent.write_config(usage_interval=0)
+    reloads = agent.log().count("configuration reloaded")
     agent.process.send_signal(signal.SIGHUP)
-    time.sleep(2)  # the reload, and the sampler's last pass at the old interval
+    wait_until(
+        lambda: agent.log().count("configuration reloaded") > reloads, 30, "the reload applied"
+    )
     off = _share(pid)
     for job_id in ids:
         agent.call("job.cancel", id=job_id)
