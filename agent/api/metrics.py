@@ -172,19 +172,26 @@ class TextfileWriter:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread and write the file a last time, so what the agent
+        counted up to its stop is on disk (a write in flight may have read the
+        registry before the last change)."""
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join()
+            self._write_logged()
 
     def _run(self) -> None:
         while True:
-            try:
-                self.write()
-            except Exception as exc:
-                # A full disk or a removed directory: say so, try again later.
-                log.warning("could not write metrics_textfile %s: %s", self.path, exc)
+            self._write_logged()
             if self._stop.wait(self.interval()):
                 return
+
+    def _write_logged(self) -> None:
+        try:
+            self.write()
+        except Exception as exc:
+            # A full disk or a removed directory: say so, try again later.
+            log.warning("could not write metrics_textfile %s: %s", self.path, exc)
 
 
 def listen(address: str, source: CollectorRegistry, *, public: bool) -> None:
