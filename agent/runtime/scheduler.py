@@ -98,6 +98,7 @@ class Scheduler:
 
     def run(self) -> None:
         """Fire, trim and prune until ``stop()``; an error is logged and retried."""
+        first = True
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -105,6 +106,12 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler pass failed; retrying")
                 due = self.clock() + 5.0
+            else:
+                if first:
+                    # What the start-up catch-up decided is now in the store.
+                    wait = max(0.0, due - self.clock())
+                    log.info("schedules checked since the start; next look in %.0f s", wait)
+                    first = False
             self._wake.wait(max(0.0, min(due - self.clock(), self.max_sleep)))
 
     def tick(self) -> float:

@@ -8,6 +8,7 @@ import pty
 import select
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -105,28 +106,72 @@ def test_inspect_and_info(agent, image):
     assert "1 succeeded" in text and "health:     ok" in text
 
 
+class _Lines:
+    """A subprocess's stdout lines, gathered by a thread as they come."""
+
+    def __init__(self, argv: list[str]):
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def mentioning(self, text: str) -> list[str]:
+        return [line for line in list(self.lines) if text in line]
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=30)
+
+
+def _subscribed(agent, image, *streams: _Lines) -> None:
+    """Return once every stream shows an event: held probe jobs are submitted
+    until each stream has seen one (a subscription made is not yet visible)."""
+    probes: list[str] = []
+
+    def seen() -> bool:
+        probes.append(_ok(agent.chooctl("submit", "-q", "--hold", image, "true")).strip())
+        return all(any(s.mentioning(p) for p in probes) for s in streams)
+
+    wait_until(seen, timeout=30, interval=0.2, message="events subscriptions never saw a probe")
+    for probe in probes:
+        _ok(agent.chooctl("cancel", probe))
+
+
 def test_events_stream_json_and_text(agent, image):
-    events = subprocess.Popen(
-        [*agent.chooctl_argv(), "events", "--json", "--count", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    text = subprocess.Popen(
-        [*agent.chooctl_argv(), "events", "--count", "4"], stdout=subprocess.PIPE, text=True
-    )
-    time.sleep(0.5)  # let both subscribe
-    job_id = _ok(agent.chooctl("run", "-d", image, "true")).strip()
-    out, _ = events.communicate(timeout=60)
-    lines = [json.loads(x) for x in out.splitlines()]
-    assert [e["state"] for e in lines] == ["queued", "starting", "running", "succeeded"]
-    assert {e["job_id"] for e in lines} == {job_id}
-    out, _ = text.communicate(timeout=60)
-    assert [line.split()[4] for line in out.splitlines()] == [
-        "queued",
-        "starting",
-        "running",
-        "succeeded",
-    ]
+    as_json = _Lines([*agent.chooctl_argv(), "events", "--json"])
+    as_text = _Lines([*agent.chooctl_argv(), "events"])
+    try:
+        _subscribed(agent, image, as_json, as_text)
+        job_id = _ok(agent.chooctl("run", "-d", image, "true")).strip()
+        wait_until(
+            lambda: len(as_json.mentioning(job_id)) == 4 and len(as_text.mentioning(job_id)) == 4,
+            timeout=60,
+            message="four events of the job in both streams",
+        )
+        events = [json.loads(line) for line in as_json.mentioning(job_id)]
+        assert [e["state"] for e in events] == ["queued", "starting", "running", "succeeded"]
+        assert [line.split()[4] for line in as_text.mentioning(job_id)] == [
+            "queued",
+            "starting",
+            "running",
+            "succeeded",
+        ]
+    finally:
+        as_json.close()
+        as_text.close()
+    # --count ends the stream after that many events.
+    counted = _Lines([*agent.chooctl_argv(), "events", "--json", "--count", "1"])
+    try:
+        _subscribed(agent, image, counted)
+        assert counted.process.wait(timeout=30) == 0
+        assert len(counted.lines) == 1
+    finally:
+        counted.close()
     # Filters and a timeout.
     done = agent.chooctl("events", "--job", job_id, "--timeout", "0.5")
     assert done.returncode == 0 and done.stdout == ""

@@ -17,6 +17,9 @@ import pytest
 
 from tests.harness import wait_until
 
+#: What the agent logs once its scheduler's first pass (the catch-up) is done.
+FIRST_PASS = "schedules checked since the start"
+
 pytestmark = pytest.mark.podman
 
 
@@ -159,7 +162,8 @@ def test_downtime_is_caught_up_exactly_once(sched_agent, clock, image):
     assert lazy["name"] == "lazy" and "missed" in lazy["last_skip"]
     assert runs(agent, "lazy") == []
     # Another restart with no time passed: nothing more to catch up.
+    checked = agent.log().count(FIRST_PASS)
     assert agent.stop(signal.SIGTERM) == 0
     agent.start(env=agent.env)
-    time.sleep(1.5)
+    wait_until(lambda: agent.log().count(FIRST_PASS) > checked, message="the first schedule pass")
     assert [j["id"] for j in runs(agent, "nightly")] == [job["id"]]
