@@ -25,7 +25,7 @@ OUT_DIR = "/out"
 
 @dataclass(frozen=True)
 class Hardening:
-    """The agent's container settings (agent/config.py) that every job runs under."""
+    """The agent's container settings (agent/config/) that every job runs under."""
 
     caps: tuple[str, ...]
     no_new_privileges: bool
