@@ -62,6 +62,21 @@ class PodmanService:
         self.start()
 
 
+def journal_entries(job_id: str) -> list[dict[str, Any]]:
+    """The journal's copy of a job's output, as journalctl's JSON entries."""
+    out = subprocess.run(
+        ["journalctl", "-o", "json", f"CONTAINER_NAME=choo-{job_id}"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def journal_lines(job_id: str) -> list[str]:
+    """The journal's copy of a job's output, a stripped message per entry."""
+    return [entry["MESSAGE"].strip() for entry in journal_entries(job_id)]
+
+
 def wait_until(
     predicate: Callable[[], Any],
     timeout: float = 30,
@@ -252,6 +267,14 @@ class AgentProcess:
                         f"it is {job['state']}"
                     )
                 client.call("events.subscribe", job=job_id, count=1, timeout=min(1.0, left))
+
+    def run_to_end(self, *args: str, timeout: float = 120) -> dict:
+        """``chooctl run -d ARGS``, then the job's record once it has ended."""
+        done = self.chooctl("run", "-d", *args)
+        assert done.returncode == 0, done.stderr
+        job_id = done.stdout.strip()
+        self.call("job.wait", id=job_id, timeout=timeout)
+        return self.call("job.get", id=job_id)
 
     def wait_state(self, job_id: str, state: str, timeout: float = 30) -> dict:
         """Wait on the job's events until it is in ``state``; fail at once if it ended instead.

@@ -130,32 +130,51 @@ def seconds(value: float) -> int:
     return max(1, math.ceil(value))
 
 
+#: Spec fields neither target can carry, and why: each, when set, is a loss.
+_FIELDS_WITHOUT_COUNTERPART = (
+    (
+        "workspace",
+        "a snapshot of a directory of this host cannot travel with the job; "
+        "build it into the image or fetch it in the command",
+    ),
+    (
+        "idle_timeout",
+        "neither target stops a job for printing nothing; use a liveness probe or a timeout",
+    ),
+    (
+        "retry_on",
+        "which failures choo retries is its own rule; the target retries every "
+        "failure up to the retries it is given",
+    ),
+    (
+        "after",
+        "a job's wait for other jobs of this agent has no counterpart there; "
+        "chain the work in one job, or submit each when the one before has ended",
+    ),
+    (
+        "max_log_bytes",
+        "the cluster keeps container logs as its nodes are set up; it cannot cut "
+        "one job's output at a size",
+    ),
+    (
+        "caches",
+        "the caches are volumes of this host, kept between its runs; the cluster "
+        "starts every run without them",
+    ),
+    (
+        "notify",
+        "the agent's notify targets are this host's; the cluster sends no "
+        "notification when the job ends",
+    ),
+)
+
+
 def shared_losses(source: Source, losses: Losses) -> None:
     """What neither target has: snapshots, /out archives, this host's images, output caps."""
     spec = source.spec
-    if spec.get("workspace"):
-        losses.lose(
-            "workspace",
-            "a snapshot of a directory of this host cannot travel with the job; "
-            "build it into the image or fetch it in the command",
-        )
-    if spec.get("idle_timeout"):
-        losses.lose(
-            "idle_timeout",
-            "neither target stops a job for printing nothing; use a liveness probe or a timeout",
-        )
-    if spec.get("retry_on"):
-        losses.lose(
-            "retry_on",
-            "which failures choo retries is its own rule; the target retries every "
-            "failure up to the retries it is given",
-        )
-    if spec.get("after"):
-        losses.lose(
-            "after",
-            "a job's wait for other jobs of this agent has no counterpart there; "
-            "chain the work in one job, or submit each when the one before has ended",
-        )
+    for field, why in _FIELDS_WITHOUT_COUNTERPART:
+        if spec.get(field):
+            losses.lose(field, why)
     if source.archived:
         losses.lose(
             OUT_DIR,
@@ -167,24 +186,6 @@ def shared_losses(source: Source, losses: Losses) -> None:
             "image",
             f"{spec['image']} exists only in this host's Podman store; push it to a "
             "registry and export the spec with that reference",
-        )
-    if spec.get("max_log_bytes"):
-        losses.lose(
-            "max_log_bytes",
-            "the cluster keeps container logs as its nodes are set up; it cannot cut "
-            "one job's output at a size",
-        )
-    if spec.get("caches"):
-        losses.lose(
-            "caches",
-            "the caches are volumes of this host, kept between its runs; the cluster "
-            "starts every run without them",
-        )
-    if spec.get("notify"):
-        losses.lose(
-            "notify",
-            "the agent's notify targets are this host's; the cluster sends no "
-            "notification when the job ends",
         )
     if spec.get("timeout") and spec.get("retries"):
         losses.lose(

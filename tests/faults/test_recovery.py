@@ -9,27 +9,17 @@ test, rather than given a sleep long enough to outlast it.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import threading
 
 import pytest
 
-from tests.harness import HOLD, podman, release, wait_until
+from tests.harness import HOLD, journal_lines, podman, release, wait_until
 
 pytestmark = pytest.mark.podman
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def _journal_lines(job_id: str) -> list[str]:
-    out = subprocess.run(
-        ["journalctl", "-o", "json", f"CONTAINER_NAME=choo-{job_id}"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [json.loads(line)["MESSAGE"].strip() for line in out.splitlines()]
 
 
 def _ran_once(agent, job_id: str) -> None:
@@ -37,7 +27,7 @@ def _ran_once(agent, job_id: str) -> None:
     copy (shipped a moment after the job wrote it; a second run would have
     left a second copy there even if its file had been replaced)."""
     assert agent.output_lines(job_id) == ["ran"], f"job {job_id}: its output"
-    lines = wait_until(lambda: _journal_lines(job_id), what=f"the journal copy of job {job_id}")
+    lines = wait_until(lambda: journal_lines(job_id), what=f"the journal copy of job {job_id}")
     assert lines == ["ran"], f"job {job_id} ran more or less than once"
 
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 
 import pytest
 
-from tests.harness import podman, wait_until
+from tests.harness import journal_lines, podman, wait_until
 from tests.podman_relay import Rule
 
 pytestmark = pytest.mark.podman
@@ -33,21 +32,12 @@ SECRET = "CHOO_TEST_TOKEN"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def _journal_lines(job_id: str) -> list[str]:
-    out = subprocess.run(
-        ["journalctl", "-o", "json", f"CONTAINER_NAME=choo-{job_id}"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [json.loads(line)["MESSAGE"].strip() for line in out.splitlines()]
-
-
 def _ran_once(agent, job_id: str) -> None:
     """One run: its output says so, and so does the journal's copy of it."""
     job = agent.call("job.get", id=job_id)
     assert job["attempt"] == 1, f"job {job_id} made {job['attempt']} attempts"
     assert agent.output_lines(job_id) == ["runs=1"], f"job {job_id}: its output"
-    lines = wait_until(lambda: _journal_lines(job_id), what=f"the journal copy of job {job_id}")
+    lines = wait_until(lambda: journal_lines(job_id), what=f"the journal copy of job {job_id}")
     assert lines == ["runs=1"], f"job {job_id} ran more or less than once: {lines}"
 
 

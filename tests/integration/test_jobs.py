@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from agent.protocol.errors import InvalidTransition, NoSuchJob
-from tests.harness import wait_until
+from tests.harness import journal_entries, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -61,15 +61,9 @@ def test_output_is_in_chooctl_logs_and_in_the_journal(agent, image):
     assert logs.returncode == 0, logs.stderr
     assert logs.stdout == "to-out\n" and logs.stderr == "to-err\n"
 
-    def journal():
-        out = subprocess.run(
-            ["journalctl", "-o", "json", f"CONTAINER_NAME=choo-{job_id}"],
-            capture_output=True,
-            text=True,
-        ).stdout
-        return [json.loads(line) for line in out.splitlines()]
-
-    entries = wait_until(lambda: len(journal()) == 2 and journal(), what="both lines")
+    entries = wait_until(
+        lambda: len(journal_entries(job_id)) == 2 and journal_entries(job_id), what="both lines"
+    )
     by_text = {e["MESSAGE"].strip(): e["PRIORITY"] for e in entries}
     assert by_text == {"to-out": "6", "to-err": "3"}
     # The container is gone, the output is not.

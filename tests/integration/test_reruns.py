@@ -8,16 +8,8 @@ import pytest
 pytestmark = pytest.mark.podman
 
 
-def run(agent, *args):
-    done = agent.chooctl("run", "-d", *args)
-    assert done.returncode == 0, done.stderr
-    job_id = done.stdout.strip()
-    agent.call("job.wait", id=job_id, timeout=120)
-    return agent.call("job.get", id=job_id)
-
-
 def test_a_rerun_with_a_changed_variable_succeeds(agent, image):
-    first = run(agent, "-e", "CODE=3", image, "sh", "-c", 'echo "code $CODE"; exit $CODE')
+    first = agent.run_to_end("-e", "CODE=3", image, "sh", "-c", 'echo "code $CODE"; exit $CODE')
     assert first["state"] == "failed"
     done = agent.chooctl("rerun", first["id"][:12], "-e", "CODE=0")
     assert done.returncode == 0, done.stderr
@@ -32,9 +24,11 @@ def test_a_rerun_with_a_changed_variable_succeeds(agent, image):
 
 
 def test_rerun_failed_reruns_each_failed_job_since_a_time_once(agent, image):
-    flaky = [run(agent, "--name", "batch", image, "sh", "-c", "exit 1")["id"] for _ in range(2)]
-    good = run(agent, "--name", "batch", image, "true")["id"]
-    other = run(agent, "--name", "other", image, "sh", "-c", "exit 2")["id"]
+    flaky = [
+        agent.run_to_end("--name", "batch", image, "sh", "-c", "exit 1")["id"] for _ in range(2)
+    ]
+    good = agent.run_to_end("--name", "batch", image, "true")["id"]
+    other = agent.run_to_end("--name", "other", image, "sh", "-c", "exit 2")["id"]
     done = agent.chooctl("rerun", "--failed", "--since", "1h", "--name", "batch")
     assert done.returncode == 0, done.stderr
     new = done.stdout.split()

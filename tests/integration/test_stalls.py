@@ -8,16 +8,8 @@ import pytest
 pytestmark = pytest.mark.podman
 
 
-def run(agent, *args):
-    done = agent.chooctl("run", "-d", *args)
-    assert done.returncode == 0, done.stderr
-    job_id = done.stdout.strip()
-    agent.call("job.wait", id=job_id, timeout=120)
-    return agent.call("job.get", id=job_id)
-
-
 def test_a_silent_job_is_stopped_and_fails_stalled(agent, image):
-    job = run(agent, "--idle-timeout", "2s", image, "sh", "-c", "echo started; sleep 300")
+    job = agent.run_to_end("--idle-timeout", "2s", image, "sh", "-c", "echo started; sleep 300")
     assert (job["state"], job["reason"]) == ("failed", "stalled")
     assert job["attempts"][0]["reason"] == "stalled"
     assert agent.output_lines(job["id"]) == ["started"]
@@ -26,12 +18,12 @@ def test_a_silent_job_is_stopped_and_fails_stalled(agent, image):
 def test_a_job_that_keeps_printing_is_not_stalled(agent, image):
     # Prints every 0.2 s, for longer in all than its idle timeout.
     script = "for i in $(seq 1 40); do echo tick $i; sleep 0.2; done"
-    job = run(agent, "--idle-timeout", "4s", image, "sh", "-c", script)
+    job = agent.run_to_end("--idle-timeout", "4s", image, "sh", "-c", script)
     assert (job["state"], job["reason"]) == ("succeeded", None)
     assert len(agent.output_lines(job["id"])) == 40
 
 
 def test_the_agents_idle_timeout_is_the_default(make_agent, image):
     agent = make_agent(idle_timeout=2).start()
-    job = run(agent, image, "sleep", "300")
+    job = agent.run_to_end(image, "sleep", "300")
     assert (job["spec"]["idle_timeout"], job["reason"]) == (2.0, "stalled")
