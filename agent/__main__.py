@@ -1,5 +1,5 @@
 """``python -m agent`` runs the agent (same as the ``choo-agent`` script)."""
 
-from agent.daemon import main
+from agent.entry import main
 
 main()

@@ -1,38 +1,31 @@
 """``choo-agent``: the composition root.
 
-Reads the configuration, builds every object and hands each its
-collaborators, runs the recovery pass before reporting ready, and owns signals
-and sd_notify. Nothing else in the agent is global. Signals reach the main
-loop through a wakeup fd; no handler does work of its own.
+Builds every object from the configuration and hands each its
+collaborators, runs the recovery pass before reporting ready, reloads and
+shuts down, and owns sd_notify. Nothing else in the agent is global. The
+command line, signals and exit statuses are agent/entry.py's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import select
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import click
-
 from agent import __version__
 from agent import config as configuration
-from agent.adapters import preflight
 from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
-from agent.adapters.journal import JournalWriter, setup_logging
+from agent.adapters.journal import JournalWriter
 from agent.adapters.podman import Podman
 from agent.adapters.podman.exits import ExitFiles, default_exits_dir
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
 from agent.adapters.secrets import Credentials
-from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.adapters.systemd import Notifier
 from agent.api import metrics
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
@@ -52,7 +45,6 @@ from agent.runtime.shipped_mark import SHIPPED_MARK
 from agent.runtime.shipper import Shipper
 from agent.runtime.shutdown import stop_running_jobs
 from agent.runtime.usage import UsageSampler, running_job_ids
-from agent.storage.database import DatabaseDamaged
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent")
@@ -63,13 +55,6 @@ SHUTDOWN_GRACE = 2.0
 #: create); past it the work ends with the process, and the next start's
 #: recovery pass picks up from there, as after a crash.
 WORK_GRACE = 10.0
-
-#: Exit statuses (choo-agent(8), EXIT STATUS). The unit does not restart on
-#: EXIT_CONFIG or EXIT_DATABASE_DAMAGED: only a person can fix those.
-EXIT_START_FAILED = 1
-EXIT_DATABASE_DAMAGED = 65  # EX_DATAERR
-EXIT_STATE_DIR_BUSY = 75  # EX_TEMPFAIL: it may succeed once the other agent is gone
-EXIT_CONFIG = 78  # EX_CONFIG
 
 
 class Agent:
@@ -352,99 +337,3 @@ def schedule_clock() -> tuple[Callable[[], float], float]:
 
     log.warning("schedules run on a test clock (CHOO_CLOCK_OFFSET_FILE=%s)", path)
     return clock, 0.25
-
-
-def _serve(agent: Agent) -> int:
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: None)
-    try:
-        agent.start()
-        while True:
-            select.select([read_fd], [], [])
-            for signum in os.read(read_fd, 64):
-                if signum == signal.SIGHUP:
-                    agent.reload()
-                elif signum in (signal.SIGTERM, signal.SIGINT):
-                    agent.shutdown()
-                    return 0
-    finally:
-        signal.set_wakeup_fd(-1)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    help="TOML configuration file (default: see choo-agent.toml(5)).",
-)
-@click.option(
-    "--socket",
-    type=click.Path(path_type=Path),
-    help="Where to listen (overrides the config's socket).",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    help="Where the database lives (overrides state_dir).",
-)
-@click.option("--podman-url", help="Podman API URL, e.g. unix:///run/user/1000/podman/podman.sock.")
-@click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity."
-)
-@click.version_option(__version__, prog_name="choo-agent")
-def main(config_path, socket, state_dir, podman_url, log_level) -> int:
-    """Run the choo agent in the foreground.
-
-    It keeps its database under the state directory, listens for JSON-RPC on
-    a Unix socket, and drives rootless Podman. Stop it with Ctrl-C or SIGTERM;
-    running jobs keep running and are adopted on the next start.
-    """
-    overrides = {
-        key: str(value)
-        for key, value in (
-            ("socket", socket),
-            ("state_dir", state_dir),
-            ("podman_url", podman_url),
-            ("log_level", log_level),
-        )
-        if value
-    }
-    try:
-        config = configuration.load(config_path, overrides)
-    except ChooError as exc:
-        click.echo(f"choo-agent: {exc.message}", err=True)
-        sys.exit(EXIT_CONFIG)
-    setup_logging(config.log_level)
-    problems = preflight.check(config)
-    if problems:
-        for problem in problems:
-            log.error("%s", problem)
-        sys.exit(EXIT_START_FAILED)
-    # Before anything of the state directory is opened, and held until exit.
-    lock = StateLock(config.state_dir)
-    try:
-        lock.acquire()
-    except StateDirBusy as exc:
-        log.error("cannot start: %s", exc.message)
-        sys.exit(EXIT_STATE_DIR_BUSY)
-    except OSError as exc:
-        log.error("cannot start: cannot lock the state directory %s: %s", config.state_dir, exc)
-        sys.exit(EXIT_START_FAILED)
-    agent = Agent(config, config_path, overrides)
-    try:
-        code = _serve(agent)
-    except DatabaseDamaged as exc:
-        log.error("cannot start: %s", exc.message)
-        sys.exit(EXIT_DATABASE_DAMAGED)
-    except (ChooError, OSError) as exc:
-        log.error("cannot start: %s", getattr(exc, "message", None) or exc)
-        if agent.podman_service is not None:
-            agent.podman_service.stop()
-        sys.exit(EXIT_START_FAILED)
-    finally:
-        lock.release()
-    sys.exit(code)

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import pytest
 
-from agent import cli, daemon
+from agent import cli, entry
 from agent.config import RELOADABLE, Config
 from agent.protocol import errors
 from agent.protocol import methods as protocol
@@ -169,7 +169,7 @@ def test_chooctl_page_documents_every_exit_status():
 
 def test_agent_page_documents_every_option():
     page = sections("choo-agent.8")
-    for option in sorted(option_names(daemon.main) | {"--help", "-h"}):
+    for option in sorted(option_names(entry.main) | {"--help", "-h"}):
         assert option in option_tags(page["OPTIONS"]), f"choo-agent.8 lacks option {option}"
         if option.startswith("--") and option != "--help":
             assert mentions(page["SYNOPSIS"], option), f"choo-agent.8 SYNOPSIS lacks {option}"
