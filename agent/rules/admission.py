@@ -41,10 +41,11 @@ class QueueControl:
         return {**defaults, **self.limits}
 
     def summary(self) -> str | None:
-        """``paused``, ``paused: build, deploy`` or both, for a status line (None: none)."""
-        parts = ["paused"] if self.paused else []
+        """``queue paused``, ``names paused: build, deploy`` or both, for a status
+        line (None: nothing is paused)."""
+        parts = ["queue paused"] if self.paused else []
         if self.paused_names:
-            parts.append("paused: " + ", ".join(sorted(self.paused_names)))
+            parts.append("names paused: " + ", ".join(sorted(self.paused_names)))
         return "; ".join(parts) or None
 
 

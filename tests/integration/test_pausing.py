@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.protocol.errors import InvalidParams
 from tests import other_uids
 from tests.harness import HOLD, release, wait_until
+from tests.integration.test_systemd import NotifySocket, start_as_systemd
 from tests.other_uids import ADMIN, ADMIN_GROUP, ALICE, BOB, chooctl, host_uid, start_open
 
 pytestmark = pytest.mark.podman
@@ -273,3 +277,36 @@ def test_only_admins_pause_and_limit_and_a_schedule_owner_suspends_their_own(
     assert ok(chooctl(ADMIN, agent.socket, "schedule", "resume", "nightly")).startswith(
         "nightly: resumed"
     )
+
+
+@pytest.fixture
+def notify():
+    """systemd's side of sd_notify (tests/integration/test_systemd.py), at a short path."""
+    directory = Path(tempfile.mkdtemp(prefix="choo-pause-"))
+    listener = NotifySocket(directory / "notify")
+    yield listener
+    listener.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_systemd_status_says_what_is_paused_across_a_restart(make_agent, notify):
+    agent = make_agent()
+    env = {"NOTIFY_SOCKET": str(notify.path)}
+    start_as_systemd(agent, env)
+    ready = notify.wait_for("READY", "1")
+    agent.wait_ready()
+    ok(agent.chooctl("pause"))
+    paused = notify.wait_for("STATUS", "0 running, 0 queued; queue paused", start=ready)
+    ok(agent.chooctl("pause", "--name", "build"))
+    both = notify.wait_for(
+        "STATUS", "0 running, 0 queued; queue paused; names paused: build", start=paused
+    )
+    assert agent.stop(signal.SIGTERM) == 0
+    start_as_systemd(agent, env)
+    again = notify.wait_for("READY", "1", start=both + 1)
+    status = notify.fields()[again]["STATUS"]
+    assert status == "0 running, 0 queued; queue paused; names paused: build"
+    agent.wait_ready()
+    ok(agent.chooctl("resume"))
+    ok(agent.chooctl("resume", "--name", "build"))
+    notify.wait_for("STATUS", "0 running, 0 queued", start=again)

@@ -76,8 +76,8 @@ def test_a_runtime_limit_replaces_the_configured_one_and_may_be_zero():
 def test_the_limits_in_force_and_the_status_summary():
     control = QueueControl(paused=True, paused_names=frozenset({"b", "a"}), limits={"a": 0})
     assert control.name_limits({"a": 2, "c": 5}) == {"a": 0, "c": 5}
-    assert control.summary() == "paused; paused: a, b"
-    assert QueueControl(paused_names=frozenset({"a"})).summary() == "paused: a"
+    assert control.summary() == "queue paused; names paused: a, b"
+    assert QueueControl(paused_names=frozenset({"a"})).summary() == "names paused: a"
     assert QueueControl(limits={"a": 1}).summary() is None
 
 
