@@ -1,10 +1,10 @@
-"""``queue.pause``, ``queue.resume`` and ``queue.limit`` (part of the service).
+"""``queue.pause``, ``queue.resume``, ``queue.limit`` and ``queue.state`` (part of the service).
 
 An admin's alone (root, the agent's user, members of ``admin_groups``): a
 pause or a limit holds back every user's jobs. Each is stored
 (agent/storage/queue.py), so it outlives a restart, and wakes the controller;
-what it means at admission is agent/rules/admission.py's. Showing a limit is
-anyone's, as ``agent.info`` is. Running jobs are never touched.
+what it means at admission is agent/rules/admission.py's. Showing a limit or
+the queue's state is anyone's, as ``agent.info`` is. Running jobs are never touched.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Pausing:
     """``queue.*``, as a part of ``Service`` (whose store, config, owners and wake it uses)."""
 
     def queue_state(self) -> pausing.QueueState:
-        """What is paused and limited now (``agent.info``'s ``queue``)."""
+        """What is paused and limited now (``queue.state``, and ``agent.info``'s ``queue``)."""
         control = self.store.queue_control()
         return {
             "paused": control.paused,

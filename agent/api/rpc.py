@@ -100,6 +100,7 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.PAUSE: lambda call, params: call.service.pause(params, peer=call.peer),
     protocol.RESUME: lambda call, params: call.service.resume(params, peer=call.peer),
     protocol.LIMIT: lambda call, params: call.service.limit(params, peer=call.peer),
+    protocol.QUEUE_STATE: lambda call, params: call.service.queue_state(),
     protocol.SCHEDULE_SUSPEND: lambda call, params: suspend_schedule(
         call.schedules, params, peer=call.peer
     ),

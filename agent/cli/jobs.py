@@ -225,7 +225,7 @@ def ps(
     params = _filters(filters)
     with connect(ctx) as client:
         jobs = client.list(all=show_all, since=since, limit=limit, **params)["jobs"]
-        queue = None if as_json or quiet else client.info().get("queue")
+        queue = None if as_json or quiet else client.state()
     if as_json:
         emit_json(jobs)
     elif quiet:

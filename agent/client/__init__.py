@@ -115,6 +115,10 @@ class Client(Connection):
         """Undo ``pause`` (of the whole queue, or of ``name``)."""
         return self.request(m.RESUME, pausing.QueueRef(name=name))
 
+    def state(self) -> pausing.QueueState:
+        """What is paused and limited now (``queue.state``; also in ``info``)."""
+        return self.request(m.QUEUE_STATE, m.NoParams())
+
     def limit(
         self, name: str, limit: int | None = None, *, default: bool = False
     ) -> pausing.NameLimit:

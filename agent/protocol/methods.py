@@ -46,6 +46,7 @@ RERUN_FAILED = "job.rerun_failed"
 PAUSE = "queue.pause"
 RESUME = "queue.resume"
 LIMIT = "queue.limit"
+QUEUE_STATE = "queue.state"
 SCHEDULE_SUSPEND = "schedule.suspend"
 SCHEDULE_RESUME = "schedule.resume"
 
@@ -269,6 +270,7 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(PAUSE, pausing.QueueRef, pausing.QueueChange),
     Method(RESUME, pausing.QueueRef, pausing.QueueChange),
     Method(LIMIT, pausing.LimitParams, pausing.NameLimit),
+    Method(QUEUE_STATE, NoParams, pausing.QueueState),
     Method(SCHEDULE_SUSPEND, ScheduleRef, pausing.ScheduleChange),
     Method(SCHEDULE_RESUME, ScheduleRef, pausing.ScheduleChange),
 )

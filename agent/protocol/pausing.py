@@ -1,5 +1,5 @@
 """The wire shapes of pausing (pure data): ``queue.pause``, ``queue.resume``,
-``queue.limit``, and ``schedule.suspend``/``schedule.resume``.
+``queue.limit``, ``queue.state``, and ``schedule.suspend``/``schedule.resume``.
 
 A paused queue (all of it, or the jobs of one name) admits nothing new while
 running jobs go on; a runtime limit caps how many jobs of a name run at once,
@@ -49,7 +49,7 @@ class Pause(TypedDict):
 
 
 class QueueState(TypedDict):
-    """What is paused and limited now (``agent.info``'s ``queue``)."""
+    """What is paused and limited now (``queue.state``; ``agent.info``'s ``queue``)."""
 
     #: The whole queue is paused.
     paused: bool

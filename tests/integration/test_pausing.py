@@ -75,6 +75,7 @@ def test_pausing_the_whole_queue_holds_new_jobs_while_running_ones_go_on_across_
     agent.wait_state(witness, "running", timeout=60)  # adopted, still running
     queue = agent.call("agent.info")["queue"]
     assert queue["paused"] is True and queue["pauses"][0]["name"] is None
+    assert agent.call("queue.state") == queue
     passed_over(agent, waiting, witness)
 
     resumed = ok(agent.chooctl("resume"))

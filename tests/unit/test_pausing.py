@@ -118,6 +118,7 @@ def test_pause_and_resume_say_whether_anything_changed(feed_service):
     assert [p["name"] for p in again["queue"]["pauses"]] == ["build"]
     assert len(woken) == 3  # only the changes wake the controller
     assert feed_service.info()["queue"]["pauses"][0]["name"] == "build"
+    assert feed_service.queue_state() == feed_service.info()["queue"]
 
 
 def test_only_admins_pause_or_limit_and_anyone_may_read_a_limit(feed_service):
