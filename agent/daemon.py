@@ -233,6 +233,9 @@ class Agent:
         counts = self.store.counts()
         active = counts[State.RUNNING] + counts[State.STARTING]
         line = f"{active} running, {counts[State.QUEUED]} queued"
+        paused = self.store.queue_control().summary()
+        if paused:
+            line += f"; {paused}"
         if self.controller.degraded:
             line += f"; degraded: {self.controller.degraded}"
         return line

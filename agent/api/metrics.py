@@ -55,7 +55,7 @@ COUNTERS = {
     ),
     "schedule_skips": (
         "schedule_skips",
-        "Schedule fires skipped (concurrency, queue full, missed without catch_up).",
+        "Schedule fires skipped (concurrency, queue full, missed without catch_up, suspended).",
         ("schedule",),
     ),
 }

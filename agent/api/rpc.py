@@ -37,6 +37,8 @@ from agent.api.images import prune_images
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
 from agent.api.service import Service
+from agent.api.suspending import resume as resume_schedule
+from agent.api.suspending import suspend as suspend_schedule
 from agent.api.top import top
 from agent.protocol import methods as protocol
 from agent.protocol.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, ChooError
@@ -95,6 +97,16 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.RELEASE: lambda call, params: call.service.release(params, peer=call.peer),
     protocol.RERUN: lambda call, params: call.service.rerun(params, peer=call.peer),
     protocol.RERUN_FAILED: lambda call, params: call.service.rerun_failed(params, peer=call.peer),
+    protocol.PAUSE: lambda call, params: call.service.pause(params, peer=call.peer),
+    protocol.RESUME: lambda call, params: call.service.resume(params, peer=call.peer),
+    protocol.LIMIT: lambda call, params: call.service.limit(params, peer=call.peer),
+    protocol.QUEUE_STATE: lambda call, params: call.service.queue_state(),
+    protocol.SCHEDULE_SUSPEND: lambda call, params: suspend_schedule(
+        call.schedules, params, peer=call.peer
+    ),
+    protocol.SCHEDULE_RESUME: lambda call, params: resume_schedule(
+        call.schedules, params, peer=call.peer
+    ),
 }
 assert set(USE_CASES) == set(protocol.METHODS), "rpc.py and the protocol disagree"
 

@@ -6,7 +6,7 @@ values, reads and writes the store, and wakes the controller; it never talks
 to Podman (the controller does) and knows nothing of sockets. The schedule.*
 use cases are agent/api/schedules.py's, removal and pruning removal.py's,
 job.wait and events.subscribe watching.py's, job.release holding.py's,
-job.rerun and job.rerun_failed reruns.py's.
+job.rerun and job.rerun_failed reruns.py's, queue.* pausing.py's.
 Each use case that reads what a job holds or changes it takes the caller
 (``peer``; None: the agent itself) and asks owners.py first.
 """
@@ -33,6 +33,7 @@ from agent.api import logs as output
 from agent.api.checks import job_spec, string_list, whole
 from agent.api.holding import Holding, submit_fields
 from agent.api.owners import OWNER, Owners
+from agent.api.pausing import Pausing
 from agent.api.peers import Peer
 from agent.api.removal import Removal
 from agent.api.reruns import Reruns
@@ -52,7 +53,7 @@ DROPPED_WAIT = 5.0
 MAX_LIST = 1000
 
 
-class Service(Removal, Watching, Holding, Reruns):
+class Service(Removal, Watching, Holding, Reruns, Pausing):
     """The use cases; one instance per agent, shared by every connection's thread."""
 
     def __init__(
@@ -110,6 +111,7 @@ class Service(Removal, Watching, Holding, Reruns):
             },
             # Names only: which credentials a job's `secrets` would receive.
             "secrets": Credentials(self.config).available(),
+            "queue": self.queue_state(),
             **self.status(),
         }
 

@@ -26,7 +26,7 @@ from agent.cli.output import (
 )
 from agent.cli.spec_options import RUN_SETTINGS, build_spec, spec_options
 from agent.cli.usage_text import usage_column
-from agent.cli.workflow import start_options, start_params
+from agent.cli.workflow import paused_note, start_options, start_params
 from agent.client import Client
 from agent.protocol import types
 from agent.protocol.errors import AgentUnavailable, ChooError
@@ -225,6 +225,7 @@ def ps(
     params = _filters(filters)
     with connect(ctx) as client:
         jobs = client.list(all=show_all, since=since, limit=limit, **params)["jobs"]
+        queue = None if as_json or quiet else client.state()
     if as_json:
         emit_json(jobs)
     elif quiet:
@@ -245,6 +246,7 @@ def ps(
         ]
         header = ["ID", "NAME", "IMAGE", "STATUS", "SUBMITTED", "COMMAND"]
         table(rows, header + (["USAGE"] if show_all else []), colour_column=3)
+        paused_note(queue)
 
 
 @click.command()

@@ -13,6 +13,7 @@ import click
 
 from agent.cli.group import connect
 from agent.cli.output import EXIT_ERROR, STATE_ORDER, emit_json
+from agent.cli.workflow import queue_lines
 from agent.protocol import types
 from agent.protocol.errors import AgentUnavailable, ChooError
 from agent.protocol.states import TERMINAL, State
@@ -188,6 +189,8 @@ def info(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"limits:     {state} ({limits.get('reason')})")
     if data.get("secrets") is not None:
         click.echo(f"secrets:    {', '.join(data['secrets']) or '(none available)'}")
+    for line in queue_lines(data.get("queue")):
+        click.echo(line)
 
 
 @click.command()

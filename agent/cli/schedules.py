@@ -1,4 +1,4 @@
-"""chooctl's schedule commands: schedule add, ls, rm and run."""
+"""chooctl's schedule commands: schedule add, ls, rm, run, suspend and resume."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def schedule_add(
 @click.option("--json", "as_json", is_flag=True, help="Print the schedules as JSON.")
 @click.pass_context
 def schedule_ls(ctx: click.Context, quiet: bool, as_json: bool) -> None:
-    """List schedules: cron, policy, next run, last run."""
+    """List schedules: cron, policy, next run (or suspended), last run."""
     with connect(ctx) as client:
         rows = client.schedule_list()
     if as_json:
@@ -95,7 +95,7 @@ def schedule_ls(ctx: click.Context, quiet: bool, as_json: bool) -> None:
                     row["name"],
                     row["cron"],
                     row["concurrency"],
-                    when(row["next_fire"]),
+                    "suspended" if row.get("suspended_at") else when(row["next_fire"]),
                     row["last_job"] or "-",
                     str(len(row["active"])),
                 ]
@@ -129,3 +129,27 @@ def schedule_run(ctx: click.Context, schedule_name: str, as_json: bool) -> None:
         click.echo(f"chooctl: schedule {schedule_name}: skipped: {result['skipped']}", err=True)
     else:
         click.echo(result["job"]["id"])
+
+
+@schedule.command("suspend")
+@click.argument("schedule_name", metavar="NAME")
+@click.pass_context
+def schedule_suspend(ctx: click.Context, schedule_name: str) -> None:
+    """Skip the schedule's fires until 'chooctl schedule resume NAME'; each one
+    skipped is recorded (never caught up). 'schedule run' still works."""
+    with connect(ctx) as client:
+        change = client.schedule_suspend(schedule_name)
+    click.echo(f"{schedule_name}: {'suspended' if change['changed'] else 'was already suspended'}")
+
+
+@schedule.command("resume")
+@click.argument("schedule_name", metavar="NAME")
+@click.pass_context
+def schedule_resume(ctx: click.Context, schedule_name: str) -> None:
+    """Let a suspended schedule fire again, from its next match on."""
+    with connect(ctx) as client:
+        change = client.schedule_resume(schedule_name)
+    if change["changed"]:
+        click.echo(f"{schedule_name}: resumed; next run {when(change['schedule']['next_fire'])}")
+    else:
+        click.echo(f"{schedule_name}: was not suspended; nothing to resume")

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from agent.client.connection import Connection, default_socket
 from agent.protocol import methods as m
-from agent.protocol import types
+from agent.protocol import pausing, types
 from agent.protocol.errors import AgentUnavailable, ChooError
 from agent.protocol.output import entry_bytes
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
@@ -106,6 +106,24 @@ class Client(Connection):
     def release(self, job_id: str) -> types.Job:
         """Let a held job start."""
         return self.request(m.RELEASE, m.JobRef(id=job_id))
+
+    def pause(self, name: str | None = None) -> pausing.QueueChange:
+        """Admit no new job (named ``name``, or none at all); running jobs go on."""
+        return self.request(m.PAUSE, pausing.QueueRef(name=name))
+
+    def resume(self, name: str | None = None) -> pausing.QueueChange:
+        """Undo ``pause`` (of the whole queue, or of ``name``)."""
+        return self.request(m.RESUME, pausing.QueueRef(name=name))
+
+    def state(self) -> pausing.QueueState:
+        """What is paused and limited now (``queue.state``; also in ``info``)."""
+        return self.request(m.QUEUE_STATE, m.NoParams())
+
+    def limit(
+        self, name: str, limit: int | None = None, *, default: bool = False
+    ) -> pausing.NameLimit:
+        """Show, set, or (``default``) clear the runtime limit of jobs named ``name``."""
+        return self.request(m.LIMIT, pausing.LimitParams(name=name, limit=limit, default=default))
 
     def get(self, job_id: str) -> types.JobDetail:
         return self.request(m.GET, m.JobRef(id=job_id))
@@ -303,6 +321,14 @@ class Client(Connection):
     def schedule_trigger(self, name: str, *, trigger: str = m.DEFAULT_TRIGGER) -> types.Triggered:
         """Run the schedule now, under its concurrency policy."""
         return self.request(m.SCHEDULE_TRIGGER, m.ScheduleTriggerParams(name=name, trigger=trigger))
+
+    def schedule_suspend(self, name: str) -> pausing.ScheduleChange:
+        """Skip the schedule's fires until ``schedule_resume``."""
+        return self.request(m.SCHEDULE_SUSPEND, m.ScheduleRef(name=name))
+
+    def schedule_resume(self, name: str) -> pausing.ScheduleChange:
+        """Let a suspended schedule fire again (what it skipped is not caught up)."""
+        return self.request(m.SCHEDULE_RESUME, m.ScheduleRef(name=name))
 
     # -- export --------------------------------------------------------------------
 

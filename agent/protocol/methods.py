@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from agent.protocol import types
+from agent.protocol import pausing, types
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
 PING = "agent.ping"
@@ -43,6 +43,12 @@ CACHE_REMOVE = "cache.remove"
 RELEASE = "job.release"
 RERUN = "job.rerun"
 RERUN_FAILED = "job.rerun_failed"
+PAUSE = "queue.pause"
+RESUME = "queue.resume"
+LIMIT = "queue.limit"
+QUEUE_STATE = "queue.state"
+SCHEDULE_SUSPEND = "schedule.suspend"
+SCHEDULE_RESUME = "schedule.resume"
 
 #: Notification carrying a piece of a job's output (types.LogEntry, with the job's ``id``).
 LOG_LINE = "job.log"
@@ -261,6 +267,12 @@ DEFINITIONS: tuple[Method, ...] = (
     Method(RELEASE, JobRef, types.Job),
     Method(RERUN, RerunParams, types.Job),
     Method(RERUN_FAILED, RerunFailedParams, types.Reruns),
+    Method(PAUSE, pausing.QueueRef, pausing.QueueChange),
+    Method(RESUME, pausing.QueueRef, pausing.QueueChange),
+    Method(LIMIT, pausing.LimitParams, pausing.NameLimit),
+    Method(QUEUE_STATE, NoParams, pausing.QueueState),
+    Method(SCHEDULE_SUSPEND, ScheduleRef, pausing.ScheduleChange),
+    Method(SCHEDULE_RESUME, ScheduleRef, pausing.ScheduleChange),
 )
 BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
 METHODS: tuple[str, ...] = tuple(BY_NAME)

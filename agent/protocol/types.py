@@ -324,6 +324,9 @@ class Schedule(TypedDict):
     last_fire: float
     last_job: str | None
     last_skip: str | None
+    #: Suspended (``schedule.suspend``) since this time, by this uid; None: not suspended.
+    suspended_at: float | None
+    suspended_by: int | None
 
 
 class ScheduleState(Schedule):
@@ -358,6 +361,8 @@ class Info(TypedDict, total=False):
     secrets: list[str]
     podman: dict[str, Any]
     degraded: str | None
+    #: What is paused and limited at run time (agent.protocol.pausing.QueueState).
+    queue: dict[str, Any]
 
 
 class Exported(TypedDict):

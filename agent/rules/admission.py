@@ -4,39 +4,81 @@ Kept apart from the controller so the capacity rules can be tested without
 Podman: a global ``max_concurrent``, optional per-name limits, one job at a
 time per cache (a job waits while another uses one of its ``caches``),
 priority first, then submission order (ULIDs sort by time), retry backoff
-(``not_before``), and jobs held back by the caller (waiting for dependencies:
-agent/rules/dependencies.py) and jobs submitted held (``held``: until released).
+(``not_before``), jobs held back by the caller (waiting for dependencies:
+agent/rules/dependencies.py), jobs submitted held (``held``: until released),
+and what an admin set at run time (``QueueControl``: the whole queue or one
+name paused, per-name limits that override the configured ``name_limits``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from agent.protocol.caches import caches_of
 from agent.protocol.states import ACTIVE, State
 
 
+@dataclass(frozen=True)
+class QueueControl:
+    """What admins set at run time (``chooctl pause``/``limit``), kept across restarts.
+
+    ``paused``: the whole queue admits nothing; ``paused_names``: jobs of these
+    names are not admitted; ``limits``: per-name caps (0 and up) that replace
+    the configured ``name_limits`` of the same names. Running jobs are never
+    touched by any of them.
+    """
+
+    paused: bool = False
+    paused_names: frozenset[str] = frozenset()
+    limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def name_limits(self, defaults: Mapping[str, int]) -> dict[str, int]:
+        """The per-name caps in force: ``defaults`` (the config's), the runtime ones over them."""
+        return {**defaults, **self.limits}
+
+    def summary(self) -> str | None:
+        """``queue paused``, ``names paused: build, deploy`` or both, for a status
+        line (None: nothing is paused)."""
+        parts = ["queue paused"] if self.paused else []
+        if self.paused_names:
+            parts.append("names paused: " + ", ".join(sorted(self.paused_names)))
+        return "; ".join(parts) or None
+
+
+NO_CONTROL = QueueControl()
+
+
 def admit(
     jobs: list[dict[str, Any]],
     *,
     max_concurrent: int,
-    name_limits: dict[str, int],
+    name_limits: Mapping[str, int],
     now: float,
     held: set[str] | frozenset[str] = frozenset(),
+    control: QueueControl = NO_CONTROL,
 ) -> list[dict[str, Any]]:
     """Pick the queued jobs to start, in the order to start them.
 
     Args:
         jobs: every non-terminal job (any order).
         max_concurrent: the most jobs that may be starting or running at once.
-        name_limits: per-``name`` caps on starting or running jobs.
+        name_limits: per-``name`` caps on starting or running jobs (the config's).
         now: the current time, for retry backoff.
         held: IDs of queued jobs that may not start yet, whatever the capacity.
+        control: the pauses and runtime limits (a limit there replaces one of
+            ``name_limits``).
 
     Returns:
-        The queued jobs to start now; never more than the free capacity.
+        The queued jobs to start now; never more than the free capacity, and
+        none while the whole queue is paused.
     """
+    if control.paused:
+        return []
+    name_limits = control.name_limits(name_limits)
     active = [j for j in jobs if j["state"] in ACTIVE]
     free = max_concurrent - len(active)
     per_name = Counter(j["name"] for j in active if j["name"])
@@ -50,6 +92,7 @@ def admit(
             and not j["cancel_requested"]
             and not j.get("held")
             and j["id"] not in held
+            and j["name"] not in control.paused_names
         ),
         key=lambda j: (-j["priority"], j["id"]),
     )

@@ -295,6 +295,7 @@ class Controller:
                 name_limits=self.config.name_limits,
                 now=now,
                 held=held,
+                control=self.store.queue_control(),
             ):
                 self._launch(job)
         retry = self.workers.next_retry()

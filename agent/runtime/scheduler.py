@@ -2,7 +2,8 @@
 
 It owns time-driven work that is not the reconcile loop's: it fires
 schedules when their cron expression says so (and once at start-up for fires
-missed while the agent was down), removes a schedule's finished runs beyond
+missed while the agent was down; a suspended schedule's are skipped and
+recorded as skips), removes a schedule's finished runs beyond
 its history limit, and prunes finished jobs older than ``retention``. The
 rules are the pure functions of agent/rules/schedule.py; jobs are made,
 cancelled and removed through the job use cases (``Jobs``, the agent's
@@ -121,7 +122,9 @@ class Scheduler:
         for row in self.store.schedules():
             with self._lock:
                 plan = rules.plan(row, now, up_since=self.up_since)
-                if plan.fire_at is not None:
+                if row["suspended_at"] is not None and (plan.fire_at is not None or plan.missed):
+                    self._skip_suspended(row, plan)
+                elif plan.fire_at is not None:
                     self._fire(row, plan)
                 elif plan.missed:
                     log.info("schedule %s: skipped fires missed while down", row["name"])
@@ -138,6 +141,15 @@ class Scheduler:
         if self.files is not None:
             self.files.retry_removals()  # job files a removal left behind (with backoff)
         return due
+
+    def _skip_suspended(self, row: dict[str, Any], plan: rules.Plan) -> None:
+        """Record the fire due now as skipped (``schedule.suspend``); it is never caught up."""
+        log.info(
+            "schedule %s: skipped the fire for %s (suspended)", row["name"], _iso(plan.last_fire)
+        )
+        self.store.update_schedule(
+            row["name"], last_fire=plan.last_fire, last_skip=f"{_iso(plan.last_fire)}: suspended"
+        )
 
     def _fire(self, row: dict[str, Any], plan: rules.Plan) -> None:
         log.info(

@@ -139,6 +139,30 @@ def _v6_to_v7(db: pw.Database) -> None:
     bind(db).Dependency.create_table()
 
 
+def _v7_to_v8(db: pw.Database) -> None:
+    """Pausing (schema 8): a schedule may be suspended, and the queue's pauses
+    and runtime name limits have a table of their own.
+
+    No schedule stored before version 8 is suspended, and nothing was paused
+    or limited at run time: ``queue_control`` starts empty. A file from before
+    schedules had its schedule table made by step 4 as models.py declares it,
+    with these columns already.
+    """
+    have = {column.name for column in db.get_columns("schedule")}
+    migrator = SqliteMigrator(db)
+    migrate(
+        *(
+            migrator.add_column("schedule", name, field)
+            for name, field in (
+                ("suspended_at", pw.FloatField(null=True)),
+                ("suspended_by", pw.IntegerField(null=True)),
+            )
+            if name not in have
+        )
+    )
+    bind(db).QueueControl.create_table()
+
+
 #: version -> the step that upgrades a database from it to version + 1.
 STEPS: dict[int, Callable[[pw.Database], None]] = {
     1: _v1_to_v2,
@@ -147,6 +171,7 @@ STEPS: dict[int, Callable[[pw.Database], None]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }
 
 

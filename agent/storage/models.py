@@ -18,7 +18,7 @@ import peewee as pw
 from agent.storage.tally import TALLY_TRIGGERS
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Models:
     Notification: type[pw.Model]
     #: ``job_dependency``: one row per job a job waits for (its ``after``).
     Dependency: type[pw.Model]
+    #: ``queue_control``: the pauses and runtime name limits (schema 8).
+    QueueControl: type[pw.Model]
 
     def tables(self) -> list[type[pw.Model]]:
         """Every model, in an order that creates referenced tables first."""
@@ -55,6 +57,7 @@ class Models:
             self.Tally,
             self.Notification,
             self.Dependency,
+            self.QueueControl,
         ]
 
 
@@ -192,6 +195,9 @@ def bind(db: pw.Database) -> Models:
         last_fire = pw.FloatField()
         last_job = pw.CharField(null=True)
         last_skip = pw.TextField(null=True)
+        # Schema 8: suspended (its fires skipped) since when, by whom; None: not.
+        suspended_at = pw.FloatField(null=True)
+        suspended_by = pw.IntegerField(null=True)
 
     class JobLabel(Base):
         # Schema 4: a copy of the job's ``labels`` (which stays the record's source),
@@ -278,6 +284,18 @@ def bind(db: pw.Database) -> Models:
             without_rowid = True
             indexes = ((("on", "job"), False),)
 
+    class QueueControl(Base):
+        # Schema 8: one row per scope an admin paused or limited at run time:
+        # "*" the whole queue (no job name starts with it), else a job name.
+        # A row with neither a pause nor a limit is deleted.
+        name = pw.CharField(primary_key=True)
+        paused_at = pw.FloatField(null=True)
+        paused_by = pw.IntegerField(null=True)
+        limit = pw.IntegerField(null=True)
+
+        class Meta:
+            table_name = "queue_control"
+
     return Models(
         Setting=Setting,
         Job=Job,
@@ -289,4 +307,5 @@ def bind(db: pw.Database) -> Models:
         Tally=Tally,
         Notification=Notification,
         Dependency=Dependency,
+        QueueControl=QueueControl,
     )

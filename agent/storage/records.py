@@ -161,6 +161,8 @@ def schedule_dict(row) -> dict[str, Any]:
         "last_fire": row.last_fire,
         "last_job": row.last_job,
         "last_skip": row.last_skip,
+        "suspended_at": row.suspended_at,
+        "suspended_by": row.suspended_by,
     }
 
 

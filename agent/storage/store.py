@@ -4,8 +4,9 @@
 own module: ``Database`` (database.py: the file, its schema, the write
 transaction), ``JobQueries`` (queries.py: reading jobs through indexes),
 ``Jobs`` (jobs.py: job transitions and removals, one transaction and one
-event per state change), ``Schedules`` (schedules.py) and ``ImageRefs``
-(images.py: the images jobs and schedules refer to). Callers
+event per state change), ``Schedules`` (schedules.py), ``ImageRefs``
+(images.py: the images jobs and schedules refer to) and ``QueueControls``
+(queue.py: pauses and runtime name limits). Callers
 import ``Store`` and the names below from here only. The store never talks
 to Podman.
 """
@@ -16,6 +17,7 @@ from agent.storage.database import EventSink
 from agent.storage.images import ImageRefs
 from agent.storage.jobs import Jobs
 from agent.storage.models import SCHEMA_VERSION
+from agent.storage.queue import QueueControls
 from agent.storage.schedules import Schedules
 
 __all__ = ["LOG_TAIL_LINES", "SCHEMA_VERSION", "EventSink", "Store"]
@@ -24,7 +26,7 @@ __all__ = ["LOG_TAIL_LINES", "SCHEMA_VERSION", "EventSink", "Store"]
 LOG_TAIL_LINES = 100
 
 
-class Store(Jobs, Schedules, ImageRefs):
+class Store(Jobs, Schedules, ImageRefs, QueueControls):
     """The jobs database. Thread-safe: peewee keeps one connection per thread.
 
     Build it with ``Store(path, feed)`` and ``open()`` it; every method of

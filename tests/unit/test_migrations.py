@@ -399,7 +399,15 @@ def test_v5_database_gains_the_notification_outbox(tmp_path):
         # ...and without what schema 7 adds after it (workflow control).
         con.execute("DROP TABLE job_dependency")
         con.execute('DROP INDEX "job_rerun_of"')
-        for table, column in (("attempt", "retry"), ("job", "held"), ("job", "rerun_of")):
+        # ...and what schema 8 adds (pausing).
+        con.execute("DROP TABLE queue_control")
+        for table, column in (
+            ("attempt", "retry"),
+            ("job", "held"),
+            ("job", "rerun_of"),
+            ("schedule", "suspended_at"),
+            ("schedule", "suspended_by"),
+        ):
             con.execute(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
         con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     upgraded = Store(path, ChangeFeed())

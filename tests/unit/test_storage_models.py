@@ -39,4 +39,5 @@ def test_the_meta_table_keeps_its_name():
         "tally",
         "notification",
         "job_dependency",
+        "queue_control",
     ]
