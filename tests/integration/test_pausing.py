@@ -10,11 +10,9 @@ carried out), never by waiting a while.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from tests import other_uids
 from tests.harness import HOLD, release, wait_until
 from tests.integration.test_systemd import NotifySocket, start_as_systemd
 from tests.other_uids import ADMIN, ADMIN_GROUP, ALICE, BOB, chooctl, host_uid, start_open
+from tests.schedule_clock import OffsetClock
 
 pytestmark = pytest.mark.podman
 open_socket_dir = other_uids.open_socket_dir
@@ -161,24 +160,6 @@ def test_a_limit_set_at_runtime_replaces_the_configured_one_and_outlives_a_resta
     assert agent.call("agent.info")["queue"]["runtime_limits"] == {"later": 0}
 
 
-class OffsetClock:
-    """The agent's schedule clock: real time plus an offset kept in a file
-    (``CHOO_CLOCK_OFFSET_FILE``, as tests/integration/test_schedules.py uses it)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.offset = 0.0
-        path.write_text("0\n")
-
-    def to_before_next_minute(self, seconds: float) -> float:
-        """Move the clock to ``seconds`` before a minute starts; returns that minute."""
-        now = time.time() + self.offset
-        minute = math.ceil((now + seconds + 1) / 60) * 60
-        self.offset += (minute - seconds) - now
-        self.path.write_text(f"{self.offset}\n")
-        return minute
-
-
 def schedule(agent, name="tick") -> dict:
     return agent.call("schedule.list", name=name)
 
@@ -193,29 +174,28 @@ def test_a_suspended_schedule_skips_its_fires_across_a_restart_and_resumes_witho
     clock = OffsetClock(tmp_path / "clock-offset")
     env = {"CHOO_CLOCK_OFFSET_FILE": str(clock.path)}
     agent = make_agent(max_concurrent=4).start(env=env)
-    clock.to_before_next_minute(40)  # no fire due while we set up
-    ok(agent.chooctl("schedule", "add", "tick", "* * * * *", image, "true"))
+    clock.before_next(3600, 1800)  # no fire due while we set up
+    ok(agent.chooctl("schedule", "add", "tick", "0 * * * *", image, "true"))
     assert ok(agent.chooctl("schedule", "suspend", "tick")) == "tick: suspended\n"
     assert ok(agent.chooctl("schedule", "suspend", "tick")) == "tick: was already suspended\n"
     assert "suspended" in ok(agent.chooctl("schedule", "ls")).splitlines()[1]
-    minute = clock.to_before_next_minute(2)
+    hour = clock.before_next(3600, 2)
     skipped = wait_until(
         lambda: (schedule(agent)["last_skip"] or "").endswith(": suspended"),
         timeout=15,
         message="the suspended schedule's fire was not recorded as skipped",
     )
     assert skipped and runs(agent) == []
-    assert schedule(agent)["last_fire"] == minute
+    assert schedule(agent)["last_fire"] == hour
     metrics = ok(agent.chooctl("metrics"))
     assert 'choo_schedule_skips_total{schedule="tick"} 1' in metrics
 
-    # Suspended across a restart, with ten minutes of downtime: no catch-up run.
+    # Suspended across a restart, with two hours of downtime: no catch-up run.
     assert agent.stop(signal.SIGTERM) == 0
-    clock.offset += 10 * 60
-    clock.path.write_text(f"{clock.offset}\n")
+    clock.advance(2 * 3600)
     agent.start(env=env)
     wait_until(
-        lambda: schedule(agent)["last_fire"] > minute,
+        lambda: schedule(agent)["last_fire"] > hour,
         timeout=15,
         message="the fires missed while down were not recorded as skipped",
     )
@@ -229,7 +209,7 @@ def test_a_suspended_schedule_skips_its_fires_across_a_restart_and_resumes_witho
     assert ok(agent.chooctl("schedule", "resume", "tick")) == (
         "tick: was not suspended; nothing to resume\n"
     )
-    nxt = clock.to_before_next_minute(2)
+    nxt = clock.before_next(3600, 2)
     (job,) = wait_until(
         lambda: runs(agent), timeout=15, message="the resumed schedule did not fire"
     )

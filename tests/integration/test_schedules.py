@@ -9,40 +9,17 @@ with ``chooctl schedule run``, which obeys them like a cron fire does.
 from __future__ import annotations
 
 import json
-import math
 import signal
-import time
 
 import pytest
 
 from tests.harness import wait_until
+from tests.schedule_clock import OffsetClock
 
 #: What the agent logs once its scheduler's first pass (the catch-up) is done.
 FIRST_PASS = "schedules checked since the start"
 
 pytestmark = pytest.mark.podman
-
-
-class OffsetClock:
-    """The agent's schedule clock: real time plus an offset kept in a file."""
-
-    def __init__(self, path):
-        self.path = path
-        self.set_offset(0.0)
-
-    def set_offset(self, offset: float) -> None:
-        self.offset = offset
-        self.path.write_text(f"{offset}\n")
-
-    def now(self) -> float:
-        return time.time() + self.offset
-
-    def seconds_before_next_minute(self, seconds: float) -> float:
-        """Move the clock to ``seconds`` before a minute starts; returns that minute."""
-        now = self.now()
-        minute = math.ceil((now + seconds + 1) / 60) * 60
-        self.set_offset(self.offset + (minute - seconds) - now)
-        return minute
 
 
 @pytest.fixture
@@ -63,13 +40,13 @@ def runs(agent, name):
 
 def test_every_minute_schedule_runs_on_time(sched_agent, clock, image):
     agent = sched_agent
-    minute = clock.seconds_before_next_minute(3)
+    minute = clock.before_next(60, 30)  # no fire due while we set up
     added = agent.chooctl("schedule", "add", "tick", "* * * * *", image, "sh", "-c", "echo tick")
     assert added.returncode == 0, added.stderr
     assert runs(agent, "tick") == []
+    clock.advance(minute - 1 - clock.now())  # a second before the fire
     job = wait_until(lambda: runs(agent, "tick"), timeout=15, message="schedule did not fire")[0]
-    fired_at = clock.now()
-    assert fired_at - minute < 2.0, "fired late"
+    assert clock.now() >= minute, "fired early"
     assert (job["trigger"], job["scheduled_for"], job["catch_up"]) == ("schedule", minute, False)
     done = agent.call("job.wait", id=job["id"], timeout=60)
     assert done["state"] == "succeeded"
@@ -147,13 +124,13 @@ def test_concurrency_policies_with_real_containers(sched_agent, image):
 
 def test_downtime_is_caught_up_exactly_once(sched_agent, clock, image):
     agent = sched_agent
-    clock.seconds_before_next_minute(40)  # no fire due while we set up
-    added = agent.chooctl("schedule", "add", "--concurrency", "forbid", "nightly", "* * * * *",
+    clock.before_next(3600, 1800)  # no fire due while we set up
+    added = agent.chooctl("schedule", "add", "--concurrency", "forbid", "nightly", "0 * * * *",
                           image, "true")  # fmt: skip
     assert added.returncode == 0, added.stderr
-    agent.chooctl("schedule", "add", "--no-catch-up", "lazy", "* * * * *", image, "true")
+    agent.chooctl("schedule", "add", "--no-catch-up", "lazy", "0 * * * *", image, "true")
     assert agent.stop(signal.SIGTERM) == 0
-    clock.set_offset(clock.offset + 10 * 60)  # ten minutes of downtime
+    clock.advance(2 * 3600)  # two hours of downtime: two fires missed
     agent.start(env=agent.env)
     job = wait_until(lambda: runs(agent, "nightly"), timeout=15, message="no catch-up run")[0]
     assert (job["trigger"], job["catch_up"]) == ("schedule", True)
