@@ -7,8 +7,9 @@ same host clock), and from the job's ``ended_at`` to the process's exit (what
 chooctl takes after the end). Side by side, alternated ABBA: the installed
 chooctl (a plain run line is read without click), the same line forced
 through click, a bare ``python -c pass`` of the same interpreter (the floor),
-and with ``--compare TREE`` the chooctl of another source tree (e.g. a
-checkout from before a change). Then ``-X importtime``'s costliest modules of
+``podman run --rm IMAGE true`` (as tests/bench.py runs it: the ratio of the
+issue's first bench row), and with ``--compare TREE`` the chooctl of another
+source tree (e.g. a checkout from before a change). Then ``-X importtime``'s costliest modules of
 the installed chooctl's run. Prints medians and p90s, never a verdict (the
 target, under 30 ms of chooctl's own before the submit, is a figure to read).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.bench import PODMAN_RUN  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService  # noqa: E402
 
 #: chooctl's click group run as the program, as chooctl was before it had a click-free path.
@@ -65,17 +68,24 @@ class Variant:
         self.to_submit: list[float] = []
         self.after_end: list[float] = []
         self.total: list[float] = []
+        #: The process's own CPU time (user + system): what load on the machine inflates least.
+        self.cpu: list[float] = []
 
     def once(self, agent: AgentProcess, line: list[str], record: bool = True) -> None:
         """Run it once; with ``record``, keep its figures."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start_wall, start = time.time(), time.perf_counter()
         done = subprocess.run(self.argv(line), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         total, end_wall = time.perf_counter() - start, time.time()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise SystemExit(f"bench: {self.title} failed: {done.stderr.decode()[-500:]}")
         if not record:
             return
         self.total.append(total)
+        self.cpu.append(
+            after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+        )
         if self.submits:
             job = agent.call("job.list", limit=1)["jobs"][0]
             self.to_submit.append(job["submitted_at"] - start_wall)
@@ -87,6 +97,7 @@ class Variant:
             print(f"    spawn to submit:  {_ms(self.to_submit)}")
             print(f"    end to exit:      {_ms(self.after_end)}")
         print(f"    whole run:        {_ms(self.total)}")
+        print(f"    its CPU time:     {_ms(self.cpu)}")
 
 
 def import_costs(argv: list[str], runs: int = 5, top: int = 12) -> None:
@@ -114,6 +125,7 @@ def bench_client(agent: AgentProcess, image: str, runs: int, compare: Path | Non
             lambda rest: [python, "-c", _THROUGH_CLICK, *chooctl[1:], *rest],
         ),
         Variant("python -c pass (the floor)", lambda rest: [python, "-c", "pass"], False),
+        Variant("podman run --rm true", lambda rest: [*PODMAN_RUN, image, "true"], False),
     ]
     if compare is not None:
         variants.append(
@@ -130,6 +142,12 @@ def bench_client(agent: AgentProcess, image: str, runs: int, compare: Path | Non
     print(f"\n## chooctl start-up: {' '.join(line)} against a real agent ({runs} runs each, ABBA)")
     for variant in variants:
         variant.report()
+    podman = variants[3].total
+    print("  whole run / podman run --rm true, pair by pair (target <= 1.00):")
+    for variant in variants:
+        if variant.submits:
+            ratios = [ours / theirs for ours, theirs in zip(variant.total, podman, strict=True)]
+            print(f"    {variant.title + ':':40s} median {statistics.median(ratios):.3f}")
     import_costs([python, "-X", "importtime", *chooctl, *line])
 
 

@@ -251,6 +251,3 @@ def cancel(ctx: click.Context, ids: tuple[str, ...]) -> None:
         for job_id in ids:
             job = client.cancel(job_id)
             click.echo(job["id"])
-
-
-COMMANDS = (run, submit, ps, inspect, logs, wait, cancel)

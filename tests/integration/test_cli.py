@@ -105,23 +105,46 @@ def test_inspect_and_info(agent, image):
     assert "1 succeeded" in text and "health:     ok" in text
 
 
+def _line(process: subprocess.Popen, timeout: float) -> bytes | None:
+    """The next line ``process`` prints (unbuffered stdout), or None after ``timeout``."""
+    if not select.select([process.stdout], [], [], timeout)[0]:
+        return None
+    return process.stdout.readline()
+
+
 def test_events_stream_json_and_text(agent, image):
-    events = subprocess.Popen(
-        [*agent.chooctl_argv(), "events", "--json", "--count", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    text = subprocess.Popen(
-        [*agent.chooctl_argv(), "events", "--count", "4"], stdout=subprocess.PIPE, text=True
-    )
-    time.sleep(0.5)  # let both subscribe
-    job_id = _ok(agent.chooctl("run", "-d", image, "true")).strip()
-    out, _ = events.communicate(timeout=60)
-    lines = [json.loads(x) for x in out.splitlines()]
-    assert [e["state"] for e in lines] == ["queued", "starting", "running", "succeeded"]
-    assert {e["job_id"] for e in lines} == {job_id}
-    out, _ = text.communicate(timeout=60)
-    assert [line.split()[4] for line in out.splitlines()] == [
+    subscribers = [
+        subprocess.Popen(
+            [*agent.chooctl_argv(), "events", *form, "--name", "t"],
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        for form in (["--json"], [])
+    ]
+    # Each one is known to be subscribed once it printed the event of a probe
+    # (a held job of the same name): no guess at how long chooctl takes to start.
+    waiting = list(subscribers)
+    for _ in range(60):
+        if not waiting:
+            break
+        _ok(agent.chooctl("submit", "--hold", "--name", "t", image, "true"))
+        waiting = [p for p in waiting if _line(p, 1.0) is None]
+    assert not waiting, "a chooctl events never printed a probe's event"
+    job_id = _ok(agent.chooctl("run", "-d", "--name", "t", image, "true")).strip()
+    seen = []
+    for process in subscribers:
+        lines: list[str] = []
+        while not lines or "succeeded" not in lines[-1]:
+            line = _line(process, 60)
+            assert line, f"chooctl events stopped after {lines}"
+            if job_id.encode() in line:
+                lines.append(line.decode())
+        process.terminate()
+        process.wait(10)
+        seen.append(lines)
+    events = [json.loads(x) for x in seen[0]]
+    assert [e["state"] for e in events] == ["queued", "starting", "running", "succeeded"]
+    assert [line.split()[4] for line in seen[1]] == [
         "queued",
         "starting",
         "running",
