@@ -68,11 +68,11 @@ bench:
 ifeq ($(ROOT),yes)
 	@$(MAKE) --no-print-directory test PYTEST_ARGS="-q tests/unit" >/dev/null
 	@tree=$$($(HOST) tree $(TEST_USER)) && \
-	 $(HOST) as-user $(TEST_USER) bash -c "cd $$tree && .venv/bin/python tests/bench.py --image $(TEST_IMAGE)"
+	 $(HOST) as-user $(TEST_USER) bash -c "cd $$tree && .venv/bin/python tests/bench.py --image $(TEST_IMAGE) && .venv/bin/python tests/bench_client.py --image $(TEST_IMAGE)"
 else
 	@$(HOST) venv $(CURDIR)
 	@$(HOST) image $$(id -un) $(TEST_IMAGE)
-	@.venv/bin/python tests/bench.py --image $(TEST_IMAGE)
+	@.venv/bin/python tests/bench.py --image $(TEST_IMAGE) && .venv/bin/python tests/bench_client.py --image $(TEST_IMAGE)
 endif
 
 clean:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-import threading
 import time
 from typing import Any
 
@@ -19,30 +16,23 @@ from agent.cli.output import (
     emit_json,
     exit_status,
     report_dropped,
-    report_end,
     status_text,
     table,
     write_output,
 )
+from agent.cli.running import DETACH, reconnecting, run_job
 from agent.cli.spec_options import RUN_SETTINGS, build_spec, spec_options
 from agent.cli.usage_text import usage_column
 from agent.cli.workflow import paused_note, start_options, start_params
-from agent.client import Client
-from agent.protocol import types
-from agent.protocol.errors import AgentUnavailable, ChooError
 from agent.protocol.methods import CLI_TRIGGER, DEFAULT_LIST_LIMIT
 from agent.protocol.spec import parse_duration
-from agent.protocol.states import TERMINAL, State
-
-
-def _lost() -> None:
-    click.echo("chooctl: lost the agent; reconnecting ...", err=True)
+from agent.protocol.states import TERMINAL
 
 
 @click.command(context_settings=RUN_SETTINGS)
 @spec_options
 @start_options
-@click.option("-d", "--detach", is_flag=True, help="Print the job ID and return at once.")
+@DETACH.click
 @click.pass_context
 def run(
     ctx: click.Context, image: str, command: tuple[str, ...], detach: bool, **opts: Any
@@ -55,94 +45,8 @@ def run(
     """
     start = start_params(opts)
     spec = build_spec(image, command, opts)
-    client = connect(ctx)
-    notice = PullNotice(ctx.find_root().obj) if sys.stderr.isatty() and not detach else None
-    job = client.submit(spec, trigger=CLI_TRIGGER, **start)
-    if detach:
-        click.echo(job["id"])
-        return
-    if notice is not None:
-        notice.follow(job["id"])
-    try:
-        try:
-            ended = client.follow(job["id"], write_output, on_lost=_lost)["job"]
-        except AgentUnavailable:
-            click.echo(
-                f"chooctl: lost the agent; job {job['id']} goes on without chooctl "
-                f"(follow it with 'chooctl logs -f {job['id']}' once the agent is back)",
-                err=True,
-            )
-            raise
-        except ChooError as exc:
-            ended = _wait_unseen(client, job["id"], exc)
-    except KeyboardInterrupt:
-        _cancel_after_interrupt(ctx, job["id"])
-        ctx.exit(EXIT_INTERRUPTED)
-    finally:
-        client.close()
-    report_dropped(ended)
-    ctx.exit(report_end(ended))
-
-
-def _wait_unseen(client: Client, job_id: str, exc: ChooError) -> types.Job:
-    """Say the output cannot be shown, and how to see it; wait for the job to end."""
-    click.echo(
-        f"chooctl: cannot show the output of job {job_id}: {exc.message}\n"
-        f"chooctl: waiting for it to end; see its output with 'chooctl logs {job_id}' "
-        f"or 'journalctl CONTAINER_NAME=choo-{job_id}'",
-        err=True,
-    )
-    while True:
-        job = client.wait(job_id)
-        if job["state"] in TERMINAL:
-            return job
-
-
-class PullNotice:
-    """On a terminal, say so while the agent pulls the job's image.
-
-    It subscribes to events before the job is submitted (a pull begins only
-    after the agent has tried to create the container, well after that) and
-    stops at the job's first state after ``starting``.
-    """
-
-    def __init__(self, socket: str | None):
-        self.client = Client(socket)
-        self.job_id: str | None = None
-        self.pulling = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def follow(self, job_id: str) -> None:
-        self.job_id = job_id
-
-    def _run(self) -> None:
-        with contextlib.suppress(ChooError, _Done), self.client:
-            self.client.subscribe(self._event, timeout="1d")
-
-    def _event(self, event: types.Event) -> None:
-        if self.job_id is None or event.get("job_id") != self.job_id:
-            return
-        if event.get("kind") == "pulling":
-            self.pulling = True
-            click.echo(f"chooctl: pulling image {event['detail'].get('image')} ...", err=True)
-        elif event.get("state") not in (None, State.QUEUED, State.STARTING):
-            if self.pulling and event["state"] == State.RUNNING:
-                click.echo("chooctl: pull finished", err=True)
-            raise _Done
-
-
-class _Done(Exception):
-    """Ends a PullNotice's subscription from inside its handler."""
-
-
-def _cancel_after_interrupt(ctx: click.Context, job_id: str) -> None:
-    click.echo(f"\nchooctl: cancelling job {job_id}", err=True)
-    with connect(ctx) as client:
-        try:
-            client.cancel(job_id)
-            client.wait(job_id, timeout=60)
-        except ChooError as exc:
-            click.echo(f"chooctl: {exc.message}", err=True)
+    socket = ctx.find_root().obj
+    ctx.exit(run_job(lambda: connect(ctx), spec, start, detach=detach, socket=socket))
 
 
 @click.command(context_settings=RUN_SETTINGS)
@@ -292,7 +196,9 @@ def logs(
             # only a connection lost while following is retried.
             full = client.get(job_id)["id"]
             try:
-                ended = client.follow(full, show, tail=tail, since=since, on_lost=_lost)["job"]
+                ended = client.follow(full, show, tail=tail, since=since, on_lost=reconnecting)[
+                    "job"
+                ]
             except KeyboardInterrupt:
                 ctx.exit(EXIT_INTERRUPTED)
         else:
@@ -347,6 +253,3 @@ def cancel(ctx: click.Context, ids: tuple[str, ...]) -> None:
         for job_id in ids:
             job = client.cancel(job_id)
             click.echo(job["id"])
-
-
-COMMANDS = (run, submit, ps, inspect, logs, wait, cancel)

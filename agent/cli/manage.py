@@ -241,6 +241,3 @@ def completion(ctx: click.Context, shell: str) -> None:
     root = ctx.find_root().command
     completer = get_completion_class(shell)(root, {}, "chooctl", "_CHOOCTL_COMPLETE")
     click.echo(completer.source())
-
-
-COMMANDS = (remove, prune, artifacts, info, events, completion)

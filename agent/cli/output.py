@@ -1,6 +1,8 @@
 """How chooctl shows things: exit statuses, tables, state colours, times and JSON.
 
-Pure presentation over records the agent returned; no calls to the agent.
+Pure presentation over records the agent returned; no calls to the agent. It
+does not import click (``chooctl run`` starts without it) except for ``table``,
+whose colours click drops off a terminal.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import os
 import sys
 import time
 from typing import Any
-
-import click
 
 from agent.protocol.output import entry_bytes
 from agent.protocol.states import Reason, State
@@ -41,9 +41,21 @@ STATE_ORDER = (
 )
 
 
+def echo(text: str, *, err: bool = False) -> None:
+    """Write a line to stdout (stderr with ``err``) at once, as click.echo does plain text."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def warn(message: str) -> None:
+    """Say ``chooctl: message`` on stderr."""
+    echo(f"chooctl: {message}", err=True)
+
+
 def emit_json(value: Any) -> None:
     """Print ``value`` as JSON: indented on a terminal, one line otherwise."""
-    click.echo(json.dumps(value, indent=2 if sys.stdout.isatty() else None))
+    echo(json.dumps(value, indent=2 if sys.stdout.isatty() else None))
 
 
 def exit_status(job: dict[str, Any]) -> int:
@@ -67,9 +79,9 @@ def report_end(job: dict[str, Any]) -> int:
     """Explain a job that did not produce its own exit code, and return its status."""
     status = exit_status(job)
     if job["state"] == State.FAILED and job.get("reason") not in (Reason.EXIT, None):
-        click.echo(f"chooctl: job {job['id']} failed: {job['reason']}", err=True)
+        warn(f"job {job['id']} failed: {job['reason']}")
         if job.get("reason") in (Reason.IMAGE, Reason.CREATE) and job.get("log_tail"):
-            click.echo(f"chooctl: {job['log_tail']}", err=True)
+            warn(job["log_tail"])
     return status
 
 
@@ -78,11 +90,7 @@ def report_dropped(job: dict[str, Any]) -> None:
     dropped = job.get("log_dropped") or 0
     if dropped > 0:
         cap = (job.get("spec") or {}).get("max_log_bytes")
-        click.echo(
-            f"chooctl: job {job['id']}: output past max_log_bytes ({cap}) was dropped "
-            f"({dropped} bytes)",
-            err=True,
-        )
+        warn(f"job {job['id']}: output past max_log_bytes ({cap}) was dropped ({dropped} bytes)")
 
 
 def write_output(entry: Any) -> None:
@@ -158,6 +166,8 @@ def status_text(job: dict[str, Any]) -> str:
 
 def table(rows: list[list[str]], header: list[str], colour_column: int | None = None) -> None:
     """Aligned columns; the state column coloured (click drops colour off a terminal)."""
+    import click
+
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     colour = colour_column is not None and not os.environ.get("NO_COLOR")
     for number, row in enumerate([header, *rows]):

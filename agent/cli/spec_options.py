@@ -1,16 +1,19 @@
 """The job options of ``run``, ``submit`` and ``schedule add``, and the spec they make.
 
-Allowed values and defaults in the help texts come from agent.protocol.spec,
-which also validates the spec (in the agent).
+The options are defined once, as data (``JOB_OPTIONS``): ``spec_options`` makes
+click options of them, and agent/cli/fast.py reads a plain ``chooctl run`` line
+with the same table, without importing click. Allowed values and defaults in
+the help texts come from agent.protocol.spec, which also validates the spec (in
+the agent). Nothing here imports click until a click command is built or a
+value is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
-
-import click
 
 from agent.protocol.spec import (
     DEFAULT_NETWORK,
@@ -24,102 +27,153 @@ from agent.protocol.workflow import RETRY_REASONS
 #: IMAGE COMMAND...: options after IMAGE belong to the command, as with podman run.
 RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
 
-_OPTIONS = [
-    click.option("--name", help="Logical name (groups runs; per-name limits)."),
-    click.option(
+#: The ``kind`` of an option whose value is a directory (click.Path(file_okay=False)).
+DIRECTORY = "directory"
+
+
+class JobOption:
+    """One command-line option: its flags, the name of its value and how it is given.
+
+    ``kind`` is None (text), ``int``, ``float``, a tuple of allowed values or
+    DIRECTORY; ``flag`` options take no value, ``multiple`` ones may repeat
+    (their value is a tuple, as click gives it).
+    """
+
+    __slots__ = ("flags", "name", "kind", "flag", "multiple", "metavar", "help")
+
+    def __init__(
+        self,
+        *flags: str,
+        name: str | None = None,
+        kind: Any = None,
+        flag: bool = False,
+        multiple: bool = False,
+        metavar: str | None = None,
+        help: str,
+    ):
+        self.flags = flags
+        # click's own rule for an option's name: its first long flag, as an identifier.
+        self.name = name or next(f for f in flags if f.startswith("--"))[2:].replace("-", "_")
+        self.kind = kind
+        self.flag = flag
+        self.multiple = multiple
+        self.metavar = metavar
+        self.help = help
+
+    @property
+    def default(self) -> Any:
+        """The value click gives the option when it is not on the command line."""
+        if self.flag:
+            return False
+        return () if self.multiple else None
+
+    def click(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add this option to a click command (a decorator)."""
+        import click
+
+        settings: dict[str, Any] = {"help": self.help}
+        if self.flag:
+            settings["is_flag"] = True
+        if self.multiple:
+            settings["multiple"] = True
+        if self.metavar is not None:
+            settings["metavar"] = self.metavar
+        if self.kind in (int, float):
+            settings["type"] = self.kind
+        elif isinstance(self.kind, tuple):
+            settings["type"] = click.Choice(self.kind)
+        elif self.kind == DIRECTORY:
+            # The agent decides what it may read (it may be another user).
+            settings["type"] = click.Path(file_okay=False, readable=False)
+        return click.option(*self.flags, self.name, **settings)(fn)
+
+
+JOB_OPTIONS = (
+    JobOption("--name", help="Logical name (groups runs; per-name limits)."),
+    JobOption(
         "-e",
         "--env",
-        "env",
         multiple=True,
         metavar="NAME=VALUE",
         help="Set an environment variable (repeatable).",
     ),
-    click.option(
+    JobOption(
         "--secret",
-        "secrets",
+        name="secrets",
         multiple=True,
         metavar="NAME",
         help="Pass the agent's credential NAME as variable NAME (repeatable); "
         "the value is never stored.",
     ),
-    click.option(
+    JobOption(
         "-l",
         "--label",
-        "labels",
+        name="labels",
         multiple=True,
         metavar="KEY=VALUE",
         help="Add a label (repeatable).",
     ),
-    click.option(
+    JobOption(
         "--timeout",
         metavar="DURATION",
         help="Stop the job after this long (e.g. 90, 30m, 2h); it fails with reason timeout.",
     ),
-    click.option(
+    JobOption(
         "--idle-timeout",
         metavar="DURATION",
         help="Stop the job when it prints nothing for this long (e.g. 10m); it fails with"
         " reason stalled (default: the agent's idle_timeout, off unless set).",
     ),
-    click.option(
+    JobOption(
         "--stop-timeout",
         metavar="DURATION",
         help=f"Grace between SIGTERM and SIGKILL (default {DEFAULT_STOP_TIMEOUT:g}s).",
     ),
-    click.option(
+    JobOption(
         "--max-log-bytes",
         metavar="SIZE",
         help="Keep at most this much output per attempt (e.g. 10m; 0: no cap; default: the"
         " agent's max_log_bytes); the rest is dropped, or the job fails (log_limit_action).",
     ),
-    click.option("--memory", metavar="SIZE", help="Memory limit (e.g. 512m)."),
-    click.option("--cpus", type=float, help="CPU limit (e.g. 1.5)."),
-    click.option("--pids", type=int, help="Process-count limit."),
-    click.option(
-        "--pull",
-        type=click.Choice(PULL_POLICIES),
-        help=f"Image pull policy (default {DEFAULT_PULL}).",
-    ),
-    click.option("--retries", type=int, help="Attempts after a failure (default 0)."),
-    click.option(
+    JobOption("--memory", metavar="SIZE", help="Memory limit (e.g. 512m)."),
+    JobOption("--cpus", kind=float, help="CPU limit (e.g. 1.5)."),
+    JobOption("--pids", kind=int, help="Process-count limit."),
+    JobOption("--pull", kind=PULL_POLICIES, help=f"Image pull policy (default {DEFAULT_PULL})."),
+    JobOption("--retries", kind=int, help="Attempts after a failure (default 0)."),
+    JobOption(
         "--retry-on",
-        "retry_on",
         multiple=True,
         metavar="RULE",
         help=f"Retry only these failures (repeatable): a reason ({', '.join(RETRY_REASONS)}),"
         " exit:CODE[,CODE...] (only these exit codes) or not-exit:CODE[,CODE...]"
         " (never these); default: exit, oom and lost.",
     ),
-    click.option(
-        "--network", type=click.Choice(NETWORKS), help=f"Network (default {DEFAULT_NETWORK})."
-    ),
-    click.option("-w", "--workdir", help="Working directory inside the container."),
-    click.option(
+    JobOption("--network", kind=NETWORKS, help=f"Network (default {DEFAULT_NETWORK})."),
+    JobOption("-w", "--workdir", help="Working directory inside the container."),
+    JobOption(
         "--workspace",
         metavar="DIR",
-        # The agent decides what it may read (it may be another user).
-        type=click.Path(file_okay=False, readable=False),
+        kind=DIRECTORY,
         help="Snapshot DIR now and mount the copy at /workspace (the job starts there).",
     ),
-    click.option("-u", "--user", help="User inside the container."),
-    click.option("--priority", type=int, help="Higher starts first (default 0)."),
-    click.option(
+    JobOption("-u", "--user", help="User inside the container."),
+    JobOption("--priority", kind=int, help="Higher starts first (default 0)."),
+    JobOption(
         "--cache",
-        "caches",
+        name="caches",
         multiple=True,
         metavar="NAME=PATH",
         help="Mount the cache NAME at PATH, kept between runs of jobs of the same name "
         "(repeatable; see chooctl cache).",
     ),
-    click.option(
+    JobOption(
         "--notify",
-        "notify",
         multiple=True,
         metavar="TARGET[:EVENT,...]",
         help="When the job ends, notify the agent's notify target TARGET (repeatable); "
         "EVENTs: failed, succeeded, cancelled, retries_exhausted, any (default any).",
     ),
-    click.option(
+    JobOption(
         "--after",
         multiple=True,
         metavar="ID[:ok|any|failed]",
@@ -127,7 +181,7 @@ _OPTIONS = [
         " failed, or either (any); if it cannot, this job ends cancelled (dependency)."
         " Repeatable: all must be met.",
     ),
-]
+)
 #: The spec fields that are copied as given when set.
 _PLAIN = (
     "name",
@@ -144,19 +198,42 @@ _PLAIN = (
 )
 
 
+class BadOption(ValueError):
+    """An option's value that cannot be right (click shows it as a BadParameter, exit 125)."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        #: The option to name in the message (None: none).
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def click_errors() -> Iterator[None]:
+    """Raise a BadOption inside as click's BadParameter (for a click command)."""
+    try:
+        yield
+    except BadOption as exc:
+        import click
+
+        raise click.BadParameter(exc.message, param_hint=exc.hint) from None
+
+
 def spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add IMAGE, COMMAND... and the job options to a command."""
-    for option in reversed(_OPTIONS):
-        fn = option(fn)
+    """Add IMAGE, COMMAND... and the job options to a click command."""
+    import click
+
+    for option in reversed(JOB_OPTIONS):
+        fn = option.click(fn)
     fn = click.argument("command", nargs=-1, type=click.UNPROCESSED)(fn)
     return click.argument("image")(fn)
 
 
-def pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+def parse_pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
     """``("A=1", "B")`` as ``{"A": "1", "B": <the caller's $B>}`` (for env only).
 
     Raises:
-        click.BadParameter: an item is not KEY=VALUE.
+        BadOption: an item is not KEY=VALUE.
     """
     out = {}
     for item in items:
@@ -165,9 +242,19 @@ def pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
             if what == "env" and key in os.environ:
                 value = os.environ[key]  # like podman: -e NAME passes the caller's value
             else:
-                raise click.BadParameter(f"expected {what} as KEY=VALUE, got {item!r}")
+                raise BadOption(f"expected {what} as KEY=VALUE, got {item!r}")
         out[key] = value
     return out
+
+
+def pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    """``parse_pairs`` for a click command.
+
+    Raises:
+        click.BadParameter: an item is not KEY=VALUE.
+    """
+    with click_errors():
+        return parse_pairs(items, what)
 
 
 def _retry_rule(items: tuple[str, ...]) -> dict[str, Any]:
@@ -180,37 +267,39 @@ def _retry_rule(items: tuple[str, ...]) -> dict[str, Any]:
             try:
                 numbers = [int(code) for code in codes.split(",")]
             except ValueError:
-                raise click.BadParameter(
-                    f"expected exit codes like {what}:75,76, got {item!r}", param_hint="--retry-on"
+                raise BadOption(
+                    f"expected exit codes like {what}:75,76, got {item!r}", "--retry-on"
                 ) from None
             rule.setdefault("exit_codes" if what == "exit" else "not_exit_codes", []).extend(
                 numbers
             )
             what = "exit"
         elif sep:
-            raise click.BadParameter(
-                f"expected a reason, exit:CODES or not-exit:CODES, got {item!r}",
-                param_hint="--retry-on",
+            raise BadOption(
+                f"expected a reason, exit:CODES or not-exit:CODES, got {item!r}", "--retry-on"
             )
         if what not in rule["reasons"]:
             rule["reasons"].append(what)
     return rule
 
 
-def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[str, Any]:
+def spec_of(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[str, Any]:
     """The job spec of a command line: only what was given (the agent fills defaults).
 
+    Args:
+        opts: each job option's value by its name, as click gives them.
+
     Raises:
-        click.BadParameter: an ``-e``/``-l`` item is not KEY=VALUE, or a
+        BadOption: an ``-e``/``-l``/``--cache`` item is not KEY=VALUE, or a
             ``--retry-on`` rule is not one.
     """
     spec: dict[str, Any] = {"image": image, "command": list(command)}
     if opts["env"]:
-        spec["env"] = pairs(opts["env"], "env")
+        spec["env"] = parse_pairs(opts["env"], "env")
     if opts["secrets"]:
         spec["secrets"] = list(opts["secrets"])
     if opts["labels"]:
-        spec["labels"] = pairs(opts["labels"], "label")
+        spec["labels"] = parse_pairs(opts["labels"], "label")
     resources = {k: opts[k] for k in ("memory", "cpus", "pids") if opts[k] is not None}
     if resources:
         spec["resources"] = resources
@@ -224,10 +313,20 @@ def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> di
     if opts["workspace"] is not None:
         spec["workspace"] = os.path.abspath(opts["workspace"])
     if opts["caches"]:
-        spec["caches"] = pairs(opts["caches"], "cache")
+        spec["caches"] = parse_pairs(opts["caches"], "cache")
     if opts["notify"]:
         spec["notify"] = [_notify_rule(item) for item in opts["notify"]]
     return spec
+
+
+def build_spec(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[str, Any]:
+    """``spec_of`` for a click command.
+
+    Raises:
+        click.BadParameter: as ``spec_of``'s BadOption.
+    """
+    with click_errors():
+        return spec_of(image, command, opts)
 
 
 def _notify_rule(item: str) -> dict[str, Any]:

@@ -236,6 +236,3 @@ def limit(
     else:
         text = f"{result['limit']} (config file)"
     click.echo(f"{name}: {text}")
-
-
-COMMANDS = (release, rerun, pause, resume, limit)

@@ -13,23 +13,26 @@ artifacts archive, checked). ``call``
 and ``stream`` remain for untyped use. Errors come back as the ``ChooError``
 subclasses of agent.protocol.errors, so callers can catch ``NoSuchJob`` or
 ``QueueFull`` by type. Light on imports (no click, no jsonrpcserver): chooctl
-starts with it.
+starts with it, and only what every call needs is imported at once (the result
+TypedDicts are for type checkers; hashlib waits for ``download``).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agent.client.connection import Connection, default_socket
 from agent.protocol import methods as m
-from agent.protocol import pausing, types
+from agent.protocol import pausing
 from agent.protocol.errors import AgentUnavailable, ChooError
 from agent.protocol.output import entry_bytes
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
+
+if TYPE_CHECKING:  # annotations only: building the TypedDicts would slow chooctl's start
+    from agent.protocol import types
 
 __all__ = ["ARTIFACT_CHUNK", "RECONNECT_SECONDS", "Client", "default_socket", "entry_bytes"]
 
@@ -271,6 +274,8 @@ class Client(Connection):
         Raises:
             ChooError: the archive changed or was cut short meanwhile.
         """
+        import hashlib  # here: loading OpenSSL costs every other call's start
+
         digest = hashlib.sha256()
         offset = 0
         while True:

@@ -34,7 +34,8 @@ def default_socket() -> str:
     user_socket = None
     if os.environ.get("XDG_RUNTIME_DIR"):
         user_socket = os.path.join(os.environ["XDG_RUNTIME_DIR"], "choo", "agent.sock")
-    if _in_system_group() and (os.path.exists(SYSTEM_SOCKET) or user_socket is None):
+    # The group's lookup last: it may ask NSS (systemd-userdb) when no group file has it.
+    if (os.path.exists(SYSTEM_SOCKET) or user_socket is None) and _in_system_group():
         return SYSTEM_SOCKET
     return user_socket or f"/tmp/choo-{os.getuid()}/agent.sock"
 

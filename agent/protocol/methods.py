@@ -15,7 +15,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from agent.protocol import pausing, types
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
 PING = "agent.ping"
@@ -238,44 +237,69 @@ class Method:
         ]
 
 
-DEFINITIONS: tuple[Method, ...] = (
-    Method(PING, NoParams, str),
-    Method(INFO, NoParams, types.Info),
-    #: The metrics in the Prometheus text format (0.0.4).
-    Method(METRICS, NoParams, str),
-    Method(SUBMIT, SubmitParams, types.Job),
-    Method(GET, JobRef, types.JobDetail),
-    Method(LIST, ListParams, types.JobPage),
-    Method(CANCEL, JobRef, types.Job),
-    Method(WAIT, WaitParams, types.Job),
-    Method(
-        LOGS, LogsParams, types.Logs | types.Followed, notification=LOG_LINE, streams_with="follow"
-    ),
-    Method(SUBSCRIBE, SubscribeParams, types.Subscribed, notification=EVENT),
-    Method(REMOVE, JobRef, types.Job),
-    Method(PRUNE, PruneParams, types.Pruned),
-    Method(ARTIFACTS, ArtifactsParams, types.Artifacts),
-    Method(SCHEDULE_ADD, ScheduleAddParams, types.ScheduleState),
-    Method(SCHEDULE_LIST, ScheduleListParams, list[types.ScheduleState] | types.ScheduleState),
-    Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
-    Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
-    Method(EXPORT, ExportParams, types.Exported),
-    Method(TOP, NoParams, list[types.TopEntry]),
-    Method(IMAGE_PRUNE, NoParams, types.ImagesPruned),
-    Method(CACHE_LIST, NoParams, list[types.Cache]),
-    Method(CACHE_REMOVE, CacheRemoveParams, types.CachesRemoved),
-    Method(RELEASE, JobRef, types.Job),
-    Method(RERUN, RerunParams, types.Job),
-    Method(RERUN_FAILED, RerunFailedParams, types.Reruns),
-    Method(PAUSE, pausing.QueueRef, pausing.QueueChange),
-    Method(RESUME, pausing.QueueRef, pausing.QueueChange),
-    Method(LIMIT, pausing.LimitParams, pausing.NameLimit),
-    Method(QUEUE_STATE, NoParams, pausing.QueueState),
-    Method(SCHEDULE_SUSPEND, ScheduleRef, pausing.ScheduleChange),
-    Method(SCHEDULE_RESUME, ScheduleRef, pausing.ScheduleChange),
-)
-BY_NAME: dict[str, Method] = {method.name: method for method in DEFINITIONS}
-METHODS: tuple[str, ...] = tuple(BY_NAME)
+def _definitions() -> tuple[Method, ...]:
+    # Here: the TypedDicts cost chooctl's start to build.
+    from agent.protocol import pausing, types
+
+    return (
+        Method(PING, NoParams, str),
+        Method(INFO, NoParams, types.Info),
+        #: The metrics in the Prometheus text format (0.0.4).
+        Method(METRICS, NoParams, str),
+        Method(SUBMIT, SubmitParams, types.Job),
+        Method(GET, JobRef, types.JobDetail),
+        Method(LIST, ListParams, types.JobPage),
+        Method(CANCEL, JobRef, types.Job),
+        Method(WAIT, WaitParams, types.Job),
+        Method(
+            LOGS,
+            LogsParams,
+            types.Logs | types.Followed,
+            notification=LOG_LINE,
+            streams_with="follow",
+        ),
+        Method(SUBSCRIBE, SubscribeParams, types.Subscribed, notification=EVENT),
+        Method(REMOVE, JobRef, types.Job),
+        Method(PRUNE, PruneParams, types.Pruned),
+        Method(ARTIFACTS, ArtifactsParams, types.Artifacts),
+        Method(SCHEDULE_ADD, ScheduleAddParams, types.ScheduleState),
+        Method(SCHEDULE_LIST, ScheduleListParams, list[types.ScheduleState] | types.ScheduleState),
+        Method(SCHEDULE_REMOVE, ScheduleRef, types.Schedule),
+        Method(SCHEDULE_TRIGGER, ScheduleTriggerParams, types.Triggered),
+        Method(EXPORT, ExportParams, types.Exported),
+        Method(TOP, NoParams, list[types.TopEntry]),
+        Method(IMAGE_PRUNE, NoParams, types.ImagesPruned),
+        Method(CACHE_LIST, NoParams, list[types.Cache]),
+        Method(CACHE_REMOVE, CacheRemoveParams, types.CachesRemoved),
+        Method(RELEASE, JobRef, types.Job),
+        Method(RERUN, RerunParams, types.Job),
+        Method(RERUN_FAILED, RerunFailedParams, types.Reruns),
+        Method(PAUSE, pausing.QueueRef, pausing.QueueChange),
+        Method(RESUME, pausing.QueueRef, pausing.QueueChange),
+        Method(LIMIT, pausing.LimitParams, pausing.NameLimit),
+        Method(QUEUE_STATE, NoParams, pausing.QueueState),
+        Method(SCHEDULE_SUSPEND, ScheduleRef, pausing.ScheduleChange),
+        Method(SCHEDULE_RESUME, ScheduleRef, pausing.ScheduleChange),
+    )
+
+
+#: DEFINITIONS (every Method), BY_NAME and METHODS (their names) are built at their
+#: first use (``__getattr__``): a client's call needs a name and a params class only.
+_TABLES = ("DEFINITIONS", "BY_NAME", "METHODS")
+DEFINITIONS: tuple[Method, ...]
+BY_NAME: dict[str, Method]
+METHODS: tuple[str, ...]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _TABLES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    definitions = _definitions()
+    by_name = {method.name: method for method in definitions}
+    globals().update(DEFINITIONS=definitions, BY_NAME=by_name, METHODS=tuple(by_name))
+    return globals()[name]
+
+
 NOTIFICATIONS = (LOG_LINE, EVENT)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.protocol import types
+if TYPE_CHECKING:  # annotations only: the TypedDicts cost chooctl's start to build
+    from agent.protocol import types
 
 STREAMS = ("stdout", "stderr")
 #: ``<attempt>:<end offset>``, both whole numbers.
