@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from agent.adapters.joblogs import (
     RECORD,
@@ -29,6 +30,7 @@ from agent.protocol import types
 from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, format_cursor, parse_cursor
 from agent.rules.output_cap import Budget
+from agent.runtime.output_wakes import FALLBACK
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,6 @@ log = logging.getLogger(__name__)
 ENTRY_BYTES = 64 * 1024
 #: About the most bytes of output one non-follow reply carries.
 PAGE_BYTES = 1 << 20
-#: How long a follow waits for more output when there is none yet.
-FOLLOW_POLL = 0.01
 
 
 class Reading:
@@ -69,6 +69,11 @@ class Reading:
         self.since = since
         self.cap = cap
         self._budgets: dict[int, Budget] = {}
+
+    @property
+    def path(self) -> Path:
+        """The log of the attempt the position is in."""
+        return self.logs.path(self.job_id, self.attempt)
 
     @property
     def cut(self) -> bool:
@@ -229,6 +234,7 @@ def follow(
     emit: Callable[[types.LogEntry], None],
     closed: Callable[[], bool],
     wait: Callable[[float], None],
+    watch: Callable[[Path], None] = lambda path: None,
 ) -> int:
     """Pass each entry to ``emit`` as it is written, until the job has ended
     and its logs are read to their ends, or the client hung up.
@@ -243,7 +249,11 @@ def follow(
         ended: whether the job has ended.
         emit: sends one entry.
         closed: whether the client hung up.
-        wait: waits up to that many seconds (and less when something happens).
+        wait: sleeps up to that many seconds, less when woken: by a write to
+            the log last given to ``watch``, or by an event of the job
+            (agent/runtime/output_wakes.py's ``Waiter``).
+        watch: be woken by writes to this log from now on (called before
+            each read of it, so a write after the read ends the next wait).
 
     Returns:
         How many entries were sent.
@@ -251,6 +261,8 @@ def follow(
     sent = 0
     while not closed():
         done = ended()  # before the read, so the read sees all of the output
+        at = reading.attempt
+        watch(reading.path)
         got = False
         for item in reading.entries():
             emit({"id": job_id, **item})
@@ -261,5 +273,6 @@ def follow(
         if not got:
             if done:
                 break
-            wait(FOLLOW_POLL)
+            if reading.attempt == at:  # else watch the later attempt's log first
+                wait(FALLBACK)
     return sent
