@@ -24,6 +24,8 @@ from agent.adapters.joblogs import (
     blocks,
     count_kept,
     parse_time,
+    pieces,
+    suspect,
     tail_position,
 )
 from agent.protocol import types
@@ -40,6 +42,11 @@ ENTRY_BYTES = 64 * 1024
 PAGE_BYTES = 1 << 20
 
 
+def no_cuts(attempt: int) -> frozenset[int]:
+    """No record of ``attempt`` was cut short (the default ``torn``)."""
+    return frozenset()
+
+
 class Reading:
     """A position in a job's output, moved on by reading entries from it.
 
@@ -51,6 +58,9 @@ class Reading:
         since: skip records read before this time (seconds), if set.
         cap: the job's ``max_log_bytes`` (0: none): no record past an
             attempt's cut is read, even before the shipper truncated the file.
+        torn: where an attempt's records conmon cut short begin, as recorded
+            (asked only of a block that may hold one): each ends where the
+            next record begins.
     """
 
     def __init__(
@@ -61,8 +71,10 @@ class Reading:
         offset: int,
         since: float | None = None,
         cap: int = 0,
+        torn: Callable[[int], frozenset[int]] = no_cuts,
     ):
         self.logs = logs
+        self.torn = torn
         self.job_id = job_id
         self.attempt = attempt
         self.offset = offset
@@ -82,18 +94,24 @@ class Reading:
 
     @classmethod
     def tail(
-        cls, logs: JobLogs, job_id: str, lines: int, since: float | None, cap: int = 0
+        cls,
+        logs: JobLogs,
+        job_id: str,
+        lines: int,
+        since: float | None,
+        cap: int = 0,
+        torn: Callable[[int], frozenset[int]] = no_cuts,
     ) -> Reading:
         """The position of the last ``lines`` lines of the job's output, all
-        attempts counted, newest last."""
+        attempts counted, newest last (``torn`` as for ``Reading``)."""
         attempts = logs.attempts(job_id)
         wanted = lines
         for attempt in reversed(attempts):
             offset, found = tail_position(logs.path(job_id, attempt), wanted)
             if found >= wanted:
-                return cls(logs, job_id, attempt, offset, since, cap)
+                return cls(logs, job_id, attempt, offset, since, cap, torn)
             wanted -= found
-        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since, cap)
+        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since, cap, torn)
 
     def entries(self) -> Iterator[types.LogEntry]:
         """The entries written since the position, oldest first; the position
@@ -147,14 +165,22 @@ class Reading:
             budget = self._budgets.setdefault(attempt, Budget(self.cap))
             count_kept(path, budget, self.offset)
         for start, block in blocks(path, self.offset):
+            torn = self.torn(attempt) if suspect(block) else frozenset()
             for match in RECORD.finditer(block):
-                stamp, record_stream, tag, data = match.groups()
-                size = len(data or b"") + (tag == b"F")
-                if budget is not None and not budget.admit(
-                    start + match.start(), start + match.end(), size
-                ):
-                    return
-                yield start + match.end(), stamp, record_stream, tag, data, size
+                at, end = start + match.start(), start + match.end()
+                parts = [(at, end, match)]
+                if at in torn:  # a record cut short, and the one after it
+                    parts = [
+                        (a, e, RECORD.match(line)) for a, e, line in pieces(match[0], at, torn)
+                    ]
+                for at, end, part in parts:
+                    if part is None:  # the cut came within its header: no output in it
+                        continue
+                    stamp, record_stream, tag, data = part.groups()
+                    size = len(data or b"") + (tag == b"F")
+                    if budget is not None and not budget.admit(at, end, size):
+                        return
+                    yield end, stamp, record_stream, tag, data, size
 
     def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
         self.offset = end
@@ -192,10 +218,12 @@ def start(
     since: float | None,
     after: str | None,
     cap: int = 0,
+    torn: Callable[[int], frozenset[int]] = no_cuts,
 ) -> Reading:
     """Where ``job.logs`` begins: after the ``after`` cursor, else at the last
     ``tail`` lines, else at the start; records before ``since`` are skipped,
-    and none past an attempt's cut under ``cap`` (the job's ``max_log_bytes``).
+    and none past an attempt's cut under ``cap`` (the job's ``max_log_bytes``);
+    ``torn`` says where records conmon cut short begin (``Reading``).
 
     Raises:
         InvalidParams: ``after`` is not a cursor.
@@ -206,10 +234,10 @@ def start(
             raise InvalidParams(
                 "after: expected the cursor of an entry of this job's output (<attempt>:<offset>)"
             )
-        return Reading(logs, job_id, *position, since, cap)
+        return Reading(logs, job_id, *position, since, cap, torn)
     if tail is not None:
-        return Reading.tail(logs, job_id, tail, since, cap)
-    return Reading(logs, job_id, 0, 0, since, cap)
+        return Reading.tail(logs, job_id, tail, since, cap, torn)
+    return Reading(logs, job_id, 0, 0, since, cap, torn)
 
 
 def page(reading: Reading) -> types.Logs:

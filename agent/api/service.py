@@ -14,6 +14,7 @@ Each use case that reads what a job holds or changes it takes the caller
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from agent.protocol.errors import InvalidParams, InvalidTransition
 from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.image_gc import ImageCollector
+from agent.runtime.output_loss import OutputLoss
 from agent.runtime.output_wakes import OutputWakes
 from agent.storage.store import Store
 
@@ -351,7 +353,10 @@ class Service(Removal, Watching, Holding, Reruns):
         if not isinstance(follow, bool):
             raise InvalidParams("follow: expected true or false")
         cap = self.store.get(full)["spec"].get("max_log_bytes") or 0
-        reading = output.start(self.job_logs, full, tail=tail, since=since, after=after, cap=cap)
+        torn = functools.partial(OutputLoss(self.store).torn_at, full)
+        reading = output.start(
+            self.job_logs, full, tail=tail, since=since, after=after, cap=cap, torn=torn
+        )
         if not follow or emit is None:
             return output.page(reading)
         state = self._watch_state(full)
