@@ -111,7 +111,13 @@ def test_once_space_returns_the_next_line_starts_cleanly_after_the_cut_one(
     podman("kill", "--signal", "USR1", f"choo-{job}")
     # Past its reserve, conmon cuts a record short; the shipper records it.
     agent.wait_job(job, lambda j: j["log_lost"], "the loss recorded while the job runs", 300)
-    assert agent.call("job.get", id=job)["state"] == "running"
+    record = agent.call("job.get", id=job)
+    assert record["state"] == "running"
+    assert [
+        e["detail"].get("offset") is not None
+        for e in record["events"]
+        if e["kind"] == "output-lost"
+    ] == [True]  # a record cut short, not a log cut
     (seen / "fill").unlink()
     podman("kill", "--signal", "USR2", f"choo-{job}")
     agent.wait_state(job, "succeeded", timeout=120)
