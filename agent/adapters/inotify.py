@@ -6,14 +6,13 @@ here, so there is one wrapper of the system calls. An ``Inotify`` is one
 kernel instance (a user has ``fs.inotify.max_user_instances`` of them,
 typically 128): callers share one and add a watch per path
 (``max_user_watches`` is far larger). It only reports events; what they mean
-is for its callers. Linux-only; where libc or inotify is missing, ``open()``
-raises ``OSError`` saying why.
+is for its callers. Linux-only; where inotify is missing, ``open()`` raises
+``OSError`` saying why.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import select
@@ -60,13 +59,12 @@ class Inotify:
         """Make the instance.
 
         Raises:
-            OSError: no C library, or ``inotify_init1`` failed (EMFILE: the
+            OSError: no inotify in the C library, or ``inotify_init1`` failed (EMFILE: the
                 user's ``fs.inotify.max_user_instances`` are all taken).
         """
-        libc_name = ctypes.util.find_library("c")
-        if libc_name is None:
-            raise OSError(errno.ENOSYS, "no C library to ask for inotify")
-        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library the agent already runs on
+        if not hasattr(libc, "inotify_init1"):
+            raise OSError(errno.ENOSYS, "the C library has no inotify")
         fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             code = ctypes.get_errno()

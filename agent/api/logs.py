@@ -164,12 +164,14 @@ class Reading:
         if self.cap:
             budget = self._budgets.setdefault(attempt, Budget(self.cap))
             count_kept(path, budget, self.offset)
+        torn: frozenset[int] | None = None  # asked once a read: a job may print headers
         for start, block in blocks(path, self.offset):
-            torn = self.torn(attempt) if suspect(block) else frozenset()
+            if torn is None and suspect(block):
+                torn = self.torn(attempt)
             for match in RECORD.finditer(block):
                 at, end = start + match.start(), start + match.end()
                 parts = [(at, end, match)]
-                if at in torn:  # a record cut short, and the one after it
+                if torn and at in torn:  # a record cut short, and the one after it
                     parts = [
                         (a, e, RECORD.match(line)) for a, e, line in pieces(match[0], at, torn)
                     ]
