@@ -101,11 +101,12 @@ def records(path: Path, offset: int = 0, torn: frozenset[int] = frozenset()) -> 
     for position, block in blocks(path, offset):
         start = 0
         while (newline := block.find(b"\n", start)) >= 0:
-            line = block[start : newline + 1]
-            for at, end, piece in pieces(line, position + start, torn):
-                record = parse(piece, at, end)
-                if record is not None:
-                    yield record
+            line, at = block[start : newline + 1], position + start
+            if at in torn:  # the common case stays one parse a line
+                split = (parse(piece, begin, end) for begin, end, piece in pieces(line, at, torn))
+                yield from (record for record in split if record is not None)
+            elif (record := parse(line, at)) is not None:
+                yield record
             start = newline + 1
 
 
