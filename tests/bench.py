@@ -26,6 +26,7 @@ import functools
 import itertools
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import subprocess
@@ -318,6 +319,7 @@ def bench_follow_many(make_agent, image: str, pairs: int, jobs: int = 50, count:
         for _ in range(jobs)
     ]
     context = multiprocessing.get_context("fork")
+    cpu_before = _cpu_seconds(agent.process.pid)
     with context.Pool(jobs) as pool:
         pending = pool.map_async(_follow_one, [(str(agent.socket), i) for i in ids], chunksize=1)
         rss = 0.0
@@ -325,11 +327,19 @@ def bench_follow_many(make_agent, image: str, pairs: int, jobs: int = 50, count:
             rss = max(rss, _rss_mib(agent.process.pid))
             pending.wait(0.5)
         latencies = [x for r in pending.get() for x in r]
+    cpu = _cpu_seconds(agent.process.pid) - cpu_before
     print(f"\n## follow latency under load: {jobs} jobs, a line every 50 ms each, a follower each")
     print(f"  entries:         {len(latencies)} (of {jobs * count})")
     print(f"  latency:         {_follow_percentiles(latencies)}")
     print("  target:          <= 50 ms")
     print(f"  agent VmRSS max: {rss:8.1f} MiB   (target < 100 MiB)")
+    print(f"  agent CPU:       {cpu:8.1f} s while followed")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU time so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_logs(make_agent, image: str, pairs: int, lines: int = 1_000_000) -> None:
