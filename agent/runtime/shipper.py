@@ -17,7 +17,8 @@ and never ships a record twice. While an attempt runs it keeps space reserved
 ahead of its file (agent/adapters/log_space.py), so a disk that fills loses no
 output; a file that shrank (Podman's ``log_size_max`` truncates it in place)
 or a record conmon could not finish (the reserve ran out) is recorded on the
-job as lost output (agent/runtime/output_loss.py), never silently.
+job as lost output (agent/runtime/output_loss.py), never silently; such a
+record is shipped up to its cut, and the record conmon writes after it on its own.
 A job's ``max_log_bytes`` is enforced here too, as it reads every record: it
 ships nothing at or past an attempt's cut (agent/rules/output_cap.py) and has
 agent/runtime/log_limit.py truncate the file there.
