@@ -39,6 +39,7 @@ from agent.runtime.changes import ChangeFeed
 from agent.runtime.controller import SPARE_WORKERS, Controller
 from agent.runtime.image_gc import ImageCollector
 from agent.runtime.notifier import Notifier as Deliveries
+from agent.runtime.output_wakes import OutputWakes
 from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipped_mark import SHIPPED_MARK
@@ -83,6 +84,7 @@ class Agent:
             wake=lambda: self.controller.wake(),
             mark=config.state_dir / SHIPPED_MARK,
         )
+        self.wakes = OutputWakes(self.feed)
         self.podman_service: PodmanService | None = None
         self.sock: socket.socket | None = None
         self.bound_path: Path | None = None
@@ -147,6 +149,7 @@ class Agent:
             live_usage=self.usage.live,
             image_gc=self.image_gc,
             caches=self.podman,
+            wakes=self.wakes,
         )
         self.metrics = metrics.registry(self.store, lambda: self.controller.degraded)
         self.textfile = None
@@ -190,6 +193,7 @@ class Agent:
         self.controller.start_event_stream()
         # Job output to the journal: it first finds where each copy left off.
         self.shipper.start()
+        self.wakes.start()
         self.usage.start()
         if self.textfile is not None:
             self.textfile.start()
@@ -313,6 +317,7 @@ class Agent:
         if self.podman_service is not None:
             self.podman_service.stop()
         self.shipper.stop()
+        self.wakes.stop()
         self.usage.stop()
         if self.textfile is not None:
             self.textfile.stop()

@@ -26,6 +26,7 @@ import functools
 import itertools
 import json
 import multiprocessing
+import os
 import socket
 import statistics
 import subprocess
@@ -281,9 +282,64 @@ def bench_follow(make_agent, image: str, pairs: int, count: int = 200) -> None:
         client.follow(job["id"], on_entry)
     print(f"\n## follow latency: a line every 50 ms, record time to the follower ({count} lines)")
     print(f"  entries:         {len(latencies)}")
-    cuts = statistics.quantiles(latencies, n=100)
-    print(f"  latency:         p50 {cuts[49] * 1000:6.1f} ms   p99 {cuts[98] * 1000:6.1f} ms")
+    print(f"  latency:         {_follow_percentiles(latencies)}")
     print("  target:          <= 50 ms")
+
+
+def _follow_percentiles(latencies: list[float]) -> str:
+    cuts = statistics.quantiles(latencies, n=100)
+    return "   ".join(f"p{n} {cuts[n - 1] * 1000:6.1f} ms" for n in (50, 90, 99))
+
+
+def _follow_one(args: tuple[str, str]) -> list[float]:
+    """One follower process: follows one job to its end; the latency of each
+    entry printed after it began (earlier ones are a catch-up, not a follow)."""
+    from agent.client import Client
+
+    path, job_id = args
+    latencies: list[float] = []
+    began = time.time()
+
+    def on_entry(entry) -> None:
+        if entry["time"] >= began:
+            latencies.append(time.time() - entry["time"])
+
+    with Client(Path(path), timeout=None) as client:
+        client.follow(job_id, on_entry)
+    return latencies
+
+
+def bench_follow_many(make_agent, image: str, pairs: int, jobs: int = 50, count: int = 100) -> None:
+    """Follow latency under load: ``jobs`` running jobs, each printing a line
+    every 50 ms and followed by a follower of its own; and the agent's memory."""
+    agent = make_agent(max_concurrent=jobs)
+    script = f"sleep 2; for i in $(seq 1 {count}); do echo $i; usleep 50000; done"
+    ids = [
+        agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", script]})["id"]
+        for _ in range(jobs)
+    ]
+    context = multiprocessing.get_context("fork")
+    cpu_before = _cpu_seconds(agent.process.pid)
+    with context.Pool(jobs) as pool:
+        pending = pool.map_async(_follow_one, [(str(agent.socket), i) for i in ids], chunksize=1)
+        rss = 0.0
+        while not pending.ready():
+            rss = max(rss, _rss_mib(agent.process.pid))
+            pending.wait(0.5)
+        latencies = [x for r in pending.get() for x in r]
+    cpu = _cpu_seconds(agent.process.pid) - cpu_before
+    print(f"\n## follow latency under load: {jobs} jobs, a line every 50 ms each, a follower each")
+    print(f"  entries:         {len(latencies)} (of {jobs * count})")
+    print(f"  latency:         {_follow_percentiles(latencies)}")
+    print("  target:          <= 50 ms")
+    print(f"  agent VmRSS max: {rss:8.1f} MiB   (target < 100 MiB)")
+    print(f"  agent CPU:       {cpu:8.1f} s while followed")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU time so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_logs(make_agent, image: str, pairs: int, lines: int = 1_000_000) -> None:
@@ -307,6 +363,7 @@ BENCHES = {
     "socket": bench_socket,
     "output": bench_output,
     "follow": bench_follow,
+    "follow_many": bench_follow_many,
     "logs": bench_logs,
     "history": bench_history,
     "usage": bench_usage,

@@ -13,6 +13,13 @@ their logs is ``JobLogs``; what to do with the records (stream them to a
 client, ship them to the journal) is for its callers. A record is complete
 once its newline is on disk: a reader never returns the half of a record
 conmon is still writing.
+
+A record conmon *cut short* (the disk was full: its write came back short)
+has no newline, so once space returns the next record is written right after
+it and the two read as one line. Where the agent recorded such a cut (the
+record's offset, agent/runtime/output_loss.py), the readers here end the cut
+record where the next record's header (time, stream, tag) begins, so that
+record starts cleanly; anywhere else a header-like text is the job's output.
 """
 
 from __future__ import annotations
@@ -62,8 +69,10 @@ def parse_time(stamp: bytes) -> float:
         return 0.0
 
 
-def parse(line: bytes, offset: int) -> Record | None:
-    """The record of one file line (its newline included), or None if it is not one."""
+def parse(line: bytes, offset: int, end: int | None = None) -> Record | None:
+    """The record of one file line (its newline included), or None if it is not one;
+    ``end`` is where it ends in the file (if not ``offset`` plus its length: a
+    record cut short, whose newline is only put back)."""
     parts = line[:-1].split(b" ", 3)
     if len(parts) == 3:
         parts.append(b"")  # an empty line: "<time> stdout F" and nothing after the space
@@ -73,7 +82,7 @@ def parse(line: bytes, offset: int) -> Record | None:
     partial = tag == b"P"
     return Record(
         offset=offset,
-        end=offset + len(line),
+        end=offset + len(line) if end is None else end,
         time=parse_time(stamp),
         stream=stream.decode(),
         data=data if partial else data + b"\n",
@@ -81,20 +90,85 @@ def parse(line: bytes, offset: int) -> Record | None:
     )
 
 
-def records(path: Path, offset: int = 0) -> Iterator[Record]:
+def records(path: Path, offset: int = 0, torn: frozenset[int] = frozenset()) -> Iterator[Record]:
     """The complete records of a log from ``offset`` on, oldest first.
 
     Reads in blocks (``blocks``), so memory stays bounded whatever the log's
     size; stops at the end of the last complete record (one conmon is still
     writing is left for the next call). A missing file has no records.
+    ``torn``: where records conmon cut short begin (``pieces``).
     """
     for position, block in blocks(path, offset):
         start = 0
         while (newline := block.find(b"\n", start)) >= 0:
-            record = parse(block[start : newline + 1], position + start)
-            if record is not None:
+            line, at = block[start : newline + 1], position + start
+            if at in torn:  # the common case stays one parse a line
+                split = (parse(piece, begin, end) for begin, end, piece in pieces(line, at, torn))
+                yield from (record for record in split if record is not None)
+            elif (record := parse(line, at)) is not None:
                 yield record
             start = newline + 1
+
+
+#: conmon's record header: its time stamp, the stream, the tag.
+HEADER = re.compile(
+    rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d) (?:stdout|stderr) [FP][ \n]"
+)
+
+
+def suspect(block: bytes) -> bool:
+    """Whether a block of whole records may hold a record cut short: more
+    headers than lines (a cheap count; ``pieces`` then looks closer)."""
+    return block.count(b" stdout ") + block.count(b" stderr ") > block.count(b"\n")
+
+
+def pieces(line: bytes, offset: int, torn: frozenset[int]) -> list[tuple[int, int, bytes]]:
+    """A file line as records to parse: (where each begins, where it ends, its
+    line). One, unless the line begins at a ``torn`` offset and another
+    record's header follows within it: then the record cut short ends there
+    (its newline put back) and the next one begins there."""
+    end = offset + len(line)
+    if offset not in torn:
+        return [(offset, end, line)]
+    header = HEADER.search(line, 1)
+    if header is None:
+        return [(offset, end, line)]
+    cut = header.start()
+    return [(offset, offset + cut, line[:cut] + b"\n"), (offset + cut, end, line[cut:])]
+
+
+def at_boundary(path: Path, offset: int, torn: frozenset[int] = frozenset()) -> bool:
+    """Whether ``offset`` is where a record begins: the file start, just after a
+    newline, or where a record cut short (at a ``torn`` offset) ends."""
+    if _after_newline(path, offset):
+        return True
+    return any(t < offset for t in torn) and end_of_record_at(path, offset, torn) is not None
+
+
+def end_of_record_at(path: Path, offset: int, torn: frozenset[int] = frozenset()) -> int | None:
+    """The end of the record that begins at ``offset``, or None if none begins there."""
+    if _after_newline(path, offset):
+        begin = offset
+    else:  # only the end of a record cut short is a record's start mid-line
+        starts = [t for t in torn if t < offset]
+        if not starts:
+            return None
+        begin = max(starts)
+    for record in records(path, begin, torn):
+        if record.offset >= offset:
+            return record.end if record.offset == offset else None
+    return None
+
+
+def _after_newline(path: Path, offset: int) -> bool:
+    if offset == 0:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset - 1)
+            return handle.read(1) == b"\n"
+    except OSError:
+        return False
 
 
 def count_kept(path: Path, budget: Budget, offset: int) -> None:

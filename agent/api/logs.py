@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from agent.adapters.joblogs import (
     RECORD,
@@ -23,12 +24,15 @@ from agent.adapters.joblogs import (
     blocks,
     count_kept,
     parse_time,
+    pieces,
+    suspect,
     tail_position,
 )
 from agent.protocol import types
 from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, format_cursor, parse_cursor
 from agent.rules.output_cap import Budget
+from agent.runtime.output_wakes import FALLBACK
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +40,11 @@ log = logging.getLogger(__name__)
 ENTRY_BYTES = 64 * 1024
 #: About the most bytes of output one non-follow reply carries.
 PAGE_BYTES = 1 << 20
-#: How long a follow waits for more output when there is none yet.
-FOLLOW_POLL = 0.01
+
+
+def no_cuts(attempt: int) -> frozenset[int]:
+    """No record of ``attempt`` was cut short (the default ``torn``)."""
+    return frozenset()
 
 
 class Reading:
@@ -51,6 +58,9 @@ class Reading:
         since: skip records read before this time (seconds), if set.
         cap: the job's ``max_log_bytes`` (0: none): no record past an
             attempt's cut is read, even before the shipper truncated the file.
+        torn: where an attempt's records conmon cut short begin, as recorded
+            (asked only of a block that may hold one): each ends where the
+            next record begins.
     """
 
     def __init__(
@@ -61,8 +71,10 @@ class Reading:
         offset: int,
         since: float | None = None,
         cap: int = 0,
+        torn: Callable[[int], frozenset[int]] = no_cuts,
     ):
         self.logs = logs
+        self.torn = torn
         self.job_id = job_id
         self.attempt = attempt
         self.offset = offset
@@ -71,24 +83,35 @@ class Reading:
         self._budgets: dict[int, Budget] = {}
 
     @property
+    def path(self) -> Path:
+        """The log of the attempt the position is in."""
+        return self.logs.path(self.job_id, self.attempt)
+
+    @property
     def cut(self) -> bool:
         """Whether some attempt read so far was cut at the job's cap."""
         return any(budget.cut is not None for budget in self._budgets.values())
 
     @classmethod
     def tail(
-        cls, logs: JobLogs, job_id: str, lines: int, since: float | None, cap: int = 0
+        cls,
+        logs: JobLogs,
+        job_id: str,
+        lines: int,
+        since: float | None,
+        cap: int = 0,
+        torn: Callable[[int], frozenset[int]] = no_cuts,
     ) -> Reading:
         """The position of the last ``lines`` lines of the job's output, all
-        attempts counted, newest last."""
+        attempts counted, newest last (``torn`` as for ``Reading``)."""
         attempts = logs.attempts(job_id)
         wanted = lines
         for attempt in reversed(attempts):
             offset, found = tail_position(logs.path(job_id, attempt), wanted)
             if found >= wanted:
-                return cls(logs, job_id, attempt, offset, since, cap)
+                return cls(logs, job_id, attempt, offset, since, cap, torn)
             wanted -= found
-        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since, cap)
+        return cls(logs, job_id, attempts[0] if attempts else 0, 0, since, cap, torn)
 
     def entries(self) -> Iterator[types.LogEntry]:
         """The entries written since the position, oldest first; the position
@@ -141,15 +164,25 @@ class Reading:
         if self.cap:
             budget = self._budgets.setdefault(attempt, Budget(self.cap))
             count_kept(path, budget, self.offset)
+        torn: frozenset[int] | None = None  # asked once a read: a job may print headers
         for start, block in blocks(path, self.offset):
+            if torn is None and suspect(block):
+                torn = self.torn(attempt)
             for match in RECORD.finditer(block):
-                stamp, record_stream, tag, data = match.groups()
-                size = len(data or b"") + (tag == b"F")
-                if budget is not None and not budget.admit(
-                    start + match.start(), start + match.end(), size
-                ):
-                    return
-                yield start + match.end(), stamp, record_stream, tag, data, size
+                at, end = start + match.start(), start + match.end()
+                parts = [(at, end, match)]
+                if torn and at in torn:  # a record cut short, and the one after it
+                    parts = [
+                        (a, e, RECORD.match(line)) for a, e, line in pieces(match[0], at, torn)
+                    ]
+                for at, end, part in parts:
+                    if part is None:  # the cut came within its header: no output in it
+                        continue
+                    stamp, record_stream, tag, data = part.groups()
+                    size = len(data or b"") + (tag == b"F")
+                    if budget is not None and not budget.admit(at, end, size):
+                        return
+                    yield end, stamp, record_stream, tag, data, size
 
     def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
         self.offset = end
@@ -187,10 +220,12 @@ def start(
     since: float | None,
     after: str | None,
     cap: int = 0,
+    torn: Callable[[int], frozenset[int]] = no_cuts,
 ) -> Reading:
     """Where ``job.logs`` begins: after the ``after`` cursor, else at the last
     ``tail`` lines, else at the start; records before ``since`` are skipped,
-    and none past an attempt's cut under ``cap`` (the job's ``max_log_bytes``).
+    and none past an attempt's cut under ``cap`` (the job's ``max_log_bytes``);
+    ``torn`` says where records conmon cut short begin (``Reading``).
 
     Raises:
         InvalidParams: ``after`` is not a cursor.
@@ -201,10 +236,10 @@ def start(
             raise InvalidParams(
                 "after: expected the cursor of an entry of this job's output (<attempt>:<offset>)"
             )
-        return Reading(logs, job_id, *position, since, cap)
+        return Reading(logs, job_id, *position, since, cap, torn)
     if tail is not None:
-        return Reading.tail(logs, job_id, tail, since, cap)
-    return Reading(logs, job_id, 0, 0, since, cap)
+        return Reading.tail(logs, job_id, tail, since, cap, torn)
+    return Reading(logs, job_id, 0, 0, since, cap, torn)
 
 
 def page(reading: Reading) -> types.Logs:
@@ -229,6 +264,7 @@ def follow(
     emit: Callable[[types.LogEntry], None],
     closed: Callable[[], bool],
     wait: Callable[[float], None],
+    watch: Callable[[Path], None] = lambda path: None,
 ) -> int:
     """Pass each entry to ``emit`` as it is written, until the job has ended
     and its logs are read to their ends, or the client hung up.
@@ -243,7 +279,11 @@ def follow(
         ended: whether the job has ended.
         emit: sends one entry.
         closed: whether the client hung up.
-        wait: waits up to that many seconds (and less when something happens).
+        wait: sleeps up to that many seconds, less when woken: by a write to
+            the log last given to ``watch``, or by an event of the job
+            (agent/runtime/output_wakes.py's ``Waiter``).
+        watch: be woken by writes to this log from now on (called before
+            each read of it, so a write after the read ends the next wait).
 
     Returns:
         How many entries were sent.
@@ -251,6 +291,8 @@ def follow(
     sent = 0
     while not closed():
         done = ended()  # before the read, so the read sees all of the output
+        at = reading.attempt
+        watch(reading.path)
         got = False
         for item in reading.entries():
             emit({"id": job_id, **item})
@@ -261,5 +303,6 @@ def follow(
         if not got:
             if done:
                 break
-            wait(FOLLOW_POLL)
+            if reading.attempt == at:  # else watch the later attempt's log first
+                wait(FALLBACK)
     return sent

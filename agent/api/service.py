@@ -14,6 +14,7 @@ Each use case that reads what a job holds or changes it takes the caller
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from agent.protocol.errors import InvalidParams, InvalidTransition
 from agent.protocol.states import TERMINAL, State
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.image_gc import ImageCollector
+from agent.runtime.output_loss import OutputLoss
+from agent.runtime.output_wakes import OutputWakes
 from agent.storage.store import Store
 
 #: The longest a follow of a job whose output was cut waits for the shipper to
@@ -69,7 +72,10 @@ class Service(Removal, Watching, Holding, Reruns, Pausing):
         live_usage: Callable[[], dict[str, dict[str, Any]]] = dict,
         image_gc: ImageCollector | None = None,
         caches: Caches | None = None,
+        wakes: OutputWakes | None = None,
     ):
+        #: What wakes the followers of job output (one not started: they poll).
+        self.wakes = wakes or OutputWakes(feed)
         #: The running jobs' current usage, by ID (job.top; the usage sampler's ``live``).
         self.live_usage = live_usage
         self.files = files
@@ -349,18 +355,23 @@ class Service(Removal, Watching, Holding, Reruns, Pausing):
         if not isinstance(follow, bool):
             raise InvalidParams("follow: expected true or false")
         cap = self.store.get(full)["spec"].get("max_log_bytes") or 0
-        reading = output.start(self.job_logs, full, tail=tail, since=since, after=after, cap=cap)
+        torn = functools.partial(OutputLoss(self.store).torn_at, full)
+        reading = output.start(
+            self.job_logs, full, tail=tail, since=since, after=after, cap=cap, torn=torn
+        )
         if not follow or emit is None:
             return output.page(reading)
         state = self._watch_state(full)
-        sent = output.follow(
-            reading,
-            full,
-            ended=lambda: state() in TERMINAL,
-            emit=emit,
-            closed=closed,
-            wait=lambda seconds: self.feed.wait_after(self.feed.seq, seconds),
-        )
+        with self.wakes.waiter(full) as waiter:
+            sent = output.follow(
+                reading,
+                full,
+                ended=lambda: state() in TERMINAL,
+                emit=emit,
+                closed=closed,
+                wait=waiter.wait,
+                watch=waiter.watch,
+            )
         if reading.cut:
             # The shipper counts what the cap dropped; the record the client
             # gets should say so (the shipper's output-cut event wakes this).

@@ -6,7 +6,8 @@ file is cut in place (Podman's ``log_size_max``), or conmon cannot write it
 used up: conmon writes what fits of a record and drops the rest). Each is an
 ``output-lost`` event on the job, with the bytes known lost added to its
 ``log_lost``; the shipper finds them, this module only records them (and
-warns while a running attempt's reserve cannot be topped up).
+warns while a running attempt's reserve cannot be topped up), and says where
+the records cut short begin, for the readers that end them there.
 """
 
 from __future__ import annotations
@@ -65,12 +66,7 @@ class OutputLoss:
             events = self.store.events(job_id)
         except ChooError:
             return
-        if any(
-            e["kind"] == LOST_EVENT
-            and (e["detail"] or {}).get("offset") == offset
-            and (e["detail"] or {}).get("attempt") == attempt
-            for e in events
-        ):
+        if offset in torn_offsets(events, attempt):
             return
         log.error(
             "the log of job %s attempt %d could not be written (disk full): output lost"
@@ -91,6 +87,14 @@ class OutputLoss:
                 " is not known); free space on the agent's state directory",
             },
         )
+
+    def torn_at(self, job_id: str, attempt: int) -> frozenset[int]:
+        """Where the records conmon cut short in an attempt's log begin, as
+        recorded (none for a job that is gone)."""
+        try:
+            return torn_offsets(self.store.events(job_id), attempt)
+        except ChooError:
+            return frozenset()
 
     def keep_room(self, job_id: str, path: Path, short: bool) -> bool:
         """Top up the space reserved ahead of a running attempt's log.
@@ -126,3 +130,13 @@ class OutputLoss:
             self.store.update(job_id, log_lost=before + lost)
         except ChooError as exc:
             log.error("cannot record lost output of job %s: %s", job_id, exc.message)
+
+
+def torn_offsets(events: list[dict[str, Any]], attempt: int) -> frozenset[int]:
+    """Where, by a job's ``events``, the records conmon cut short in the log of
+    ``attempt`` begin (agent/adapters/joblogs.py ends them there)."""
+    return frozenset(
+        detail["offset"]
+        for detail in (e["detail"] or {} for e in events if e["kind"] == LOST_EVENT)
+        if detail.get("attempt") == attempt and isinstance(detail.get("offset"), int)
+    )

@@ -17,7 +17,8 @@ and never ships a record twice. While an attempt runs it keeps space reserved
 ahead of its file (agent/adapters/log_space.py), so a disk that fills loses no
 output; a file that shrank (Podman's ``log_size_max`` truncates it in place)
 or a record conmon could not finish (the reserve ran out) is recorded on the
-job as lost output (agent/runtime/output_loss.py), never silently.
+job as lost output (agent/runtime/output_loss.py), never silently; such a
+record is shipped up to its cut, and the record conmon writes after it on its own.
 A job's ``max_log_bytes`` is enforced here too, as it reads every record: it
 ships nothing at or past an attempt's cut (agent/rules/output_cap.py) and has
 agent/runtime/log_limit.py truncate the file there.
@@ -36,7 +37,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.adapters import log_space
-from agent.adapters.joblogs import JobLogs, Record, count_kept, records
+from agent.adapters.joblogs import (
+    JobLogs,
+    Record,
+    at_boundary,
+    count_kept,
+    end_of_record_at,
+    records,
+)
 from agent.config import Config
 from agent.protocol.errors import ChooError
 from agent.protocol.states import TERMINAL, State
@@ -94,8 +102,9 @@ class _Copy:
     budget: Budget | None = None
     #: The space reserved ahead of the file could not be topped up (disk full).
     no_room: bool = False
-    #: Where a record conmon could not finish begins (recorded once).
-    torn_at: int | None = None
+    #: Where the records conmon could not finish begin (each recorded once;
+    #: joblogs ends each where the next record begins).
+    torn: frozenset[int] = frozenset()
 
 
 class Shipper:
@@ -232,6 +241,7 @@ class Shipper:
                     saved = {a["number"]: a["log_shipped"] for a in self.store.attempts(job["id"])}
                 path = self.logs.path(job["id"], number)
                 copy = _Copy(job["id"], number, path, 0, saved.get(number), budget=budget_for(job))
+                copy.torn = self.loss.torn_at(job["id"], number)
                 if ended and copy.saved is not None and copy.saved == _size(path):
                     _release(path)  # shipped to the end before: nothing else to do
                     continue
@@ -248,9 +258,10 @@ class Shipper:
         candidates = []
         start = self.journal.last_shipped(copy.job_id, copy.number)
         if start is not None:
-            candidates.append(_end_of_record_at(copy.path, start))
+            candidates.append(end_of_record_at(copy.path, start, copy.torn))
         if copy.saved:
-            candidates.append(copy.saved if _at_boundary(copy.path, copy.saved) else None)
+            at = at_boundary(copy.path, copy.saved, copy.torn)
+            candidates.append(copy.saved if at else None)
         if None in candidates:
             # What was shipped is no longer in the file: it was cut while we were away.
             seen = max(size, start or 0, copy.saved or 0)
@@ -298,7 +309,9 @@ class Shipper:
             return False
         if not copy.ended:
             copy.no_room = self.loss.keep_room(copy.job_id, copy.path, copy.no_room)
-        if size < copy.offset or (size > copy.seen and not _at_boundary(copy.path, copy.offset)):
+        if size < copy.offset or (
+            size > copy.seen and not at_boundary(copy.path, copy.offset, copy.torn)
+        ):
             seen = max(copy.seen, copy.offset)
             unshipped = max(0, seen - copy.offset)
             self.loss.cut(copy.job_id, copy.number, seen=seen, size=size, unshipped=unshipped)
@@ -307,7 +320,7 @@ class Shipper:
                 copy.budget = Budget(copy.budget.cap)
             self._save(copy)  # never resume past the cut into the new content
         budget = copy.budget
-        for shipped, record in enumerate(records(copy.path, copy.offset), 1):
+        for shipped, record in enumerate(records(copy.path, copy.offset, copy.torn), 1):
             if budget is not None and not budget.admit(record.offset, record.end, len(record.data)):
                 break
             self.journal.ship(copy.job_id, copy.number, record)
@@ -317,9 +330,9 @@ class Shipper:
                 return True
         if budget is not None and budget.cut is not None:
             size = self.cap.enforce(copy.job_id, copy.number, copy.path, budget)
-        elif size > copy.offset and copy.torn_at != copy.offset and _torn(copy):
+        elif size > copy.offset and copy.offset not in copy.torn and _torn(copy):
             self.loss.torn(copy.job_id, copy.number, offset=copy.offset, size=size)
-            copy.torn_at = copy.offset
+            copy.torn |= {copy.offset}
             if copy.ended:  # nothing follows: done with the file (also after a restart)
                 copy.offset = size
         copy.seen = size
@@ -377,23 +390,3 @@ def _release(path: Path) -> None:
         log_space.release(path)
     except OSError as exc:
         log.warning("cannot release the space reserved for %s: %s", path, exc.strerror)
-
-
-def _at_boundary(path: Path, offset: int) -> bool:
-    """Whether ``offset`` is where a record begins: the file start or just after a newline."""
-    if offset == 0:
-        return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset - 1)
-            return handle.read(1) == b"\n"
-    except OSError:
-        return False
-
-
-def _end_of_record_at(path: Path, offset: int) -> int | None:
-    """The end of the record that begins at ``offset``, or None if none begins there."""
-    if not _at_boundary(path, offset):
-        return None
-    first = next(records(path, offset), None)
-    return first.end if first is not None and first.offset == offset else None

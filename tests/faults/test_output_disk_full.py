@@ -87,3 +87,41 @@ def test_a_disk_that_fills_while_jobs_run_loses_no_output_silently(make_agent, i
     ps = agent.chooctl("ps", "-a")
     assert "output lost" in ps.stdout
     assert "cannot reserve space for the output of job " + chatty in agent.log()
+
+
+#: As ON_SIGNAL, but it goes on after SIGUSR1's lines: SIGUSR2 prints one more and exits 0.
+THEN_AFTER = (
+    'echo ready; trap "seq 1 $SEQ" USR1; trap "echo after; exit 0" USR2;'
+    " while :; do sleep 0.1; done"
+)
+
+
+def test_once_space_returns_the_next_line_starts_cleanly_after_the_cut_one(
+    make_agent, image, small_disk
+):
+    disk, seen = small_disk
+    agent = make_agent()
+    agent.state_dir.mkdir()
+    (agent.state_dir / "logs").symlink_to(seen)
+    agent.start()
+    spec = {"image": image, "command": ["sh", "-c", THEN_AFTER], "env": {"SEQ": "400000"}}
+    job = agent.call("job.submit", spec=spec)["id"]
+    wait_until(lambda: agent.output_lines(job)[:1] == ["ready"], 60, "the job's first line")
+    fill(disk)
+    podman("kill", "--signal", "USR1", f"choo-{job}")
+    # Past its reserve, conmon cuts a record short; the shipper records it.
+    agent.wait_job(job, lambda j: j["log_lost"], "the loss recorded while the job runs", 300)
+    record = agent.call("job.get", id=job)
+    assert record["state"] == "running"
+    assert [
+        e["detail"].get("offset") is not None
+        for e in record["events"]
+        if e["kind"] == "output-lost"
+    ] == [True]  # a record cut short, not a log cut
+    (seen / "fill").unlink()
+    podman("kill", "--signal", "USR2", f"choo-{job}")
+    agent.wait_state(job, "succeeded", timeout=120)
+    out = agent.output(job)["stdout"]
+    assert out.startswith(b"ready\n1\n2\n") and out.endswith(b"\nafter\n"), out[-200:]
+    logs = agent.chooctl("logs", job).stdout
+    assert logs.endswith("\nafter\n")

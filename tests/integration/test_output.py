@@ -157,3 +157,52 @@ def test_a_follow_broken_by_an_agent_restart_resumes_without_repeats(agent, imag
     assert result["job"]["state"] == "succeeded"
     expected = b"before\n" + b"".join(b"line %d\n" % i for i in range(1, 201))
     assert b"".join(received) == expected
+
+
+def test_followers_are_woken_by_each_write_and_by_the_end(agent, image):
+    """Two followers of a running job: each gets every byte as it is written
+    (a line, then a piece without a newline, then a burst), the job's end ends
+    both, and the agent wakes them with inotify (it says when it cannot)."""
+    script = (
+        f"echo one; {HOLD}; rm /tmp/choo-release; printf two; {HOLD}; "
+        "for i in $(seq 1 300); do echo burst $i; done"
+    )
+    job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", script]})
+    expected = b"one\ntwo" + b"".join(b"burst %d\n" % i for i in range(1, 301))
+    followers = []
+    for _ in range(2):
+        got: list[bytes] = []
+        seen = threading.Condition()
+        result: dict = {}
+
+        def follow(got=got, seen=seen, result=result) -> None:
+            def on_entry(entry):
+                with seen:
+                    got.append(entry_bytes(entry))
+                    seen.notify_all()
+
+            with agent.client(timeout=None) as client:
+                result.update(client.follow(job["id"], on_entry))
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        followers.append((thread, got, seen, result))
+
+    def all_have(prefix: bytes) -> None:
+        for _thread, got, seen, _result in followers:
+            with seen:
+                # At least: a release retried by the harness may let the job pass both holds.
+                assert seen.wait_for(lambda got=got: b"".join(got).startswith(prefix), 60), (
+                    f"a follower has {b''.join(got)!r}, not {prefix!r}"
+                )
+
+    all_have(b"one\n")
+    release(agent.podman_url, job["id"])
+    all_have(b"one\ntwo")
+    release(agent.podman_url, job["id"])
+    for thread, got, _seen, result in followers:
+        thread.join(120)
+        assert not thread.is_alive(), "a follow did not end with the job"
+        assert result["job"]["state"] == "succeeded"
+        assert b"".join(got) == expected
+    assert "no inotify for job output" not in agent.log()

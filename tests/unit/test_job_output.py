@@ -243,3 +243,26 @@ def test_the_log_tail_stops_at_the_cut(tmp_path):
     assert joblogs.tail_bytes(path, 100, 1000, cut) == b"one\ntwo\n"
     assert joblogs.tail_bytes(path, 1, 1000, cut) == b"two\n"
     assert joblogs.tail_offset(path, 1, cut) == joblogs.tail_offset(path, 2)
+
+
+def test_a_record_cut_short_on_a_full_disk_ends_at_the_cut_in_job_logs(logs):
+    first = joblogs_record("stdout", b"a\n")
+    cut = b"2026-12-01T22:23:30.410197384+00:00 stdout F half a li"
+    path = logs.prepare(JOB, 1)
+    path.write_bytes(first + cut + joblogs_record("stdout", b"next\n"))
+    attempt(logs, 2, [("stdout", b"clean\n")])
+    asked = []
+
+    def torn(attempt):
+        asked.append(attempt)
+        return frozenset({len(first)}) if attempt == 1 else frozenset()
+
+    reading = output.start(logs, JOB, tail=None, since=None, after=None, torn=torn)
+    entries = list(reading.entries())
+    assert b"".join(map(entry_bytes, entries)) == b"a\nhalf a li\nnext\nclean\n"
+    assert asked == [1]  # asked only of a block that may hold a cut record
+    # An entry's cursor at the cut resumes there, mid-line, at the next record.
+    middle = output.start(logs, JOB, tail=None, since=None, after=f"1:{len(first) + len(cut)}")
+    assert joined(middle.entries())["stdout"] == b"next\nclean\n"
+    # Without a recorded cut, the line is the job's own bytes, header-like text and all.
+    assert joined(everything(logs))["stdout"].startswith(b"a\nhalf a li2026-12-01T")

@@ -112,3 +112,44 @@ def test_job_logs_paths(tmp_path):
     assert logs.attempts("JOB") == [1, 2]
     logs.remove("JOB")
     assert logs.attempts("JOB") == []
+
+
+#: conmon cut this record short (the disk was full), then wrote the next one after it.
+CUT = STAMP + b" stdout F half a li"
+
+
+def test_a_record_cut_short_ends_where_the_next_one_begins_where_the_cut_is_known(tmp_path):
+    path = tmp_path / "1.log"
+    first = record("stdout", b"a", False)
+    path.write_bytes(first + CUT + record("stderr", b"next", False) + record("stdout", b"z", True))
+    cut_at = len(first) + len(CUT)
+    torn = frozenset({len(first)})
+    got = [(r.offset, r.end, r.stream, r.data, r.partial) for r in joblogs.records(path, 0, torn)]
+    assert got == [
+        (0, len(first), "stdout", b"a\n", False),
+        (len(first), cut_at, "stdout", b"half a li\n", False),  # its line ended: F
+        (cut_at, cut_at + len(record("stderr", b"next", False)), "stderr", b"next\n", False),
+        (got[3][0], path.stat().st_size, "stdout", b"z", True),
+    ]
+    # Where no cut was recorded, a header-like text is the job's own output.
+    joined = list(joblogs.records(path))
+    assert joined[1].data == b"half a li" + record("stderr", b"next", False)
+    # A resume mid-line, at the cut, is at a record's start; one byte on is not.
+    assert joblogs.at_boundary(path, cut_at, torn) and not joblogs.at_boundary(path, cut_at)
+    assert not joblogs.at_boundary(path, cut_at + 1, torn)
+    assert joblogs.end_of_record_at(path, cut_at, torn) == got[2][1]
+    assert joblogs.end_of_record_at(path, len(first), torn) == cut_at
+    assert joblogs.end_of_record_at(path, cut_at, frozenset()) is None
+
+
+def test_a_cut_within_the_header_leaves_no_output_of_the_cut_record(tmp_path):
+    path = tmp_path / "1.log"
+    path.write_bytes(STAMP[:15] + record("stdout", b"next", False))
+    got = [(r.offset, r.data) for r in joblogs.records(path, 0, frozenset({0}))]
+    assert got == [(15, b"next\n")]  # the 15 bytes of time stamp are no record
+
+
+def test_a_block_with_more_headers_than_lines_is_suspect(tmp_path):
+    clean = record("stdout", b"a", False) + record("stderr", b"", False)
+    assert not joblogs.suspect(clean)
+    assert joblogs.suspect(CUT + clean)

@@ -383,6 +383,34 @@ def test_a_record_cut_short_on_a_full_disk_is_lost_output_while_the_job_runs(wor
     assert [d["offset"] for d in lost_events(store, job)] == [len(line(b"a"))]
 
 
+def test_once_space_returns_the_cut_record_ends_at_the_cut_and_the_next_starts_cleanly(
+    world, monkeypatch, change_feed
+):
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    shipper.ship_round()
+    with monkeypatch.context() as full:
+        full.setattr(shipping.log_space, "no_room", lambda path: True)
+        append(logs, job, TORN)
+        shipper.ship_round()
+    assert [d["offset"] for d in lost_events(store, job)] == [len(line(b"a"))]
+    # Space is back: conmon writes its next record right after the cut one.
+    append(logs, job, line(b"next"))
+    shipper.ship_round()
+    assert journal.data(job) == b"a\nhalf a li\nnext\n"  # not joined
+    cut = len(line(b"a")) + len(TORN)
+    assert [r.offset for _, _, r in journal.entries] == [0, len(line(b"a")), cut]
+    shipper.save()
+    # A restart resumes after "next", which begins mid-line: it knows the cut from the record.
+    restarted = Shipper(store, change_feed, logs, journal)
+    restarted.recover()
+    append(logs, job, line(b"more"))
+    restarted.ship_round()
+    assert journal.data(job) == b"a\nhalf a li\nnext\nmore\n"  # nothing twice
+    assert len(lost_events(store, job)) == 1  # and no false "the log was cut"
+
+
 def test_the_reserve_of_a_running_log_is_kept_and_given_back_when_it_ends(world):
     store, logs, journal, shipper = world
     job = running_job(store, logs, [line(b"a")])  # written over: no reserve left

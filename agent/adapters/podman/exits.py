@@ -13,7 +13,7 @@ and an inspect right after it already reports the container ``stopped``
 with its exit code (Podman reads the exit file).
 
 ``ExitFiles`` only reports container IDs; it never reads a container or
-decides anything. It is linux-only (inotify through libc) and needs the
+decides anything. It is linux-only (inotify, agent/adapters/inotify.py) and needs the
 agent to run as the user whose rootless Podman it talks to; where the
 directory cannot be watched, ``open()`` says why and the agent relies on the
 event stream and the periodic resync.
@@ -21,25 +21,16 @@ event stream and the periodic resync.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import re
-import select
-import struct
 from pathlib import Path
 
-#: inotify(7) flags: conmon writes the file in place (close after write) or
-#: renames a finished temporary file into place (moved to).
-_IN_CLOSE_WRITE = 0x00000008
-_IN_MOVED_TO = 0x00000080
-#: The watch ended: the directory itself was removed.
-_IN_IGNORED = 0x00008000
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-#: struct inotify_event: int wd; uint32 mask, cookie, len; char name[len].
-_EVENT = struct.Struct("iIII")
+from agent.adapters.inotify import IN_CLOSE_WRITE, IN_IGNORED, IN_MOVED_TO, Inotify
+
+#: conmon writes the file in place (close after write) or renames a finished
+#: temporary file into place (moved to).
+_MASK = IN_CLOSE_WRITE | IN_MOVED_TO
 #: A container's full ID (a temporary file beside it has a suffix).
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
@@ -59,25 +50,23 @@ class ExitFiles:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self._fd: int | None = None
+        self._inotify: Inotify | None = None
 
     def open(self) -> str | None:
         """Start watching; returns None, or why the directory cannot be watched."""
-        libc_name = ctypes.util.find_library("c")
-        if libc_name is None:
-            return "no C library to ask for inotify"
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if fd < 0:
-            return f"inotify_init1: {os.strerror(ctypes.get_errno())}"
-        mask = _IN_CLOSE_WRITE | _IN_MOVED_TO
-        if libc.inotify_add_watch(fd, os.fsencode(self.directory), mask) < 0:
-            err = ctypes.get_errno()
-            os.close(fd)
-            if err == errno.ENOENT:
+        inotify = Inotify()
+        try:
+            inotify.open()
+        except OSError as exc:
+            return exc.strerror
+        try:
+            inotify.add_watch(self.directory, _MASK)
+        except OSError as exc:
+            inotify.close()
+            if exc.errno == errno.ENOENT:
                 return f"{self.directory} does not exist (yet: Podman makes it with a container)"
-            return f"cannot watch {self.directory}: {os.strerror(err)}"
-        self._fd = fd
+            return f"cannot watch {self.directory}: {exc.strerror}"
+        self._inotify = inotify
         return None
 
     def read(self, timeout: float) -> list[str]:
@@ -89,29 +78,18 @@ class ExitFiles:
         Raises:
             OSError: the watch broke (the directory was removed: call ``open()`` again).
         """
-        if self._fd is None:
+        if self._inotify is None:
             raise OSError(errno.EBADF, "the exits directory is not watched")
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        if not ready:
-            return []
-        try:
-            data = os.read(self._fd, 64 * 1024)
-        except BlockingIOError:
-            return []
-        ids, offset = [], 0
-        while offset + _EVENT.size <= len(data):
-            _wd, mask, _cookie, length = _EVENT.unpack_from(data, offset)
-            raw = data[offset + _EVENT.size : offset + _EVENT.size + length].rstrip(b"\0")
-            offset += _EVENT.size + length
-            name = raw.decode(errors="replace")
-            if mask & (_IN_CLOSE_WRITE | _IN_MOVED_TO) and _CONTAINER_ID.fullmatch(name):
-                ids.append(name)
-            elif mask & _IN_IGNORED:
+        ids = []
+        for event in self._inotify.read(timeout):
+            if event.mask & _MASK and _CONTAINER_ID.fullmatch(event.name):
+                ids.append(event.name)
+            elif event.mask & IN_IGNORED:
                 raise OSError(errno.ENOENT, f"{self.directory} was removed")
         return ids
 
     def close(self) -> None:
         """Stop watching."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
