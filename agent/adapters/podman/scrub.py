@@ -111,7 +111,13 @@ class Scrubber:
             try:
                 self.podman.remove(name)
             except ChooError as exc:
-                log.warning("scrub container %s stays for now: %s", name, exc.message)
+                log.warning(
+                    "scrub container %s stays until the next removal of %s or the agent's "
+                    "next start: %s",
+                    name,
+                    path,
+                    exc.message,
+                )
         if not os.path.lexists(path):
             log.info("removed %s through the scrub container %s", path, name)
             return None
