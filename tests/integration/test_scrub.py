@@ -113,6 +113,12 @@ def test_a_removed_job_takes_its_subuid_files_even_when_its_image_is_gone(
     removed = agent.chooctl("rm", job["id"])
     assert removed.returncode == 0, removed.stderr
     assert not job_dir.exists()
+    # Pruned, not removed by name: the same.
+    spec = {"image": image, "command": ["sh", "-c", command], "workspace": str(ws)}
+    again = agent.call("job.submit", spec=spec)
+    assert agent.call("job.wait", id=again["id"], timeout=60)["state"] == "succeeded"
+    assert agent.call("job.prune", older_than="0s")["removed"] == [again["id"]]
+    assert not (agent.state_dir / "jobs" / again["id"]).exists()
     assert "through the scrub container" in agent.log()
     assert "cannot remove" not in agent.log()
     wait_until(lambda: _scrub_containers(agent.podman_url) == [], what="no scrub container")
