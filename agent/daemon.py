@@ -23,6 +23,7 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter
 from agent.adapters.podman import Podman
 from agent.adapters.podman.exits import ExitFiles, default_exits_dir
+from agent.adapters.podman.scrub import ROOTFS_DIR, Scrubber
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
 from agent.adapters.secrets import Credentials
@@ -117,6 +118,11 @@ class Agent:
         self.podman = Podman(url, **options)
         self._cache_limits()
         self.podman_version = self.podman.version()
+        # What a job chowned to a subordinate uid goes in a throwaway container;
+        # any a dead agent left go first.
+        self.scrubber = Scrubber(self.podman, self.config.state_dir / ROOTFS_DIR)
+        self.files.unshare = self.scrubber.remove
+        self.scrubber.sweep()
         self.controller = Controller(
             self.store,
             self.podman,

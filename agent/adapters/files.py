@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.adapters import archive
-from agent.adapters.removal import remove_tree, unshare_remove
+from agent.adapters.removal import remove_tree
 from agent.adapters.snapshot import O_DIR, Reader, Refused, copy_tree, fsync_dir, open_dir
 from agent.adapters.usage import Usage
 from agent.protocol.errors import ChooError, InvalidParams, StorageError
@@ -54,7 +54,7 @@ class JobFiles:
         config: Any,
         *,
         clock: Callable[[], float] = time.monotonic,
-        unshare: Callable[[Path], OSError | None] = unshare_remove,
+        unshare: Callable[[Path], OSError | None] | None = None,
     ):
         """Args:
         state_dir: the agent's state directory (job files go in ``jobs/``).
@@ -62,7 +62,8 @@ class JobFiles:
             ``artifacts_max_bytes`` and ``max_files_bytes``, read at each use
             so a reload applies.
         clock: monotonic seconds, for the removal backoff.
-        unshare: deletes a tree the agent alone cannot (subuid-owned files).
+        unshare: deletes a tree the agent alone cannot (subuid-owned files:
+            agent/adapters/podman/scrub.py); None: nothing more is tried.
         """
         self.state_dir = state_dir
         self.root = state_dir / "jobs"
@@ -300,7 +301,7 @@ class JobFiles:
         """
         path = self.job_dir(job_id)
         error = remove_tree(path) if os.path.lexists(path) else None
-        if error is not None:
+        if error is not None and self.unshare is not None:
             error = self.unshare(path)
         with self._lock:
             failures = self._pending.get(job_id, (0, 0.0))[0]

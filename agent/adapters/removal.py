@@ -4,24 +4,19 @@ A job runs as root in its user namespace, so what it leaves in its
 workspace can be read-only directories (0555), unreadable ones (0000), or
 files and directories chowned to a subordinate uid (``chown 1000 f`` in the
 container). ``remove_tree`` walks by file descriptor, never following a link,
-and gives each directory the agent owns the permissions needed to empty it;
-``unshare_remove`` is the fallback for what only the user namespace's root
-may delete (``podman unshare rm -rf``). Neither decides when to retry
-(agent/adapters/files.py does) nor raises.
+and gives each directory the agent owns the permissions needed to empty it
+(the cheap first step: no Podman call). What only the user namespace's root
+may delete is agent/adapters/podman/scrub.py's (a throwaway container). It
+neither decides when to retry (agent/adapters/files.py does) nor raises.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 from agent.adapters.snapshot import O_DIR
-
-#: The longest ``podman unshare rm -rf`` may take.
-UNSHARE_TIMEOUT = 300.0
 
 
 def remove_tree(path: Path) -> OSError | None:
@@ -93,29 +88,3 @@ def _open_writable(parent_fd: int, name: str, info: os.stat_result) -> int:
         finally:
             os.close(handle)
     return os.open(name, O_DIR, dir_fd=parent_fd)
-
-
-def unshare_remove(path: Path) -> OSError | None:
-    """Delete ``path`` as root of the agent's user namespace (``podman unshare
-    rm -rf``), which may delete files chowned to its subordinate uids.
-
-    Returns:
-        None when ``path`` is gone, else why not.
-    """
-    podman = shutil.which("podman")
-    if podman is None:
-        return OSError(f"cannot remove {path}: podman (for podman unshare) is not installed")
-    try:
-        done = subprocess.run(
-            [podman, "unshare", "rm", "-rf", "--", str(path)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=UNSHARE_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return OSError(f"podman unshare rm -rf {path} failed: {exc}")
-    if os.path.lexists(path):
-        detail = done.stderr.strip() or f"exit status {done.returncode}"
-        return OSError(f"podman unshare rm -rf {path} failed: {detail}")
-    return None

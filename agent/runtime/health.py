@@ -5,7 +5,10 @@ error. Each is sorted by its cause, ``podman`` (it does not answer),
 ``database`` (SQLite could not read or write: locked past its busy timeout,
 disk full, an I/O error) or ``loop`` (anything else), and the agent is
 degraded with one reason per cause (``agent.info``'s ``degraded``, the
-systemd ``STATUS=`` line) until a pass succeeds again. Failed passes back
+systemd ``STATUS=`` line) until a pass succeeds again. Podman counts only
+once it failed ``PODMAN_STRIKES`` times in a row: one late reply (a busy
+Podman) is logged, not shown as an outage, and the next pass's listing
+that works forgets it. Failed passes back
 off, doubling from ``RETRY_PASS_AFTER`` up to ``MAX_PASS_BACKOFF``. Never
 retries anything itself, and never touches Podman or the database.
 """
@@ -26,6 +29,10 @@ RETRY_PASS_AFTER = 1.0
 #: ... up to this many seconds.
 MAX_PASS_BACKOFF = 10.0
 
+#: Reports of Podman's trouble in a row (no answer in between) before the
+#: agent shows itself degraded by it.
+PODMAN_STRIKES = 3
+
 PODMAN, DATABASE, LOOP = "podman", "database", "loop"
 
 
@@ -37,6 +44,8 @@ class Health:
 
     def __init__(self) -> None:
         self._trouble: dict[str, str] = {}
+        #: Podman's failures since it last answered, while fewer than PODMAN_STRIKES.
+        self._podman_strikes = 0
         self.failed_passes = 0
         self._lock = threading.Lock()
 
@@ -53,8 +62,11 @@ class Health:
 
     def set(self, cause: str, reason: str | None) -> None:
         """Record (and log, on a change) why ``cause`` degrades the agent; None: it no
-        longer does."""
+        longer does. Podman's trouble counts from its ``PODMAN_STRIKES``-th report
+        in a row."""
         with self._lock:
+            if cause == PODMAN:
+                reason = self._podman_strike(reason)
             before = self._trouble.get(cause)
             if reason == before:
                 return
@@ -66,6 +78,23 @@ class Health:
             log.warning("degraded: %s", reason)
         else:
             log.info("no longer degraded by %s", "Podman" if cause == PODMAN else f"the {cause}")
+
+    def _podman_strike(self, reason: str | None) -> str | None:
+        """Podman's reason as it counts: None until its ``PODMAN_STRIKES``-th
+        report in a row (the lock is held)."""
+        if reason is None:
+            self._podman_strikes = 0
+            return None
+        self._podman_strikes += 1
+        if self._podman_strikes < PODMAN_STRIKES and PODMAN not in self._trouble:
+            log.info(
+                "Podman failed %d time(s) in a row, not yet degraded (from %d on): %s",
+                self._podman_strikes,
+                PODMAN_STRIKES,
+                reason,
+            )
+            return None
+        return reason
 
     def pass_failed(self, exc: Exception) -> tuple[str, float]:
         """A pass (or the loop's tick) raised: degrade, log, and back off.

@@ -28,6 +28,12 @@ from agent.storage.models import SCHEMA_VERSION, bind
 
 log = logging.getLogger(__name__)
 
+#: Seconds a write waits for its turn: on SQLite's lock (another process's
+#: write), and first on the agent's own write lock (behind its other writers).
+#: Each wait is bounded, so a locked database fails a write in at most twice
+#: this however many submits are queued, and the loop is never held longer.
+BUSY_TIMEOUT = 10.0
+
 
 class DatabaseDamaged(StorageError):
     """The database file fails SQLite's integrity check (or is no database at all)."""
@@ -61,9 +67,9 @@ class Database:
                 "journal_mode": "wal",
                 "synchronous": "full",
                 "foreign_keys": 1,
-                "busy_timeout": 10000,
+                "busy_timeout": int(BUSY_TIMEOUT * 1000),
             },
-            timeout=10,
+            timeout=BUSY_TIMEOUT,
             check_same_thread=False,
         )
         self.models = bind(self.db)
@@ -176,17 +182,31 @@ class Database:
         polls with growing sleeps, so with hundreds of clients writing at once
         an unlucky writer could wait past ``busy_timeout`` and fail with
         "database is locked"; the lock hands over at once, in turn. (Another
-        process holding the database still meets ``busy_timeout``.)
+        process holding the database still meets ``busy_timeout``; and the
+        turn is awaited ``BUSY_TIMEOUT`` at most, since behind writers that
+        each wait out a lock held from outside it could take minutes.)
 
         Raises:
             StorageError: SQLite failed (disk full, read-only, locked...).
         """
-        with self._write_lock:
-            try:
-                with self.db.atomic():
-                    yield
-            except pw.OperationalError as exc:
-                raise _storage_error(self.path, exc) from exc
+        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT):
+            # Queued behind writers that each wait out SQLite's busy timeout:
+            # the database is locked from outside, and waiting on would hold
+            # this thread (the loop's, a client's) for minutes.
+            raise _storage_error(
+                self.path,
+                pw.OperationalError(
+                    f"database is locked: waited {BUSY_TIMEOUT:g} s behind the agent's "
+                    "other writers"
+                ),
+            )
+        try:
+            with self.db.atomic():
+                yield
+        except pw.OperationalError as exc:
+            raise _storage_error(self.path, exc) from exc
+        finally:
+            self._write_lock.release()
 
 
 def _storage_error(path: Path, exc: Exception) -> StorageError:

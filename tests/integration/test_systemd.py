@@ -174,7 +174,7 @@ def test_status_follows_the_jobs(make_agent, image, notify):
 
 
 @pytest.mark.podman
-def test_watchdog_pets_at_half_the_period_when_the_pid_is_ours(make_agent, image, notify):
+def test_watchdog_pets_at_a_quarter_of_the_period_when_the_pid_is_ours(make_agent, image, notify):
     env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "self"}
     start_as_systemd(make_agent(), env)
     seen = notify.wait_for("READY", "1")
@@ -182,10 +182,10 @@ def test_watchdog_pets_at_half_the_period_when_the_pid_is_ours(make_agent, image
         seen = notify.wait_for("WATCHDOG", "1", start=seen + 1)
     pets = notify.times("WATCHDOG")
     gaps = [b - a for a, b in zip(pets, pets[1:], strict=False)]
-    # Not a flood: about every 1 s (half the period). That each pet lands
-    # inside the period is a deadline, not asserted here: tests/system/run.sh
-    # checks a real systemd does not restart the agent.
-    assert min(gaps) > 0.5, gaps
+    # Not a flood: about every 0.5 s (a quarter of the period). That each pet
+    # lands inside the period is a deadline, not asserted here:
+    # tests/system/run.sh checks a real systemd does not restart the agent.
+    assert min(gaps) > 0.4, gaps
 
 
 @pytest.mark.podman

@@ -78,6 +78,35 @@ files_check() {
     as_alice chooctl rm "$id" >/dev/null
     expect "its directory is gone" test ! -e "/var/lib/choo/jobs/$id"
     expect "no removal failure logged" sh -c '! journalctl -u choo-agent --no-pager -o cat | grep -q "cannot remove"'
+
+    step "files a job chowned to a subordinate uid go with the job, removed or pruned"
+    local pruned scrubbed
+    rm -rf "$ws"
+    mkdir -p "$ws"
+    chown alice: "$ws"
+    # The same files in the workspace (a bind mount: the agent's to delete)
+    # and in /out (Podman's volume); 1000 is a subordinate uid outside.
+    local chown_job='for d in . /out; do mkdir -p $d/mine/deep && touch $d/mine/deep/f $d/mine/g &&
+        chown -R 1000:1000 $d/mine && chmod 0500 $d/mine/deep $d/mine; done'
+    id=$(as_alice chooctl run -d --workspace "$ws" "$image" sh -c "$chown_job")
+    pruned=$(as_alice chooctl run -d --workspace "$ws" "$image" sh -c "$chown_job")
+    as_alice chooctl wait "$id" >/dev/null || fail "the job that chowns its files failed"
+    as_alice chooctl wait "$pruned" >/dev/null || fail "the second job that chowns its files failed"
+    expect "the job's file belongs to a subordinate uid" \
+        test "$(stat -c %u "/var/lib/choo/jobs/$id/workspace/mine/deep")" != "$(id -u choo)"
+    expect "which the agent's user cannot delete itself" \
+        sh -c "! runuser -u choo -- rm -rf /var/lib/choo/jobs/$id/workspace/mine 2>/dev/null"
+    as_alice chooctl rm "$id" >/dev/null
+    expect "the removed job's directory is gone" test ! -e "/var/lib/choo/jobs/$id"
+    as_alice chooctl prune --older-than 0s >/dev/null
+    expect "the pruned job's directory is gone" test ! -e "/var/lib/choo/jobs/$pruned"
+    expect "both went through the scrub container" test "$(journalctl -u choo-agent --no-pager -o cat |
+        grep -c 'through the scrub container choo-scrub-')" -ge 2
+    scrubbed=$(as_choo podman ps -a --filter label=io.choo.scrub --format '{{.Names}}')
+    expect "no scrub container is left" test -z "$scrubbed"
+    expect "no /out volume is left" test -z "$(as_choo podman volume ls -q --filter name=choo-out-)"
+    expect "still no removal failure logged" \
+        sh -c '! journalctl -u choo-agent --no-pager -o cat | grep -q "cannot remove"'
     rm -rf "$ws" "$private" /etc/choo/agent.toml
     systemctl stop choo-agent.socket choo-agent
 }

@@ -97,12 +97,18 @@ expect "STATUS= shows the counts" status_has_counts
 expect "a user outside group choo cannot connect" bob_refused
 
 step "systemctl restart while a job runs: the job survives and completes"
-job=$(as_alice chooctl run -d "$image" sh -c 'sleep 4; echo survived')
+# It runs until told to end (a file in its workspace), however slow the restart.
+mkdir -p /srv/alice-restart
+chown alice: /srv/alice-restart
+job=$(as_alice chooctl run -d --workspace /srv/alice-restart "$image" sh -c \
+    'until [ -e go ]; do sleep 0.2; done; echo survived')
 expect "job running" until_true 20 running "$job"
 before=$(prop MainPID)
 systemctl restart choo-agent
 expect "a new agent process" test "$(prop MainPID)" != "$before"
 expect "the job is still running after the restart" test "$(state_of "$job")" = running
+runuser -u choo -- touch "/var/lib/choo/jobs/$job/workspace/go"
+rm -rf /srv/alice-restart
 expect "chooctl wait: succeeded" as_alice chooctl wait "$job"
 expect "chooctl logs has its output" sh -c "runuser -u alice -- chooctl logs $job | grep -qx survived"
 expect "journalctl CONTAINER_NAME=choo-<ID> has its output" journal_has survived "CONTAINER_NAME=choo-$job"

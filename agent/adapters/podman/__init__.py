@@ -12,6 +12,8 @@ own ``domain/`` is:
 * volumes.py: a job's /out volume; images.py: presence and pulls;
   secrets.py: a job's secret values as Podman secrets
 * names.py: names and labels; errors.py: podman-py's failures as choo errors
+* scrub.py: ``Scrubber``, deleting what a job chowned to a subordinate uid
+  through a throwaway container
 """
 
 from __future__ import annotations
