@@ -229,7 +229,6 @@ class Database:
             except pw.OperationalError as exc:
                 raise _storage_error(self.path, exc) from exc
 
-
     def rows(
         self, shape: Hashable, build: Callable[[], pw.Query], values: dict[str, Any]
     ) -> list[Row]:

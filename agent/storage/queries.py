@@ -99,9 +99,7 @@ class JobQueries(Database):
             NoSuchJob
         """
         Job = self.models.Job
-        rows = self.rows(
-            "get", lambda: Job.select().where(Job.id == slot("id")), {"id": job_id}
-        )
+        rows = self.rows("get", lambda: Job.select().where(Job.id == slot("id")), {"id": job_id})
         if not rows:
             raise NoSuchJob(f"no job {job_id}")
         return job_dict(rows[0])
@@ -176,9 +174,9 @@ class JobQueries(Database):
         Job = self.models.Job
         rows = self.rows(
             "nonterminal",
-            lambda: Job.select()
-            .where(Job.state.in_(_NOT_ENDED))
-            .order_by(Job.priority.desc(), Job.id),
+            lambda: (
+                Job.select().where(Job.state.in_(_NOT_ENDED)).order_by(Job.priority.desc(), Job.id)
+            ),
             {},
         )
         return [job_dict(row) for row in rows]
