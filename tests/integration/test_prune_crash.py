@@ -98,9 +98,7 @@ def history(tmp_path) -> tuple[Path, str, str]:
         store.transition(waited, State.STARTING, new_attempt="rpc")
         store.transition(waited, State.RUNNING)
         store.transition(waited, State.SUCCEEDED, exit_code=0)
-        after = specs.normalize(
-            {"image": "alpine", "command": ["true"], "after": [{"id": waited}]}
-        )
+        after = specs.normalize({"image": "alpine", "command": ["true"], "after": [{"id": waited}]})
         store.add_job(after, trigger="rpc", queue_limit=10)
         running = store.add_job(spec, trigger="rpc", queue_limit=10)["id"]
         store.transition(running, State.STARTING, new_attempt="rpc")
