@@ -315,16 +315,12 @@ class JobQueries(Database):
         driver = self._narrowest(wanted, states)
         if driver is not None:
             wanted.insert(0, wanted.pop(driver))  # the label read first is label 0
-        values: dict[str, Any] = {"limit": limit, "since": None, "after": after}
+        since_id = None if since is None else first_id_at(since)
+        values = {"limit": limit, "name": name, "since": since_id, "after": after}
         values.update((f"state{i}", state) for i, state in enumerate(states))
         for i, (key, value) in enumerate(wanted):
             values.update({f"key{i}": key, f"value{i}": value})
-        if name:
-            values["name"] = name
-        if since is not None:
-            values["since"] = first_id_at(since)
-        shape = (kind, driver is not None, len(wanted), len(states), bool(name))
-        shape += (since is not None, bool(after))
+        shape = (kind, driver, len(wanted), len(states), bool(name), bool(since_id), bool(after))
 
         def build() -> pw.ModelSelect:
             Job, Label = self.models.Job, self.models.JobLabel
@@ -349,7 +345,7 @@ class JobQueries(Database):
                 query = query.where(Job.state.in_([slot(f"state{i}") for i in range(len(states))]))
             if name:
                 query = query.where(Job.name == slot("name"))
-            if since is not None:
+            if since_id:
                 query = query.where(order >= slot("since"))
             if after:
                 query = query.where(order < slot("after"))
