@@ -175,11 +175,11 @@ def _request(method: str, **params) -> bytes:
 
 
 def _show(title: str, agent, requests: list[bytes], target_ms: float) -> None:
-    """Time ``requests`` one at a time; with the agent's own CPU per call, which
-    a busy machine's waits for a CPU leave out."""
-    before = _sched(agent.process.pid)[0]
+    """Time ``requests`` one at a time; with the agent's CPU per call (all its
+    threads, the ended ones too), which a busy machine's waits for a CPU leave out."""
+    before = _cpu_seconds(agent.process.pid)
     latencies = _round_trips(agent.socket, requests)
-    cpu = (_sched(agent.process.pid)[0] - before) / len(requests)
+    cpu = (_cpu_seconds(agent.process.pid) - before) / len(requests)
     cuts = statistics.quantiles(latencies, n=10)
     print(
         f"  {title:28s} p50 {statistics.median(latencies) * 1000:6.2f} ms   "
@@ -221,11 +221,11 @@ def _mixed_load(agent, ids: list[str], clients: int, per_client: int) -> None:
         else:
             requests.append(_request("agent.ping"))
     with multiprocessing.get_context("fork").Pool(clients) as pool:
-        before = _sched(agent.process.pid)[0]
+        before = _cpu_seconds(agent.process.pid)
         start = time.perf_counter()
         results = pool.map(_mixed_client, [(str(agent.socket), requests)] * clients, chunksize=1)
         elapsed = time.perf_counter() - start
-        cpu = _sched(agent.process.pid)[0] - before
+        cpu = _cpu_seconds(agent.process.pid) - before
     latencies = [x for r in results for x in r]
     cuts = statistics.quantiles(latencies, n=100)
     print(f"\n## history: {clients} clients at once, 2 pings : 1 job.list : 1 job.get")
@@ -267,7 +267,8 @@ def _run_ratio(full, empty, image: str, pairs: int) -> None:
 
 
 def _sched(pid: int) -> tuple[float, float]:
-    """Seconds on a CPU and seconds runnable but waiting for one, over every thread."""
+    """Seconds on a CPU and seconds runnable but waiting for one, over the threads
+    alive (the prune's, still connected, among them)."""
     on_cpu = waiting = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):

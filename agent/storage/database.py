@@ -39,7 +39,11 @@ class Row(dict):
     """A row read by ``Database.rows``: its columns by name, as keys and as attributes
     (so records.py reads it like a model instance, without building one)."""
 
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 class DatabaseDamaged(StorageError):

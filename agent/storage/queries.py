@@ -240,9 +240,8 @@ class JobQueries(Database):
         states: Iterable[str] | None = None,
         submitter: int | None = None,
     ) -> list[str]:
-        """IDs of finished jobs (in ``states``, all terminal states by default; of
-        uid ``submitter`` if given) that ended before ``ended_before``, in no
-        particular order."""
+        """IDs of finished jobs (in ``states``, all terminal states by default; of uid
+        ``submitter`` if given) that ended before ``ended_before``, in any order."""
         terminal = [s.value for s in TERMINAL]
         wanted = [s for s in (states or terminal) if s in terminal]
         Job, Dependency = self.models.Job, self.models.Dependency
@@ -258,7 +257,8 @@ class JobQueries(Database):
         )
         if submitter is not None:
             query = query.where(Job.submitter_uid == submitter)
-        return [row[0] for row in query.tuples()]
+        # Read off the cursor: peewee's row wrapper costs more than the query here.
+        return [row[0] for row in self.db.execute_sql(*query.sql())]
 
     def unrerun_failures(
         self, *, since: float | None, name: str | None, limit: int
