@@ -7,18 +7,26 @@ then each of the 100,000 jobs is a copy of one template's rows (job,
 attempt, events, labels) under its own ULID and times, inserted with the
 statements the store's models generate, 5,000 jobs per transaction. The
 job_count triggers count them like any other insert. ``bench_history``
-then times, through a real agent over its socket, ``job.list`` (limit 50),
-label filters, ``job.get`` by ID prefix, and a prune of every job.
+then times, through a real agent over its socket, ``agent.ping``,
+``job.list`` (limit 50), label filters, ``job.get`` by ID prefix, 50
+concurrent clients making mixed calls, ``chooctl run true`` against an agent
+with an empty database (ABBA), and a prune of every job (through the agent,
+then by the store alone on a copy). Each prune shows its CPU seconds and
+the seconds it sat runnable waiting for a CPU (``/proc/.../schedstat``): on a
+shared machine that wait, not the work, is often most of the wall time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
 import socket
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -166,12 +174,17 @@ def _request(method: str, **params) -> bytes:
     return json.dumps(request).encode() + b"\n"
 
 
-def _show(title: str, latencies: list[float], target_ms: float) -> None:
+def _show(title: str, agent, requests: list[bytes], target_ms: float) -> None:
+    """Time ``requests`` one at a time; with the agent's CPU per call (all its
+    threads, the ended ones too), which a busy machine's waits for a CPU leave out."""
+    before = _cpu_seconds(agent.process.pid)
+    latencies = _round_trips(agent.socket, requests)
+    cpu = (_cpu_seconds(agent.process.pid) - before) / len(requests)
     cuts = statistics.quantiles(latencies, n=10)
     print(
-        f"  {title:34s} p50 {statistics.median(latencies) * 1000:6.2f} ms   "
-        f"p90 {cuts[8] * 1000:6.2f} ms   max {max(latencies) * 1000:6.2f} ms"
-        f"   (target < {target_ms:g} ms)"
+        f"  {title:28s} p50 {statistics.median(latencies) * 1000:6.2f} ms   "
+        f"p90 {cuts[8] * 1000:6.2f} ms   max {max(latencies) * 1000:6.2f} ms   "
+        f"agent CPU {cpu * 1000:5.2f} ms/call   (target < {target_ms:g} ms)"
     )
 
 
@@ -187,6 +200,82 @@ def history_database(scratch: Path) -> Path:
         print(f"  built in:        {seconds:8.1f} s")
         _HISTORY["path"] = path
     return _HISTORY["path"]
+
+
+def _mixed_client(args: tuple[str, list[bytes]]) -> list[float]:
+    """One client process of the mixed load: its requests on one connection."""
+    path, requests = args
+    return _round_trips(Path(path), requests)
+
+
+def _mixed_load(agent, ids: list[str], clients: int, per_client: int) -> None:
+    """``clients`` processes at once, each call in four: 2 pings, 1 ``job.list``
+    (limit 10), 1 ``job.get`` by prefix."""
+    picks = random.Random(50).choices(ids, k=per_client)
+    requests = []
+    for i, job_id in enumerate(picks):
+        if i % 4 == 2:
+            requests.append(_request("job.list", all=True, limit=10))
+        elif i % 4 == 3:
+            requests.append(_request("job.get", id=job_id[:12]))
+        else:
+            requests.append(_request("agent.ping"))
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        before = _cpu_seconds(agent.process.pid)
+        start = time.perf_counter()
+        results = pool.map(_mixed_client, [(str(agent.socket), requests)] * clients, chunksize=1)
+        elapsed = time.perf_counter() - start
+        cpu = _cpu_seconds(agent.process.pid) - before
+    latencies = [x for r in results for x in r]
+    cuts = statistics.quantiles(latencies, n=100)
+    print(f"\n## history: {clients} clients at once, 2 pings : 1 job.list : 1 job.get")
+    print(f"  calls:           {len(latencies)} in {elapsed:.2f} s")
+    print(f"  throughput:      {len(latencies) / elapsed:8.0f} calls/s   (target >= 5,000)")
+    print(f"  latency:         p50 {cuts[49] * 1000:6.2f} ms   p99 {cuts[98] * 1000:6.2f} ms")
+    print(
+        f"  agent CPU:       {cpu / len(latencies) * 1e6:8.0f} us/call"
+        f"   ({len(latencies) / cpu:,.0f} calls per CPU-second)"
+    )
+
+
+def _timed_run(agent, image: str) -> float:
+    argv = [*agent.chooctl_argv(), "run", image, "true"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv)} failed: {done.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def _run_ratio(full, empty, image: str, pairs: int) -> None:
+    """``chooctl run true`` on the 100k agent against one with an empty database, ABBA."""
+    _timed_run(full, image), _timed_run(empty, image)  # warm-up
+    ratios = []
+    for i in range(max(2, pairs)):
+        if i % 2:
+            ours, base = _timed_run(full, image), _timed_run(empty, image)
+        else:
+            base, ours = _timed_run(empty, image), _timed_run(full, image)
+        ratios.append(ours / base)
+    cuts = statistics.quantiles(ratios, n=10)
+    print(f"\n## history: chooctl run true, {HISTORY_JOBS:,} finished jobs / an empty database")
+    print(
+        f"  ratio:           median {statistics.median(ratios):.3f}   p90 {cuts[8]:.3f}"
+        f"   max {max(ratios):.3f}   ({len(ratios)} pairs, ABBA; target <= 1.05)"
+    )
+
+
+def _sched(pid: int) -> tuple[float, float]:
+    """Seconds on a CPU and seconds runnable but waiting for one, over the threads
+    alive (the prune's, still connected, among them)."""
+    on_cpu = waiting = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "schedstat").read_text().split()
+            on_cpu += int(fields[0]) / 1e9
+            waiting += int(fields[1]) / 1e9
+    return on_cpu, waiting
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -238,29 +327,42 @@ def bench_history(make_agent, image: str, pairs: int, scratch: Path) -> None:
     ]
     for title, request, target in rows:
         _round_trips(agent.socket, [request] * 5)  # warm-up
-        _show(title, _round_trips(agent.socket, [request] * calls), target)
+        _show(title, agent, [request] * calls, target)
     picks = random.Random(13).choices(ids, k=calls)
     gets = [_request("job.get", id=job_id[:12].lower()) for job_id in picks]
-    _show("job.get by 12-char prefix", _round_trips(agent.socket, gets), 2)
+    _show("job.get by 12-char prefix", agent, gets, 2)
+    _mixed_load(agent, ids, clients=50, per_client=8 * max(1, pairs))
+    _run_ratio(agent, make_agent(), image, pairs)
+    print("\n## history: job.prune of every finished job   (target < 5 s)")
     with agent.client(timeout=600) as client:
+        before = _sched(agent.process.pid)
         start = time.perf_counter()
         pruned = client.call("job.prune", older_than=0)["count"]
         elapsed = time.perf_counter() - start
+        after = _sched(agent.process.pid)
         left = client.call("agent.info")["jobs"]
-    print("\n## history: job.prune of every finished job")
-    print(f"  through the agent: {pruned:,} in {elapsed:.2f} s   (target < 5 s)")
-    print(f"  left:            {sum(left.values())} jobs")
+    _show_prune("through the agent", pruned, elapsed, before, after)
+    print(f"  left:              {sum(left.values())} jobs")
     copy = scratch / "history-prune" / "choo.db"
     place_database(source, copy.parent)
     store = Store(copy, ChangeFeed())
     store.open()
     try:
+        before = _sched(os.getpid())
         start = time.perf_counter()
         removed = store.remove_jobs(store.prunable(ended_before=time.time()))
         elapsed = time.perf_counter() - start
+        after = _sched(os.getpid())
     finally:
         store.close()
-    print(f"  the store alone: {len(removed):,} in {elapsed:.2f} s (prunable + remove_jobs)")
+    _show_prune("the store alone", len(removed), elapsed, before, after)
+
+
+def _show_prune(title: str, count: int, elapsed: float, before, after) -> None:
+    print(
+        f"  {title + ':':18s} {count:,} in {elapsed:6.2f} s   (CPU {after[0] - before[0]:.2f} s,"
+        f" waiting for a CPU {after[1] - before[1]:.2f} s)"
+    )
 
 
 def place_database(source: Path, state_dir: Path) -> None:

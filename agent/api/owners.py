@@ -64,6 +64,22 @@ class Owners:
         """True if a thing of ``owner`` appears in ``peer``'s listings and event streams."""
         return self.config.list_others or self.may_touch(peer, owner)
 
+    def visible(self, peer: Peer | None, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Those of ``records`` (jobs) that appear in ``peer``'s listings, each as
+        ``shown`` gives it; who ``peer`` is is looked up once for them all."""
+        if peer is None:
+            return records
+        actor = self.actor(peer)
+        admin = self._admin(actor)
+        out = []
+        for record in records:
+            whole = rules.may_touch(actor, record.get(OWNER), admin=admin)
+            if whole:
+                out.append(record)
+            elif self.config.list_others:
+                out.append(rules.withheld(record))
+        return out
+
     def require(self, peer: Peer | None, what: str, owner: int | None, action: str) -> None:
         """Return if ``peer`` may do ``action`` to ``what`` (owned by uid ``owner``).
 

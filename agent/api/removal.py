@@ -9,19 +9,21 @@ ownership policy's (owners.py). Never talks to Podman.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
 from agent.api.checks import string_list
-from agent.api.owners import OWNER, Owners
+from agent.api.owners import Owners
 from agent.api.peers import Peer
 from agent.config import Config
 from agent.protocol import methods, types
 from agent.protocol import spec as specs
-from agent.protocol.errors import InvalidParams, NoSuchJob
+from agent.protocol.errors import InvalidParams
 from agent.protocol.states import TERMINAL
 from agent.storage.store import Store
 
@@ -82,19 +84,11 @@ class Removal:
     ) -> types.Pruned:
         """Remove the finished jobs (in ``states``, of uid ``owner`` if given)
         that ended before ``ended_before``."""
-        candidates = self.store.prunable(ended_before=ended_before, states=states)
-        if owner is not None:
-            candidates = [j for j in candidates if self._owner_of(j) == owner]
+        candidates = self.store.prunable(ended_before=ended_before, states=states, submitter=owner)
         removed = self.remove_many(candidates)
         if removed and owner is not None:
             log.info("uid %d pruned %d of their jobs", owner, len(removed))
         return {"removed": removed, "count": len(removed)}
-
-    def _owner_of(self, job_id: str) -> int | None:
-        try:
-            return self.store.get(job_id)[OWNER]
-        except NoSuchJob:  # removed meanwhile: nobody's to prune
-            return None
 
     def remove_many(self, job_ids: list[str]) -> list[str]:
         """Remove those of ``job_ids`` that have ended; returns the IDs removed."""
@@ -103,8 +97,31 @@ class Removal:
         return removed
 
     def _remove_files(self, job_ids: list[str]) -> None:
-        """A removed job's files go with it: its output, workspace and archive."""
-        for job_id in job_ids:
+        """A removed job's files go with it: its output, workspace and archive.
+
+        For many jobs, only those with a directory are visited (each folder is
+        listed once): most jobs of a big prune left nothing there, and a visit
+        each would cost more than removing their rows.
+        """
+        for job_id in _on_disk(self.job_logs.root, job_ids):
             self.job_logs.remove(job_id)
-            if self.files is not None:
+        if self.files is not None:
+            # A directory a removal failed on is retried too (it may be gone now).
+            retried = self.files.pending_removals().intersection(job_ids)
+            for job_id in set(_on_disk(self.files.root, job_ids)) | retried:
                 self.files.remove(job_id)
+
+
+#: Above this many jobs, their folders are found by listing the parent once.
+_LIST_ABOVE = 64
+
+
+def _on_disk(root: Path, job_ids: list[str]) -> list[str]:
+    """Those of ``job_ids`` that may have a folder in ``root`` (all of them for a few)."""
+    if len(job_ids) <= _LIST_ABOVE:
+        return job_ids
+    try:
+        present = set(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [job_id for job_id in job_ids if job_id in present]

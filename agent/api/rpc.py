@@ -202,8 +202,32 @@ def _one(request: Any, call: Call) -> dict[str, Any] | None:
         # A batch member that is not an object, or a nested batch: not a Request.
         return _error(INVALID_REQUEST, "Invalid request", "expected a request object")
     return dispatch_to_serializable(
-        "", methods=METHODS, context=call, deserializer=lambda _text: request
+        "", methods=METHODS, context=call, deserializer=lambda _text: request, validator=valid
     )
+
+
+#: The members a JSON-RPC 2.0 request may have.
+_MEMBERS = frozenset({"jsonrpc", "method", "id", "params"})
+
+
+def valid(request: dict[str, Any]) -> None:
+    """jsonrpcserver's request schema (one request object), checked by hand:
+    its jsonschema check costs more than answering an ``agent.ping``.
+
+    Raises:
+        ValueError: ``request`` is not a JSON-RPC 2.0 request.
+    """
+    ident = request.get("id")
+    if not (
+        request.keys() <= _MEMBERS
+        and request.get("jsonrpc") == "2.0"
+        and isinstance(request.get("method"), str)
+        and (
+            ident is None or (isinstance(ident, str | int | float) and not isinstance(ident, bool))
+        )
+        and isinstance(request.get("params", []), list | dict)
+    ):
+        raise ValueError("not a JSON-RPC 2.0 request")
 
 
 def _dumps(reply: dict[str, Any]) -> str:

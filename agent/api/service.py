@@ -292,8 +292,7 @@ class Service(Removal, Watching, Holding, Reruns, Pausing):
             rows = self.store.summaries(
                 states=states, name=name, labels=labels, since=since, after=cursor, limit=limit
             )
-            shown = [j for j in rows if self.owners.may_see(peer, j[OWNER])]
-            jobs += [self.owners.shown(peer, j) for j in shown[: limit - len(jobs)]]
+            jobs += self.owners.visible(peer, rows)[: limit - len(jobs)]
             if len(jobs) == limit or len(rows) < limit:
                 break
             cursor = rows[-1]["id"]

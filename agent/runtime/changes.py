@@ -29,9 +29,16 @@ class ChangeFeed:
             return self._seq
 
     def publish(self, event: dict[str, Any]) -> None:
+        self.publish_many([event])
+
+    def publish_many(self, events: list[dict[str, Any]]) -> None:
+        """Publish ``events`` in order, waking the waiters once (a bulk removal's)."""
+        if not events:
+            return
         with self._cond:
-            self._seq += 1
-            self._events.append((self._seq, event))
+            for event in events:
+                self._seq += 1
+                self._events.append((self._seq, event))
             self._cond.notify_all()
 
     def since(self, seq: int) -> tuple[int, list[dict[str, Any]]]:

@@ -5,9 +5,10 @@ refuses a damaged file (``PRAGMA quick_check``) with what to do about it,
 brings an older schema up to ``SCHEMA_VERSION`` through migrations.py, keeps
 the agent's identity in step with ``identity.py``'s copy beside the file, and
 offers ``writing()``: the single ``BEGIN IMMEDIATE`` transaction every change
-goes through, with SQLite's failures turned into ``StorageError``. It holds
-no queries of jobs or schedules (jobs.py, schedules.py) and never talks to
-Podman.
+goes through, with SQLite's failures turned into ``StorageError``, and
+``rows()``: a hot query's SQL built by peewee once per shape, then run as it
+is (building it anew costs more than running it). It holds no queries of
+jobs or schedules (jobs.py, schedules.py) and never talks to Podman.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +36,22 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT = 10.0
 
 
+def slot(name: str) -> str:
+    """A placeholder for the value ``name`` in a query ``Database.rows`` builds once."""
+    return f"\0{name}\0"
+
+
+class Row(dict):
+    """A row read by ``Database.rows``: its columns by name, as keys and as attributes
+    (so records.py reads it like a model instance, without building one)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class DatabaseDamaged(StorageError):
     """The database file fails SQLite's integrity check (or is no database at all)."""
 
@@ -43,6 +60,8 @@ class EventSink(Protocol):
     """Where committed events go (the runtime's ``ChangeFeed``)."""
 
     def publish(self, event: dict[str, Any]) -> None: ...
+
+    def publish_many(self, events: list[dict[str, Any]]) -> None: ...
 
 
 class Database:
@@ -68,12 +87,22 @@ class Database:
                 "synchronous": "full",
                 "foreign_keys": 1,
                 "busy_timeout": int(BUSY_TIMEOUT * 1000),
+                # Zero deleted rows only where the page is written anyway: a
+                # distribution's default (on) also rewrites every page a prune
+                # frees, doubling its I/O; freed pages are reused, never read.
+                "secure_delete": "fast",
+                # The rare sort or IN-list a query needs stays off the disk, and
+                # works where no temp dir is writable (the installed unit's
+                # ProtectSystem=strict: a prune's spill there failed mid-delete).
+                "temp_store": "memory",
             },
             timeout=BUSY_TIMEOUT,
             check_same_thread=False,
         )
         self.models = bind(self.db)
         self._write_lock = threading.RLock()  # re-entrant: atomic() blocks nest
+        #: shape -> (SQL, its parameters: a slot's name, or a constant), for ``rows``.
+        self._statements: dict[Hashable, tuple[str, list[tuple[str | None, Any]]]] = {}
 
     def open(self) -> None:
         """Open (creating if needed) the database and bring its schema up to date.
@@ -175,6 +204,24 @@ class Database:
             self.db.close()
 
     @contextlib.contextmanager
+    def unchecked_references(self) -> Iterator[None]:
+        """This thread's connection without foreign-key checks, for a bulk delete
+        that removes every row referring to what it deletes itself.
+
+        Other threads' connections keep theirs. Inside a transaction SQLite
+        ignores the switch: the checks (and their cascades) then stay on,
+        which is slower, never wrong.
+        """
+        if self.db.in_transaction():
+            yield
+            return
+        self.db.execute_sql("PRAGMA foreign_keys = 0")
+        try:
+            yield
+        finally:
+            self.db.execute_sql("PRAGMA foreign_keys = 1")
+
+    @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """One IMMEDIATE write transaction; SQLite failures become ``StorageError``.
 
@@ -207,6 +254,37 @@ class Database:
             raise _storage_error(self.path, exc) from exc
         finally:
             self._write_lock.release()
+
+    def rows(
+        self, shape: Hashable, build: Callable[[], pw.Query], values: dict[str, Any]
+    ) -> list[Row]:
+        """The rows of a query peewee builds only the first time ``shape`` is asked for.
+
+        Args:
+            shape: names the query's form: everything ``build`` depends on.
+            build: makes the query, with ``slot(name)`` wherever a value of
+                ``values`` goes (as a string, or a limit); built once per shape.
+            values: the value of each slot, for this run.
+
+        Returns:
+            Each row, its columns by name (aliases as given).
+
+        Raises:
+            StorageError: SQLite failed.
+        """
+        statement = self._statements.get(shape)
+        if statement is None:
+            sql, params = build().sql()
+            slots = {slot(name): name for name in values}
+            statement = (sql, [(slots.get(p) if isinstance(p, str) else None, p) for p in params])
+            self._statements[shape] = statement
+        sql, params = statement
+        try:
+            cursor = self.db.execute_sql(sql, [p if n is None else values[n] for n, p in params])
+        except pw.OperationalError as exc:
+            raise _storage_error(self.path, exc) from exc
+        names = [column[0] for column in cursor.description]
+        return [Row(zip(names, row, strict=True)) for row in cursor]
 
 
 def _storage_error(path: Path, exc: Exception) -> StorageError:

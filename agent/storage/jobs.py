@@ -34,6 +34,17 @@ def _among(ids: list[str]) -> pw.SQL:
     return pw.SQL("(SELECT value FROM json_each(?))", [json.dumps(ids)])
 
 
+def _references(Job: type[pw.Model], tables: list[type[pw.Model]]) -> list[pw.ForeignKeyField]:
+    """Every column of ``tables`` that refers to ``Job``: what goes with a job removed
+    (read from the models, so a table added later is never left behind)."""
+    return [
+        field
+        for model in tables
+        for field in model._meta.sorted_fields
+        if isinstance(field, pw.ForeignKeyField) and field.rel_model is Job
+    ]
+
+
 class Jobs(JobQueries, Notifications):
     """The job transitions and removals of ``Store`` (its queries: ``JobQueries``;
     the outbox a job's end writes to: ``Notifications``)."""
@@ -285,48 +296,49 @@ class Jobs(JobQueries, Notifications):
         return record
 
     def remove_jobs(self, job_ids: Iterable[str]) -> list[dict[str, Any]]:
-        """Delete those of ``job_ids`` that are (still) finished, with their attempts,
-        events and labels. A job that is not finished is never touched.
+        """Delete those of ``job_ids`` that are (still) finished, with every row that
+        refers to them (attempts, events, labels, notifications, dependencies).
+        A job that is not finished is never touched.
 
         Rows go in bulk, ``_BATCH`` jobs per transaction (other writers get in
-        between), and no record is built: only each job's ID and name are read.
-        A failure part way leaves the batches done removed (their ``removed``
-        events published) and the rest as they were; the housekeeping sweep
-        takes the files of jobs whose rows are gone.
+        between): one ``DELETE ... RETURNING`` of the jobs still finished, then
+        one delete per table that refers to jobs, with this connection's
+        foreign-key checks off meanwhile (the cascade would run a statement
+        per job per table; these deletes leave it nothing to do). A crash or a
+        failure part way leaves the batches done removed (their ``removed``
+        events published) and the rest whole: each batch is one transaction,
+        and ``job_count`` and ``tally`` are kept by the triggers inside it.
 
         Returns:
-            ``{"id", "name"}`` of each job removed.
+            ``{"id", "name"}`` of each job removed, in ID order.
         """
-        ids = sorted(job_ids)  # in key order, each batch touches neighbouring pages
-        Job, Attempt, Event, Label, Notification = (
-            self.models.Job,
-            self.models.Attempt,
-            self.models.Event,
-            self.models.JobLabel,
-            self.models.Notification,
-        )
-        terminal = [s.value for s in TERMINAL]
+        ids = sorted(set(job_ids))  # in key order, each batch touches neighbouring pages
         removed: list[dict[str, Any]] = []
-        for start in range(0, len(ids), _BATCH):
-            gone: list[dict[str, Any]] = []
-            with self.writing():
-                rows = (
-                    Job.select(Job.id, Job.name)
-                    .where(
-                        Job.id.in_(_among(ids[start : start + _BATCH])) & Job.state.in_(terminal)
-                    )
-                    .tuples()
-                )
-                gone = [{"id": job_id, "name": name} for job_id, name in rows]
-                doomed = _among([job["id"] for job in gone])
-                # A set-based delete per table is cheaper than the cascade's
-                # statement per job (which still runs, and finds nothing).
-                for child in (Event, Attempt, Label, Notification):
-                    child.delete().where(child.job.in_(doomed)).execute()
-                Job.delete().where(Job.id.in_(doomed)).execute()
-            self._publish_removed(gone)  # each batch once committed: a later one may fail
-            removed += gone
+        with self.unchecked_references():
+            for start in range(0, len(ids), _BATCH):
+                with self.writing():
+                    gone = self._delete_finished(ids[start : start + _BATCH])
+                self._publish_removed(gone)  # each batch once committed: a later one may fail
+                removed += gone
         return removed
+
+    def _delete_finished(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Delete the jobs of ``ids`` that are finished and what refers to them
+        (inside the caller's transaction); ``{"id", "name"}`` of each."""
+        Job = self.models.Job
+        terminal = [s.value for s in TERMINAL]
+        query = (
+            Job.delete()
+            .where(Job.id.in_(_among(ids)) & Job.state.in_(terminal))
+            .returning(Job.id, Job.name)
+        )
+        gone = [{"id": job_id, "name": name} for job_id, name in self.db.execute_sql(*query.sql())]
+        if gone:
+            doomed = [job["id"] for job in gone]
+            for field in _references(Job, self.models.tables()):
+                field.model.delete().where(field.in_(_among(doomed))).execute()
+        gone.sort(key=lambda job: job["id"])
+        return gone
 
     # -- helpers -------------------------------------------------------------
 
@@ -343,8 +355,8 @@ class Jobs(JobQueries, Notifications):
     def _publish_removed(self, records: list[dict[str, Any]]) -> None:
         # The job's events went with it, so this one is published, not stored.
         now = time.time()
-        for record in records:
-            self.feed.publish(
+        self.feed.publish_many(
+            [
                 {
                     "id": None,
                     "job_id": record["id"],
@@ -354,4 +366,6 @@ class Jobs(JobQueries, Notifications):
                     "state": None,
                     "detail": {},
                 }
-            )
+                for record in records
+            ]
+        )

@@ -8,13 +8,15 @@ not the size of the history: an ID prefix is a range of the primary key,
 label filter a lookup in ``job_label``, a state or name filter a walk of
 ``(state, id)`` or ``(name, id)`` in ID order. ``job.list`` gets lean
 summaries read column by column; a full record is built only for ``job.get``
-and the runtime. It never writes (jobs.py does) and never talks to Podman.
+and the runtime. The hot queries go through ``Database.rows``: their SQL is
+built once per shape and their rows are plain dicts, never model instances.
+It never writes (jobs.py does) and never talks to Podman.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import peewee as pw
@@ -22,7 +24,7 @@ from ulid import ULID
 
 from agent.protocol.errors import AmbiguousPrefix, InvalidParams, NoSuchJob
 from agent.protocol.states import TERMINAL, State
-from agent.storage.database import Database
+from agent.storage.database import Database, Row, slot
 from agent.storage.records import (
     SUMMARY_COLUMNS,
     attempt_dict,
@@ -78,8 +80,12 @@ class JobQueries(Database):
             raise InvalidParams(f"id: {prefix!r} is not a job ID")
         Job = self.models.Job
         first, last = prefix_range(key)
-        query = Job.select(Job.id).where(Job.id.between(first, last)).limit(2)
-        ids = [row[0] for row in query.tuples()]
+        rows = self.rows(
+            "resolve",
+            lambda: Job.select(Job.id).where(Job.id.between(slot("first"), slot("last"))).limit(2),
+            {"first": first, "last": last},
+        )
+        ids = [row["id"] for row in rows]
         if not ids:
             raise NoSuchJob(f"no job matches {prefix!r}; see 'chooctl ps -a'")
         if len(ids) > 1:
@@ -92,7 +98,11 @@ class JobQueries(Database):
         Raises:
             NoSuchJob
         """
-        return job_dict(self._job_row(job_id))
+        Job = self.models.Job
+        rows = self.rows("get", lambda: Job.select().where(Job.id == slot("id")), {"id": job_id})
+        if not rows:
+            raise NoSuchJob(f"no job {job_id}")
+        return job_dict(rows[0])
 
     def list(
         self,
@@ -105,8 +115,8 @@ class JobQueries(Database):
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Full records of jobs newest first, filtered (as ``summaries``), for the runtime."""
-        query = self._page(self.models.Job.select(), states, name, labels, since, after, limit)
-        return [job_dict(job) for job in query]
+        rows = self._page("list", self.models.Job.select, states, name, labels, since, after, limit)
+        return [job_dict(row) for row in rows]
 
     def summaries(
         self,
@@ -132,31 +142,44 @@ class JobQueries(Database):
             The summaries (``records.summary_dict``): no spec, environment or log tail.
         """
         Job = self.models.Job
-        columns = [getattr(Job, column) for column in SUMMARY_COLUMNS]
-        columns += [
-            Job.labels,
-            pw.fn.json_extract(Job.spec, "$.image").alias("image"),
-            pw.fn.json_extract(Job.spec, "$.command").alias("command"),
-            pw.fn.json_extract(Job.spec, "$.after").alias("after"),
-        ]
-        # The latest attempt's usage, one unique-index lookup per job of the page.
-        # (Named, so the filters' own aliases stay as they were.)
         Attempt = self.models.Attempt.alias("latest")
-        columns += [Attempt.cpu_seconds, Attempt.memory_peak]
-        query = self._page(Job.select(*columns), states, name, labels, since, after, limit)
-        query = query.join_from(
-            Job,
-            Attempt,
-            pw.JOIN.LEFT_OUTER,
-            on=(Attempt.job == Job.id) & (Attempt.number == Job.attempt),
-        )
-        return [summary_dict(row) for row in query.dicts()]
+
+        def select() -> pw.ModelSelect:
+            columns = [getattr(Job, column) for column in SUMMARY_COLUMNS]
+            columns += [
+                Job.labels,
+                pw.fn.json_extract(Job.spec, "$.image").alias("image"),
+                pw.fn.json_extract(Job.spec, "$.command").alias("command"),
+                pw.fn.json_extract(Job.spec, "$.after").alias("after"),
+                # The latest attempt's usage: one unique-index lookup per job of
+                # the page (its alias named, so the filters' own stay as they were).
+                Attempt.cpu_seconds,
+                Attempt.memory_peak,
+            ]
+            return Job.select(*columns)
+
+        def joined(query: pw.ModelSelect) -> pw.ModelSelect:
+            return query.join_from(
+                Job,
+                Attempt,
+                pw.JOIN.LEFT_OUTER,
+                on=(Attempt.job == Job.id) & (Attempt.number == Job.attempt),
+            )
+
+        rows = self._page("summaries", select, states, name, labels, since, after, limit, joined)
+        return [summary_dict(row) for row in rows]
 
     def nonterminal(self) -> list[dict[str, Any]]:
         """Every job the controller still has to drive, in admission order."""
         Job = self.models.Job
-        query = Job.select().where(Job.state.in_(_NOT_ENDED)).order_by(Job.priority.desc(), Job.id)
-        return [job_dict(job) for job in query]
+        rows = self.rows(
+            "nonterminal",
+            lambda: (
+                Job.select().where(Job.state.in_(_NOT_ENDED)).order_by(Job.priority.desc(), Job.id)
+            ),
+            {},
+        )
+        return [job_dict(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state (every state named, 0 included).
@@ -188,23 +211,37 @@ class JobQueries(Database):
     def attempts(self, job_id: str) -> list[dict[str, Any]]:
         """A job's attempts, first first."""
         Attempt = self.models.Attempt
-        query = Attempt.select().where(Attempt.job == job_id).order_by(Attempt.number)
-        return [attempt_dict(a) for a in query]
+        rows = self.rows(
+            "attempts",
+            lambda: Attempt.select().where(Attempt.job == slot("id")).order_by(Attempt.number),
+            {"id": job_id},
+        )
+        return [attempt_dict(row) for row in rows]
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """A job's events, oldest first."""
         Event = self.models.Event
-        query = Event.select().where(Event.job == job_id).order_by(Event.id)
-        return [event_dict(e) for e in query]
+        rows = self.rows(
+            "events",
+            lambda: Event.select().where(Event.job == slot("id")).order_by(Event.id),
+            {"id": job_id},
+        )
+        return [event_dict(row) for row in rows]
 
     def job_ids(self) -> set[str]:
         """The ID of every job stored."""
         Job = self.models.Job
         return {row[0] for row in Job.select(Job.id).tuples()}
 
-    def prunable(self, *, ended_before: float, states: Iterable[str] | None = None) -> list[str]:
-        """IDs of finished jobs (in ``states``, all terminal states by default)
-        that ended before ``ended_before``, in no particular order."""
+    def prunable(
+        self,
+        *,
+        ended_before: float,
+        states: Iterable[str] | None = None,
+        submitter: int | None = None,
+    ) -> list[str]:
+        """IDs of finished jobs (in ``states``, all terminal states by default; of uid
+        ``submitter`` if given) that ended before ``ended_before``, in any order."""
         terminal = [s.value for s in TERMINAL]
         wanted = [s for s in (states or terminal) if s in terminal]
         Job, Dependency = self.models.Job, self.models.Dependency
@@ -218,7 +255,10 @@ class JobQueries(Database):
         query = Job.select(Job.id).where(
             Job.state.in_(wanted) & (Job.ended_at < ended_before) & Job.id.not_in(waited_on)
         )
-        return [row[0] for row in query.tuples()]
+        if submitter is not None:
+            query = query.where(Job.submitter_uid == submitter)
+        # Read off the cursor: peewee's row wrapper costs more than the query here.
+        return [row[0] for row in self.db.execute_sql(*query.sql())]
 
     def unrerun_failures(
         self, *, since: float | None, name: str | None, limit: int
@@ -244,6 +284,8 @@ class JobQueries(Database):
         """The state of each of these jobs that exists (one missing was removed)."""
         Job = self.models.Job
         wanted = list(set(job_ids))
+        if not wanted:  # a job with no ``after``: nothing to read
+            return {}
         query = Job.select(Job.id, Job.state).where(Job.id.in_(wanted))
         return dict(query.tuples())
 
@@ -251,50 +293,65 @@ class JobQueries(Database):
 
     def _page(
         self,
-        query: pw.ModelSelect,
+        kind: str,
+        select: Callable[[], pw.ModelSelect],
         states: Iterable[str] | None,
         name: str | None,
         labels: dict[str, str] | None,
         since: float | None,
         after: str | None,
         limit: int,
-    ) -> pw.ModelSelect:
-        """``query`` filtered, newest first, at most ``limit`` rows.
+        finish: Callable[[pw.ModelSelect], pw.ModelSelect] = lambda query: query,
+    ) -> list[Row]:
+        """The rows of ``select()`` filtered, newest first, at most ``limit``.
 
         The page is read from the narrowest filter's index: a label's entries
         (already in ID order, so reading stops at ``limit``) or the job's own
         (``(state, id)``, ``(name, id)``, the primary key); every other label is
-        one lookup per job read.
+        one lookup per job read. ``finish`` adds what a ``kind`` of page joins.
         """
-        Job, Label = self.models.Job, self.models.JobLabel
         states = list(states or [])
         wanted = sorted((labels or {}).items())
-        order = Job.id
         driver = self._narrowest(wanted, states)
         if driver is not None:
-            key, value = wanted.pop(driver)
-            query = query.join(Label, on=(Label.job == Job.id)).where(
-                (Label.key == key) & (Label.value == value)
-            )
-            order = Label.job
-        for key, value in wanted:
-            other = Label.alias()
-            query = query.where(
-                pw.fn.EXISTS(
-                    other.select(pw.SQL("1")).where(
-                        (other.job == Job.id) & (other.key == key) & (other.value == value)
+            wanted.insert(0, wanted.pop(driver))  # the label read first is label 0
+        since_id = None if since is None else first_id_at(since)
+        values = {"limit": limit, "name": name, "since": since_id, "after": after}
+        values.update((f"state{i}", state) for i, state in enumerate(states))
+        for i, (key, value) in enumerate(wanted):
+            values.update({f"key{i}": key, f"value{i}": value})
+        shape = (kind, driver, len(wanted), len(states), bool(name), bool(since_id), bool(after))
+
+        def build() -> pw.ModelSelect:
+            Job, Label = self.models.Job, self.models.JobLabel
+            query, order, others = finish(select()), Job.id, range(len(wanted))
+            if driver is not None:
+                query = query.join_from(Job, Label, on=(Label.job == Job.id)).where(
+                    (Label.key == slot("key0")) & (Label.value == slot("value0"))
+                )
+                order, others = Label.job, range(1, len(wanted))
+            for i in others:
+                other = Label.alias()
+                query = query.where(
+                    pw.fn.EXISTS(
+                        other.select(pw.SQL("1")).where(
+                            (other.job == Job.id)
+                            & (other.key == slot(f"key{i}"))
+                            & (other.value == slot(f"value{i}"))
+                        )
                     )
                 )
-            )
-        if states:
-            query = query.where(Job.state.in_(states))
-        if name:
-            query = query.where(Job.name == name)
-        if since is not None:
-            query = query.where(order >= first_id_at(since))
-        if after:
-            query = query.where(order < after)
-        return query.order_by(order.desc()).limit(limit)
+            if states:
+                query = query.where(Job.state.in_([slot(f"state{i}") for i in range(len(states))]))
+            if name:
+                query = query.where(Job.name == slot("name"))
+            if since_id:
+                query = query.where(order >= slot("since"))
+            if after:
+                query = query.where(order < slot("after"))
+            return query.order_by(order.desc()).limit(slot("limit"))
+
+        return self.rows(shape, build, values)
 
     def _narrowest(self, labels: list[tuple[str, str]], states: list[str]) -> int | None:
         """Which of ``labels`` matches the fewest jobs, or None when the states
@@ -302,19 +359,34 @@ class JobQueries(Database):
         if not labels:
             return None
         Job, Label = self.models.Job, self.models.JobLabel
+
+        def label_probe() -> pw.Select:
+            matches = Label.select(Label.job).where(
+                (Label.key == slot("key")) & (Label.value == slot("value"))
+            )
+            return self._probe(matches)
+
         sizes = [
-            Label.select(Label.job)
-            .where((Label.key == key) & (Label.value == value))
-            .limit(_PROBE)
-            .count()
+            self.rows("probe-label", label_probe, {"key": key, "value": value})[0]["n"]
             for key, value in labels
         ]
         best = min(range(len(sizes)), key=sizes.__getitem__)
         if states:
-            in_states = Job.select(Job.id).where(Job.state.in_(states)).limit(_PROBE).count()
+            slots = [slot(f"state{i}") for i in range(len(states))]
+            in_states = self.rows(
+                ("probe-states", len(states)),
+                lambda: self._probe(Job.select(Job.id).where(Job.state.in_(slots))),
+                {f"state{i}": state for i, state in enumerate(states)},
+            )[0]["n"]
             if in_states < sizes[best]:
                 return None
         return best
+
+    @staticmethod
+    def _probe(matches: pw.ModelSelect) -> pw.Select:
+        """How many rows ``matches`` has, counted up to ``_PROBE``."""
+        inner = matches.limit(_PROBE).alias("_wrapped")  # as peewee's own count()
+        return pw.Select([inner], [pw.fn.COUNT(pw.SQL("*")).alias("n")])
 
     def _job_row(self, job_id: str):
         job = self.models.Job.get_or_none(self.models.Job.id == job_id)

@@ -1,9 +1,10 @@
 """Rows of the jobs database as the plain dicts the rest of the agent passes around.
 
-One function per table row; JSON columns are decoded here and derived fields
-(the container name, the workspace and artifacts summaries) are filled in, so
-no caller ever sees a peewee object. Reading only: nothing here queries or
-writes the database.
+One function per table row (a model instance, or a ``database.Row`` read
+without one: SQLite's 0/1 become booleans here); JSON columns are decoded
+here and derived fields (the container name, the workspace and artifacts
+summaries) are filled in, so no caller ever sees a peewee object. Reading
+only: nothing here queries or writes the database.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from agent.protocol.states import TERMINAL, State
 
 def job_dict(job) -> dict[str, Any]:
     """A ``job`` row as its record (the ``job.get`` result)."""
+    spec = json.loads(job.spec)
     return {
         "id": job.id,
         "name": job.name,
@@ -25,10 +27,10 @@ def job_dict(job) -> dict[str, Any]:
         "exit_code": job.exit_code,
         "priority": job.priority,
         "trigger": job.trigger,
-        "spec": json.loads(job.spec),
+        "spec": spec,
         "attempt": job.attempt,
         "retries_left": job.retries_left,
-        "cancel_requested": job.cancel_requested,
+        "cancel_requested": bool(job.cancel_requested),
         "submitted_at": job.submitted_at,
         "started_at": job.started_at,
         "ended_at": job.ended_at,
@@ -46,7 +48,7 @@ def job_dict(job) -> dict[str, Any]:
         "schedule": job.schedule,
         "scheduled_for": job.scheduled_for,
         "catch_up": bool(job.catch_up),
-        "workspace": _workspace_dict(job),
+        "workspace": _workspace_dict(job, spec),
         "artifacts": _artifacts_dict(job),
     }
 
@@ -91,8 +93,9 @@ def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
     out["held"] = bool(out["held"])
     out["image"] = row["image"]
     out["command"] = json.loads(row["command"] or "[]")
-    # The jobs it waits for (``after``), by ID: ``chooctl ps`` names them.
-    out["after"] = [dep["id"] for dep in json.loads(row["after"] or "[]")]
+    # The jobs it waits for (``after``), by ID: ``chooctl ps`` names them (most have none).
+    after = row["after"]
+    out["after"] = [dep["id"] for dep in json.loads(after)] if after else []
     out["labels"] = json.loads(row["labels"])
     out["container"] = container_name(row["id"])
     out["usage"] = {"cpu_seconds": row["cpu_seconds"], "memory_peak": row["memory_peak"]}
@@ -109,7 +112,7 @@ def attempt_dict(attempt) -> dict[str, Any]:
         "ended_at": attempt.ended_at,
         "exit_code": attempt.exit_code,
         "reason": attempt.reason,
-        "oom": attempt.oom,
+        "oom": bool(attempt.oom),
         "log_shipped": attempt.log_shipped,
         "retry": attempt.retry,
         "usage": usage_dict(attempt),
@@ -130,7 +133,7 @@ def usage_dict(attempt) -> dict[str, Any]:
         "pids_peak": attempt.pids_peak,
         "wall_seconds": wall,
         "queue_wait": attempt.queue_wait,
-        "sampled": attempt.usage_sampled,
+        "sampled": None if attempt.usage_sampled is None else bool(attempt.usage_sampled),
     }
 
 
@@ -166,8 +169,7 @@ def schedule_dict(row) -> dict[str, Any]:
     }
 
 
-def _workspace_dict(job) -> dict[str, Any] | None:
-    spec = json.loads(job.spec)
+def _workspace_dict(job, spec: dict[str, Any]) -> dict[str, Any] | None:
     if not spec.get("workspace"):
         return None
     return {"source": spec["workspace"], "snapshot": job.workspace, "size": job.workspace_size}

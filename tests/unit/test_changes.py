@@ -243,3 +243,15 @@ def test_relay_passes_on_the_wanted_events_from_now_until_the_count():
     )
     assert (sent, missed) == (2, False)
     assert got == [{"job_id": "a"}, {"job_id": "a"}]
+
+
+def test_publish_many_keeps_the_order_and_wakes_the_waiters_once():
+    feed = ChangeFeed()
+    notified = []
+    original = feed._cond.notify_all
+    feed._cond.notify_all = lambda: (notified.append(feed.seq), original())
+    feed.publish_many([{"n": i} for i in range(3)])
+    feed.publish_many([])
+    seq, events = feed.since(0)
+    assert (seq, [e["n"] for e in events]) == (3, [0, 1, 2])
+    assert len(notified) == 1

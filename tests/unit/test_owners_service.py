@@ -118,6 +118,21 @@ def test_others_see_a_job_without_its_env_values_or_output(service):
     assert [(j["id"], j["withheld"], "spec" in j) for j in listed] == [(job["id"], True, False)]
 
 
+def test_a_page_looks_the_caller_up_once(service, monkeypatch):
+    for who in (ALICE, BOB, ALICE):
+        submit(service, who)
+    looked_up = []
+    monkeypatch.setattr(
+        "agent.api.peers.pwd.getpwuid", lambda uid: looked_up.append(uid) or _no_account(uid)
+    )
+    service.owners.actor(BOB)
+    once = list(looked_up)
+    looked_up.clear()
+    listed = service.list(ListParams(), peer=BOB)["jobs"]
+    assert [j.get("withheld", False) for j in listed] == [True, False, True]
+    assert looked_up == once
+
+
 def test_list_others_false_hides_others_jobs_and_fills_the_page(service, unit_config):
     unit_config.list_others = False
     mine = [submit(service, BOB)["id"] for _ in range(2)]

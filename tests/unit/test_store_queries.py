@@ -251,6 +251,77 @@ def test_remove_jobs_in_batches_takes_only_finished_jobs(store, feed, db_path, m
     assert store.counts()["succeeded"] == 0 and store.counts()["starting"] == 1
 
 
+def test_remove_jobs_takes_every_row_that_refers_to_a_job(store, db_path):
+    """Foreign-key checks are off for the bulk delete: the rows that refer to a
+    removed job (here a dependency of a finished waiter) go all the same."""
+    waited = add(store)
+    finish(store, waited)
+    waiter = add(store, after=[{"id": waited}], labels={"k": "v"})
+    store.transition(waiter, State.CANCELLED)
+    assert sql(db_path, "SELECT COUNT(*) FROM job_dependency") == [(1,)]
+    removed = store.remove_jobs([waited, waiter])
+    assert sorted(r["id"] for r in removed) == sorted([waited, waiter])
+    for table in ("job", "attempt", "event", "job_label", "job_dependency", "notification"):
+        assert sql(db_path, f"SELECT COUNT(*) FROM {table}") == [(0,)], table
+    assert sql(db_path, "PRAGMA foreign_key_check") == []
+    # The connection checks references again afterwards.
+    assert store.db.execute_sql("PRAGMA foreign_keys").fetchall() == [(1,)]
+
+
+def test_remove_jobs_inside_a_transaction_keeps_the_checks_and_still_removes(store, db_path):
+    job_id = add(store, labels={"k": "v"})
+    finish(store, job_id)
+    with store.writing():
+        assert [r["id"] for r in store.remove_jobs([job_id])] == [job_id]
+        assert store.db.execute_sql("PRAGMA foreign_keys").fetchall() == [(1,)]
+    assert sql(db_path, "SELECT COUNT(*) FROM job_label") == [(0,)]
+
+
+def test_prunable_of_one_submitter(store):
+    spec = specs.normalize({"image": "alpine", "command": ["true"]})
+    mine, theirs = (
+        store.add_job(spec, trigger="cli", queue_limit=10, uid=uid)["id"] for uid in (1000, 1001)
+    )
+    for job_id in (mine, theirs):
+        finish(store, job_id, ended_at=100.0)
+    assert store.prunable(ended_before=200.0, submitter=1000) == [mine]
+    assert sorted(store.prunable(ended_before=200.0)) == sorted([mine, theirs])
+
+
+def test_a_hot_query_is_built_once_per_shape(store, monkeypatch):
+    ids = [add(store, labels={"k": "v"}) for _ in range(3)]
+    store.summaries(labels={"k": "v"}, limit=2)  # every shape asked once
+    store.get(ids[0])
+    built = []
+    sql_of = type(store.models.Job.select()).sql
+
+    def counting(query):
+        built.append(query)
+        return sql_of(query)
+
+    monkeypatch.setattr(type(store.models.Job.select()), "sql", counting)
+    # Same shapes, other values: nothing is built again, and the values are this call's.
+    assert [j["id"] for j in store.summaries(labels={"k": "v"}, limit=1)] == [ids[2]]
+    assert store.summaries(labels={"k": "w"}, limit=2) == []
+    assert store.get(ids[1])["id"] == ids[1]
+    assert built == []
+    # Another shape (a cursor) is built, once.
+    page = store.summaries(labels={"k": "v"}, limit=2, after=ids[2])
+    assert [j["id"] for j in page] == [ids[1], ids[0]]
+    assert len(built) == 1
+
+
+def test_rows_read_without_models_keep_booleans(store):
+    job_id = add(store)
+    store.request_cancel(job_id)
+    job = store.get(job_id)
+    assert job["cancel_requested"] is True and job["held"] is False
+    finish_id = add(store)
+    finish(store, finish_id)
+    attempt = store.attempts(finish_id)[0]
+    assert attempt["oom"] is False and attempt["usage"]["sampled"] is None
+
+
 # -- index use -------------------------------------------------------------------
 
 
