@@ -82,17 +82,27 @@ class ExitWatch:
         self.stopped = stopped
         # Replaced whole on each change (the thread reads it without the lock).
         self._known: dict[str, tuple[str, int | None]] = {}
+        #: The containers launches made since the last listing.
+        self._made: dict[str, tuple[str, int | None]] = {}
         self._unmatched: collections.OrderedDict[str, ExitStatus | None] = collections.OrderedDict()
         self._ended: list[Ended] = []
         self._lock = threading.Lock()
 
     def known(self, containers: dict[str, ContainerState]) -> None:
-        """The containers of the last full pass's listing, by job ID."""
-        self._known = {c.id: (job_id, c.attempt) for job_id, c in containers.items()}
+        """The containers of the last full pass's listing, by job ID.
+
+        A container a launch made since the previous listing is kept too: it
+        may have been made after this listing was read.
+        """
+        listed = {c.id: (job_id, c.attempt) for job_id, c in containers.items()}
+        with self._lock:
+            self._known = {**self._made, **listed}
+            self._made = {}
 
     def expect(self, job_id: str, attempt: int, container_id: str) -> None:
         """A launch made this container: watch for its end (queued now if it came already)."""
         with self._lock:
+            self._made[container_id] = (job_id, attempt)
             self._known = {**self._known, container_id: (job_id, attempt)}
             if container_id in self._unmatched:
                 status = self._unmatched.pop(container_id)
