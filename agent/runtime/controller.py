@@ -159,9 +159,8 @@ class Controller:
         self.stops = Stops(store, podman, self.deadlines, clock)
         self.enforcing = Enforcing(self.workers, self.stops, self.deadlines, self.overdue)
         self.admitting = Admitting(store, config, self.deadlines, self._launch)
-        self.step = LightPass(
-            store, self.workers, self.enforcing, self.admitting, clock=clock, monotonic=monotonic
-        )
+        parts = (self.workers, self.enforcing, self.admitting, self.exits.container_of)
+        self.step = LightPass(store, *parts, clock=clock, monotonic=monotonic)
 
     # -- triggers ------------------------------------------------------------
 
@@ -244,12 +243,7 @@ class Controller:
         return min(self._resync_at, self._deadline_at or self._resync_at)
 
     def reconcile_safely(self, *, admit: bool = True) -> float:
-        """One pass; whatever it raises is logged, degrades the agent and is retried.
-
-        Returns:
-            When (monotonic) the next pass is due: the pass's earliest
-            deadline or the resync; after a failed pass, the end of its backoff.
-        """
+        """One full pass, run as ``_safely`` says; the next resync is due after it."""
         resync_at = self.monotonic() + self.config.resync_interval
         due = self._safely(lambda: self.reconcile(admit=admit))
         if not self.health.failed_passes:

@@ -82,6 +82,8 @@ class ExitWatch:
         self.stopped = stopped
         # Replaced whole on each change (the thread reads it without the lock).
         self._known: dict[str, tuple[str, int | None]] = {}
+        #: Each job's container among them, by job ID.
+        self._ids: dict[str, str] = {}
         #: The containers launches made since the last listing.
         self._made: dict[str, tuple[str, int | None]] = {}
         self._unmatched: collections.OrderedDict[str, ExitStatus | None] = collections.OrderedDict()
@@ -98,15 +100,21 @@ class ExitWatch:
         with self._lock:
             self._known = {**self._made, **listed}
             self._made = {}
+            self._ids = {job_id: cid for cid, (job_id, _) in self._known.items()}
 
     def expect(self, job_id: str, attempt: int, container_id: str) -> None:
         """A launch made this container: watch for its end (queued now if it came already)."""
         with self._lock:
             self._made[container_id] = (job_id, attempt)
             self._known = {**self._known, container_id: (job_id, attempt)}
+            self._ids = {**self._ids, job_id: container_id}
             if container_id in self._unmatched:
                 status = self._unmatched.pop(container_id)
                 self._ended.append(Ended(job_id, attempt, container_id, status))
+
+    def container_of(self, job_id: str) -> str | None:
+        """The ID of the job's container as last listed or made, or None."""
+        return self._ids.get(job_id)
 
     def died(self, event: dict) -> None:
         """Queue the end a ``died`` event of one of our containers tells (others are ignored)."""

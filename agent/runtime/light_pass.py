@@ -29,6 +29,7 @@ class LightPass:
         workers: the pool (which jobs are busy, when a backed-off one may go on).
         enforcing: the stops of running jobs.
         admitting: queued jobs.
+        container_of: a job's container ID, when known (``ExitWatch.container_of``).
         clock: the wall-clock time (admission's now).
         monotonic: the clock of every deadline.
     """
@@ -39,6 +40,7 @@ class LightPass:
         workers: Workers,
         enforcing: Enforcing,
         admitting: Admitting,
+        container_of: Callable[[str], str | None],
         *,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
@@ -47,6 +49,7 @@ class LightPass:
         self.workers = workers
         self.enforcing = enforcing
         self.admitting = admitting
+        self.container_of = container_of
         self.clock = clock
         self.monotonic = monotonic
 
@@ -66,8 +69,9 @@ class LightPass:
             if job["id"] in busy:
                 continue
             if job["state"] == State.RUNNING:
-                # Signalled by name: the job's container is the only one of that name.
-                due = self.enforcing.running(job, container_name(job["id"]), mono)
+                # By name when not known by ID: the job's is the only one of that name.
+                container_id = self.container_of(job["id"]) or container_name(job["id"])
+                due = self.enforcing.running(job, container_id, mono)
             elif job["state"] == State.QUEUED:
                 due = self.admitting.queued(job, mono)
             else:
