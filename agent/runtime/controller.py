@@ -351,7 +351,8 @@ class Controller:
             put_off = self.finisher.due(job["id"])  # an end put off for want of space
             if put_off is not None and put_off > mono:
                 return put_off
-            self.workers.submit(job["id"], self.finisher.finish, job, container)
+            status = self.exits.listed(container)  # no inspect when the listing tells it all
+            self.workers.submit(job["id"], self.finisher.finish, job, container, status)
             return None
         if not container.running:
             # Created but not started: the agent died between the two calls.

@@ -116,6 +116,14 @@ class ExitWatch:
         """The ID of the job's container as last listed or made, or None."""
         return self._ids.get(job_id)
 
+    def listed(self, container: ContainerState) -> ExitStatus | None:
+        """How an exited container a full pass listed ended: the listing's exit code
+        and the OOM mark beside its bundle; None when either is unknown (ask Podman)."""
+        if self.source is None or container.exit_code is None:
+            return None
+        oom = self.source.oom(container.id)
+        return None if oom is None else ExitStatus(exit_code=container.exit_code, oom=oom)
+
     def died(self, event: dict) -> None:
         """Queue the end a ``died`` event of one of our containers tells (others are ignored)."""
         actor = event.get("Actor") or {}

@@ -148,6 +148,10 @@ class FakeExits:
     def status(self, container_id):
         return self.statuses.get(container_id)
 
+    def oom(self, container_id):
+        status = self.statuses.get(container_id)
+        return None if status is None else status.oom
+
     def close(self):
         pass
 

@@ -175,3 +175,24 @@ def test_a_died_event_finishes_its_job_and_others_are_ignored(world):  # noqa: F
     controller.exits.died({"Status": "died", "Actor": {"ID": cid, "Attributes": labels}})
     controller.exits.finish(controller.store, controller.workers, controller.finisher, None)
     assert (store.get(job)["state"], store.get(job)["exit_code"]) == ("failed", 4)
+
+
+def test_a_full_pass_finishes_a_listed_exit_without_an_inspect_when_the_oom_mark_tells(
+    world,  # noqa: F811
+):
+    store, podman, controller, clock = world
+    told, untold = submit(store), submit(store)
+    controller.reconcile()
+    podman.exit(told, 0)
+    podman.exit(untold, 137, oom=True)
+    told_id, untold_id = podman.containers[told].id, podman.containers[untold].id
+    controller.exits.source = FakeExits(
+        threading.Event(), statuses={told_id: ExitStatus(exit_code=99, oom=False)}
+    )
+    inspected = []
+    real_inspect = podman.inspect
+    podman.inspect = lambda name: inspected.append(name) or real_inspect(name)
+    controller.reconcile()
+    assert store.get(told)["state"] == "succeeded", "the listing's exit code, not the file's"
+    assert (store.get(untold)["state"], store.get(untold)["reason"]) == ("failed", "oom")
+    assert inspected == [untold_id], "only the one whose OOM mark could not be found"

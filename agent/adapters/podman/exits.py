@@ -109,12 +109,22 @@ class ExitFiles:
             exit_code = int((self.directory / container_id).read_text().strip())
         except (OSError, ValueError):
             return None
+        return ExitStatus(exit_code=exit_code, oom=self.oom(container_id))
+
+    def oom(self, container_id: str) -> bool | None:
+        """Whether conmon marked the (exited) container OOM-killed, as Podman decides it.
+
+        Returns:
+            True or False, or None when the container's bundle directory is
+            not found (another graph root, or the container is gone: ask Podman).
+        """
+        if not _CONTAINER_ID.fullmatch(container_id):
+            return None
         bundles = [self.directory.parent / "persist" / container_id]
         for root in self.storage_roots:
             bundles.extend(root.glob(f"*-containers/{container_id}/userdata"))
         found = [bundle for bundle in bundles if bundle.is_dir()]
-        oom = any((bundle / "oom").exists() for bundle in found) if found else None
-        return ExitStatus(exit_code=exit_code, oom=oom)
+        return any((bundle / "oom").exists() for bundle in found) if found else None
 
     def open(self) -> str | None:
         """Start watching; returns None, or why the directory cannot be watched."""
