@@ -26,12 +26,19 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def spread(values: list[float], scale: float = 1000.0, unit: str = "ms") -> str:
-    """Median, p90 and max of ``values`` (times ``scale``, in ``unit``)."""
-    p90 = statistics.quantiles(values, n=10)[8] if len(values) > 1 else values[0]
-    return (
-        f"median {statistics.median(values) * scale:8.1f} {unit}   "
-        f"p90 {p90 * scale:8.1f} {unit}   max {max(values) * scale:8.1f} {unit}"
+def spread(values: list[float], scale: float = 1000.0, unit: str = "ms", digits: int = 1) -> str:
+    """Median, p90 and max of ``values`` (times ``scale``, in ``unit``); p90
+    within the values measured (never extrapolated past the max)."""
+    p90 = (
+        statistics.quantiles(values, n=10, method="inclusive")[8] if len(values) > 1 else values[0]
+    )
+    return "   ".join(
+        f"{name} {value * scale:8.{digits}f} {unit}".rstrip()
+        for name, value in (
+            ("median", statistics.median(values)),
+            ("p90", p90),
+            ("max", max(values)),
+        )
     )
 
 

@@ -130,7 +130,7 @@ class Controller:
             on_error=self.health.work_failed,
             monotonic=monotonic,
         )
-        self.exits = ExitWatch(exit_files, notify=self._wake.set, stopped=self._stop)
+        self.exits = ExitWatch(exit_files, notify=self._wake.set, stopped=self._stop, clock=clock)
         self.events = EventFollower(
             events_podman, wake=self.resync, stopped=self._stop, on_event=self.exits.died
         )

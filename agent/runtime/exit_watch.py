@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,6 +59,8 @@ class Ended:
     container_id: str
     #: What its exit file said; None: ask Podman (the file was gone).
     status: ExitStatus | None = None
+    #: When (wall clock) the agent learnt of it: the attempt's ``ended_at``.
+    noticed_at: float | None = None
 
 
 class ExitWatch:
@@ -68,6 +71,7 @@ class ExitWatch:
             relies on the event stream).
         notify: wakes the loop for the queued ends (not a full pass).
         stopped: set when the agent stops.
+        clock: the wall-clock time an end is noticed at.
     """
 
     def __init__(
@@ -76,17 +80,21 @@ class ExitWatch:
         *,
         notify: Callable[[], None],
         stopped: threading.Event,
+        clock: Callable[[], float] = time.time,
     ):
         self.source = source
         self.notify = notify
         self.stopped = stopped
+        self.clock = clock
         # Replaced whole on each change (the thread reads it without the lock).
         self._known: dict[str, tuple[str, int | None]] = {}
         #: Each job's container among them, by job ID.
         self._ids: dict[str, str] = {}
         #: The containers launches made since the last listing.
         self._made: dict[str, tuple[str, int | None]] = {}
-        self._unmatched: collections.OrderedDict[str, ExitStatus | None] = collections.OrderedDict()
+        #: Exit files of containers not known (yet): what each said, and when.
+        self._unmatched: collections.OrderedDict[str, tuple[ExitStatus | None, float]]
+        self._unmatched = collections.OrderedDict()
         self._ended: list[Ended] = []
         self._lock = threading.Lock()
 
@@ -109,8 +117,8 @@ class ExitWatch:
             self._known = {**self._known, container_id: (job_id, attempt)}
             self._ids = {**self._ids, job_id: container_id}
             if container_id in self._unmatched:
-                status = self._unmatched.pop(container_id)
-                self._ended.append(Ended(job_id, attempt, container_id, status))
+                status, noticed_at = self._unmatched.pop(container_id)
+                self._ended.append(Ended(job_id, attempt, container_id, status, noticed_at))
 
     def container_of(self, job_id: str) -> str | None:
         """The ID of the job's container as last listed or made, or None."""
@@ -137,7 +145,7 @@ class ExitWatch:
             attempt = None
         status = self.source.status(container_id) if self.source is not None else None
         with self._lock:
-            self._ended.append(Ended(job_id, attempt, container_id, status))
+            self._ended.append(Ended(job_id, attempt, container_id, status, self.clock()))
         self.notify()
 
     def pending(self) -> bool:
@@ -213,21 +221,22 @@ class ExitWatch:
             status="exited",
             exit_code=None if end.status is None else end.status.exit_code,
         )
-        workers.submit(end.job_id, finisher.finish, job, container, end.status)
+        workers.submit(end.job_id, finisher.finish, job, container, end.status, end.noticed_at)
 
     def _queue(self, container_ids: list[str]) -> None:
         assert self.source is not None
         ended = []
         for container_id in container_ids:
             status = self.source.status(container_id)  # now: cleanup removes the file soon
+            noticed_at = self.clock()
             with self._lock:
                 mapped = self._known.get(container_id)
                 if mapped is None:
-                    self._unmatched[container_id] = status
+                    self._unmatched[container_id] = (status, noticed_at)
                     while len(self._unmatched) > UNMATCHED_KEEP:
                         self._unmatched.popitem(last=False)
                     continue
-                ended.append(Ended(*mapped, container_id, status))
+                ended.append(Ended(*mapped, container_id, status, noticed_at))
         if ended:
             with self._lock:
                 self._ended.extend(ended)

@@ -116,7 +116,11 @@ class Finisher:
         return None if deferred is None else deferred[1]
 
     def finish(
-        self, job: dict, container: ContainerState, status: ExitStatus | None = None
+        self,
+        job: dict,
+        container: ContainerState,
+        status: ExitStatus | None = None,
+        ended_at: float | None = None,
     ) -> None:
         """Record how the attempt in an exited container ended, then remove it.
 
@@ -127,6 +131,8 @@ class Finisher:
             job: the job (``starting`` or ``running``).
             container: its exited container, as last listed.
             status: what its exit file said (None: Podman is asked).
+            ended_at: when the agent learnt of the end (None: now), the
+                attempt's ``ended_at``: the pool may start the work later.
 
         Raises:
             PodmanUnavailable: Podman did not answer; nothing was removed.
@@ -135,7 +141,7 @@ class Finisher:
         """
         job_id = job["id"]
         try:
-            self._finish(job, container, status)
+            self._finish(job, container, status, ended_at)
         except StorageError as exc:
             with self._lock:
                 failures = self._deferred.get(job_id, (0, 0.0))[0]
@@ -155,7 +161,13 @@ class Finisher:
         if deferred is not None:
             log.info("job %s: its end is recorded at last (put off %d times)", job_id, deferred[0])
 
-    def _finish(self, job: dict, container: ContainerState, status: ExitStatus | None) -> None:
+    def _finish(
+        self,
+        job: dict,
+        container: ContainerState,
+        status: ExitStatus | None,
+        ended_at: float | None,
+    ) -> None:
         info = self._ended_state(job["id"], container, status)
         if job["state"] == State.STARTING:
             # It ran and ended while the agent was down: record that it ran.
@@ -177,7 +189,7 @@ class Finisher:
         fields: dict[str, Any] = {"exit_code": exit_code}
         attempt_fields = {
             "container_id": info.id,
-            "ended_at": self.clock(),
+            "ended_at": self.clock() if ended_at is None else ended_at,
             "exit_code": exit_code,
             "oom": info.oom_killed,
             "reason": outcome.attempt_reason,

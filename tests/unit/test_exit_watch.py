@@ -113,10 +113,12 @@ def test_an_end_told_by_the_exit_file_is_recorded_without_an_inspect(world):  # 
     inspected = []
     podman.inspect = lambda name: inspected.append(name)
     _ended(controller, cid, statuses={cid: ExitStatus(exit_code=3, oom=False)})
+    noticed, clock.now = clock.now, clock.now + 0.5  # the loop and the pool come later
     controller.exits.finish(controller.store, controller.workers, controller.finisher, None)
     record = store.get(job)
     assert (record["state"], record["exit_code"]) == ("failed", 3)
     assert store.attempts(job)[0]["oom"] is False
+    assert store.attempts(job)[0]["ended_at"] == noticed, "ended when the file was seen"
     assert inspected == []
 
 
