@@ -7,7 +7,8 @@ noisy, so targets live here as figures to read, not as test assertions.
 
 Benches: run (one short job, end to end), throughput (100 jobs through
 max_concurrent=4), end (how soon after a container's FinishedAt its job's
-end is recorded: p50/p99), ready (restart while adopting 20 running containers),
+end is recorded: p50/p99), ready (restart while adopting 50 running and 50
+exited containers), idle (the agent's CPU and memory with 50 running jobs),
 cancel (job.cancel of a running job to its job.wait answer, against its
 stop_timeout), socket (agent.ping round trips alone and under 50 concurrent
 clients, and the agent's memory before and after), output (`seq 1 200000`
@@ -39,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.bench_history import bench_history, place_database  # noqa: E402
+from tests.bench_restart import bench_idle, bench_ready, load, rss_mib, spread  # noqa: E402
 from tests.bench_usage import bench_usage  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService, podman  # noqa: E402
 
@@ -54,16 +56,26 @@ def timed(argv: list[str]) -> float:
     return elapsed
 
 
+def abba(ours, theirs, pairs: int) -> tuple[list[float], list[float]]:
+    """Time ``pairs`` pairs of the two callables, in ABBA order (A B, B A, A B, ...)."""
+    mine, others = [], []
+    for i in range(pairs):
+        if i % 2:
+            others.append(theirs())
+            mine.append(ours())
+        else:
+            mine.append(ours())
+            others.append(theirs())
+    return mine, others
+
+
 def report(title: str, ours: list[float], theirs: list[float], target: float) -> None:
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     print(f"\n## {title}")
-    print(f"  pairs:           {len(ours)}")
-    print(f"  choo   median:   {statistics.median(ours) * 1000:8.1f} ms")
-    print(f"  podman median:   {statistics.median(theirs) * 1000:8.1f} ms")
-    print(
-        f"  ratio  median:   {statistics.median(ratios):8.3f}  "
-        f"(min {min(ratios):.3f}, max {max(ratios):.3f}; target <= {target})"
-    )
+    print(f"  pairs:           {len(ours)}   ({load()})")
+    print(f"  choo:            {spread(ours)}")
+    print(f"  podman:          {spread(theirs)}")
+    print(f"  ratio:           {spread(ratios, 1.0, '', 3)}   (target <= {target})")
 
 
 def bench_run(make_agent, image: str, pairs: int) -> None:
@@ -96,37 +108,8 @@ def bench_throughput(make_agent, image: str, pairs: int, jobs: int = 100) -> Non
                     raise SystemExit(f"bench: job {job_id} did not succeed")
         return time.perf_counter() - start
 
-    ours, theirs = [], []
-    for _ in range(max(1, pairs // 5)):
-        ours.append(through_agent())
-        theirs.append(timed(xargs))
-    report(f"{jobs} true jobs at max_concurrent=4 vs xargs -P4 podman run", ours, theirs, 1.3)
-
-
-def bench_ready(make_agent, image: str, pairs: int, running: int = 20) -> None:
-    """Agent start to ready while it adopts 20 running containers."""
-    agent = make_agent(max_concurrent=running)
-    ids = [
-        agent.call("job.submit", spec={"image": image, "command": ["sleep", "600"]})["id"]
-        for _ in range(running)
-    ]
-    for job_id in ids:
-        agent.wait_state(job_id, "running", timeout=120)
-    times = []
-    for _ in range(max(3, pairs // 3)):
-        agent.stop()
-        start = time.perf_counter()
-        agent.start()
-        times.append(time.perf_counter() - start)
-        states = {agent.call("job.get", id=i)["state"] for i in ids}
-        if states != {"running"}:
-            raise SystemExit(f"bench: adopted jobs are {states}, not running")
-    for job_id in ids:
-        agent.call("job.cancel", id=job_id)
-    print(f"\n## agent start to ready, adopting {running} running containers")
-    print(f"  restarts:        {len(times)}")
-    print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
-    print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
+    ours, theirs = abba(through_agent, lambda: timed(xargs), 5)
+    report(f"{jobs} true jobs at max_concurrent=4 vs xargs -P4 podman run", ours, theirs, 1.0)
 
 
 def _podman_time(text: str) -> float:
@@ -141,19 +124,23 @@ def bench_end(make_agent, image: str, pairs: int) -> None:
     """How long after a container's own FinishedAt the agent records its job's end."""
     agent = make_agent(keep_containers=True)
     spec = {"image": image, "command": ["sh", "-c", "sleep 0.3"]}
-    lags = []
+    lags, answered = [], []
     for _ in range(max(10, pairs * 2)):
         job_id = agent.call("job.submit", spec=spec)["id"]
         if agent.call("job.wait", id=job_id, timeout=120)["state"] != "succeeded":
             raise SystemExit(f"bench: job {job_id} did not succeed")
+        waited = time.time()  # the end committed and its event passed to a waiter
         attempt = agent.call("job.get", id=job_id)["attempts"][-1]
         found = podman("--url", agent.podman_url, "inspect", attempt["container_id"])
         finished = _podman_time(json.loads(found.stdout)[0]["State"]["FinishedAt"])
         lags.append(attempt["ended_at"] - finished)
+        answered.append(waited - finished)
         podman("--url", agent.podman_url, "rm", "-f", attempt["container_id"], check=False)
     print("\n## job end recorded after the container's own finish time (FinishedAt)")
-    print(f"  jobs:            {len(lags)}")
-    print(f"  lag:             {_percentiles(lags)}   (target p99 <= 20 ms)")
+    print(f"  jobs:            {len(lags)}   ({load()})")
+    print(f"  lag:             {_percentiles(lags)}   (target p99 < 20 ms)")
+    print(f"                   {spread(lags)}")
+    print(f"  job.wait answer: {spread(answered)}   (committed, packed, told a waiter)")
 
 
 def bench_cancel(make_agent, image: str, pairs: int, stop_timeout: int = 2) -> None:
@@ -174,13 +161,6 @@ def bench_cancel(make_agent, image: str, pairs: int, stop_timeout: int = 2) -> N
     print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
     print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
     print(f"  target:          <= stop_timeout + 5 s = {(stop_timeout + 5) * 1000:.0f} ms")
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 _PING = b'{"jsonrpc":"2.0","id":1,"method":"agent.ping"}\n'
@@ -206,7 +186,7 @@ def _socket_client(args: tuple[str, int, bool]) -> list[float]:
 
 
 def _percentiles(latencies: list[float]) -> str:
-    cuts = statistics.quantiles(latencies, n=100)
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     return f"p50 {cuts[49] * 1e6:7.0f} us   p99 {cuts[98] * 1e6:7.0f} us"
 
 
@@ -217,7 +197,7 @@ def bench_socket(make_agent, image: str, pairs: int, clients: int = 50) -> None:
     # A few jobs, so job.list has something to return.
     for _ in range(10):
         agent.call("job.submit", spec={"image": image, "command": ["true"]})
-    rss_before = _rss_mib(pid)
+    rss_before = rss_mib(pid)
     calls = 200 * max(1, pairs)
     _socket_client((str(agent.socket), 200, False))  # warm-up
     alone = _socket_client((str(agent.socket), calls, False))
@@ -239,7 +219,7 @@ def bench_socket(make_agent, image: str, pairs: int, clients: int = 50) -> None:
         print(f"  calls:           {len(latencies)} in {elapsed:.2f} s")
         print(f"  throughput:      {len(latencies) / elapsed:8.0f} calls/s")
         print(f"  latency:         {_percentiles(latencies)}")
-    rss_after = _rss_mib(pid)
+    rss_after = rss_mib(pid)
     print("\n## socket: agent memory (VmRSS)")
     print(f"  before load:     {rss_before:8.1f} MiB")
     print(f"  after load:      {rss_after:8.1f} MiB")
@@ -324,7 +304,7 @@ def bench_follow_many(make_agent, image: str, pairs: int, jobs: int = 50, count:
         pending = pool.map_async(_follow_one, [(str(agent.socket), i) for i in ids], chunksize=1)
         rss = 0.0
         while not pending.ready():
-            rss = max(rss, _rss_mib(agent.process.pid))
+            rss = max(rss, rss_mib(agent.process.pid))
             pending.wait(0.5)
         latencies = [x for r in pending.get() for x in r]
     cpu = _cpu_seconds(agent.process.pid) - cpu_before
@@ -358,6 +338,7 @@ BENCHES = {
     "run": bench_run,
     "throughput": bench_throughput,
     "ready": bench_ready,
+    "idle": bench_idle,
     "end": bench_end,
     "cancel": bench_cancel,
     "socket": bench_socket,

@@ -1,12 +1,16 @@
 """The reconcile loop: make Podman match the database, level-triggered.
 
 The database says what should be (jobs and their states), Podman says what is
-(containers labelled as this agent's). ``reconcile()`` is one idempotent pass
-that compares the two and decides; everything else only *wakes* it: Podman's
-event stream (``podman_events``), a submit or cancel, a deadline (timeout,
-stop grace, retry backoff, a job's work backoff), or the periodic resync that
-makes a lost event harmless. One wake is narrower: a container's exit file
-(``exit_watch``) has the loop finish just that job, at once.
+(containers labelled as this agent's). ``reconcile()`` is one idempotent full
+pass that lists the containers, compares the two and decides; it runs at
+start-up, on the periodic resync and when the event stream (re)connects, so a
+missed event only delays. Every other wake is incremental and acts on what
+caused it, without listing Podman's containers: a container's end (its exit
+file or ``died`` event, ``exit_watch``) finishes just that job; a submit, a
+cancel or a finished piece of work runs a light pass (``step``) over the
+database's active jobs alone: it admits (``admitting``), sends the stops
+asked for and keeps the deadlines (timeout, stop grace, retry backoff, a
+job's work backoff).
 
 This module decides and hands out; the work is done elsewhere: ``launch``
 (create and start), ``finish`` (record the end, pack /out, then remove),
@@ -34,28 +38,26 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from agent.adapters.joblogs import JobLogs
 from agent.adapters.podman import ContainerState
 from agent.config import Config
-from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
 from agent.protocol.states import ACTIVE, State
-from agent.rules import admission
+from agent.runtime.admitting import Admitting
 from agent.runtime.deadlines import Deadlines
+from agent.runtime.enforcing import Enforcing
 from agent.runtime.exit_watch import ExitWatch
 from agent.runtime.finish import Finisher
 from agent.runtime.health import DATABASE, PODMAN, Health
 from agent.runtime.launch import Launcher
+from agent.runtime.light_pass import LightPass
 from agent.runtime.overdue import Overdue
 from agent.runtime.podman_events import EventFollower
 from agent.runtime.ports import ArtifactFiles, EventSource, ExitSource, PodmanPort
-from agent.runtime.steps import adopt, move
+from agent.runtime.steps import adopt
 from agent.runtime.stops import Stops
 from agent.runtime.sweeps import Sweeps
-from agent.runtime.waiting import settle
 from agent.runtime.workers import Workers
 from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-#: How soon a SIGKILL is repeated while the container has not exited yet.
-RESEND_KILL_AFTER = 1.0
 #: Pool threads beyond ``max_concurrent``: every active job may have a call in
 #: flight (even a hung one) and strays can still be removed.
 SPARE_WORKERS = 4
@@ -114,19 +116,24 @@ class Controller:
         self.health = Health()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._full = True  # the next wake runs a full pass, not only queued job ends
-        self._full_lock = threading.Lock()
+        self._full = True  # the next wake runs a full pass
+        self._changed = False  # the next wake runs a light pass, not only queued job ends
+        self._flags = threading.Lock()
+        self._resync_at = monotonic()  # when the next full pass is due
+        self._deadline_at: float | None = None  # the earliest deadline the last pass found
         self.workers = Workers(
             executor
             or ThreadPoolExecutor(
                 max_workers=config.max_concurrent + SPARE_WORKERS, thread_name_prefix="podman"
             ),
-            wake=self.wake,
+            wake=self.wake,  # a slot freed, a job's queued end may be finished now
             on_error=self.health.work_failed,
             monotonic=monotonic,
         )
-        self.events = EventFollower(events_podman, wake=self.wake, stopped=self._stop)
-        self.exits = ExitWatch(exit_files, notify=self._wake.set, stopped=self._stop)
+        self.exits = ExitWatch(exit_files, notify=self._wake.set, stopped=self._stop, clock=clock)
+        self.events = EventFollower(
+            events_podman, wake=self.resync, stopped=self._stop, on_event=self.exits.died
+        )
         self.launcher = Launcher(
             store,
             podman,
@@ -136,6 +143,7 @@ class Controller:
             clock=clock,
             on_unavailable=self._podman_down,
         )
+        self.launcher.made = self.exits.expect
         self.finisher = Finisher(
             store,
             podman,
@@ -149,12 +157,23 @@ class Controller:
         )
         self.sweeps = Sweeps(store, podman, config, self.workers)
         self.stops = Stops(store, podman, self.deadlines, clock)
+        self.enforcing = Enforcing(self.workers, self.stops, self.deadlines, self.overdue)
+        self.admitting = Admitting(store, config, self.deadlines, self._launch)
+        parts = (self.workers, self.enforcing, self.admitting, self.exits.container_of)
+        self.step = LightPass(store, *parts, clock=clock, monotonic=monotonic)
 
     # -- triggers ------------------------------------------------------------
 
     def wake(self) -> None:
-        """Ask for a reconcile pass as soon as possible (cheap, thread-safe)."""
-        with self._full_lock:
+        """Ask for a light pass as soon as possible: the database changed (a submit, a
+        cancel, a finished piece of work). Cheap and thread-safe."""
+        with self._flags:
+            self._changed = True
+        self._wake.set()
+
+    def resync(self) -> None:
+        """Ask for a full pass as soon as possible (cheap, thread-safe)."""
+        with self._flags:
             self._full = True
         self._wake.set()
 
@@ -195,12 +214,7 @@ class Controller:
             try:
                 if self._wake.is_set() or self.monotonic() >= due:
                     self._wake.clear()
-                    with self._full_lock:
-                        full, self._full = self._full or self.monotonic() >= due, False
-                    if full:
-                        due = self.reconcile_safely()
-                    else:
-                        self.exits.finish(self.store, self.workers, self.finisher, self.wake)
+                    due = self._one_wake()
                 self.on_tick()
             except Exception as exc:  # the thread must outlive anything (on_tick included)
                 due = self._pass_failed(exc)
@@ -210,12 +224,39 @@ class Controller:
             pause = max(0.0, min(due - self.monotonic(), self.tick_interval))
             (self._stop if self.health.failed_passes else self._wake).wait(pause)
 
-    def reconcile_safely(self, *, admit: bool = True) -> float:
-        """One pass; whatever it raises is logged, degrades the agent and is retried.
+    def _one_wake(self) -> float:
+        """Act on what woke the loop: a full pass when one is asked for or due, else
+        the queued ends and, after a change or at a deadline, a light pass.
 
         Returns:
-            When (monotonic) the next pass is due: the pass's earliest
-            deadline or the resync; after a failed pass, the end of its backoff.
+            When (monotonic) the loop must look again without a wake.
+        """
+        mono = self.monotonic()
+        with self._flags:
+            full, self._full = self._full or mono >= self._resync_at, False
+            changed, self._changed = self._changed, False
+        if full:
+            return self.reconcile_safely()
+        self.exits.finish(self.store, self.workers, self.finisher, self.resync)
+        if changed or (self._deadline_at is not None and mono >= self._deadline_at):
+            return self._safely(self.step)
+        return min(self._resync_at, self._deadline_at or self._resync_at)
+
+    def reconcile_safely(self, *, admit: bool = True) -> float:
+        """One full pass, run as ``_safely`` says; the next resync is due after it."""
+        resync_at = self.monotonic() + self.config.resync_interval
+        due = self._safely(lambda: self.reconcile(admit=admit))
+        if not self.health.failed_passes:
+            self._resync_at = resync_at
+        return min(due, self._resync_at)
+
+    def _safely(self, one_pass: Callable[[], float | None]) -> float:
+        """Run a pass (full or light); whatever it raises is logged, degrades the agent,
+        and has the next pass, after the backoff, be a full one.
+
+        Returns:
+            When (monotonic) the next pass is due: the pass's earliest deadline
+            or the resync; after a failed pass, the end of its backoff.
         """
         # Reads may work while writes cannot (another process holds the write
         # lock): only a pass that began by writing may say the database is
@@ -225,12 +266,12 @@ class Controller:
             if probed:
                 with self.store.writing():
                     pass
-            deadline = self.reconcile(admit=admit)
+            self._deadline_at = one_pass()
         except Exception as exc:
-            return self._pass_failed(exc)
+            self._resync_at = self._pass_failed(exc)
+            return self._resync_at
         self.health.pass_succeeded(database=probed)
-        due = self.monotonic() + self.config.resync_interval
-        return due if deadline is None else min(due, deadline)
+        return min(self._resync_at, self._deadline_at or self._resync_at)
 
     def reconcile(self, *, admit: bool = True) -> float | None:
         """Compare jobs with containers and act on every difference.
@@ -270,51 +311,22 @@ class Controller:
         for job in jobs:
             if job["state"] in ACTIVE:
                 due = self._drive_active(job, containers.get(job["id"]), mono)
-                if due is not None:
-                    deadlines.append(due)
             elif job["state"] == State.QUEUED:
-                if job["cancel_requested"]:
-                    move(self.store, job, State.CANCELLED, expect=[State.QUEUED])
-                elif job["not_before"] is not None:
-                    due = self._retry_at(job)
-                    if due > mono:
-                        deadlines.append(due)
+                due = self.admitting.queued(job, mono)
+            else:
+                continue
+            if due is not None:
+                deadlines.append(due)
 
         self.sweeps.containers(containers, live, now)
         # A queued job (waiting for a retry) keeps its volume too.
         self.sweeps.volumes_if_due(known, mono)
 
-        # Read afresh (a job submitted during the pass waits like the rest): a
-        # job whose dependency ended badly is cancelled, its waiters with it.
-        fresh = self.store.nonterminal()
-        held = settle(self.store, fresh)
-        if admit:
-            for job in admission.admit(
-                [self._in_wall_frame(job, now, mono) for job in fresh],
-                max_concurrent=self.config.max_concurrent,
-                name_limits=self.config.name_limits,
-                now=now,
-                held=held,
-                control=self.store.queue_control(),
-            ):
-                self._launch(job)
+        self.admitting.admit(now, mono, start=admit)
         retry = self.workers.next_retry()
         if retry is not None:
             deadlines.append(retry)
         return min(deadlines, default=None)
-
-    def _retry_at(self, job: dict) -> float:
-        """When (monotonic) a queued job waiting for a retry may start."""
-        return self.deadlines.anchor(
-            job["id"], ("not_before", job["not_before"]), job["not_before"]
-        )
-
-    def _in_wall_frame(self, job: dict, now: float, mono: float) -> dict:
-        """The job with ``not_before`` moved to where its monotonic anchor falls
-        on today's wall clock (admission compares it with the wall-clock now)."""
-        if job["not_before"] is None:
-            return job
-        return {**job, "not_before": now + (self._retry_at(job) - mono)}
 
     # -- active jobs ---------------------------------------------------------
 
@@ -339,7 +351,8 @@ class Controller:
             put_off = self.finisher.due(job["id"])  # an end put off for want of space
             if put_off is not None and put_off > mono:
                 return put_off
-            self.workers.submit(job["id"], self.finisher.finish, job, container)
+            status = self.exits.listed(container)  # no inspect when the listing tells it all
+            self.workers.submit(job["id"], self.finisher.finish, job, container, status)
             return None
         if not container.running:
             # Created but not started: the agent died between the two calls.
@@ -347,37 +360,7 @@ class Controller:
             return None
         if job["state"] == State.STARTING:
             job = adopt(self.store, job, container.id, self.clock()) or job
-        return self._enforce_deadlines(job, container, mono)
-
-    def _enforce_deadlines(self, job: dict, container: ContainerState, mono: float) -> float | None:
-        """Stop a cancelled, timed-out or stalled job (``overdue``), or one whose stop another part
-        asked for (``stop_reason`` set, no stop sent yet: the shipper's
-        ``log_limit``): SIGTERM, then SIGKILL after its grace, each sent by
-        the pool.
-
-        Returns:
-            When (monotonic) to look at the job again (its timeout, the end of
-            its stop grace, a kill to repeat), or None when it has neither.
-        """
-        job_id, attempt, spec = job["id"], job["attempt"], job["spec"]
-        grace = spec.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
-        stop_reason = job["stop_reason"]
-        if stop_reason is None or job["stop_sent_at"] is None:
-            if stop_reason is None and job["cancel_requested"]:
-                stop_reason = "cancel"
-            elif stop_reason is None:
-                stop_reason, due = self.overdue.check(job, mono)  # a timeout, or stalled
-                if stop_reason is None:
-                    return due
-            self.workers.submit(job_id, self.stops.term, job, container.id, stop_reason)
-            return mono + grace
-        kill_at = self.deadlines.anchor(job_id, ("stop", attempt), job["stop_sent_at"]) + grace
-        killed = self.deadlines.marked(job_id, ("kill", attempt))
-        again = kill_at if killed is None else killed + RESEND_KILL_AFTER
-        if mono < again:
-            return again
-        self.workers.submit(job_id, self.stops.kill, job, container.id)
-        return mono + RESEND_KILL_AFTER
+        return self.enforcing.running(job, container.id, mono)
 
     # -- work handed to the pool ---------------------------------------------
 

@@ -7,6 +7,11 @@ at any point leaves something the next pass can finish. How the attempt ends
 (succeeded, failed, cancelled, retried) is decided by
 ``agent.rules.outcome``; this module only carries it out.
 
+How the container ended is read from its exit file when the loop has it
+(``ExitStatus``: the exit code and the OOM flag, as Podman itself reads
+them), and /out from its volume's directory, found beside the last one
+Podman named; only what those cannot tell sends an inspect to Podman.
+
 An end that cannot be recorded for want of space (the archive hits ENOSPC,
 or the database is full) is put off, not lost: nothing is recorded, the
 container and its /out stay, and ``due`` tells the loop when to try again
@@ -18,11 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agent.adapters.joblogs import JobLogs, cut_of, tail_bytes
-from agent.adapters.podman import ContainerState
+from agent.adapters.podman import ContainerState, out_volume_name
+from agent.adapters.podman.exits import ExitStatus
 from agent.config import Config
 from agent.protocol.errors import PodmanUnavailable, StorageError
 from agent.protocol.spec import container_name
@@ -95,6 +102,8 @@ class Finisher:
         #: Takes the usage columns of the attempt that ran in a container (set
         #: by the composition root to the usage sampler's ``take``).
         self.usage: Callable[[str], dict[str, Any]] = lambda container_id: {}
+        #: Where Podman keeps volumes (learnt from an inspect's /out source).
+        self._volumes: Path | None = None
 
     def due(self, job_id: str) -> float | None:
         """When the end of a job, put off for want of space, may be tried again.
@@ -106,7 +115,13 @@ class Finisher:
             deferred = self._deferred.get(job_id)
         return None if deferred is None else deferred[1]
 
-    def finish(self, job: dict, container: ContainerState) -> None:
+    def finish(
+        self,
+        job: dict,
+        container: ContainerState,
+        status: ExitStatus | None = None,
+        ended_at: float | None = None,
+    ) -> None:
         """Record how the attempt in an exited container ended, then remove it.
 
         With no space for the archive or the record, nothing is recorded or
@@ -115,6 +130,9 @@ class Finisher:
         Args:
             job: the job (``starting`` or ``running``).
             container: its exited container, as last listed.
+            status: what its exit file said (None: Podman is asked).
+            ended_at: when the agent learnt of the end (None: now), the
+                attempt's ``ended_at``: the pool may start the work later.
 
         Raises:
             PodmanUnavailable: Podman did not answer; nothing was removed.
@@ -123,7 +141,7 @@ class Finisher:
         """
         job_id = job["id"]
         try:
-            self._finish(job, container)
+            self._finish(job, container, status, ended_at)
         except StorageError as exc:
             with self._lock:
                 failures = self._deferred.get(job_id, (0, 0.0))[0]
@@ -143,8 +161,14 @@ class Finisher:
         if deferred is not None:
             log.info("job %s: its end is recorded at last (put off %d times)", job_id, deferred[0])
 
-    def _finish(self, job: dict, container: ContainerState) -> None:
-        info = self.podman.inspect(container.id) or container
+    def _finish(
+        self,
+        job: dict,
+        container: ContainerState,
+        status: ExitStatus | None,
+        ended_at: float | None,
+    ) -> None:
+        info = self._ended_state(job["id"], container, status)
         if job["state"] == State.STARTING:
             # It ran and ended while the agent was down: record that it ran.
             job = adopt(self.store, job, info.id, self.clock())
@@ -165,7 +189,7 @@ class Finisher:
         fields: dict[str, Any] = {"exit_code": exit_code}
         attempt_fields = {
             "container_id": info.id,
-            "ended_at": self.clock(),
+            "ended_at": self.clock() if ended_at is None else ended_at,
             "exit_code": exit_code,
             "oom": info.oom_killed,
             "reason": outcome.attempt_reason,
@@ -257,6 +281,42 @@ class Finisher:
             attempt_fields=attempt_fields,
             **fields,
         )
+
+    def _ended_state(
+        self, job_id: str, container: ContainerState, status: ExitStatus | None
+    ) -> ContainerState:
+        """How the container ended: from its exit file when that tells the exit code,
+        the OOM flag and (with artifacts) where /out is; else from Podman's inspect."""
+        if status is not None and status.oom is not None:
+            out_source = self._out_source(job_id)
+            if self.files is None or out_source is not None:
+                return replace(
+                    container,
+                    status="exited",
+                    exit_code=status.exit_code,
+                    oom_killed=status.oom,
+                    out_source=out_source,
+                )
+        info = self.podman.inspect(container.id)
+        if info is None:
+            return container
+        if info.out_source:
+            source = Path(info.out_source)
+            if source.name == "_data" and source.parent.name == out_volume_name(job_id):
+                self._volumes = source.parent.parent
+        return info
+
+    def _out_source(self, job_id: str) -> str | None:
+        """The directory of the job's /out volume, when Podman's volumes' place is known.
+
+        Podman's local volume driver keeps a volume's files in
+        ``<volumes>/<name>/_data``; the place is learnt from the first
+        inspect, and a directory that is not there sends the finish to Podman.
+        """
+        if self._volumes is None:
+            return None
+        source = self._volumes / out_volume_name(job_id) / "_data"
+        return str(source) if source.is_dir() else None
 
     def _removed_behind_our_back(self, job: dict, info: ContainerState) -> bool:
         """Tell a container someone is removing from one that was merely killed.

@@ -81,6 +81,9 @@ class Launcher:
         # starts this process began; a start resumed after a restart has only
         # the wall clock's started_at.
         self._began: dict[str, tuple[int, float]] = {}
+        #: Told each container a launch made (job ID, attempt, container ID),
+        #: before the job is recorded running: the controller watches its end.
+        self.made: Callable[[str, int, str], None] = lambda job_id, attempt, container_id: None
 
     def record_starting(self, job: dict) -> dict | None:
         """Begin a new attempt of a queued job: ``starting``, in one transaction.
@@ -148,6 +151,7 @@ class Launcher:
         except (ImageError, CreateError) as exc:
             self._fail(job, exc)
             return
+        self.made(job["id"], job["attempt"], container_id)
         self._mark_running(job, container_id)
 
     def start_created(self, job: dict, container: ContainerState) -> None:

@@ -1,9 +1,11 @@
 """The Podman event follower: a thread that wakes the loop on our containers' events.
 
-The stream is only a hint (the loop is level-triggered): every event of ours,
-and every (re)connect, just wakes the loop, whose full pass picks up anything
-that happened while the stream was down. A broken stream is reopened with
-backoff, forever, until the agent stops. Never reads or changes a job.
+The stream is only a hint (the loop is level-triggered): every (re)connect
+wakes the loop for a full pass, which picks up anything that happened while
+the stream was down; every event of ours wakes it too, or, given
+``on_event``, is handed there (the loop acts on that event's job alone). A
+broken stream is reopened with backoff, forever, until the agent stops.
+Never reads or changes a job.
 """
 
 from __future__ import annotations
@@ -30,14 +32,23 @@ class EventFollower:
     Args:
         source: the Podman connection whose ``events()`` to follow (one of its
             own: the stream holds it).
-        wake: wakes the loop.
+        wake: wakes the loop (for a full pass).
+        on_event: takes each event instead of ``wake`` (None: each wakes).
         stopped: set when the agent stops; also what the backoff waits on, so
             a stop ends the wait at once.
     """
 
-    def __init__(self, source: EventSource, *, wake: Callable[[], None], stopped: threading.Event):
+    def __init__(
+        self,
+        source: EventSource,
+        *,
+        wake: Callable[[], None],
+        stopped: threading.Event,
+        on_event: Callable[[dict], None] | None = None,
+    ):
         self.source = source
         self.wake = wake
+        self.on_event = on_event
         self.stopped = stopped
         self._thread: threading.Thread | None = None
 
@@ -55,7 +66,10 @@ class EventFollower:
                     delay = FIRST_BACKOFF
                     if event.get("Status") == "died" or event.get("Action") == "died":
                         log.debug("container %s died", event.get("Actor", {}).get("ID", "?"))
-                    self.wake()
+                    if self.on_event is None:
+                        self.wake()
+                    else:
+                        self.on_event(event)
                     if self.stopped.is_set():
                         return
             except PodmanUnavailable as exc:

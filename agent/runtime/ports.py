@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from agent.adapters.podman import ContainerState, Hardening
+from agent.adapters.podman.exits import ExitStatus
 
 
 class PodmanPort(Protocol):
@@ -72,6 +73,10 @@ class ExitSource(Protocol):
     def open(self) -> str | None: ...
 
     def read(self, timeout: float) -> list[str]: ...
+
+    def status(self, container_id: str) -> ExitStatus | None: ...
+
+    def oom(self, container_id: str) -> bool | None: ...
 
     def close(self) -> None: ...
 

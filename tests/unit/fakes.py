@@ -128,11 +128,13 @@ class FakeEvents:
 
 
 class FakeExits:
-    """Exit files: hands out its batches of container IDs, then sets ``done``."""
+    """Exit files: hands out its batches of container IDs, then sets ``done``;
+    ``statuses`` is what each container's exit file says (none: it is gone)."""
 
-    def __init__(self, done, *batches):
+    def __init__(self, done, *batches, statuses=None):
         self.done = done
         self.batches = list(batches)
+        self.statuses = statuses or {}
 
     def open(self):
         return None
@@ -142,6 +144,13 @@ class FakeExits:
             self.done.set()
             return []
         return self.batches.pop(0)
+
+    def status(self, container_id):
+        return self.statuses.get(container_id)
+
+    def oom(self, container_id):
+        status = self.statuses.get(container_id)
+        return None if status is None else status.oom
 
     def close(self):
         pass

@@ -79,3 +79,14 @@ def test_a_stop_ends_the_stream_at_the_next_event():
 
     EventFollower(Endless(), wake=lambda: wakes.append(None), stopped=stopped).follow()
     assert len(wakes) == 1
+
+
+def test_with_on_event_each_event_goes_there_and_only_a_reconnect_wakes():
+    died = {"Status": "died", "Actor": {"ID": "c1"}}
+    source = Source(([died, {"Action": "start"}], PodmanUnavailable("gone")))
+    wakes, events = [], []
+    EventFollower(
+        source, wake=lambda: wakes.append(None), stopped=Stopped(1), on_event=events.append
+    ).follow()
+    assert events == [died, {"Action": "start"}]
+    assert len(wakes) == 1  # the reconnect: events may have been missed meanwhile

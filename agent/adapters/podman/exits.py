@@ -12,11 +12,14 @@ too (measured: 160-570 ms after the container's FinishedAt, whatever its
 and an inspect right after it already reports the container ``stopped``
 with its exit code (Podman reads the exit file).
 
-``ExitFiles`` only reports container IDs; it never reads a container or
-decides anything. It is linux-only (inotify, agent/adapters/inotify.py) and needs the
-agent to run as the user whose rootless Podman it talks to; where the
-directory cannot be watched, ``open()`` says why and the agent relies on the
-event stream and the periodic resync.
+``ExitFiles`` reports container IDs and reads what an exit file says
+(``status``: the exit code, and whether the kernel's OOM killer struck, from
+the ``oom`` file conmon leaves beside the container's bundle, as Podman
+itself decides it); it never asks Podman or decides anything. It is
+linux-only (inotify, agent/adapters/inotify.py) and needs the agent to run as the user
+whose rootless Podman it talks to; where the directory cannot be watched,
+``open()`` says why and the agent relies on the event stream and the
+periodic resync.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.adapters.inotify import IN_CLOSE_WRITE, IN_IGNORED, IN_MOVED_TO, Inotify
@@ -41,16 +46,76 @@ def default_exits_dir() -> Path:
     return Path(runtime) / "libpod" / "tmp" / "exits"
 
 
+def default_storage_roots() -> tuple[Path, ...]:
+    """Where rootless Podman keeps this user's containers by default (its graph root)."""
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(data) / "containers" / "storage",)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """What a container's exit file says about how its process ended."""
+
+    exit_code: int
+    #: Whether the OOM killer struck; None when it cannot be told from files
+    #: (the container's bundle was not found: ask Podman).
+    oom: bool | None
+
+
 class ExitFiles:
     """An inotify watch on conmon's exits directory.
 
     Args:
         directory: the exits directory (``default_exits_dir()``).
+        storage_roots: Podman's graph roots, under which each container's
+            bundle (``<driver>-containers/<id>/userdata``) holds conmon's
+            ``oom`` file (``default_storage_roots()``).
     """
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, storage_roots: Sequence[Path] | None = None):
         self.directory = directory
+        self.storage_roots = (
+            default_storage_roots() if storage_roots is None else tuple(storage_roots)
+        )
         self._inotify: Inotify | None = None
+
+    def status(self, container_id: str) -> ExitStatus | None:
+        """How the container's process ended, as its exit file says.
+
+        Podman 4 counts a container OOM-killed when conmon left an ``oom``
+        file in its bundle directory (Podman 5 in ``<tmp>/persist/<id>``);
+        both are looked at. Read it at once: Podman's cleanup removes the exit
+        file a few hundred milliseconds after it appears.
+
+        Args:
+            container_id: the container's full ID.
+
+        Returns:
+            The exit code and OOM flag, or None when the exit file is gone or
+            unreadable (ask Podman instead).
+        """
+        if not _CONTAINER_ID.fullmatch(container_id):
+            return None
+        try:
+            exit_code = int((self.directory / container_id).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return ExitStatus(exit_code=exit_code, oom=self.oom(container_id))
+
+    def oom(self, container_id: str) -> bool | None:
+        """Whether conmon marked the (exited) container OOM-killed, as Podman decides it.
+
+        Returns:
+            True or False, or None when the container's bundle directory is
+            not found (another graph root, or the container is gone: ask Podman).
+        """
+        if not _CONTAINER_ID.fullmatch(container_id):
+            return None
+        bundles = [self.directory.parent / "persist" / container_id]
+        for root in self.storage_roots:
+            bundles.extend(root.glob(f"*-containers/{container_id}/userdata"))
+        found = [bundle for bundle in bundles if bundle.is_dir()]
+        return any((bundle / "oom").exists() for bundle in found) if found else None
 
     def open(self) -> str | None:
         """Start watching; returns None, or why the directory cannot be watched."""
