@@ -1,4 +1,4 @@
-"""A schema 4 database (frozen below, as choo-agent made it) upgrades through schema 5:
+"""A schema 4 database (frozen in frozen_schemas.py) upgrades through schema 5:
 its attempts gain usage columns, empty for the attempts that ran before."""
 
 from __future__ import annotations
