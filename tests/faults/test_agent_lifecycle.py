@@ -153,7 +153,9 @@ def test_its_own_podman_at_debug_level_never_blocks_on_its_log(own_podman, make_
     jobs = int(os.environ.get("CHOO_OWN_PODMAN_JOBS", "100"))
     since = time.time() - 1
     began = time.monotonic()
-    agent = make_agent(podman_url="", podman_log_level="debug", max_concurrent=8).start()
+    agent = make_agent(
+        podman_url="", podman_log_level="debug", max_concurrent=8, queue_limit=max(jobs, 1000)
+    ).start()
     ids = [
         agent.call("job.submit", spec={"image": image, "command": ["true"]})["id"]
         for _ in range(jobs)
