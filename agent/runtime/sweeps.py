@@ -6,8 +6,8 @@ Everything labelled as this agent's without a live job is a stray: an orphan
 ended job, or the container of an earlier attempt of a live job (its removal
 failed before the next attempt began). So are the Podman secrets of an ended
 or unknown job (the agent died before removing them, or Podman did not
-answer the removal): they go at the next volume sweep. Never touches a
-job's state.
+answer the removal): they go with its stray container, or else at the next
+volume sweep. Never touches a job's state.
 """
 
 from __future__ import annotations
@@ -67,8 +67,21 @@ class Sweeps:
                 log.warning("removing orphan container %s (no such job)", container.name)
             elif known["state"] in TERMINAL and self.config.keep_containers:
                 continue
-            if self.workers.submit(job_id, self.podman.remove, container.id):
+            # An ended or unknown job's volume and secrets go in the same task:
+            # the pool runs one task per job at a time, so the volume sweep's
+            # own would be dropped while this one runs, and wait an interval.
+            if known is None or known["state"] in TERMINAL:
+                handed = self.workers.submit(job_id, self._remove_ended, container.id, job_id)
+            else:
+                handed = self.workers.submit(job_id, self.podman.remove, container.id)
+            if handed:
                 log.info("removing stray container %s", container.name)
+
+    def _remove_ended(self, container_id: str, job_id: str) -> None:
+        """Remove the container of an ended or unknown job, then its volume and secrets."""
+        self.podman.remove(container_id)
+        self.podman.remove_out_volume(job_id)
+        self.podman.remove_secrets(job_id)
 
     def earlier_attempt(self, job: dict, container: ContainerState) -> None:
         """Remove the container of an earlier attempt of a live job.

@@ -12,13 +12,16 @@ prints ``runs=2``. The journal's copy of the output is counted too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import tarfile
 import threading
 
 import pytest
 
+from agent.adapters.files import ARCHIVE_NAME
 from tests.harness import journal_lines, podman, wait_until
 from tests.podman_relay import Rule
 
@@ -50,12 +53,13 @@ def _leftovers(agent, url: str, job_ids) -> dict[str, list[str]]:
     volumes = json.loads(
         podman("--url", url, "volume", "ls", "--format", "json", "--filter", ours).stdout or "[]"
     )
-    secrets = json.loads(podman("--url", url, "secret", "ls", "--format", "json").stdout or "[]")
+    # Podman 4.3's `secret ls --format json` prints "json" for each secret: ask for names.
+    secrets = podman("--url", url, "secret", "ls", "--format", "{{.Name}}").stdout.split()
     prefixes = tuple(f"choo-{job_id}-" for job_id in job_ids)
     return {
         "containers": [c["Names"][0] for c in containers],
         "volumes": [v["Name"] for v in volumes],
-        "secrets": [s["Name"] for s in secrets if s["Name"].startswith(prefixes)],
+        "secrets": [name for name in secrets if name.startswith(prefixes)],
     }
 
 
@@ -149,6 +153,75 @@ def test_sigkill_right_after_each_step_of_a_start_runs_the_job_once(
     assert (done["reason"], done["exit_code"]) == ("exit", 3), done
     _ran_once(agent, job["id"])
     _nothing_left(agent, podman_service.url, [job["id"]])
+
+
+def test_sigkill_after_the_terminal_commit_before_removal_keeps_the_recorded_end(
+    podman_relay, make_agent, podman_service, image
+):
+    # The finish commits the end, then removes the container (agent/runtime/
+    # finish.py): its first DELETE of a container is that removal. The agent is
+    # killed as it asks, and the request never reaches Podman.
+    agent = make_agent(podman_url=podman_relay.url, podman_timeout=15, secret_env=[SECRET])
+    env = {SECRET: "s3cret"}
+    killed = threading.Event()
+
+    def kill(request) -> None:
+        os.kill(agent.process.pid, signal.SIGKILL)
+        killed.set()
+
+    podman_relay.add(
+        Rule("DELETE", r"/containers/", before=kill, refuse=True, when=lambda n: n == 1)
+    )
+    agent.start(env=env)
+    command = f'test "${SECRET}" = s3cret || exit 99; {COUNT_RUNS}; exit 3'
+    job = agent.call(
+        "job.submit", spec={"image": image, "command": ["sh", "-c", command], "secrets": [SECRET]}
+    )
+    wait_until(killed.is_set, what="the agent killed as it removes the ended container")
+    agent.process.wait(30)
+    # Killed between the two: the container, its volume and its secret are all still there.
+    left = _leftovers(agent, podman_service.url, [job["id"]])
+    assert left["containers"] == [f"choo-{job['id']}"], left
+    agent.start(env=env)
+    done = agent.wait_job(job["id"], lambda j: j["state"] == "failed", "failed", timeout=60)
+    assert (done["reason"], done["exit_code"]) == ("exit", 3), done
+    _ran_once(agent, job["id"])
+    _nothing_left(agent, podman_service.url, [job["id"]])
+    # The end the killed agent committed stood: the new one only swept what it left.
+    assert f"removing stray container choo-{job['id']}" in agent.log()
+
+
+def test_sigkill_while_packing_out_records_one_end_and_a_whole_archive(
+    make_agent, podman_service, image
+):
+    agent = make_agent().start()
+    # 300 MB for /out: packing it takes a moment, and the agent is killed in it.
+    command = f"{COUNT_RUNS}; dd if=/dev/zero of=/out/zeros bs=1M count=300 2>/dev/null; exit 3"
+    job_id = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", command]})["id"]
+    archive = agent.state_dir / "jobs" / job_id / ARCHIVE_NAME
+    # agent/adapters/archive.py writes the archive beside its final name first.
+    partial = archive.with_name(archive.name + ".partial")
+    wait_until(partial.exists, timeout=120, interval=0.01, what="the archive being written")
+    os.kill(agent.process.pid, signal.SIGKILL)
+    agent.process.wait(30)
+    assert not archive.exists(), "the agent was killed after packing, not during it"
+    agent.start()
+    done = agent.wait_job(job_id, lambda j: j["state"] == "failed", "failed", timeout=120)
+    assert (done["reason"], done["exit_code"]) == ("exit", 3), done
+    _ran_once(agent, job_id)
+    record = done["artifacts"]
+    assert record["state"] == "packed", record
+    assert record["path"] == str(archive)
+    assert not partial.exists(), "a partial archive was left behind"
+    data = archive.read_bytes()  # zeros pack small
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (record["size"], record["sha256"])
+    as_json = json.loads(agent.chooctl("artifacts", "--json", job_id).stdout)
+    assert as_json["sha256"] == record["sha256"]
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == ["runs", "zeros"]
+        assert tar.getmember("zeros").size == 300 << 20
+        assert tar.extractfile("runs").read() == b"ran\n"
+    _nothing_left(agent, podman_service.url, [job_id])
 
 
 def test_a_cancel_during_a_stalled_pull_means_the_command_never_runs(
