@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 from concurrent.futures import Executor, Future
+from datetime import UTC, datetime
 
 from agent.adapters.podman import ContainerState
 
@@ -180,9 +181,11 @@ class Clock:
     alone, as NTP does.
     """
 
-    def __init__(self):
+    def __init__(self, now: float | None = None):
         self.mono = 1_000_000.0
         self.offset = 0.0
+        if now is not None:
+            self.now = now
 
     @property
     def now(self):
@@ -203,3 +206,8 @@ class Clock:
 
     def sleep(self, seconds):
         self.mono += seconds
+
+
+def t(text: str) -> float:
+    """A UTC wall time written as ISO 8601 (``"2026-01-05 10:00:10"``), as a timestamp."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()

@@ -7,8 +7,6 @@ runs the same against the real agent).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from agent.api import suspending
@@ -20,6 +18,7 @@ from agent.protocol.methods import ScheduleAddParams, ScheduleRef, ScheduleTrigg
 from agent.protocol.pausing import MAX_LIMIT, LimitParams, QueueRef
 from agent.rules.admission import QueueControl, admit
 from agent.runtime.scheduler import Scheduler
+from tests.unit.fakes import Clock, t
 
 NOW = 1_000_000.0
 ALICE = Peer(pid=11, uid=5001, gid=5001)
@@ -196,18 +195,6 @@ def test_queue_lines_say_what_is_paused_and_limited():
 
 
 # -- schedule.suspend / schedule.resume --------------------------------------------
-
-
-def t(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ their states with the store, as the controller would.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from agent.adapters.files import JobFiles
@@ -30,20 +28,9 @@ from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.scheduler import Scheduler
 from agent.storage.store import Store
+from tests.unit.fakes import Clock, t
 
 SPEC = {"image": "alpine", "command": ["true"]}
-
-
-def t(text: str) -> float:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
