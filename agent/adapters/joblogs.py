@@ -17,9 +17,11 @@ conmon is still writing.
 A record conmon *cut short* (the disk was full: its write came back short)
 has no newline, so once space returns the next record is written right after
 it and the two read as one line. Where the agent recorded such a cut (the
-record's offset, agent/runtime/output_loss.py), the readers here end the cut
-record where the next record's header (time, stream, tag) begins, so that
-record starts cleanly; anywhere else a header-like text is the job's output.
+record's offset, agent/runtime/output_loss.py), or where the line is no
+record at all (the cut came within its header: nothing else writes such a
+line), the readers here end the cut record where the next record's header
+(time, stream, tag) begins, so that record starts cleanly; in a line that is
+a record, anywhere else, a header-like text is the job's output.
 """
 
 from __future__ import annotations
@@ -102,11 +104,11 @@ def records(path: Path, offset: int = 0, torn: frozenset[int] = frozenset()) -> 
         start = 0
         while (newline := block.find(b"\n", start)) >= 0:
             line, at = block[start : newline + 1], position + start
-            if at in torn:  # the common case stays one parse a line
+            if at not in torn and (record := parse(line, at)) is not None:
+                yield record  # the common case: one parse a line
+            else:
                 split = (parse(piece, begin, end) for begin, end, piece in pieces(line, at, torn))
                 yield from (record for record in split if record is not None)
-            elif (record := parse(line, at)) is not None:
-                yield record
             start = newline + 1
 
 
@@ -124,11 +126,11 @@ def suspect(block: bytes) -> bool:
 
 def pieces(line: bytes, offset: int, torn: frozenset[int]) -> list[tuple[int, int, bytes]]:
     """A file line as records to parse: (where each begins, where it ends, its
-    line). One, unless the line begins at a ``torn`` offset and another
-    record's header follows within it: then the record cut short ends there
-    (its newline put back) and the next one begins there."""
+    line). One, unless the line begins at a ``torn`` offset or is no record,
+    and another record's header follows within it: then the record cut short
+    ends there (its newline put back) and the next one begins there."""
     end = offset + len(line)
-    if offset not in torn:
+    if offset not in torn and parse(line, offset) is not None:
         return [(offset, end, line)]
     header = HEADER.search(line, 1)
     if header is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 ENTRY_BYTES = 64 * 1024
 #: About the most bytes of output one non-follow reply carries.
 PAGE_BYTES = 1 << 20
+#: One line of a log file (its bytes may hold a carriage return, never a newline).
+LINE = re.compile(rb"[^\n]*\n")
 
 
 def no_cuts(attempt: int) -> frozenset[int]:
@@ -168,21 +171,14 @@ class Reading:
         for start, block in blocks(path, self.offset):
             if torn is None and suspect(block):
                 torn = self.torn(attempt)
-            for match in RECORD.finditer(block):
-                at, end = start + match.start(), start + match.end()
-                parts = [(at, end, match)]
-                if torn and at in torn:  # a record cut short, and the one after it
-                    parts = [
-                        (a, e, RECORD.match(line)) for a, e, line in pieces(match[0], at, torn)
-                    ]
-                for at, end, part in parts:
-                    if part is None:  # the cut came within its header: no output in it
-                        continue
-                    stamp, record_stream, tag, data = part.groups()
-                    size = len(data or b"") + (tag == b"F")
-                    if budget is not None and not budget.admit(at, end, size):
-                        return
-                    yield end, stamp, record_stream, tag, data, size
+            for at, end, part in block_records(block, start, torn or frozenset()):
+                if part is None:  # the cut came within its header: no output in it
+                    continue
+                stamp, record_stream, tag, data = part.groups()
+                size = len(data or b"") + (tag == b"F")
+                if budget is not None and not budget.admit(at, end, size):
+                    return
+                yield end, stamp, record_stream, tag, data, size
 
     def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
         self.offset = end
@@ -210,6 +206,36 @@ class Reading:
             )
             self.offset = 0
             self._budgets.pop(self.attempt, None)  # the new content has the whole cap again
+
+
+def block_records(
+    block: bytes, start: int, torn: frozenset[int]
+) -> Iterator[tuple[int, int, re.Match[bytes] | None]]:
+    """Each record of a block of whole records that begins at ``start``: (where
+    it begins, where it ends, its ``RECORD`` match, None for a piece that is no
+    record). A line at a ``torn`` offset, and a line that is no record (conmon
+    cut a record short within its header), go through ``pieces``: the record
+    cut short ends where the next one's header begins."""
+    read = 0  # how much of the block is read
+    for match in RECORD.finditer(block):
+        if match.start() > read:  # lines that are no record
+            yield from _split(block[read : match.start()], start + read, torn)
+        if start + match.start() in torn:
+            yield from _split(match[0], start + match.start(), torn)
+        else:
+            yield start + match.start(), start + match.end(), match
+        read = match.end()
+    if read < len(block):
+        yield from _split(block[read:], start + read, torn)
+
+
+def _split(
+    lines: bytes, start: int, torn: frozenset[int]
+) -> Iterator[tuple[int, int, re.Match[bytes] | None]]:
+    """``block_records`` of whole lines that may each hold a record cut short."""
+    for line in LINE.finditer(lines):
+        for begin, end, piece in pieces(line[0], start + line.start(), torn):
+            yield begin, end, RECORD.match(piece)
 
 
 def start(

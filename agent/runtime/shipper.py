@@ -323,6 +323,10 @@ class Shipper:
         for shipped, record in enumerate(records(copy.path, copy.offset, copy.torn), 1):
             if budget is not None and not budget.admit(record.offset, record.end, len(record.data)):
                 break
+            if record.offset > copy.offset and copy.offset not in copy.torn:
+                # Bytes that are no record: conmon cut one short within its
+                # header, and space came back before a round saw the cut.
+                self._cut_short(copy, size=record.offset)
             self.journal.ship(copy.job_id, copy.number, record)
             copy.offset = record.end
             if shipped >= BATCH:
@@ -331,12 +335,16 @@ class Shipper:
         if budget is not None and budget.cut is not None:
             size = self.cap.enforce(copy.job_id, copy.number, copy.path, budget)
         elif size > copy.offset and copy.offset not in copy.torn and _torn(copy):
-            self.loss.torn(copy.job_id, copy.number, offset=copy.offset, size=size)
-            copy.torn |= {copy.offset}
+            self._cut_short(copy, size=size)
             if copy.ended:  # nothing follows: done with the file (also after a restart)
                 copy.offset = size
         copy.seen = size
         return False
+
+    def _cut_short(self, copy: _Copy, *, size: int) -> None:
+        """The record at ``copy.offset`` was cut short (what follows, to ``size``, is lost)."""
+        self.loss.torn(copy.job_id, copy.number, offset=copy.offset, size=size)
+        copy.torn |= {copy.offset}
 
     def _journal_failed(self, exc: OSError) -> None:
         if not self._failing:

@@ -290,10 +290,13 @@ def test_a_secret_whose_removal_failed_is_swept_later(
     agent = make_agent(podman_url=podman_relay.url).start(
         env={"GITHUB_TOKEN": values["token"].decode()}
     )
-    podman_relay.add(Rule("DELETE", r"/secrets/", refuse=True))
+    refused = podman_relay.add(Rule("DELETE", r"/secrets/", refuse=True))
     spec = {"image": image, "command": ["true"], "secrets": ["GITHUB_TOKEN"]}
     job = agent.call("job.submit", spec=spec)["id"]
     assert agent.call("job.wait", id=job, timeout=60)["state"] == "succeeded"
+    # The end removes the secret after it records the end: wait for that
+    # removal (the second refused, after the one before the create).
+    wait_until(lambda: refused.matched >= 2, timeout=60, what="the end's removal refused")
     assert [s for s in _podman_secrets(podman_service.url) if job in s]  # left behind
     podman_relay.clear()
     wait_until(

@@ -266,3 +266,28 @@ def test_a_record_cut_short_on_a_full_disk_ends_at_the_cut_in_job_logs(logs):
     assert joined(middle.entries())["stdout"] == b"next\nclean\n"
     # Without a recorded cut, the line is the job's own bytes, header-like text and all.
     assert joined(everything(logs))["stdout"].startswith(b"a\nhalf a li2026-12-01T")
+
+
+#: A record conmon begins to write (its header and one line).
+WHOLE = b"2026-12-01T22:23:30.410197384+00:00 stdout F 163327"
+
+
+@pytest.mark.parametrize("cut", range(1, len(WHOLE)))
+def test_the_record_after_one_cut_short_anywhere_is_read_whole(logs, cut):
+    """Wherever conmon's short write ended in a record, the one it writes once
+    space is back is the job's output; where the cut is not known (yet), too,
+    if it came within the header (after it, the line is a record: its bytes
+    may be the job's own header-like text)."""
+    first = joblogs_record("stdout", b"a\n")
+    path = logs.prepare(JOB, 1)
+    path.write_bytes(first + WHOLE[:cut] + joblogs_record("stdout", b"after\n"))
+    readings = [
+        output.start(
+            logs, JOB, tail=None, since=None, after=None, torn=lambda _: frozenset({len(first)})
+        )
+    ]
+    if cut < WHOLE.index(b"F ") + 2:
+        readings.append(output.start(logs, JOB, tail=None, since=None, after=None))
+    for reading in readings:
+        out = joined(reading.entries())["stdout"]
+        assert out.startswith(b"a\n") and out.endswith(b"\nafter\n"), (cut, out)

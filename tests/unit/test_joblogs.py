@@ -153,3 +153,13 @@ def test_a_block_with_more_headers_than_lines_is_suspect(tmp_path):
     clean = record("stdout", b"a", False) + record("stderr", b"", False)
     assert not joblogs.suspect(clean)
     assert joblogs.suspect(CUT + clean)
+
+
+def test_a_line_that_is_no_record_ends_where_the_next_record_begins(tmp_path):
+    """conmon writes nothing but records: a line that is none is a record cut
+    short within its header, with the next record after it."""
+    path = tmp_path / "1.log"
+    head = STAMP + b" std"
+    path.write_bytes(head + record("stdout", b"next", False) + b"junk\n")
+    got = [(r.offset, r.data) for r in joblogs.records(path)]
+    assert got == [(len(head), b"next\n")]

@@ -411,6 +411,30 @@ def test_once_space_returns_the_cut_record_ends_at_the_cut_and_the_next_starts_c
     assert len(lost_events(store, job)) == 1  # and no false "the log was cut"
 
 
+def test_a_cut_within_a_header_that_no_round_saw_is_found_by_the_record_after_it(
+    world, change_feed
+):
+    """The disk filled and space came back between two rounds: the line at the
+    cut is no record, so the cut is recorded there and the next record shipped."""
+    store, logs, journal, shipper = world
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    shipper.ship_round()
+    head = TORN[:40]  # the time stamp and "std"
+    append(logs, job, head + line(b"next"))
+    shipper.ship_round()
+    assert journal.data(job) == b"a\nnext\n"
+    assert [(d["offset"], d["bytes"]) for d in lost_events(store, job)] == [
+        (len(line(b"a")), len(head))
+    ]
+    shipper.save()
+    restarted = Shipper(store, change_feed, logs, journal)  # resumes mid-line, after "next"
+    restarted.recover()
+    append(logs, job, line(b"more"))
+    restarted.ship_round()
+    assert journal.data(job) == b"a\nnext\nmore\n" and len(lost_events(store, job)) == 1
+
+
 def test_the_reserve_of_a_running_log_is_kept_and_given_back_when_it_ends(world):
     store, logs, journal, shipper = world
     job = running_job(store, logs, [line(b"a")])  # written over: no reserve left

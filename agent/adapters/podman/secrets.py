@@ -74,12 +74,17 @@ class Secrets(Connection):
         done_once(create, lambda: self._secret_exists(name) or None, what)
 
     def _secret_exists(self, name: str) -> bool:
+        return self._inspect_secret(name) is not None
+
+    def _inspect_secret(self, name: str) -> dict | None:
+        """A secret as Podman inspects it, or None if there is no such secret."""
         try:
             with mapped(f"look up secret {name}"):
-                self.client.api.get(f"/secrets/{name}/json").raise_for_status()
+                response = self.client.api.get(f"/secrets/{name}/json")
+                response.raise_for_status()
         except NotFound:
-            return False
-        return True
+            return None
+        return response.json() or {}
 
     def remove_secret(self, name: str) -> None:
         """Remove one Podman secret; one that is gone is fine, a failure only logged."""
@@ -98,29 +103,36 @@ class Secrets(Connection):
             PodmanUnavailable: Podman did not answer when asked for the list.
         """
         prefix = f"{SECRET_PREFIX}{job_id}-"
-        for name, _job in self._secrets():
+        for name, _labels in self._secrets():
             if name.startswith(prefix):
                 self.remove_secret(name)
 
     def list_job_secrets(self) -> list[tuple[str, str]]:
         """This agent's Podman secrets: (name, job ID) of each.
 
-        (Podman 4.3 lists secrets unfiltered: the labels are read here.)
+        Podman 4.3 lists secrets unfiltered and without their labels (only an
+        inspect has them), so each one named like ours is inspected: a few,
+        since the secrets of a job live only while its container does.
 
         Raises:
             PodmanUnavailable: Podman did not answer.
         """
-        return [(name, job) for name, job in self._secrets() if job]
+        found = []
+        for name, labels in self._secrets():
+            if labels is None and name.startswith(SECRET_PREFIX):
+                labels = ((self._inspect_secret(name) or {}).get("Spec") or {}).get("Labels")
+            labels = labels or {}
+            job = labels.get(LABEL_JOB)
+            if job and labels.get(LABEL_AGENT) == self.agent_id:
+                found.append((name, job))
+        return found
 
-    def _secrets(self) -> list[tuple[str, str | None]]:
-        """Every Podman secret: its name, and its job if it is labelled as ours."""
+    def _secrets(self) -> list[tuple[str, dict[str, str] | None]]:
+        """Every Podman secret: its name, and its labels as listed (None: not given)."""
         with mapped("list secrets"):
             response = self.client.api.get("/secrets/json")
             response.raise_for_status()
-        found = []
-        for item in response.json() or []:
-            spec = item.get("Spec") or {}
-            labels = spec.get("Labels") or {}
-            ours = labels.get(LABEL_AGENT) == self.agent_id
-            found.append((spec.get("Name") or "", labels.get(LABEL_JOB) if ours else None))
-        return found
+        return [
+            ((item.get("Spec") or {}).get("Name") or "", (item.get("Spec") or {}).get("Labels"))
+            for item in response.json() or []
+        ]
