@@ -36,6 +36,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+from dateutil.tz import tzstr
 
 from agent.protocol.errors import InvalidParams
 from agent.protocol.schedules import MAX_HISTORY, POLICIES
@@ -86,8 +87,9 @@ def zone(name: str | None) -> tzinfo:
 def local_zone() -> tzinfo:
     """The host's time zone, with its daylight saving rules, as the C library reads it.
 
-    ``$TZ`` when set (a zone name, or ``:`` and a name or a file path; one
-    not found is UTC, as for libc), else ``/etc/localtime``, else UTC. Not
+    ``$TZ`` when set (a zone name, ``:`` and a name or a file path, or a
+    POSIX rule such as ``EST+5EDT,M3.2.0,M11.1.0``; one not found is UTC, as
+    for libc), else ``/etc/localtime``, else UTC. Not
     ``datetime.now().astimezone().tzinfo``: that is today's fixed offset, and
     a schedule reading it would fire an hour off after the clocks change.
     """
@@ -101,7 +103,25 @@ def local_zone() -> tzinfo:
                 return ZoneInfo.from_file(file, key=name)
         except (OSError, ValueError):
             return UTC
-    return _named_zone(name) or UTC
+    return _named_zone(name) or _posix_zone(name) or UTC
+
+
+#: A POSIX ``TZ`` rule: a zone's abbreviation and its offset from UTC (hours
+#: west), then optionally its daylight saving abbreviation and rules.
+POSIX_TZ = re.compile(r"[A-Za-z]{3,}[+-]?\d{1,2}(?::\d\d){0,2}(?:[A-Za-z]{3,}.*)?")
+
+
+def _posix_zone(rule: str) -> tzinfo | None:
+    """The zone a POSIX ``TZ`` rule describes (dateutil's parser, with POSIX's
+    sign: ``EST+5`` is five hours behind UTC), or None for anything else."""
+    if not POSIX_TZ.fullmatch(rule):
+        return None
+    try:
+        zone = tzstr(rule, posix_offset=True)
+        datetime(2000, 1, 1, tzinfo=zone).utcoffset()  # an offset out of range fails here
+    except ValueError:
+        return None
+    return zone
 
 
 def _named_zone(name: str) -> tzinfo | None:

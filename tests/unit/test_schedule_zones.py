@@ -67,7 +67,21 @@ def test_tz_may_name_a_zone_file(monkeypatch):
     assert rules.next_fire("0 3 * * *", t("2026-01-05 00:00:00")) == t("2026-01-05 08:00:00")
 
 
-@pytest.mark.parametrize("value", ["", "Nowhere/Land", ":/nonexistent/zone"])
+@pytest.mark.parametrize(
+    ("rule", "winter", "summer"),
+    [
+        ("EST+5", "2026-01-05 08:00:00", "2026-07-01 08:00:00"),  # POSIX: hours west
+        ("JST-9", "2026-01-04 18:00:00", "2026-06-30 18:00:00"),
+        ("EST5EDT,M3.2.0,M11.1.0", "2026-01-05 08:00:00", "2026-07-01 07:00:00"),
+    ],
+)
+def test_tz_may_be_a_posix_rule_as_for_the_c_library(monkeypatch, rule, winter, summer):
+    monkeypatch.setenv("TZ", rule)
+    assert rules.next_fire("0 3 * * *", t("2026-01-04 12:00:00")) == t(winter)
+    assert rules.next_fire("0 3 * * *", t("2026-06-30 12:00:00")) == t(summer)
+
+
+@pytest.mark.parametrize("value", ["", "Nowhere/Land", ":/nonexistent/zone", "ABC", "FOO+25"])
 def test_a_tz_that_names_no_zone_is_utc_as_for_the_c_library(monkeypatch, value):
     monkeypatch.setenv("TZ", value)
     assert rules.local_zone() is UTC
