@@ -58,6 +58,13 @@ class Schedules:
         )
         cron = rules.check_cron(params.cron)
         spec = params.spec
+        if isinstance(spec, dict) and spec.get("after"):
+            # Each fire is a new job: a dependency on one job would be the same
+            # for every run, and fail every fire once that job is pruned.
+            raise InvalidParams(
+                "spec.after: a schedule's runs cannot wait on a job; use the schedule's"
+                " concurrency policy to order its runs, or chooctl run --after for a chain"
+            )
         # Refuse a bad template, or a credential the owner may not use, now, not at 3 a.m.
         self.service.owners.require_secrets(peer, specs.normalize(spec)["secrets"])
         if spec.get("workspace"):

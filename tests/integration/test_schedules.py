@@ -144,3 +144,12 @@ def test_downtime_is_caught_up_exactly_once(sched_agent, clock, image):
     agent.start(env=agent.env)
     wait_until(lambda: agent.log().count(FIRST_PASS) > checked, message="the first schedule pass")
     assert [j["id"] for j in runs(agent, "nightly")] == [job["id"]]
+
+
+def test_a_schedule_cannot_wait_on_a_job(sched_agent, image):
+    """Every fire is a new job: one dependency for all of them is refused at add."""
+    agent = sched_agent
+    job = agent.call("job.submit", spec={"image": image, "command": ["true"]})["id"]
+    added = agent.chooctl("schedule", "add", "--after", job, "chained", "0 3 * * *", image, "true")
+    assert added.returncode != 0 and "a schedule's runs cannot wait on a job" in added.stderr
+    assert json.loads(agent.chooctl("schedule", "ls", "--json").stdout) == []
