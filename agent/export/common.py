@@ -15,6 +15,7 @@ from agent.export.names import dns_label
 from agent.protocol import types
 from agent.protocol.errors import InvalidParams
 from agent.protocol.spec import parse_size
+from agent.protocol.states import Reason
 
 Exported = types.Exported
 #: The prefix of the annotation / Meta keys an export writes (as the agent's container labels).
@@ -142,11 +143,6 @@ _FIELDS_WITHOUT_COUNTERPART = (
         "neither target stops a job for printing nothing; use a liveness probe or a timeout",
     ),
     (
-        "retry_on",
-        "which failures choo retries is its own rule; the target retries every "
-        "failure up to the retries it is given",
-    ),
-    (
         "after",
         "a job's wait for other jobs of this agent has no counterpart there; "
         "chain the work in one job, or submit each when the one before has ended",
@@ -169,12 +165,21 @@ _FIELDS_WITHOUT_COUNTERPART = (
 )
 
 
-def shared_losses(source: Source, losses: Losses) -> None:
-    """What neither target has: snapshots, /out archives, this host's images, output caps."""
+def shared_losses(source: Source, losses: Losses, *, retry_rules: bool = False) -> None:
+    """What neither target has: snapshots, /out archives, this host's images,
+    output caps; and ``retry_on``, unless the target maps it (``retry_rules``:
+    it then also answers for how a timeout is retried)."""
     spec = source.spec
     for field, why in _FIELDS_WITHOUT_COUNTERPART:
         if spec.get(field):
             losses.lose(field, why)
+    rule = spec.get("retry_on")
+    if rule is not None and not retry_rules:
+        losses.lose(
+            "retry_on",
+            "which failures choo retries is its own rule; the target retries every "
+            "failure up to the retries it is given",
+        )
     if source.archived:
         losses.lose(
             OUT_DIR,
@@ -187,9 +192,12 @@ def shared_losses(source: Source, losses: Losses) -> None:
             f"{spec['image']} exists only in this host's Podman store; push it to a "
             "registry and export the spec with that reference",
         )
-    if spec.get("timeout") and spec.get("retries"):
+    # With a retry_on the target maps, the mapping answers for timeouts too.
+    mapped = retry_rules and rule is not None
+    retries_timeouts = rule is not None and Reason.TIMEOUT.value in rule["reasons"]
+    if spec.get("timeout") and spec.get("retries") and not (retries_timeouts or mapped):
         losses.lose(
             "timeout",
             "with retries, an attempt that ran out of time is tried again there; "
-            "choo never retries a timeout",
+            "choo retries a timeout only when retry_on's reasons name it",
         )

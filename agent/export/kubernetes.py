@@ -4,7 +4,8 @@ Pure; the mapping is chooctl(1)'s table. The command becomes the container's
 ``args``, never ``command``: Podman's command replaces the image's CMD and
 keeps its ENTRYPOINT, which is what ``args`` does. Every attempt is a new Pod
 (``restartPolicy: Never``), retried ``backoffLimit`` times, as choo makes a
-new container for each attempt. ``network: none`` has no per-Pod switch in
+new container for each attempt; which failures are retried (``retry_on``)
+is the Job's ``podFailurePolicy`` (pod_failure.py). ``network: none`` has no per-Pod switch in
 Kubernetes: it becomes a NetworkPolicy that admits no traffic either way.
 """
 
@@ -25,6 +26,7 @@ from agent.export.common import (
     shared_losses,
 )
 from agent.export.names import MAX_LABEL, is_label_key, is_label_value, secret_name
+from agent.export.pod_failure import pod_failure_policy
 from agent.protocol.exports import KUBERNETES
 from agent.rules.schedule import ON_TIME_GRACE
 
@@ -46,7 +48,7 @@ def manifests(source: Source, hardening: Hardening, losses: Losses, *, pod: bool
         InvalidParams: (without ``losses.lossy``) what Kubernetes cannot express.
     """
     spec = source.spec
-    shared_losses(source, losses)
+    shared_losses(source, losses, retry_rules=True)
     schedule = source.schedule
     name = source.name(MAX_CRONJOB_NAME if schedule is not None and not pod else MAX_LABEL)
     labels, annotations = _labels(spec, losses)
@@ -67,6 +69,9 @@ def manifests(source: Source, hardening: Hardening, losses: Losses, *, pod: bool
             "backoffLimit": spec["retries"],
             "template": {"metadata": {"labels": pod_labels}, "spec": template},
         }
+        failure_policy = pod_failure_policy(spec, losses)
+        if failure_policy is not None:
+            job_spec["podFailurePolicy"] = failure_policy
         if hardening.retention:
             job_spec["ttlSecondsAfterFinished"] = min(seconds(hardening.retention), 2**31 - 1)
         metadata_labels = labels

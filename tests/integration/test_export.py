@@ -13,9 +13,11 @@ import secrets
 from pathlib import Path
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
+from agent.protocol.exports import KUBERNETES_VERSION
 from tests.harness import podman
 
 pytestmark = pytest.mark.podman
@@ -116,6 +118,28 @@ def test_export_by_id_to_nomad_over_the_socket(agent, image, tmp_path):
     assert job["Meta"]["io.choo.job"] == job_id and job["Meta"]["io.choo.name"] == "nj"
     assert job["TaskGroups"][0]["ReschedulePolicy"]["Attempts"] == 2
     assert job["TaskGroups"][0]["Tasks"][0]["Config"]["args"] == ["true"]
+
+
+def test_a_jobs_retry_rules_become_its_pod_failure_policy(agent, image):
+    """The rule a job ran under, read back from the agent: Kubernetes retries
+    exit 75 and a disrupted Pod, and fails the Job on any other code at once."""
+    rule = ["--retries", "2", "--retry-on", "exit:75", "--retry-on", "lost"]
+    job_id = _ok(agent.chooctl("run", "-d", *rule, image, "sh", "-c", "exit 75")).strip()
+    agent.chooctl("wait", job_id)
+    done = agent.chooctl("export", job_id, "--to", "kubernetes", "--lossy", "--json")
+    assert done.returncode == 0, done.stderr
+    exported = json.loads(done.stdout)
+    documents = exported["items"] if exported["kind"] == "List" else [exported]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION + ".0", strict=True)
+    job = documents[0]
+    assert job["spec"]["podFailurePolicy"]["rules"] == [
+        {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0, 75]}},
+    ]
+    assert "retry_on" not in done.stderr  # mapped, not lost
+    nomad = agent.chooctl("export", job_id, "--to", "nomad")
+    assert nomad.returncode == 125 and "retry_on: " in nomad.stderr
 
 
 def test_a_job_that_left_files_in_out_is_refused(agent, image):
