@@ -13,7 +13,7 @@ chooctl command does.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 PING = "agent.ping"
 INFO = "agent.info"
@@ -63,18 +63,35 @@ DEFAULT_LIST_LIMIT = 100
 # -- the methods -------------------------------------------------------------------
 
 
-class Method(NamedTuple):
-    """One RPC method: what it is called, takes, returns and streams."""
+class Method:
+    """One RPC method: what it is called, takes, returns and streams.
 
-    name: str
-    #: Its params: the frozen dataclass a request is bound to (agent.protocol.params).
-    params: type
-    #: The result's type (a TypedDict of types.py, or a plain type).
-    result: Any
-    #: The notification a streaming call sends before its response (None: none).
-    notification: str | None = None
-    #: When it streams only with a true param of this name (``follow``).
-    streams_with: str | None = None
+    A plain class, not a NamedTuple or a dataclass: making one of those costs
+    every chooctl command's start more than this whole module.
+    """
+
+    __slots__ = ("name", "params", "result", "notification", "streams_with")
+
+    def __init__(
+        self,
+        name: str,
+        params: type,
+        result: Any,
+        notification: str | None = None,
+        streams_with: str | None = None,
+    ):
+        self.name = name
+        #: Its params: the frozen dataclass a request is bound to (agent.protocol.params).
+        self.params = params
+        #: The result's type (a TypedDict of types.py, or a plain type).
+        self.result = result
+        #: The notification a streaming call sends before its response (None: none).
+        self.notification = notification
+        #: When it streams only with a true param of this name (``follow``).
+        self.streams_with = streams_with
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r})"
 
     def param_names(self) -> list[str]:
         """The params in positional order."""

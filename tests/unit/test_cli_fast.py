@@ -137,20 +137,41 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
+#: What a plain run line never imports: click, the other commands, and what would
+#: slow its start: the params dataclasses, the result TypedDicts, the spec's checks.
+NOT_IMPORTED = (
+    "click",
+    "agent.cli.jobs",
+    "dataclasses",
+    "agent.protocol.types",
+    "agent.protocol.pausing",
+    "agent.protocol.spec",
+)
+
+
 def test_a_plain_run_never_imports_click_nor_the_other_commands():
     done = _python(
         "import sys\n"
         "from agent.cli import fast\n"
         "line = fast.read(['--socket', '/nonexistent/agent.sock', 'run', '-e', 'A=1', 'img'])\n"
         "status = line.run()\n"
-        "loaded = [m for m in sys.modules if m == 'click' or m.startswith('agent.cli.')]\n"
+        f"loaded = [m for m in sys.modules if m in {NOT_IMPORTED!r}\n"
+        "          or m.startswith('agent.cli.')]\n"
         "print(status, sorted(loaded))\n"
     )
     assert done.returncode == 0, done.stderr
     status, loaded = done.stdout.split(" ", 1)
     assert int(status) == EXIT_ERROR and "no agent socket at /nonexistent/agent.sock" in done.stderr
-    assert "click" not in loaded and "agent.cli.jobs" not in loaded
+    assert [name for name in NOT_IMPORTED if repr(name) in loaded] == []
     assert "agent.cli.running" in loaded
+
+
+def test_a_choice_option_reads_the_protocols_allowed_values():
+    """``--pull``/``--network`` take their values from agent.protocol.spec, read then."""
+    from agent.protocol.spec import NETWORKS, PULL_POLICIES
+
+    assert fast.read(["run", "--pull", PULL_POLICIES[-1], "img"]).spec["pull"] == PULL_POLICIES[-1]
+    assert fast.read(["run", "--network", NETWORKS[-1], "img"]).spec["network"] == NETWORKS[-1]
 
 
 def test_the_program_falls_back_to_click_for_any_other_line():
