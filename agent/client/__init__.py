@@ -95,15 +95,8 @@ class Client(Connection):
         delay: float | str | None = None,
     ) -> types.Job:
         """Queue ``spec`` as a new job (held, or not before a time); returns its record."""
-        return self.request(
-            m.SUBMIT,
-            p.SubmitParams,
-            spec=spec,
-            trigger=trigger,
-            hold=hold,
-            not_before=not_before,
-            delay=delay,
-        )
+        values = dict(spec=spec, trigger=trigger, hold=hold, not_before=not_before, delay=delay)
+        return self.request(m.SUBMIT, p.SubmitParams, **values)
 
     def rerun(self, job_id: str, *, env: dict[str, str] | None = None) -> types.Job:
         """Submit a job's spec again as a new job (``rerun_of`` it)."""
@@ -162,17 +155,10 @@ class Client(Connection):
         all: bool = True,
     ) -> types.JobPage:
         """One page of job summaries, newest first (``all=False``: unfinished ones only)."""
-        return self.request(
-            m.LIST,
-            p.ListParams,
-            state=state,
-            name=name,
-            label=label,
-            since=since,
-            limit=limit,
-            cursor=cursor,
-            all=all,
+        values = dict(
+            state=state, name=name, label=label, since=since, limit=limit, cursor=cursor, all=all
         )
+        return self.request(m.LIST, p.ListParams, **values)
 
     def cancel(self, job_id: str) -> types.Job:
         return self.request(m.CANCEL, p.JobRef, id=job_id)
@@ -235,16 +221,8 @@ class Client(Connection):
         give_up = None
         while True:
             try:
-                return self.request(
-                    m.LOGS,
-                    p.LogsParams,
-                    on_notification,
-                    id=job_id,
-                    tail=tail,
-                    since=since,
-                    follow=True,
-                    after=cursor,
-                )
+                values = dict(id=job_id, tail=tail, since=since, follow=True, after=cursor)
+                return self.request(m.LOGS, p.LogsParams, on_notification, **values)
             except AgentUnavailable:
                 self.close()
                 if give_up is None:
@@ -271,15 +249,8 @@ class Client(Connection):
             if method == m.EVENT and isinstance(event, dict):
                 on_event(event)
 
-        return self.request(
-            m.SUBSCRIBE,
-            p.SubscribeParams,
-            on_notification,
-            job=job,
-            name=name,
-            timeout=timeout,
-            count=count,
-        )
+        values = dict(job=job, name=name, timeout=timeout, count=count)
+        return self.request(m.SUBSCRIBE, p.SubscribeParams, on_notification, **values)
 
     def remove(self, job_id: str) -> types.Job:
         return self.request(m.REMOVE, p.JobRef, id=job_id)
@@ -344,9 +315,7 @@ class Client(Connection):
         history_limit: int = DEFAULT_HISTORY,
         timezone: str | None = None,
     ) -> types.ScheduleState:
-        return self.request(
-            m.SCHEDULE_ADD,
-            p.ScheduleAddParams,
+        values = dict(
             name=name,
             cron=cron,
             spec=spec,
@@ -355,6 +324,7 @@ class Client(Connection):
             history_limit=history_limit,
             timezone=timezone,
         )
+        return self.request(m.SCHEDULE_ADD, p.ScheduleAddParams, **values)
 
     def schedule_list(self) -> list[types.ScheduleState]:
         return self.request(m.SCHEDULE_LIST, p.ScheduleListParams)
@@ -391,13 +361,5 @@ class Client(Connection):
     ) -> types.Exported:
         """The manifests of a job, a schedule or a spec (name exactly one) for
         Kubernetes or Nomad; what has no equivalent is refused unless ``lossy``."""
-        return self.request(
-            m.EXPORT,
-            p.ExportParams,
-            to=to,
-            id=job_id,
-            schedule=schedule,
-            spec=spec,
-            kind=kind,
-            lossy=lossy,
-        )
+        values = dict(to=to, id=job_id, schedule=schedule, spec=spec, kind=kind, lossy=lossy)
+        return self.request(m.EXPORT, p.ExportParams, **values)
