@@ -12,12 +12,14 @@ found, 130 after Ctrl-C.
 
 ``main`` is the click group (imported at its first use); the ``chooctl``
 program is ``entry``, which runs a plain ``chooctl run`` line without click
-(fast.py) and hands everything else to ``main``. Importing this package must
-stay cheap: it never imports click.
+(fast.py, then exits without the interpreter's teardown) and hands everything
+else to ``main``. Importing this package must stay cheap: it never imports
+click.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -32,10 +34,25 @@ def entry() -> None:
 
     line = fast.read(sys.argv[1:])
     if line is not None:
-        sys.exit(line.run())
+        _exit(line.run())
     from agent.cli.group import main as group
 
     group.main()
+
+
+def _exit(status: int) -> None:
+    """Exit with ``status`` once stdout and stderr are written, without tearing the
+    interpreter down: a plain run has nothing to clean up (no atexit handler, no
+    file but the standard streams), and the teardown would cost it more than its
+    submit. A stream that cannot be flushed leaves it to Python's own exit, which
+    reports it as it always does."""
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: chooctl was started without it
+                stream.flush()
+    except (OSError, ValueError):
+        sys.exit(status)
+    os._exit(status)
 
 
 def __getattr__(name: str) -> Any:

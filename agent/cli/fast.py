@@ -17,7 +17,14 @@ from typing import Any
 
 from agent.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, echo, warn
 from agent.cli.running import DETACH, run_job
-from agent.cli.spec_options import DIRECTORY, JOB_OPTIONS, BadOption, JobOption, spec_of
+from agent.cli.spec_options import (
+    DIRECTORY,
+    JOB_OPTIONS,
+    BadOption,
+    Choices,
+    JobOption,
+    spec_of,
+)
 from agent.client import Client
 from agent.protocol.errors import ChooError
 
@@ -110,6 +117,6 @@ def _value(option: JobOption, text: str) -> Any:
             return option.kind(text)
         except ValueError:
             return None
-    if isinstance(option.kind, tuple) and text not in option.kind:
+    if isinstance(option.kind, Choices) and text not in option.kind.values:
         return None
     return text

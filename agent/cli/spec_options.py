@@ -5,7 +5,8 @@ click options of them, and agent/cli/fast.py reads a plain ``chooctl run`` line
 with the same table, without importing click. Allowed values and defaults in
 the help texts come from agent.protocol.spec, which also validates the spec (in
 the agent). Nothing here imports click until a click command is built or a
-value is refused.
+value is refused, nor agent.protocol.spec (its checks cost chooctl's start)
+until a help text or a choice needs it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,6 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from agent.protocol.spec import (
-    DEFAULT_NETWORK,
-    DEFAULT_PULL,
-    DEFAULT_STOP_TIMEOUT,
-    NETWORKS,
-    PULL_POLICIES,
-)
-from agent.protocol.workflow import RETRY_REASONS
-
 #: IMAGE COMMAND...: options after IMAGE belong to the command, as with podman run.
 RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
 
@@ -31,15 +23,43 @@ RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": Fals
 DIRECTORY = "directory"
 
 
+def _spec() -> Any:
+    """agent.protocol.spec, imported at its first use."""
+    from agent.protocol import spec
+
+    return spec
+
+
+def _retry_reasons() -> str:
+    """The reasons ``--retry-on`` takes, for its help."""
+    from agent.protocol.workflow import RETRY_REASONS
+
+    return ", ".join(RETRY_REASONS)
+
+
+class Choices:
+    """The allowed values of an option: the tuple of agent.protocol.spec named ``name``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return getattr(_spec(), self.name)
+
+
 class JobOption:
     """One command-line option: its flags, the name of its value and how it is given.
 
-    ``kind`` is None (text), ``int``, ``float``, a tuple of allowed values or
-    DIRECTORY; ``flag`` options take no value, ``multiple`` ones may repeat
-    (their value is a tuple, as click gives it).
+    ``kind`` is None (text), ``int``, ``float``, ``Choices`` or DIRECTORY;
+    ``flag`` options take no value, ``multiple`` ones may repeat (their value
+    is a tuple, as click gives it). ``help`` is a text, or a function making
+    it of the protocol's constants (called when click builds the option).
     """
 
-    __slots__ = ("flags", "name", "kind", "flag", "multiple", "metavar", "help")
+    __slots__ = ("flags", "name", "kind", "flag", "multiple", "metavar", "_help")
 
     def __init__(
         self,
@@ -49,7 +69,7 @@ class JobOption:
         flag: bool = False,
         multiple: bool = False,
         metavar: str | None = None,
-        help: str,
+        help: str | Callable[[], str],
     ):
         self.flags = flags
         # click's own rule for an option's name: its first long flag, as an identifier.
@@ -58,7 +78,12 @@ class JobOption:
         self.flag = flag
         self.multiple = multiple
         self.metavar = metavar
-        self.help = help
+        self._help = help
+
+    @property
+    def help(self) -> str:
+        """The option's help text."""
+        return self._help if isinstance(self._help, str) else self._help()
 
     @property
     def default(self) -> Any:
@@ -80,8 +105,8 @@ class JobOption:
             settings["metavar"] = self.metavar
         if self.kind in (int, float):
             settings["type"] = self.kind
-        elif isinstance(self.kind, tuple):
-            settings["type"] = click.Choice(self.kind)
+        elif isinstance(self.kind, Choices):
+            settings["type"] = click.Choice(self.kind.values)
         elif self.kind == DIRECTORY:
             # The agent decides what it may read (it may be another user).
             settings["type"] = click.Path(file_okay=False, readable=False)
@@ -127,7 +152,9 @@ JOB_OPTIONS = (
     JobOption(
         "--stop-timeout",
         metavar="DURATION",
-        help=f"Grace between SIGTERM and SIGKILL (default {DEFAULT_STOP_TIMEOUT:g}s).",
+        help=lambda: (
+            f"Grace between SIGTERM and SIGKILL (default {_spec().DEFAULT_STOP_TIMEOUT:g}s)."
+        ),
     ),
     JobOption(
         "--max-log-bytes",
@@ -138,17 +165,27 @@ JOB_OPTIONS = (
     JobOption("--memory", metavar="SIZE", help="Memory limit (e.g. 512m)."),
     JobOption("--cpus", kind=float, help="CPU limit (e.g. 1.5)."),
     JobOption("--pids", kind=int, help="Process-count limit."),
-    JobOption("--pull", kind=PULL_POLICIES, help=f"Image pull policy (default {DEFAULT_PULL})."),
+    JobOption(
+        "--pull",
+        kind=Choices("PULL_POLICIES"),
+        help=lambda: f"Image pull policy (default {_spec().DEFAULT_PULL}).",
+    ),
     JobOption("--retries", kind=int, help="Attempts after a failure (default 0)."),
     JobOption(
         "--retry-on",
         multiple=True,
         metavar="RULE",
-        help=f"Retry only these failures (repeatable): a reason ({', '.join(RETRY_REASONS)}),"
-        " exit:CODE[,CODE...] (only these exit codes) or not-exit:CODE[,CODE...]"
-        " (never these); default: exit, oom and lost.",
+        help=lambda: (
+            f"Retry only these failures (repeatable): a reason ({_retry_reasons()}),"
+            " exit:CODE[,CODE...] (only these exit codes) or not-exit:CODE[,CODE...]"
+            " (never these); default: exit, oom and lost."
+        ),
     ),
-    JobOption("--network", kind=NETWORKS, help=f"Network (default {DEFAULT_NETWORK})."),
+    JobOption(
+        "--network",
+        kind=Choices("NETWORKS"),
+        help=lambda: f"Network (default {_spec().DEFAULT_NETWORK}).",
+    ),
     JobOption("-w", "--workdir", help="Working directory inside the container."),
     JobOption(
         "--workspace",

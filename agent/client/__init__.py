@@ -13,8 +13,10 @@ artifacts archive, checked). ``call``
 and ``stream`` remain for untyped use. Errors come back as the ``ChooError``
 subclasses of agent.protocol.errors, so callers can catch ``NoSuchJob`` or
 ``QueueFull`` by type. Light on imports (no click, no jsonrpcserver): chooctl
-starts with it, and only what every call needs is imported at once (the result
-TypedDicts are for type checkers; hashlib waits for ``download``).
+starts with it, and only what every call needs is imported at once: a call
+sends a plain dict of its params (declared in agent.protocol.params), never
+builds a dataclass; the result TypedDicts are for type checkers; pausing's
+params and hashlib wait for their calls.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from agent.client.connection import Connection, default_socket
 from agent.protocol import methods as m
-from agent.protocol import pausing
+from agent.protocol import params as p
 from agent.protocol.errors import AgentUnavailable, ChooError
 from agent.protocol.output import entry_bytes
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY
 
 if TYPE_CHECKING:  # annotations only: building the TypedDicts would slow chooctl's start
-    from agent.protocol import types
+    from agent.protocol import pausing, types
 
 __all__ = ["ARTIFACT_CHUNK", "RECONNECT_SECONDS", "Client", "default_socket", "entry_bytes"]
 
@@ -50,30 +52,36 @@ class Client(Connection):
     def request(
         self,
         method: str,
-        params: Any,
+        declared: type,
+        /,
         on_notification: Callable[[str, Any], None] | None = None,
+        **values: Any,
     ) -> Any:
-        """Call ``method`` with its params object (the protocol's dataclass).
+        """Call ``method`` with ``values`` as its params (``declared``: their
+        declaration, agent.protocol.params).
 
         Params left at their defaults are not sent: the agent applies the same ones.
+
+        Raises:
+            TypeError: ``values`` are not the params ``declared`` declares.
         """
-        return self.stream(method, m.wire_params(params), on_notification)
+        return self.stream(method, m.wire_params(declared, values), on_notification)
 
     # -- agent ---------------------------------------------------------------------
 
     def ping(self) -> str:
-        return self.request(m.PING, m.NoParams())
+        return self.request(m.PING, p.NoParams)
 
     def info(self) -> types.Info:
-        return self.request(m.INFO, m.NoParams())
+        return self.request(m.INFO, p.NoParams)
 
     def top(self) -> list[types.TopEntry]:
         """The starting and running jobs with what each uses now."""
-        return self.request(m.TOP, m.NoParams())
+        return self.request(m.TOP, p.NoParams)
 
     def metrics(self) -> str:
         """The agent's metrics, in the Prometheus text format."""
-        return self.request(m.METRICS, m.NoParams())
+        return self.request(m.METRICS, p.NoParams)
 
     # -- jobs ----------------------------------------------------------------------
 
@@ -87,14 +95,12 @@ class Client(Connection):
         delay: float | str | None = None,
     ) -> types.Job:
         """Queue ``spec`` as a new job (held, or not before a time); returns its record."""
-        params = m.SubmitParams(
-            spec=spec, trigger=trigger, hold=hold, not_before=not_before, delay=delay
-        )
-        return self.request(m.SUBMIT, params)
+        values = dict(spec=spec, trigger=trigger, hold=hold, not_before=not_before, delay=delay)
+        return self.request(m.SUBMIT, p.SubmitParams, **values)
 
     def rerun(self, job_id: str, *, env: dict[str, str] | None = None) -> types.Job:
         """Submit a job's spec again as a new job (``rerun_of`` it)."""
-        return self.request(m.RERUN, m.RerunParams(id=job_id, env=env))
+        return self.request(m.RERUN, p.RerunParams, id=job_id, env=env)
 
     def rerun_failed(
         self,
@@ -104,32 +110,38 @@ class Client(Connection):
         env: dict[str, str] | None = None,
     ) -> types.Reruns:
         """Rerun every failed job not rerun yet (of ``name``, submitted since ``since``)."""
-        return self.request(m.RERUN_FAILED, m.RerunFailedParams(since=since, name=name, env=env))
+        return self.request(m.RERUN_FAILED, p.RerunFailedParams, since=since, name=name, env=env)
 
     def release(self, job_id: str) -> types.Job:
         """Let a held job start."""
-        return self.request(m.RELEASE, m.JobRef(id=job_id))
+        return self.request(m.RELEASE, p.JobRef, id=job_id)
 
     def pause(self, name: str | None = None) -> pausing.QueueChange:
         """Admit no new job (named ``name``, or none at all); running jobs go on."""
-        return self.request(m.PAUSE, pausing.QueueRef(name=name))
+        from agent.protocol import pausing  # here: its dataclasses cost every other call's start
+
+        return self.request(m.PAUSE, pausing.QueueRef, name=name)
 
     def resume(self, name: str | None = None) -> pausing.QueueChange:
         """Undo ``pause`` (of the whole queue, or of ``name``)."""
-        return self.request(m.RESUME, pausing.QueueRef(name=name))
+        from agent.protocol import pausing
+
+        return self.request(m.RESUME, pausing.QueueRef, name=name)
 
     def state(self) -> pausing.QueueState:
         """What is paused and limited now (``queue.state``; also in ``info``)."""
-        return self.request(m.QUEUE_STATE, m.NoParams())
+        return self.request(m.QUEUE_STATE, p.NoParams)
 
     def limit(
         self, name: str, limit: int | None = None, *, default: bool = False
     ) -> pausing.NameLimit:
         """Show, set, or (``default``) clear the runtime limit of jobs named ``name``."""
-        return self.request(m.LIMIT, pausing.LimitParams(name=name, limit=limit, default=default))
+        from agent.protocol import pausing
+
+        return self.request(m.LIMIT, pausing.LimitParams, name=name, limit=limit, default=default)
 
     def get(self, job_id: str) -> types.JobDetail:
-        return self.request(m.GET, m.JobRef(id=job_id))
+        return self.request(m.GET, p.JobRef, id=job_id)
 
     def list(
         self,
@@ -143,17 +155,17 @@ class Client(Connection):
         all: bool = True,
     ) -> types.JobPage:
         """One page of job summaries, newest first (``all=False``: unfinished ones only)."""
-        params = m.ListParams(
+        values = dict(
             state=state, name=name, label=label, since=since, limit=limit, cursor=cursor, all=all
         )
-        return self.request(m.LIST, params)
+        return self.request(m.LIST, p.ListParams, **values)
 
     def cancel(self, job_id: str) -> types.Job:
-        return self.request(m.CANCEL, m.JobRef(id=job_id))
+        return self.request(m.CANCEL, p.JobRef, id=job_id)
 
     def wait(self, job_id: str, *, timeout: float | str | None = None) -> types.Job:
         """The job once it ended, or as it is when ``timeout`` passed."""
-        return self.request(m.WAIT, m.WaitParams(id=job_id, timeout=timeout))
+        return self.request(m.WAIT, p.WaitParams, id=job_id, timeout=timeout)
 
     def logs(
         self,
@@ -165,7 +177,7 @@ class Client(Connection):
     ) -> types.Logs:
         """One page of the job's output so far (``next``: pass it as ``after``
         for the next page); ``output`` reads all the pages."""
-        return self.request(m.LOGS, m.LogsParams(id=job_id, tail=tail, since=since, after=after))
+        return self.request(m.LOGS, p.LogsParams, id=job_id, tail=tail, since=since, after=after)
 
     def output(
         self, job_id: str, *, tail: int | None = None, since: float | str | None = None
@@ -208,9 +220,9 @@ class Client(Connection):
 
         give_up = None
         while True:
-            params = m.LogsParams(id=job_id, tail=tail, since=since, follow=True, after=cursor)
             try:
-                return self.request(m.LOGS, params, on_notification)
+                values = dict(id=job_id, tail=tail, since=since, follow=True, after=cursor)
+                return self.request(m.LOGS, p.LogsParams, on_notification, **values)
             except AgentUnavailable:
                 self.close()
                 if give_up is None:
@@ -237,25 +249,25 @@ class Client(Connection):
             if method == m.EVENT and isinstance(event, dict):
                 on_event(event)
 
-        params = m.SubscribeParams(job=job, name=name, timeout=timeout, count=count)
-        return self.request(m.SUBSCRIBE, params, on_notification)
+        values = dict(job=job, name=name, timeout=timeout, count=count)
+        return self.request(m.SUBSCRIBE, p.SubscribeParams, on_notification, **values)
 
     def remove(self, job_id: str) -> types.Job:
-        return self.request(m.REMOVE, m.JobRef(id=job_id))
+        return self.request(m.REMOVE, p.JobRef, id=job_id)
 
     def prune(
         self, *, older_than: float | str | None = None, state: str | list[str] | None = None
     ) -> types.Pruned:
-        return self.request(m.PRUNE, m.PruneParams(older_than=older_than, state=state))
+        return self.request(m.PRUNE, p.PruneParams, older_than=older_than, state=state)
 
     def prune_images(self) -> types.ImagesPruned:
-        return self.request(m.IMAGE_PRUNE, m.NoParams())
+        return self.request(m.IMAGE_PRUNE, p.NoParams)
 
     def list_caches(self) -> list[types.Cache]:
-        return self.request(m.CACHE_LIST, m.NoParams())
+        return self.request(m.CACHE_LIST, p.NoParams)
 
     def remove_caches(self, name: str, *, group: str | None = None) -> types.CachesRemoved:
-        return self.request(m.CACHE_REMOVE, m.CacheRemoveParams(name=name, group=group))
+        return self.request(m.CACHE_REMOVE, p.CacheRemoveParams, name=name, group=group)
 
     # -- artifacts -----------------------------------------------------------------
 
@@ -263,7 +275,7 @@ class Client(Connection):
         self, job_id: str, *, offset: int | None = None, length: int | None = None
     ) -> types.Artifacts:
         """The job's artifacts record; with ``length``, a chunk of its archive."""
-        return self.request(m.ARTIFACTS, m.ArtifactsParams(id=job_id, offset=offset, length=length))
+        return self.request(m.ARTIFACTS, p.ArtifactsParams, id=job_id, offset=offset, length=length)
 
     def download(self, record: types.Artifacts, sink: IO[bytes]) -> int:
         """Write the archive ``record`` (a ``packed`` artifacts record) describes to ``sink``.
@@ -303,7 +315,7 @@ class Client(Connection):
         history_limit: int = DEFAULT_HISTORY,
         timezone: str | None = None,
     ) -> types.ScheduleState:
-        params = m.ScheduleAddParams(
+        values = dict(
             name=name,
             cron=cron,
             spec=spec,
@@ -312,28 +324,28 @@ class Client(Connection):
             history_limit=history_limit,
             timezone=timezone,
         )
-        return self.request(m.SCHEDULE_ADD, params)
+        return self.request(m.SCHEDULE_ADD, p.ScheduleAddParams, **values)
 
     def schedule_list(self) -> list[types.ScheduleState]:
-        return self.request(m.SCHEDULE_LIST, m.ScheduleListParams())
+        return self.request(m.SCHEDULE_LIST, p.ScheduleListParams)
 
     def schedule_get(self, name: str) -> types.ScheduleState:
-        return self.request(m.SCHEDULE_LIST, m.ScheduleListParams(name=name))
+        return self.request(m.SCHEDULE_LIST, p.ScheduleListParams, name=name)
 
     def schedule_remove(self, name: str) -> types.Schedule:
-        return self.request(m.SCHEDULE_REMOVE, m.ScheduleRef(name=name))
+        return self.request(m.SCHEDULE_REMOVE, p.ScheduleRef, name=name)
 
     def schedule_trigger(self, name: str, *, trigger: str = m.DEFAULT_TRIGGER) -> types.Triggered:
         """Run the schedule now, under its concurrency policy."""
-        return self.request(m.SCHEDULE_TRIGGER, m.ScheduleTriggerParams(name=name, trigger=trigger))
+        return self.request(m.SCHEDULE_TRIGGER, p.ScheduleTriggerParams, name=name, trigger=trigger)
 
     def schedule_suspend(self, name: str) -> pausing.ScheduleChange:
         """Skip the schedule's fires until ``schedule_resume``."""
-        return self.request(m.SCHEDULE_SUSPEND, m.ScheduleRef(name=name))
+        return self.request(m.SCHEDULE_SUSPEND, p.ScheduleRef, name=name)
 
     def schedule_resume(self, name: str) -> pausing.ScheduleChange:
         """Let a suspended schedule fire again (what it skipped is not caught up)."""
-        return self.request(m.SCHEDULE_RESUME, m.ScheduleRef(name=name))
+        return self.request(m.SCHEDULE_RESUME, p.ScheduleRef, name=name)
 
     # -- export --------------------------------------------------------------------
 
@@ -349,7 +361,5 @@ class Client(Connection):
     ) -> types.Exported:
         """The manifests of a job, a schedule or a spec (name exactly one) for
         Kubernetes or Nomad; what has no equivalent is refused unless ``lossy``."""
-        params = m.ExportParams(
-            to=to, id=job_id, schedule=schedule, spec=spec, kind=kind, lossy=lossy
-        )
-        return self.request(m.EXPORT, params)
+        values = dict(to=to, id=job_id, schedule=schedule, spec=spec, kind=kind, lossy=lossy)
+        return self.request(m.EXPORT, p.ExportParams, **values)

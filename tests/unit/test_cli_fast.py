@@ -7,6 +7,7 @@ No agent: click's run is stopped where it would submit.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -137,20 +138,78 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
+#: What a plain run line never imports: click, the other commands, and what would
+#: slow its start: the params dataclasses, the result TypedDicts, the spec's checks.
+NOT_IMPORTED = (
+    "click",
+    "agent.cli.jobs",
+    "dataclasses",
+    "agent.protocol.types",
+    "agent.protocol.pausing",
+    "agent.protocol.spec",
+)
+
+
 def test_a_plain_run_never_imports_click_nor_the_other_commands():
     done = _python(
         "import sys\n"
         "from agent.cli import fast\n"
         "line = fast.read(['--socket', '/nonexistent/agent.sock', 'run', '-e', 'A=1', 'img'])\n"
         "status = line.run()\n"
-        "loaded = [m for m in sys.modules if m == 'click' or m.startswith('agent.cli.')]\n"
+        f"loaded = [m for m in sys.modules if m in {NOT_IMPORTED!r}\n"
+        "          or m.startswith('agent.cli.')]\n"
         "print(status, sorted(loaded))\n"
     )
     assert done.returncode == 0, done.stderr
     status, loaded = done.stdout.split(" ", 1)
     assert int(status) == EXIT_ERROR and "no agent socket at /nonexistent/agent.sock" in done.stderr
-    assert "click" not in loaded and "agent.cli.jobs" not in loaded
+    assert [name for name in NOT_IMPORTED if repr(name) in loaded] == []
     assert "agent.cli.running" in loaded
+
+
+def test_a_choice_option_reads_the_protocols_allowed_values():
+    """``--pull``/``--network`` take their values from agent.protocol.spec, read then."""
+    from agent.protocol.spec import NETWORKS, PULL_POLICIES
+
+    assert fast.read(["run", "--pull", PULL_POLICIES[-1], "img"]).spec["pull"] == PULL_POLICIES[-1]
+    assert fast.read(["run", "--network", NETWORKS[-1], "img"]).spec["network"] == NETWORKS[-1]
+
+
+def _program(*argv: str, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    code = f"import sys\nsys.argv = {['chooctl', *argv]!r}\nfrom agent.cli import entry\nentry()\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_the_program_exits_with_a_plain_runs_status_once_all_it_said_is_written():
+    done = _program("--socket", "/nonexistent/agent.sock", "run", "img")
+    assert done.returncode == EXIT_ERROR
+    assert done.stderr.startswith("chooctl: no agent socket at /nonexistent/agent.sock")
+
+
+def _exit_after(text: str, status: int, stdout) -> subprocess.CompletedProcess:
+    code = f"import sys\nfrom agent.cli import _exit\nsys.stdout.write({text!r})\n_exit({status})\n"
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=buffered,
+    )
+
+
+def test_the_exit_of_a_plain_run_writes_what_is_buffered_first():
+    done = _exit_after("buffered", 3, subprocess.PIPE)
+    assert (done.returncode, done.stdout) == (3, "buffered")
+
+
+def test_the_exit_of_a_plain_run_leaves_an_unwritable_output_to_pythons_exit():
+    """A full stdout (/dev/full) fails at the flush: Python's own exit reports it (120)."""
+    with open("/dev/full", "w") as full:
+        done = _exit_after("lost", 3, full)
+    assert done.returncode == 120 and "No space left on device" in done.stderr
 
 
 def test_the_program_falls_back_to_click_for_any_other_line():
