@@ -280,7 +280,7 @@ class Jobs(JobQueries, Notifications):
         """Delete a finished job with its attempts and events, in one transaction.
 
         The caller removes the job's files afterwards (a crash in between leaves
-        files without a row, which the housekeeping sweep removes).
+        files without a row, which the sweep at the next start removes).
 
         Returns:
             The record of the job removed.
