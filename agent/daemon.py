@@ -215,6 +215,7 @@ class Agent:
             target=self.scheduler.run, name="scheduler", daemon=True
         )
         self.scheduler_thread.start()
+        self.service.start_leftover_sweep()  # folders a removal left when the agent died
         threading.Thread(target=self.server.serve_forever, name="server", daemon=True).start()
         self.notifier.ready(self._status_line())
         log.info(

@@ -3,17 +3,22 @@
 A part of ``Service`` (agent/api/service.py), which it is mixed into: a job's
 record goes from the store and its files (output, workspace, archive) after
 it. Only finished jobs are ever removed; who may remove which is the
-ownership policy's (owners.py). Never talks to Podman.
+ownership policy's (owners.py). At start-up it also sweeps the folders a
+removal left behind (the agent died between the rows and the files), never
+one of a job that has a record. Never talks to Podman.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ulid import ULID
 
 from agent.adapters.files import JobFiles
 from agent.adapters.joblogs import JobLogs
@@ -110,6 +115,88 @@ class Removal:
             retried = self.files.pending_removals().intersection(job_ids)
             for job_id in set(_on_disk(self.files.root, job_ids)) | retried:
                 self.files.remove(job_id)
+
+    def start_leftover_sweep(self) -> threading.Thread:
+        """Sweep the folders of jobs without a record in a thread of its own
+        (``sweep_leftovers``), off the way to READY; only folders made before
+        now are candidates, so none a job submitted from now on makes.
+
+        Returns:
+            The thread, started.
+        """
+        thread = threading.Thread(
+            target=self._sweep_safely, args=(time.time(),), name="leftovers", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _sweep_safely(self, made_before: float) -> None:
+        try:
+            self.sweep_leftovers(made_before)
+        except Exception:  # the agent runs on without it: the next start sweeps again
+            log.exception("the sweep of folders of removed jobs failed")
+        finally:
+            self.store.release_thread()
+
+    def sweep_leftovers(self, made_before: float) -> int:
+        """Remove the log and file folders, last changed before ``made_before``, of
+        jobs that have no record (the agent died between removing a job's rows and
+        its folders). Each folder is listed once; which IDs have no record is one
+        query per ``_SWEEP_BATCH`` of them. A folder of a job that exists, or not
+        named as a job ID, is never touched.
+
+        Returns:
+            How many folders were removed.
+        """
+        roots = [(self.job_logs.root, self.job_logs.remove)]
+        if self.files is not None:
+            roots.append((self.files.root, self.files.remove))
+        removed = 0
+        for root, remove in roots:
+            names = sorted(_job_folders(root))
+            gone = 0
+            for start in range(0, len(names), _SWEEP_BATCH):
+                batch = names[start : start + _SWEEP_BATCH]
+                known = self.store.states_of(batch)
+                for name in batch:
+                    if name not in known and _changed_before(root / name, made_before):
+                        log.debug("removing %s (no such job)", root / name)
+                        remove(name)
+                        gone += 1
+            if gone:
+                log.info("removed %d folders of jobs that have no record from %s", gone, root)
+            removed += gone
+        return removed
+
+
+#: How many folders' job IDs one look-up in the database checks.
+_SWEEP_BATCH = 5000
+
+
+def _job_folders(root: Path) -> list[str]:
+    """The names in ``root`` written as job IDs (ULIDs, upper case)."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return [name for name in names if _is_job_id(name)]
+
+
+def _is_job_id(name: str) -> bool:
+    if len(name) != 26 or name != name.upper():
+        return False
+    try:
+        ULID.from_str(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _changed_before(path: Path, when: float) -> bool:
+    try:
+        return path.lstat().st_mtime < when
+    except FileNotFoundError:  # gone meanwhile
+        return False
 
 
 #: Above this many jobs, their folders are found by listing the parent once.

@@ -215,18 +215,25 @@ class Shipper:
         newest, events = self.feed.since(seq)
         if newest - seq > len(events):  # fell behind the feed's window
             self._rescan()
+        # A removal's event says the job is gone: no read of each (a prune has 100,000).
+        gone = {e["job_id"] for e in events if e.get("kind") == "removed"}
+        self._forget(gone)
         for job_id in dict.fromkeys(e["job_id"] for e in events if e.get("job_id")):
-            self._look_at(job_id)
+            if job_id not in gone:
+                self._look_at(job_id)
         return newest
 
     def _look_at(self, job_id: str) -> None:
         try:
             job = self.store.get(job_id)
         except ChooError:  # removed: its files went with it
-            for key in [k for k in self._copies if k[0] == job_id]:
-                del self._copies[key]
+            self._forget({job_id})
             return
         self.track(job)
+
+    def _forget(self, job_ids: set[str]) -> None:
+        for key in [k for k in self._copies if k[0] in job_ids]:
+            del self._copies[key]
 
     def track(self, job: dict[str, Any]) -> None:
         """Follow each attempt of ``job`` that has a log not yet shipped to its end."""

@@ -34,6 +34,12 @@ def _among(ids: list[str]) -> pw.SQL:
     return pw.SQL("(SELECT value FROM json_each(?))", [json.dumps(ids)])
 
 
+#: This connection's own table of the jobs a batch removes (a temporary table,
+#: in memory: ``temp_store``), which every delete of what refers to them reads.
+_DOOMED = "doomed"
+_DOOMED_IDS = pw.SQL(f'(SELECT "id" FROM temp."{_DOOMED}")')
+
+
 def _references(Job: type[pw.Model], tables: list[type[pw.Model]]) -> list[pw.ForeignKeyField]:
     """Every column of ``tables`` that refers to ``Job``: what goes with a job removed
     (read from the models, so a table added later is never left behind)."""
@@ -274,7 +280,7 @@ class Jobs(JobQueries, Notifications):
         """Delete a finished job with its attempts and events, in one transaction.
 
         The caller removes the job's files afterwards (a crash in between leaves
-        files without a row, which the housekeeping sweep removes).
+        files without a row, which the sweep at the next start removes).
 
         Returns:
             The record of the job removed.
@@ -324,7 +330,13 @@ class Jobs(JobQueries, Notifications):
 
     def _delete_finished(self, ids: list[str]) -> list[dict[str, Any]]:
         """Delete the jobs of ``ids`` that are finished and what refers to them
-        (inside the caller's transaction); ``{"id", "name"}`` of each."""
+        (inside the caller's transaction); ``{"id", "name"}`` of each.
+
+        The IDs deleted go to a temporary table, whose key each delete of the
+        rows referring to them walks: unpacking them anew for every table
+        (an ``IN`` list) costs more than deleting from the tables most jobs
+        left no row in.
+        """
         Job = self.models.Job
         terminal = [s.value for s in TERMINAL]
         query = (
@@ -332,13 +344,19 @@ class Jobs(JobQueries, Notifications):
             .where(Job.id.in_(_among(ids)) & Job.state.in_(terminal))
             .returning(Job.id, Job.name)
         )
-        gone = [{"id": job_id, "name": name} for job_id, name in self.db.execute_sql(*query.sql())]
+        gone = sorted(self.db.execute_sql(*query.sql()))
         if gone:
-            doomed = [job["id"] for job in gone]
+            self.db.execute_sql(
+                f'CREATE TEMP TABLE IF NOT EXISTS "{_DOOMED}" ("id" TEXT PRIMARY KEY) WITHOUT ROWID'
+            )
+            self.db.execute_sql(
+                f'INSERT INTO temp."{_DOOMED}" ("id") SELECT value FROM json_each(?)',
+                [json.dumps([job_id for job_id, _ in gone])],
+            )
             for field in _references(Job, self.models.tables()):
-                field.model.delete().where(field.in_(_among(doomed))).execute()
-        gone.sort(key=lambda job: job["id"])
-        return gone
+                field.model.delete().where(field.in_(_DOOMED_IDS)).execute()
+            self.db.execute_sql(f'DELETE FROM temp."{_DOOMED}"')
+        return [{"id": job_id, "name": name} for job_id, name in gone]
 
     # -- helpers -------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """A bulk prune killed by a real SIGKILL part way: the database holds every job
-whole or not at all, its counts are right, and the next prune finishes the work.
+whole or not at all, its counts are right, and the next prune finishes the work;
+and the folders a removal left (the agent died between the rows and the files)
+are swept at the next start.
 
 A child process prunes a real SQLite file in batches of 200 jobs and, inside
 the second batch's transaction (its rows deleted, not yet committed), says so
-and waits; the test then kills it with SIGKILL. No Podman is needed.
+and waits; the test then kills it with SIGKILL. No Podman is needed for that
+one; the sweep's test runs real jobs on a real agent.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import Store
 from tests.bench_history import build_history
+from tests.harness import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORY = 1000
@@ -147,3 +151,34 @@ def test_a_prune_killed_mid_batch_leaves_every_job_whole_or_gone(history):
     )
     assert sql(path, "SELECT COUNT(*) FROM job_dependency") == [(1,)]
     assert json.loads(sql(path, "SELECT spec FROM job WHERE state = 'queued'")[0][0])["after"]
+
+
+def test_folders_of_jobs_removed_behind_the_agents_back_go_at_the_next_start(make_agent, image):
+    agent = make_agent().start()
+    spec = {"image": image, "command": ["echo", "hello"]}
+    gone, kept = (agent.call("job.submit", spec=spec)["id"] for _ in range(2))
+    for job_id in (gone, kept):
+        assert agent.call("job.wait", id=job_id, timeout=60)["state"] == State.SUCCEEDED
+    logs, files = agent.state_dir / "logs", agent.state_dir / "jobs"
+    # Each job has a folder of files too; and folders named as no job is.
+    for folder in (files / gone, files / kept, logs / "not-a-job", files / "not-a-job"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "x").write_text("x")
+    agent.stop()
+    # The rows go as a prune's do, the folders stay: as if it died in between.
+    with contextlib.closing(sqlite3.connect(agent.state_dir / "choo.db")) as con:
+        con.execute("PRAGMA foreign_keys = 1")
+        con.execute("DELETE FROM job WHERE id = ?", (gone,))
+        con.commit()
+    assert (logs / gone).is_dir()
+
+    agent.start()
+    wait_until(
+        lambda: not (logs / gone).exists() and not (files / gone).exists(),
+        what="the folders of the removed job to be swept",
+    )
+    assert "folders of jobs that have no record" in agent.log_path.read_text()
+    # A job that exists keeps its folders; a folder not named as a job ID stays.
+    assert [path.name for path in (logs / kept).iterdir()] == ["1.log"]
+    for folder in (files / kept, logs / "not-a-job", files / "not-a-job"):
+        assert (folder / "x").read_text() == "x"

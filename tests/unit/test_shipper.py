@@ -251,6 +251,20 @@ def test_a_removed_job_is_dropped(world):
     assert shipper.pending() == []
 
 
+def test_a_prune_drops_its_jobs_without_reading_each(world, monkeypatch):
+    store, logs, journal, shipper = world
+    jobs = [running_job(store, logs, [line(b"a")]) for _ in range(2)]
+    shipper.recover()
+    for job in jobs:
+        store.transition(job, State.SUCCEEDED)
+        logs.remove(job)
+    seq = store.feed.seq
+    store.remove_jobs(jobs)
+    monkeypatch.setattr(store, "get", lambda job_id: pytest.fail(f"read {job_id}"))
+    shipper._follow(seq)
+    assert shipper.pending() == []
+
+
 def test_the_thread_ships_new_output_and_stops(world, change_feed):
     store, logs, journal, shipper = world
     shipper.start()
