@@ -61,8 +61,9 @@ log = logging.getLogger("choo-agent.shipper")
 POLL = 0.05
 #: Seconds between writes of the shipped offsets to the database.
 SAVE_EVERY = 2.0
-#: Seconds between rescans of the jobs not yet ended (the feed is the fast path).
-RESCAN_EVERY = 1.0
+#: Seconds between rescans of the jobs not yet ended: only a net under the
+#: feed (which names every job that changed, and says when it fell behind).
+RESCAN_EVERY = 5.0
 #: Records of one attempt shipped per round, so one chatty job never starves the others.
 BATCH = 2000
 #: Backoff while journald refuses entries: first wait, longest wait (seconds).
@@ -208,7 +209,10 @@ class Shipper:
 
     def _rescan(self) -> None:
         for job in self.store.nonterminal():
-            self.track(job)
+            # A job whose current attempt is followed has nothing new to find
+            # (its earlier attempts were marked ended when that one was found).
+            if (job["id"], job["attempt"]) not in self._copies:
+                self.track(job)
 
     def _follow(self, seq: int) -> int:
         """Look at the jobs the feed's new events are about; the newest sequence number."""
