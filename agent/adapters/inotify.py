@@ -23,6 +23,7 @@ from dataclasses import dataclass
 IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
 #: The watch ended: its file or directory is gone (or the watch was removed).
 IN_IGNORED = 0x00008000
 #: The kernel's event queue overflowed: events were lost (wd is -1).

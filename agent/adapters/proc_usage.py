@@ -41,6 +41,8 @@ class Monitor:
     pid: int
 
 
+#: Bytes asked of one read of a procfs or cgroup file (most are far smaller).
+_READ = 16 * 1024
 #: Every how many looks the whole of /proc is read (to find new conmons and
 #: new processes of the trees); in between, only the processes already known
 #: to be in a wanted container's tree. A process that lives and dies between
@@ -80,6 +82,10 @@ class ProcReader:
     def __init__(self, proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")):
         self.proc = proc
         self.cgroup_root = cgroup_root
+        #: The same, as text: a look builds a few hundred paths, and pathlib's
+        #: objects cost more than reading the files.
+        self._proc = os.fspath(proc)
+        self._cgroups = os.fspath(cgroup_root)
         self.unified = (cgroup_root / "cgroup.controllers").exists()
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.page_size = os.sysconf("SC_PAGE_SIZE")
@@ -89,6 +95,12 @@ class ProcReader:
         #: The wanted conmons and their trees' pids, as of the last look.
         self._known: set[int] = set()
         self._looks = 0
+
+    @property
+    def full_next(self) -> bool:
+        """Whether the next look reads the whole of /proc (the only one that
+        finds a conmon started since the last such look)."""
+        return self._looks % RESCAN_EVERY == 0 or not self._known
 
     def snapshot(self, names: Collection[str] | None = None) -> Snapshot:
         """Read the stat lines of the processes that matter, and find the conmons.
@@ -100,14 +112,14 @@ class ProcReader:
             The processes of the wanted containers' trees (every process on
             the host at a full look, every ``RESCAN_EVERY``th).
         """
-        full = self._looks % RESCAN_EVERY == 0 or not self._known
+        full = self.full_next
         detailed = self._looks % DETAIL_EVERY == 0
         self._looks += 1
         pids = (int(e.name) for e in os.scandir(self.proc) if e.name.isdigit()) if full else None
         stats: dict[int, ProcStat] = {}
         conmons: list[int] = []
         for pid in pids if pids is not None else sorted(self._known):
-            text = _read(self.proc / str(pid) / "stat")
+            text = self._proc_file(pid, "stat")
             if text is None:
                 continue  # it exited meanwhile
             stats[pid] = parse_stat(text)
@@ -153,7 +165,7 @@ class ProcReader:
     def _monitor(self, pid: int) -> Monitor | None:
         if pid in self._cmdlines:
             return self._cmdlines[pid]
-        raw = _read(self.proc / str(pid) / "cmdline")
+        raw = self._proc_file(pid, "cmdline")
         args = raw.split("\0") if raw else []
         found = {}
         for flag, value in zip(args, args[1:], strict=False):
@@ -164,7 +176,7 @@ class ProcReader:
         return Monitor(container_id=found["-c"], name=found["-n"], pid=pid)
 
     def _keyed(self, pid: int, name: str) -> dict[str, int] | None:
-        text = _read(self.proc / str(pid) / name)
+        text = self._proc_file(pid, name)
         return parse_keyed(text) if text is not None else None
 
     def _cgroup(self, pid: int, monitor: int) -> Sample | None:
@@ -176,28 +188,43 @@ class ProcReader:
         path = self._cgroup_path(pid)
         if not path or path == "/" or path == self._cgroup_path(monitor):
             return None
-        directory = self.cgroup_root / path.lstrip("/")
-        files = [_read(directory / name) for name in _CGROUP_FILES]
+        directory = f"{self._cgroups}/{path.lstrip('/')}"
+        files = [_read(f"{directory}/{name}") for name in _CGROUP_FILES]
         if None in files:
             return None
         cpu_stat, memory_current, pids = files
         return cgroup_sample(
             cpu_stat,
             memory_current,
-            _read(directory / "memory.peak"),
-            _read(directory / "io.stat"),
+            _read(f"{directory}/memory.peak"),
+            _read(f"{directory}/io.stat"),
             pids,
         )
 
     def _cgroup_path(self, pid: int) -> str | None:
         """The process's cgroup v2 path (its ``0::`` line), or None."""
-        text = _read(self.proc / str(pid) / "cgroup") or ""
+        text = self._proc_file(pid, "cgroup") or ""
         return next((line[3:] for line in text.splitlines() if line.startswith("0::")), None)
 
+    def _proc_file(self, pid: int, name: str) -> str | None:
+        return _read(f"{self._proc}/{pid}/{name}")
 
-def _read(path: Path) -> str | None:
-    """A small procfs or cgroup file's text; None when it is gone or unreadable."""
+
+def _read(path: str) -> str | None:
+    """A small procfs or cgroup file's text; None when it is gone or unreadable.
+
+    Read with bare system calls: the sampler reads a few hundred of these a
+    second, and a Python file object costs several times the read itself."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    chunks = []
+    try:
+        while chunk := os.read(fd, _READ):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)

@@ -4,7 +4,9 @@ Each attempt's k8s-file log (adapters/joblogs.py) is the job's own output; the
 journal gets a copy, record by record, exactly once. The shipper follows every
 attempt of every job that has not ended, and the attempts of ended jobs until
 their files are shipped to the end. It learns of jobs from the change feed
-(and a rescan now and then), wakes on an event or every ``POLL`` seconds, and
+(and a rescan now and then), and of writes from inotify (agent/runtime/log_wakes.py:
+it looks at the logs written, and at every log now and then; without
+inotify it looks at every log each ``POLL`` seconds), and
 keeps in memory how far each attempt is shipped; the database is told every
 ``SAVE_EVERY`` seconds. On start it asks the journal where it left off (the
 newest entry of the attempt sent by the agent's uid), falling back on the
@@ -28,15 +30,12 @@ It never reads the journal for output and never decides a job's state.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.adapters import log_space
 from agent.adapters.joblogs import (
     JobLogs,
     Record,
@@ -51,18 +50,24 @@ from agent.protocol.states import TERMINAL, State
 from agent.rules.output_cap import Budget
 from agent.runtime.changes import ChangeFeed
 from agent.runtime.log_limit import OutputCap, budget_for
+from agent.runtime.log_wakes import LogWakes
 from agent.runtime.output_loss import LOST_EVENT, OutputLoss
+from agent.runtime.ship_copy import Copy, release, size_of, torn_tail
 from agent.runtime.shipped_mark import leave_mark, take_mark
 from agent.storage.store import Store
 
 log = logging.getLogger("choo-agent.shipper")
 
-#: Seconds between looks at the files when no event wakes the shipper.
+#: Seconds between looks at the files when no inotify wakes the shipper.
 POLL = 0.05
+#: The longest wait for a write with inotify: the feed (a job ended) and a stop
+#: are seen this soon.
+TICK = 0.2
 #: Seconds between writes of the shipped offsets to the database.
 SAVE_EVERY = 2.0
-#: Seconds between rescans of the jobs not yet ended (the feed is the fast path).
-RESCAN_EVERY = 1.0
+#: Seconds between rescans of the jobs not yet ended: only a net under the
+#: feed (which names every job that changed, and says when it fell behind).
+RESCAN_EVERY = 5.0
 #: Records of one attempt shipped per round, so one chatty job never starves the others.
 BATCH = 2000
 #: Backoff while journald refuses entries: first wait, longest wait (seconds).
@@ -81,30 +86,6 @@ class JournalPort(Protocol):
     def ship(self, job_id: str, attempt: int, record: Record) -> None: ...
 
     def last_shipped(self, job_id: str, attempt: int) -> int | None: ...
-
-
-@dataclass
-class _Copy:
-    """How far one attempt's log is shipped."""
-
-    job_id: str
-    number: int
-    path: Path
-    #: The end of the last record shipped: where the next one begins.
-    offset: int
-    #: What the database holds (None: nothing yet).
-    saved: int | None
-    #: The file's size when last read to its end (-1: read it again).
-    seen: int = -1
-    #: The attempt's container has ended: once shipped to the end, it is done.
-    ended: bool = False
-    #: The output the attempt kept under its job's max_log_bytes (None: no cap).
-    budget: Budget | None = None
-    #: The space reserved ahead of the file could not be topped up (disk full).
-    no_room: bool = False
-    #: Where the records conmon could not finish begin (each recorded once;
-    #: joblogs ends each where the next record begins).
-    torn: frozenset[int] = frozenset()
 
 
 class Shipper:
@@ -141,7 +122,8 @@ class Shipper:
         self.mark = mark
         self.cap = OutputCap(store, config or Config(), wake)
         self.loss = OutputLoss(store)
-        self._copies: dict[tuple[str, int], _Copy] = {}
+        self._copies: dict[tuple[str, int], Copy] = {}
+        self.wakes = LogWakes(logs.root)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._retry_at = 0.0
@@ -165,6 +147,7 @@ class Shipper:
         """The thread's loop: recover, then ship whatever is new until stopped."""
         clean = False
         try:
+            self.wakes.open()
             seq = self.feed.seq
             self.recover()
             saved_at = rescanned_at = time.monotonic()
@@ -179,11 +162,12 @@ class Shipper:
                     self.save()
                     saved_at = now
                 if not busy:
-                    self.feed.wait_after(seq, self.poll)
+                    self._wait(seq)
             clean = True
         except Exception:  # a bug must not end the copy silently
             log.exception("the journal shipper stopped")
         finally:
+            self.wakes.close()
             self.save()
             if clean:
                 leave_mark(self.mark, [job_id for job_id, _ in self._copies])
@@ -206,9 +190,22 @@ class Shipper:
                 return
             after = page[-1]["id"]
 
+    def _wait(self, seq: int) -> None:
+        """Sleep until a followed log is written (or the feed has news: without
+        inotify; or ``TICK`` passes); mark what to look at."""
+        if not self.wakes.watching:
+            self.feed.wait_after(seq, self.poll)
+            return
+        retry = self._retry_at - time.monotonic()  # journald refused: try again then
+        for job_id in self.wakes.wait(retry if 0 < retry < TICK else TICK, self._copies):
+            self._look_at(job_id)  # a new job's directory, or a new attempt's log
+
     def _rescan(self) -> None:
         for job in self.store.nonterminal():
-            self.track(job)
+            # A job whose current attempt is followed has nothing new to find
+            # (its earlier attempts were marked ended when that one was found).
+            if (job["id"], job["attempt"]) not in self._copies:
+                self.track(job)
 
     def _follow(self, seq: int) -> int:
         """Look at the jobs the feed's new events are about; the newest sequence number."""
@@ -232,13 +229,18 @@ class Shipper:
         self.track(job)
 
     def _forget(self, job_ids: set[str]) -> None:
+        """Stop following removed jobs (their files went with them)."""
         for key in [k for k in self._copies if k[0] in job_ids]:
             del self._copies[key]
+        for job_id in job_ids:
+            self.wakes.unwatch(job_id)
 
     def track(self, job: dict[str, Any]) -> None:
         """Follow each attempt of ``job`` that has a log not yet shipped to its end."""
-        numbers = self.logs.attempts(job["id"])
         ended_job = State(job["state"]) in TERMINAL
+        if not ended_job:  # before listing: a log made after it wakes the shipper
+            self.wakes.watch(job["id"])
+        numbers = self.logs.attempts(job["id"])
         saved = None
         for number in numbers:
             ended = ended_job or number < job["attempt"]
@@ -247,21 +249,22 @@ class Shipper:
                 if saved is None:
                     saved = {a["number"]: a["log_shipped"] for a in self.store.attempts(job["id"])}
                 path = self.logs.path(job["id"], number)
-                copy = _Copy(job["id"], number, path, 0, saved.get(number), budget=budget_for(job))
+                copy = Copy(job["id"], number, path, 0, saved.get(number), budget=budget_for(job))
                 copy.torn = self.loss.torn_at(job["id"], number)
-                if ended and copy.saved is not None and copy.saved == _size(path):
-                    _release(path)  # shipped to the end before: nothing else to do
+                if ended and copy.saved is not None and copy.saved == size_of(path):
+                    release(path)  # shipped to the end before: nothing else to do
                     continue
                 copy.offset = self._resume(copy)
                 if copy.budget is not None:  # what was kept before counts against the cap
                     count_kept(path, copy.budget, copy.offset)
                 self._copies[(job["id"], number)] = copy
+                self.wakes.mark((job["id"], number))
             copy.ended = ended
 
-    def _resume(self, copy: _Copy) -> int:
+    def _resume(self, copy: Copy) -> int:
         """Where to go on with an attempt: after the newest record the journal has
         from us, or where the database says, whichever is further."""
-        size = _size(copy.path)
+        size = size_of(copy.path)
         candidates = []
         start = self.journal.last_shipped(copy.job_id, copy.number)
         if start is not None:
@@ -279,39 +282,48 @@ class Shipper:
     # -- shipping ---------------------------------------------------------------
 
     def ship_round(self) -> bool:
-        """Ship what is new in every tracked file, up to ``BATCH`` records each.
+        """Ship what is new in the tracked files, up to ``BATCH`` records each:
+        in those written since the last round (and the ended ones), or in every
+        one when it is time (without inotify: always).
 
         Returns:
             Whether some file has more to ship right away.
         """
         if time.monotonic() < self._retry_at:
             return False
+        dirty = self.wakes.take()
         busy = False
         for key, copy in list(self._copies.items()):
+            if dirty is not None and key not in dirty and not copy.ended:
+                continue
             try:
                 more = self._ship_one(copy)
             except OSError as exc:
                 self._journal_failed(exc)
+                self.wakes.mark(None)  # once journald takes entries again, every file
                 return False
             if more:
                 busy = True
+                self.wakes.mark(key)
             elif copy.ended:
                 del self._copies[key]
                 self._save(copy)
-                _release(copy.path)
+                release(copy.path)
+                if not any(k[0] == copy.job_id for k in self._copies):
+                    self.wakes.unwatch(copy.job_id)
         if self._failing:
             log.info("journald takes job output again")
             self._failing = False
             self._backoff = BACKOFF[0]
         return busy
 
-    def _ship_one(self, copy: _Copy) -> bool:
+    def _ship_one(self, copy: Copy) -> bool:
         """Ship one file's new records; whether it has more than one batch's worth.
 
         Raises:
             OSError: journald refused a record (those before it are shipped).
         """
-        size = _size(copy.path)
+        size = size_of(copy.path)
         if size == copy.seen and not copy.ended:  # an ended one is looked at to its end
             return False
         if not copy.ended:
@@ -341,14 +353,14 @@ class Shipper:
                 return True
         if budget is not None and budget.cut is not None:
             size = self.cap.enforce(copy.job_id, copy.number, copy.path, budget)
-        elif size > copy.offset and copy.offset not in copy.torn and _torn(copy):
+        elif size > copy.offset and copy.offset not in copy.torn and torn_tail(copy):
             self._cut_short(copy, size=size)
             if copy.ended:  # nothing follows: done with the file (also after a restart)
                 copy.offset = size
         copy.seen = size
         return False
 
-    def _cut_short(self, copy: _Copy, *, size: int) -> None:
+    def _cut_short(self, copy: Copy, *, size: int) -> None:
         """The record at ``copy.offset`` was cut short (what follows, to ``size``, is lost)."""
         self.loss.torn(copy.job_id, copy.number, offset=copy.offset, size=size)
         copy.torn |= {copy.offset}
@@ -371,7 +383,7 @@ class Shipper:
         for copy in list(self._copies.values()):
             self._save(copy)
 
-    def _save(self, copy: _Copy) -> None:
+    def _save(self, copy: Copy) -> None:
         if copy.saved == copy.offset:
             return
         try:
@@ -384,24 +396,3 @@ class Shipper:
     def pending(self) -> list[tuple[str, int]]:
         """The attempts still followed (job ID, attempt), for tests and status."""
         return sorted(self._copies)
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _torn(copy: _Copy) -> bool:
-    """Whether bytes after the last whole record are a record conmon could not
-    finish: conmon is done (the attempt ended), or its write came back short."""
-    return copy.ended or log_space.no_room(copy.path)
-
-
-def _release(path: Path) -> None:
-    """Give back the space reserved ahead of an ended attempt's log."""
-    try:
-        log_space.release(path)
-    except OSError as exc:
-        log.warning("cannot release the space reserved for %s: %s", path, exc.strerror)

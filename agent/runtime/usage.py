@@ -58,6 +58,8 @@ class UsageSampler:
         self._lock = threading.Lock()
         #: container ID -> (job ID, its figures so far)
         self._totals: dict[str, tuple[str, Totals]] = {}
+        #: container name -> job ID, of the jobs running at the last question.
+        self._wanted: dict[str, str] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -73,8 +75,15 @@ class UsageSampler:
             self._thread.join()
 
     def sample_once(self) -> None:
-        """Sample every running job's container once (the thread's pass)."""
-        wanted = {container_name(job_id): job_id for job_id in self.running()}
+        """Sample every running job's container once (the thread's pass).
+
+        Which jobs run is asked only when it matters: at a look that can find
+        new containers, and when a container was left without a process (to
+        tell whether its job still runs); in between, the last answer names
+        the containers already found."""
+        if self._wanted is None or self.reader.full_next:
+            self._wanted = self._running()
+        wanted = self._wanted
         snapshot = self.reader.snapshot(wanted.keys())
         now = self.clock()
         seen = set()
@@ -90,13 +99,20 @@ class UsageSampler:
                 entry = self._totals.setdefault(container_id, (job_id, Totals()))
                 entry[1].add(sample, now)
         with self._lock:
+            gone = set(self._totals) - seen
+        if gone:
+            wanted = self._wanted = self._running()
+        with self._lock:
             # A container with no process left is kept for the finisher while
             # its job runs, until a later attempt's container replaces it.
             live_jobs = {self._totals[container_id][0] for container_id in seen}
-            for container_id in set(self._totals) - seen:
+            for container_id in gone:
                 job_id = self._totals[container_id][0]
                 if job_id not in wanted.values() or job_id in live_jobs:
                     del self._totals[container_id]
+
+    def _running(self) -> dict[str, str]:
+        return {container_name(job_id): job_id for job_id in self.running()}
 
     def take(self, container_id: str) -> dict[str, Any]:
         """The usage columns of the attempt that ran in a container.

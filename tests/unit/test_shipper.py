@@ -13,6 +13,7 @@ import logging
 
 import pytest
 
+from agent.adapters import log_space
 from agent.adapters.joblogs import JobLogs, Record
 from agent.adapters.journal import JournalWriter
 from agent.config import Config
@@ -389,7 +390,7 @@ def test_a_record_cut_short_on_a_full_disk_is_lost_output_while_the_job_runs(wor
     job = running_job(store, logs, [line(b"a")])
     shipper.recover()
     shipper.ship_round()
-    monkeypatch.setattr(shipping.log_space, "no_room", lambda path: True)
+    monkeypatch.setattr(log_space, "no_room", lambda path: True)
     append(logs, job, TORN)
     shipper.ship_round()
     shipper.ship_round()
@@ -405,7 +406,7 @@ def test_once_space_returns_the_cut_record_ends_at_the_cut_and_the_next_starts_c
     shipper.recover()
     shipper.ship_round()
     with monkeypatch.context() as full:
-        full.setattr(shipping.log_space, "no_room", lambda path: True)
+        full.setattr(log_space, "no_room", lambda path: True)
         append(logs, job, TORN)
         shipper.ship_round()
     assert [d["offset"] for d in lost_events(store, job)] == [len(line(b"a"))]
@@ -455,8 +456,8 @@ def test_the_reserve_of_a_running_log_is_kept_and_given_back_when_it_ends(world)
     path = logs.path(job, 1)
     shipper.recover()
     shipper.ship_round()
-    assert shipping.log_space.ahead(path) >= shipping.log_space.RESERVE
+    assert log_space.ahead(path) >= log_space.RESERVE
     store.transition(job, State.SUCCEEDED)
     shipper.track(store.get(job))
     shipper.ship_round()
-    assert shipping.log_space.ahead(path) < 4096
+    assert log_space.ahead(path) < 4096

@@ -227,6 +227,27 @@ def test_sampler_keeps_only_this_agents_running_jobs_until_they_end(tmp_path):
     assert sampler.live() == {} and sampler.take(CID) == {}
 
 
+def test_sampler_asks_which_jobs_run_only_when_a_look_can_change_the_answer(tmp_path):
+    fake_proc(tmp_path / "proc", PROCESSES)
+    asked = []
+
+    def running():
+        asked.append(1)
+        return [JOB]
+
+    sampler = UsageSampler(ProcReader(tmp_path / "proc", tmp_path / "x"), running, lambda: 1.0)
+    for _ in range(2 * RESCAN_EVERY - 1):
+        sampler.sample_once()
+    assert len(asked) == 2  # at the full looks, which can find a new container
+    assert sampler.live()[JOB]["cpu_seconds"] == pytest.approx(3.0)
+    for pid in (101, 102):  # its processes are gone: does its job still run?
+        for f in (tmp_path / "proc" / str(pid)).iterdir():
+            f.unlink()
+        (tmp_path / "proc" / str(pid)).rmdir()
+    sampler.sample_once()
+    assert len(asked) == 3 and sampler.take(CID)["cpu_seconds"] == pytest.approx(3.0)
+
+
 def test_sampler_thread_samples_on_its_own_and_stops(tmp_path):
     fake_proc(tmp_path / "proc", PROCESSES)
     sampler = UsageSampler(
