@@ -29,6 +29,7 @@ clears it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -50,6 +51,7 @@ from agent.runtime.light_pass import LightPass
 from agent.runtime.overdue import Overdue
 from agent.runtime.podman_events import EventFollower
 from agent.runtime.ports import ArtifactFiles, EventSource, ExitSource, PodmanPort
+from agent.runtime.recording import Recording
 from agent.runtime.steps import adopt
 from agent.runtime.stops import Stops
 from agent.runtime.sweeps import Sweeps
@@ -121,6 +123,7 @@ class Controller:
         self._flags = threading.Lock()
         self._resync_at = monotonic()  # when the next full pass is due
         self._deadline_at: float | None = None  # the earliest deadline the last pass found
+        self.recording = Recording()
         self.workers = Workers(
             executor
             or ThreadPoolExecutor(
@@ -189,12 +192,13 @@ class Controller:
         self.exits.start()
 
     def settle(self, timeout: float) -> bool:
-        """Wait until the pool has no work left (e.g. the recovery pass's).
+        """Wait until every end a full pass handed out (e.g. the recovery pass's)
+        is recorded; their cleanups may still run (``recording``).
 
         Returns:
-            True when it is idle, False when ``timeout`` seconds passed first.
+            True when they are recorded, False when ``timeout`` seconds passed first.
         """
-        return self.workers.settle(timeout)
+        return self.recording.wait(timeout)
 
     @property
     def degraded(self) -> str | None:
@@ -277,9 +281,10 @@ class Controller:
         """Compare jobs with containers and act on every difference.
 
         Args:
-            admit: also start queued jobs. The start-up recovery pass does not:
-                it only settles what happened while the agent was down, so
-                READY does not wait on new containers (or image pulls).
+            admit: also start queued jobs and sweep stray volumes and secrets.
+                The start-up recovery pass does not: it only settles what
+                happened while the agent was down, so READY does not wait on
+                new containers (or image pulls) or on listing leftovers.
 
         Returns:
             The earliest monotonic time something is due (a timeout, a kill
@@ -319,8 +324,9 @@ class Controller:
                 deadlines.append(due)
 
         self.sweeps.containers(containers, live, now)
-        # A queued job (waiting for a retry) keeps its volume too.
-        self.sweeps.volumes_if_due(known, mono)
+        if admit:  # the recovery pass leaves the listings to the loop's first pass, after READY
+            # A queued job (waiting for a retry) keeps its volume too.
+            self.sweeps.volumes_if_due(known, mono)
 
         self.admitting.admit(now, mono, start=admit)
         retry = self.workers.next_retry()
@@ -352,7 +358,8 @@ class Controller:
             if put_off is not None and put_off > mono:
                 return put_off
             status = self.exits.listed(container)  # no inspect when the listing tells it all
-            self.workers.submit(job["id"], self.finisher.finish, job, container, status)
+            record = functools.partial(self.finisher.record, job, container, status)
+            self.recording.hand_out(self.workers, job["id"], record)  # settle waits for it
             return None
         if not container.running:
             # Created but not started: the agent died between the two calls.

@@ -1,10 +1,10 @@
 """Ending an attempt: record how it ended, pack /out, then remove the container.
 
-Runs on the worker pool (``finish``) or, for a container that vanished, on
-the loop (``lost``). Record before destroy: the exit code, OOM flag, log tail
-and /out archive are committed while the container still exists, so a crash
-at any point leaves something the next pass can finish. How the attempt ends
-(succeeded, failed, cancelled, retried) is decided by
+Runs on the worker pool (``record``, which hands back the removal, or
+``finish``: both) or, for a container that vanished, on the loop (``lost``).
+Record before destroy: the exit code, OOM flag, log tail and /out archive
+are committed while the container still exists, so a crash at any point
+leaves something the next pass can finish. The outcome is decided by
 ``agent.rules.outcome``; this module only carries it out.
 
 How the container ended is read from its exit file when the loop has it
@@ -20,6 +20,7 @@ container and its /out stay, and ``due`` tells the loop when to try again
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from agent.protocol.spec import container_name
 from agent.protocol.states import ACTIVE, State
 from agent.rules.outcome import Outcome, decide
 from agent.runtime.ports import ArtifactFiles, PodmanPort
-from agent.runtime.steps import adopt, move, remove_secrets, retry_later
+from agent.runtime.steps import adopt, clean_up, move, retry_later
 from agent.runtime.workers import Workers
 from agent.storage.store import LOG_TAIL_LINES, Store
 
@@ -122,26 +123,38 @@ class Finisher:
         status: ExitStatus | None = None,
         ended_at: float | None = None,
     ) -> None:
-        """Record how the attempt in an exited container ended, then remove it.
+        """``record``, then at once the cleanup it hands back (its Args and Raises)."""
+        self.record(job, container, status, ended_at)()
 
-        With no space for the archive or the record, nothing is recorded or
-        removed: the end is put off (``due``) and logged once.
+    def record(
+        self,
+        job: dict,
+        container: ContainerState,
+        status: ExitStatus | None = None,
+        ended_at: float | None = None,
+    ) -> Callable[[], None]:
+        """Record how the attempt in an exited container ended; hand back its cleanup.
+
+        The cleanup (``steps.clean_up``) may run later (the sweeps remove what
+        a killed agent left). With no space for the archive or the record,
+        nothing is recorded: the end is put off (``due``) and logged once.
 
         Args:
             job: the job (``starting`` or ``running``).
             container: its exited container, as last listed.
             status: what its exit file said (None: Podman is asked).
-            ended_at: when the agent learnt of the end (None: now), the
-                attempt's ``ended_at``: the pool may start the work later.
+            ended_at: when the agent learnt of the end: the attempt's ``ended_at`` (None: now).
+
+        Returns:
+            The cleanup to run next (it may raise ``PodmanUnavailable``).
 
         Raises:
-            PodmanUnavailable: Podman did not answer; nothing was removed.
-            StorageError: the end was put off (the disk or the database cannot
-                take it now).
+            PodmanUnavailable: Podman did not answer; nothing was recorded.
+            StorageError: the end was put off (no room on the disk or in the database).
         """
         job_id = job["id"]
         try:
-            self._finish(job, container, status, ended_at)
+            cleanup = self._record(job, container, status, ended_at)
         except StorageError as exc:
             with self._lock:
                 failures = self._deferred.get(job_id, (0, 0.0))[0]
@@ -160,23 +173,24 @@ class Finisher:
             deferred = self._deferred.pop(job_id, None)
         if deferred is not None:
             log.info("job %s: its end is recorded at last (put off %d times)", job_id, deferred[0])
+        return cleanup
 
-    def _finish(
+    def _record(
         self,
         job: dict,
         container: ContainerState,
         status: ExitStatus | None,
         ended_at: float | None,
-    ) -> None:
+    ) -> Callable[[], None]:
         info = self._ended_state(job["id"], container, status)
         if job["state"] == State.STARTING:
             # It ran and ended while the agent was down: record that it ran.
             job = adopt(self.store, job, info.id, self.clock())
             if job is None:
-                return
+                return _nothing
         if self._removed_behind_our_back(job, info):
             self.lost(job)
-            return
+            return _nothing
         exit_code = info.exit_code
         outcome = decide(
             stop_reason=job["stop_reason"],
@@ -213,14 +227,9 @@ class Finisher:
                 attempt_fields=attempt_fields,
                 **fields,
             )
-        # A retry's container always goes (the next attempt takes its name);
-        # its /out volume stays (a job's attempts share it). A final end keeps
-        # its container under keep_containers, and its volume goes with it.
-        if outcome.retry or not self.config.keep_containers:
-            self.podman.remove(info.id)
-        if not outcome.retry and not self.config.keep_containers:
-            self.podman.remove_out_volume(job["id"])
-        remove_secrets(self.podman, job)
+        return functools.partial(
+            clean_up, self.podman, self.config, job, info.id, retried=outcome.retry
+        )
 
     def lost(self, job: dict) -> None:
         """Record that a job's container vanished (removed behind our back).
@@ -377,6 +386,10 @@ class Finisher:
             log.warning("no log tail for job %s: %s", job_id, exc)
             return None
         return data.decode("utf-8", errors="replace").removesuffix("\n")
+
+
+def _nothing() -> None:
+    """The cleanup of an end someone else recorded, or of a lost container (none)."""
 
 
 def _noted(job_id: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -122,3 +122,22 @@ def remove_secrets(podman: PodmanPort, job: dict) -> None:
     """
     if job["spec"].get("secrets"):
         podman.remove_secrets(job["id"])
+
+
+def clean_up(
+    podman: PodmanPort, config: Config, job: dict, container_id: str, *, retried: bool
+) -> None:
+    """Remove what an attempt's recorded end leaves behind.
+
+    A retry's container always goes (the next attempt takes its name); its
+    /out volume stays (a job's attempts share it). A final end keeps its
+    container under ``keep_containers``, and its volume goes with it.
+
+    Raises:
+        PodmanUnavailable: Podman did not answer (the sweeps remove the rest).
+    """
+    if retried or not config.keep_containers:
+        podman.remove(container_id)
+    if not retried and not config.keep_containers:
+        podman.remove_out_volume(job["id"])
+    remove_secrets(podman, job)

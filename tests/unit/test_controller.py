@@ -260,13 +260,6 @@ def test_out_is_packed_and_recorded_before_the_container_is_removed(world):
     assert podman.containers == {}
 
 
-def test_settle_returns_once_the_pool_is_idle(world):
-    store, podman, controller, clock = world
-    submit(store)
-    controller.reconcile()
-    assert controller.settle(0) is True
-
-
 def test_stray_volumes_are_swept_at_most_once_a_minute(world):
     store, podman, controller, clock = world
     queued = submit(store)

@@ -162,7 +162,7 @@ def test_a_hung_kill_holds_its_own_job_only(world):
         assert store.get(stuck)["stop_sent_at"] is None
     finally:
         release.set()
-    controller.settle(30)
+    controller.workers.settle(30)
     assert store.get(stuck)["stop_reason"] == "timeout"
 
 
