@@ -63,14 +63,16 @@ class Connection:
                 times over: ``PodmanLate``) or is too old.
         """
 
-        def ask() -> dict:
+        def ask() -> str:
+            # The ping's header says it: /version runs conmon and the OCI
+            # runtime to ask theirs, which takes a second or more.
             with mapped("ask Podman for its version"):
-                return self.client.version()
+                response = self.client.api.get("/_ping")
+                response.raise_for_status()
+                return response.headers.get("Libpod-Api-Version") or "0"
 
         # A slow Podman (busy, or just started) is asked again; a dead one is not.
-        info = answered(ask)
-        # "Version" is Podman's own; "ApiVersion" is the Docker-compatible API's.
-        version = str(info.get("Version") or "0")
+        version = answered(ask)
         parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
         if parts < MIN_API_VERSION:
             raise PodmanUnavailable(
