@@ -59,9 +59,12 @@ def test_metrics_count_a_known_sequence_of_jobs_across_a_restart(make_agent, ima
     over_socket = chooctl(agent, "metrics")
     assert over_socket.returncode == 0, over_socket.stderr
     check(samples(over_socket.stdout))
+    # The file is rewritten every 0.2 s: one may be from between the last
+    # submit and its end. Wait for one written after the last end.
+    failed = ("choo_jobs_ended_total", (("reason", "exit"), ("state", "failed")))
     wait_until(
-        lambda: samples(textfile.read_text()).get(("choo_jobs_submitted_total", ())) == 3,
-        what="the textfile to count the jobs",
+        lambda: samples(textfile.read_text()).get(failed) == 1,
+        what="the textfile to count the jobs' ends",
     )
     check(samples(textfile.read_text()))
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
