@@ -29,6 +29,7 @@ from agent.adapters.joblogs import (
     suspect,
     tail_position,
 )
+from agent.api.log_runs import ENTRY_BYTES, admit_run, plain_run
 from agent.protocol import types
 from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, format_cursor, parse_cursor
@@ -37,8 +38,6 @@ from agent.runtime.output_wakes import FALLBACK
 
 log = logging.getLogger(__name__)
 
-#: The most bytes of output one entry carries (records are at most 8 KiB).
-ENTRY_BYTES = 64 * 1024
 #: About the most bytes of output one non-follow reply carries.
 PAGE_BYTES = 1 << 20
 #: One line of a log file (its bytes may hold a carriage return, never a newline).
@@ -144,41 +143,55 @@ class Reading:
         stream = b""
         first_stamp = b""
         end = self.offset
-        for record_end, stamp, record_stream, tag, data, size in self._records(path, attempt):
-            if self.since is not None and parse_time(stamp) < self.since:
-                continue
-            if pending and (record_stream != stream or len(pending) + size > ENTRY_BYTES):
+        for run_end, stamp, run_stream, data in self._runs(path, attempt):
+            if pending and (run_stream != stream or len(pending) + len(data) > ENTRY_BYTES):
                 yield self._entry(stream, first_stamp, end, pending)
                 pending = bytearray()
             if not pending:
-                stream, first_stamp = record_stream, stamp
-            if data:
-                pending += data
-            if tag == b"F":
-                pending += b"\n"
-            end = record_end
+                stream, first_stamp = run_stream, stamp
+            pending += data
+            end = run_end
         if pending:
             yield self._entry(stream, first_stamp, end, pending)
 
-    def _records(self, path: os.PathLike, attempt: int) -> Iterator[tuple]:
-        """The records from the position on: (end, time stamp, stream, F or P,
-        bytes, output size); under a cap, only those before the attempt's cut."""
+    def _runs(self, path: os.PathLike, attempt: int) -> Iterator[tuple[int, bytes, bytes, bytes]]:
+        """The output from the position on, in runs of records of one stream:
+        (where the run ends, its first record's time stamp, its stream, its
+        bytes, each at most ENTRY_BYTES); under a cap, only what comes before
+        the attempt's cut.
+
+        A block of plain records of one stream (``plain_run``) is one run, read
+        without any work per record: a chatty job's output is mostly that.
+        Anything else (two streams, a ``since``, a record cut short, a block
+        near the cap) is read record by record, each a run of its own.
+        """
         budget = None
         if self.cap:
             budget = self._budgets.setdefault(attempt, Budget(self.cap))
             count_kept(path, budget, self.offset)
         torn: frozenset[int] | None = None  # asked once a read: a job may print headers
         for start, block in blocks(path, self.offset):
-            if torn is None and suspect(block):
+            suspicious = suspect(block)
+            if torn is None and suspicious:
                 torn = self.torn(attempt)
-            for at, end, part in block_records(block, start, torn or frozenset()):
+            end = start + len(block)
+            run = None
+            if not (
+                suspicious or self.since is not None or any(start <= t < end for t in torn or ())
+            ):
+                run = plain_run(block)
+            if run is not None and admit_run(budget, start, end, len(run[2])):
+                yield end, *run
+                continue
+            for at, record_end, part in block_records(block, start, torn or frozenset()):
                 if part is None:  # the cut came within its header: no output in it
                     continue
                 stamp, record_stream, tag, data = part.groups()
-                size = len(data or b"") + (tag == b"F")
-                if budget is not None and not budget.admit(at, end, size):
+                data = (data or b"") + (b"\n" if tag == b"F" else b"")
+                if budget is not None and not budget.admit(at, record_end, len(data)):
                     return
-                yield end, stamp, record_stream, tag, data, size
+                if self.since is None or parse_time(stamp) >= self.since:
+                    yield record_end, stamp, record_stream, data
 
     def _entry(self, stream: bytes, stamp: bytes, end: int, data: bytearray) -> types.LogEntry:
         self.offset = end

@@ -8,6 +8,7 @@ import pytest
 from agent.adapters import joblogs
 from agent.adapters.joblogs import JobLogs
 from agent.api import logs as output
+from agent.api.log_runs import plain_run
 from agent.protocol.errors import ChooError, InvalidParams
 from agent.protocol.output import entry, entry_bytes, format_cursor, parse_cursor
 from tests.unit.test_joblogs import write_like_conmon
@@ -291,3 +292,38 @@ def test_the_record_after_one_cut_short_anywhere_is_read_whole(logs, cut):
     for reading in readings:
         out = joined(reading.entries())["stdout"]
         assert out.startswith(b"a\n") and out.endswith(b"\nafter\n"), (cut, out)
+
+
+@pytest.mark.parametrize("block_size", [joblogs.READ_BLOCK, 97])
+def test_blocks_read_whole_give_what_records_give_one_by_one(logs, monkeypatch, block_size):
+    monkeypatch.setattr(joblogs, "READ_BLOCK", block_size)
+    header = b"2026-12-02T07:40:00.123456789+00:00 stdout F "
+    tricky = (
+        b" stdout P \r\n\nno newline\n\xff\x00 stderr x\n" + header + b"\n" + b"y" * 9000 + b"\n"
+    )
+    chunks = [("stdout", b"".join(b"%d\n" % i for i in range(3000))), ("stdout", tricky)]
+    chunks += [("stderr", b"e\n" * 50 + b"part"), ("stdout", b"\n\n"), ("stderr", b"rest\n")]
+    attempt(logs, 1, chunks)
+    by_record = []
+    for _at, _end, part in output.block_records(logs.path(JOB, 1).read_bytes(), 0, frozenset()):
+        _, stream, tag, data = part.groups()
+        by_record.append((stream.decode(), (data or b"") + (b"\n" if tag == b"F" else b"")))
+    entries = everything(logs)
+    assert joined(entries) == {
+        name: b"".join(data for stream, data in by_record if stream == name)
+        for name in ("stdout", "stderr")
+    }
+    assert [e["stream"] for e in entries if e["stream"] == "stderr"] != []
+    first = plain_run(logs.path(JOB, 1).read_bytes()[:4096].rpartition(b"\n")[0] + b"\n")
+    assert first is not None and first[1] == b"stdout" and first[2].startswith(b"0\n1\n")
+
+
+def test_a_block_that_is_not_plain_records_of_one_stream_is_read_record_by_record():
+    line = b"2026-12-02T07:40:00.1+00:00 stdout F a\n"
+    assert plain_run(line + line.replace(b"stdout", b"stderr")) is None
+    assert plain_run(line + b"no record\n") is None
+    assert plain_run(line.replace(b" F a", b" P a") + line) == (
+        b"2026-12-02T07:40:00.1+00:00",
+        b"stdout",
+        b"aa\n",
+    )
