@@ -8,7 +8,7 @@ import click
 
 from agent.cli.group import ChooGroup, connect
 from agent.cli.output import emit_json, table, when
-from agent.cli.spec_options import RUN_SETTINGS, build_spec, spec_options
+from agent.cli.spec_options import RUN_SETTINGS, build_spec, template_options
 from agent.protocol.methods import CLI_TRIGGER
 from agent.protocol.schedules import DEFAULT_HISTORY, DEFAULT_POLICY, MAX_HISTORY, POLICIES
 
@@ -21,7 +21,7 @@ def schedule() -> None:
 @schedule.command("add", context_settings=RUN_SETTINGS)
 @click.argument("schedule_name", metavar="NAME")
 @click.argument("cron", metavar="CRON")
-@spec_options
+@template_options
 @click.option(
     "--concurrency",
     type=click.Choice(POLICIES),

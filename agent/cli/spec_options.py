@@ -57,9 +57,11 @@ class JobOption:
     ``flag`` options take no value, ``multiple`` ones may repeat (their value
     is a tuple, as click gives it). ``help`` is a text, or a function making
     it of the protocol's constants (called when click builds the option).
+    ``per_job`` options name one job's circumstances (``--after``), so a
+    schedule's template, which every fire copies, does not offer them.
     """
 
-    __slots__ = ("flags", "name", "kind", "flag", "multiple", "metavar", "_help")
+    __slots__ = ("flags", "name", "kind", "flag", "multiple", "metavar", "per_job", "_help")
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class JobOption:
         flag: bool = False,
         multiple: bool = False,
         metavar: str | None = None,
+        per_job: bool = False,
         help: str | Callable[[], str],
     ):
         self.flags = flags
@@ -78,6 +81,7 @@ class JobOption:
         self.flag = flag
         self.multiple = multiple
         self.metavar = metavar
+        self.per_job = per_job
         self._help = help
 
     @property
@@ -214,6 +218,7 @@ JOB_OPTIONS = (
         "--after",
         multiple=True,
         metavar="ID[:ok|any|failed]",
+        per_job=True,
         help="Start only once job ID (or an ID prefix) ended: succeeded (ok, the default),"
         " failed, or either (any); if it cannot, this job ends cancelled (dependency)."
         " Repeatable: all must be met.",
@@ -258,9 +263,43 @@ def click_errors() -> Iterator[None]:
 
 def spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add IMAGE, COMMAND... and the job options to a click command."""
+    return _add_spec_options(fn, JOB_OPTIONS)
+
+
+def template_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add IMAGE, COMMAND... and the job options a schedule's template may hold.
+
+    A ``per_job`` option is left out of the help and refused with why, not
+    with click's "no such option".
+    """
     import click
 
-    for option in reversed(JOB_OPTIONS):
+    def refuse(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value:
+            raise click.UsageError(
+                f"a schedule's template cannot hold {param.opts[0]}: every run is a new"
+                " job, so none can wait on one job; give it to `chooctl submit` instead",
+                ctx,
+            )
+        return value
+
+    for option in JOB_OPTIONS:
+        if option.per_job:
+            fn = click.option(
+                *option.flags,
+                option.name,
+                multiple=option.multiple,
+                hidden=True,
+                expose_value=False,
+                callback=refuse,
+            )(fn)
+    return _add_spec_options(fn, tuple(o for o in JOB_OPTIONS if not o.per_job))
+
+
+def _add_spec_options(fn: Callable[..., Any], options: tuple[JobOption, ...]) -> Callable[..., Any]:
+    import click
+
+    for option in reversed(options):
         fn = option.click(fn)
     fn = click.argument("command", nargs=-1, type=click.UNPROCESSED)(fn)
     return click.argument("image")(fn)
@@ -324,7 +363,8 @@ def spec_of(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[
     """The job spec of a command line: only what was given (the agent fills defaults).
 
     Args:
-        opts: each job option's value by its name, as click gives them.
+        opts: each job option's value by its name, as click gives them (a
+            template's command has no ``per_job`` options).
 
     Raises:
         BadOption: an ``-e``/``-l``/``--cache`` item is not KEY=VALUE, or a
@@ -345,7 +385,7 @@ def spec_of(image: str, command: tuple[str, ...], opts: dict[str, Any]) -> dict[
             spec[key] = opts[key]
     if opts["retry_on"]:
         spec["retry_on"] = _retry_rule(opts["retry_on"])
-    if opts["after"]:
+    if opts.get("after"):
         spec["after"] = list(opts["after"])
     if opts["workspace"] is not None:
         spec["workspace"] = os.path.abspath(opts["workspace"])

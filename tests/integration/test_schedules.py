@@ -13,6 +13,7 @@ import signal
 
 import pytest
 
+from agent.protocol.errors import InvalidParams
 from tests.harness import wait_until
 from tests.schedule_clock import OffsetClock
 
@@ -151,5 +152,10 @@ def test_a_schedule_cannot_wait_on_a_job(sched_agent, image):
     agent = sched_agent
     job = agent.call("job.submit", spec={"image": image, "command": ["true"]})["id"]
     added = agent.chooctl("schedule", "add", "--after", job, "chained", "0 3 * * *", image, "true")
-    assert added.returncode != 0 and "a schedule's runs cannot wait on a job" in added.stderr
+    assert added.returncode == 125 and "template cannot hold --after" in added.stderr
+    spec = {"image": image, "command": ["true"], "after": [job]}
+    with pytest.raises(InvalidParams, match="a schedule's runs cannot wait on a job"):
+        agent.call("schedule.add", name="chained", cron="0 3 * * *", spec=spec)
+    agent.wait_state(job, "succeeded")
+    wait_until(lambda: not agent.containers(), message="the job's container removed")
     assert json.loads(agent.chooctl("schedule", "ls", "--json").stdout) == []

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import click
+import click.testing
 
 from agent.cli import group
 
@@ -78,3 +79,16 @@ def test_the_root_help_lists_every_command():
     listed = click.testing.CliRunner().invoke(group.main, ["--help"]).output
     for name in group.COMMANDS:
         assert f"\n  {name} " in listed, name
+
+
+def test_schedule_add_offers_the_job_options_but_not_the_per_job_ones():
+    runner = click.testing.CliRunner()
+    shown = runner.invoke(group.main, ["schedule", "add", "--help"]).output
+    assert "--retries" in shown and "--env" in shown
+    assert "--after" not in shown
+    refused = runner.invoke(
+        group.main, ["schedule", "add", "--after", "01ABC", "nightly", "@daily", "img"]
+    )
+    assert refused.exit_code == 125
+    assert "a schedule's template cannot hold --after" in refused.output
+    assert "--after" in runner.invoke(group.main, ["submit", "--help"]).output
