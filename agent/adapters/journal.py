@@ -1,8 +1,11 @@
 """The journal side of choo: job output copied in, and the agent's own log lines.
 
 A job's output is kept in its attempt's log file (joblogs.py); ``JournalWriter``
-copies it into the journal record by record, with ``sendv`` (lossless for any
-bytes) and the fields ``journalctl CONTAINER_NAME=choo-<ID>`` finds, and tells
+copies it into the journal record by record, as datagrams of journald's
+native protocol on one socket of its own (``send`` waits without the GIL,
+python-systemd's ``sendv`` does not; a datagram too big for the socket goes
+through ``sendv``, which passes it in a memfd: lossless for any bytes), with
+the fields ``journalctl CONTAINER_NAME=choo-<ID>`` finds, and tells
 where a copy left off (``last_shipped``, trusting only the agent's own
 entries, ``_UID``). It never decides what to ship or when: the shipper
 (runtime/shipper.py) does. ``setup_logging`` sends the agent's own lines to
@@ -11,8 +14,11 @@ stderr, which systemd connects to the journal.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
+import struct
 import sys
 
 from systemd import journal
@@ -20,6 +26,22 @@ from systemd import journal
 from agent.adapters.joblogs import Record
 
 PRIORITY = {"stdout": "6", "stderr": "3"}
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+# A datagram the socket cannot take whole: sendv passes it in a memfd instead.
+_TOO_BIG = (errno.EMSGSIZE, errno.ENOBUFS)
+# Headers of this many (job, attempt, stream) kept: the jobs being shipped at once.
+_HEADERS_KEPT = 64
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """One field in journald's native protocol.
+
+    ``NAME=value\n`` when the value holds no newline; otherwise ``NAME\n``,
+    the value's length as 64-bit little-endian, the value and ``\n``.
+    """
+    if b"\n" in value:
+        return name + b"\n" + struct.pack("<Q", len(value)) + value + b"\n"
+    return name + b"=" + value + b"\n"
 
 
 class JournalWriter:
@@ -31,8 +53,43 @@ class JournalWriter:
             sets ``_UID`` itself).
     """
 
-    def __init__(self, uid: int | None = None):
+    def __init__(self, uid: int | None = None, path: str = JOURNAL_SOCKET):
         self.uid = os.getuid() if uid is None else uid
+        self.path = path
+        self._socket: socket.socket | None = None
+        self._headers: dict[tuple[str, int, str], bytes] = {}
+
+    def _header(self, job_id: str, attempt: int, stream: str) -> bytes:
+        """The fields every entry of one stream of one attempt carries, encoded once."""
+        key = (job_id, attempt, stream)
+        header = self._headers.get(key)
+        if header is None:
+            if len(self._headers) >= _HEADERS_KEPT:
+                self._headers.clear()
+            header = self._headers[key] = b"".join(
+                encode_field(name.encode(), value.encode())
+                for name, value in _fixed_fields(job_id, attempt, stream)
+            )
+        return header
+
+    def _send(self, datagram: bytes) -> None:
+        """Send one datagram, connecting first; a failed socket is dropped and made anew."""
+        if self._socket is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                raise
+            self._socket = sock
+        try:
+            self._socket.send(datagram)
+        except OSError as error:
+            if error.errno not in _TOO_BIG:
+                # journald restarted (a new socket) or went away: reconnect next time.
+                self._socket.close()
+                self._socket = None
+            raise
 
     def ship(self, job_id: str, attempt: int, record: Record) -> None:
         """Send one record as one journal entry: its bytes exactly, and where it came from.
@@ -46,19 +103,26 @@ class JournalWriter:
                 socket refused it); nothing was written.
         """
         data = record.data if record.partial else record.data[:-1]
-        fields = [
-            b"MESSAGE=" + data,
-            f"CONTAINER_NAME=choo-{job_id}",
-            f"SYSLOG_IDENTIFIER=choo-{job_id}",
-            f"CHOO_JOB_ID={job_id}",
-            f"CHOO_ATTEMPT={attempt}",
-            f"CHOO_STREAM={record.stream}",
-            f"CHOO_OFFSET={record.offset}",
-            f"PRIORITY={PRIORITY[record.stream]}",
+        offset = str(record.offset).encode()
+        datagram = [
+            self._header(job_id, attempt, record.stream),
+            encode_field(b"MESSAGE", data),
+            b"CHOO_OFFSET=" + offset + b"\n",
         ]
         if record.partial:
-            fields.append("CONTAINER_PARTIAL_MESSAGE=true")
-        journal.sendv(*fields)
+            datagram.append(b"CONTAINER_PARTIAL_MESSAGE=true\n")
+        try:
+            self._send(b"".join(datagram))
+        except OSError as error:
+            if error.errno not in _TOO_BIG:
+                raise
+            fields = [
+                f"{name}={value}" for name, value in _fixed_fields(job_id, attempt, record.stream)
+            ]
+            fields += [b"MESSAGE=" + data, b"CHOO_OFFSET=" + offset]
+            if record.partial:
+                fields.append("CONTAINER_PARTIAL_MESSAGE=true")
+            journal.sendv(*fields)
 
     def last_shipped(self, job_id: str, attempt: int) -> int | None:
         """Where the newest record of an attempt copied by this uid began (its ``CHOO_OFFSET``).
@@ -85,6 +149,18 @@ class JournalWriter:
             reader.close()
         offset = entry.get("CHOO_OFFSET")
         return offset if isinstance(offset, int) and offset >= 0 else None
+
+
+def _fixed_fields(job_id: str, attempt: int, stream: str) -> list[tuple[str, str]]:
+    """The fields that are the same in every entry of one stream of one attempt."""
+    return [
+        ("CONTAINER_NAME", f"choo-{job_id}"),
+        ("SYSLOG_IDENTIFIER", f"choo-{job_id}"),
+        ("CHOO_JOB_ID", job_id),
+        ("CHOO_ATTEMPT", str(attempt)),
+        ("CHOO_STREAM", stream),
+        ("PRIORITY", PRIORITY[stream]),
+    ]
 
 
 class _JournalFormatter(logging.Formatter):

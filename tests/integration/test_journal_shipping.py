@@ -180,3 +180,53 @@ def test_where_a_copy_stopped_is_only_taken_from_the_agent_s_uid(image, world):
     shipped = [e for e in entries if e["MESSAGE"] != "forged"][1:]
     assert stream_bytes(shipped, "stdout") == STDOUT
     assert store.get(job_id)["log_lost"] is not None  # the offset it could not back
+
+
+def test_the_native_sender_writes_what_sendv_writes(tmp_path):
+    """JournalWriter's own datagrams (and its sendv fall-back for big ones) give the
+    same entries, field for field and byte for byte, as python-systemd's sendv."""
+    from systemd import journal
+
+    from agent.adapters.joblogs import Record
+    from agent.adapters.journal import PRIORITY
+
+    cases = [
+        (b"plain\n", False),
+        (b"carriage\rreturn\n", False),
+        (b"\xff\xfe not utf-8\n", False),
+        (b"x" * 100_000, True),
+        (b"y" * (1 << 20) + b"\n", False),
+        (b"\n", False),
+    ]
+    ours, theirs = f"NATIVE{uuid.uuid4().hex}", f"SENDV{uuid.uuid4().hex}"
+    writer = JournalWriter()
+    for offset, (data, partial) in enumerate(cases):
+        record = Record(offset, offset + 1, 0.0, "stderr", data, partial)
+        writer.ship(ours, 1, record)
+        fields = [
+            b"MESSAGE=" + (data if partial else data[:-1]),
+            f"CONTAINER_NAME=choo-{theirs}",
+            f"SYSLOG_IDENTIFIER=choo-{theirs}",
+            f"CHOO_JOB_ID={theirs}",
+            "CHOO_ATTEMPT=1",
+            "CHOO_STREAM=stderr",
+            f"CHOO_OFFSET={offset}",
+            f"PRIORITY={PRIORITY['stderr']}",
+        ] + (["CONTAINER_PARTIAL_MESSAGE=true"] if partial else [])
+        journal.sendv(*fields)
+
+    def entries(job_id: str) -> list[dict]:
+        # Every field as journald stored it: bytes, unconverted, unabridged.
+        reader = journal.Reader(converters={})
+        reader._convert_field = lambda key, value: value
+        reader.data_threshold = 0
+        reader.add_match(CHOO_JOB_ID=job_id)
+        found = [{k: v for k, v in entry.items() if not k.startswith("_")} for entry in reader]
+        reader.close()
+        return found
+
+    got = wait_until(lambda: (e := entries(ours)) and len(e) == len(cases) and e, 30, "ours")
+    want = wait_until(lambda: (e := entries(theirs)) and len(e) == len(cases) and e, 30, "theirs")
+    for entry, expected, (data, partial) in zip(got, want, cases, strict=True):
+        assert entry["MESSAGE"] == (data if partial else data[:-1])
+        assert entry == {k: v.replace(theirs.encode(), ours.encode()) for k, v in expected.items()}
