@@ -127,8 +127,13 @@ def bind(method: protocol.Method, use_case: Callable[[Call, Any], Any]) -> Calla
     shape = signature(method)
 
     def dispatched(call: Call, *args: Any, **kwargs: Any) -> Any:
-        arguments = shape.bind(call, *args, **kwargs).arguments
-        del arguments["call"]
+        # jsonrpcserver has bound the request to ``shape`` already; params by
+        # name need no second binding (the dataclass holds the same defaults).
+        if args:
+            arguments = shape.bind(call, *args, **kwargs).arguments
+            del arguments["call"]
+        else:
+            arguments = kwargs
         try:
             return Success(use_case(call, method.params(**arguments)))
         except ChooError as exc:

@@ -143,3 +143,21 @@ def test_ping_batch_is_fast_enough(call):
     # 2000 requests on one line: answered, in order, without quadratic costs.
     line = b"[" + b",".join([PING] * 2000) + b"]"
     assert codes(rpc.handle(line.decode(), call)) == [None] * 2000
+
+
+def test_params_by_position_and_by_name_mean_the_same(call, service):
+    """Named params skip the second binding: both forms reach the use case alike,
+    defaults filled, and a mismatch is still -32602."""
+    submitted = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "job.submit", "params": {"spec": {"image": "a"}}}
+    )
+    job_id = json.loads(rpc.handle(submitted, call))["result"]["id"]
+    by_name = {"jsonrpc": "2.0", "id": 2, "method": "job.list", "params": {"limit": 1}}
+    names = list(rpc.signature(rpc.protocol.BY_NAME["job.list"]).parameters)
+    # [state, name, label, since, limit]: each before limit at its default, None.
+    by_position = {**by_name, "params": [None] * (names.index("limit") - 1) + [1]}
+    for request in (by_name, by_position):
+        page = json.loads(rpc.handle(json.dumps(request), call))["result"]
+        assert [row["id"] for row in page["jobs"]] == [job_id]
+    unknown = {**by_name, "params": {"limit": 1, "colour": "red"}}
+    assert codes(rpc.handle(json.dumps(unknown), call)) == [-32602]
