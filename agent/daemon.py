@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent import config as configuration
@@ -28,7 +29,6 @@ from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
 from agent.adapters.secrets import Credentials
 from agent.adapters.systemd import Notifier
-from agent.api import metrics
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
 from agent.api.schedules import Schedules
 from agent.api.server import Server
@@ -48,6 +48,9 @@ from agent.runtime.shipper import Shipper
 from agent.runtime.shutdown import stop_running_jobs
 from agent.runtime.usage import UsageSampler, running_job_ids
 from agent.storage.store import Store
+
+if TYPE_CHECKING:
+    from agent.api.metrics import TextfileWriter
 
 log = logging.getLogger("choo-agent")
 
@@ -157,20 +160,7 @@ class Agent:
             caches=self.podman,
             wakes=self.wakes,
         )
-        self.metrics = metrics.registry(self.store, lambda: self.controller.degraded)
-        self.textfile = None
-        if self.config.metrics_textfile:
-            self.textfile = metrics.TextfileWriter(
-                Path(self.config.metrics_textfile).expanduser(),
-                self.metrics,
-                lambda: self.config.metrics_interval,
-            )
-        if self.config.metrics_listen:
-            metrics.listen(
-                self.config.metrics_listen,
-                self.metrics,
-                public=self.config.metrics_listen_public,
-            )
+        self.textfile = self._metrics_outputs()
         clock, max_sleep = schedule_clock()
         self.scheduler = Scheduler(
             self.store,
@@ -224,6 +214,32 @@ class Agent:
             self.config.socket if self.bound_path else "(socket activation)",
             self.podman_version,
             url,
+        )
+
+    def _metrics_outputs(self) -> TextfileWriter | None:
+        """Start the configured metrics listener; return the textfile writer, if any.
+
+        prometheus_client is imported only when one is configured: it is a
+        good part of the agent's start (``agent.metrics`` imports it on its
+        first call).
+        """
+        if not (self.config.metrics_textfile or self.config.metrics_listen):
+            return None
+        from agent.api import metrics  # noqa: PLC0415
+
+        registry = metrics.registry(self.store, lambda: self.controller.degraded)
+        if self.config.metrics_listen:
+            metrics.listen(
+                self.config.metrics_listen,
+                registry,
+                public=self.config.metrics_listen_public,
+            )
+        if not self.config.metrics_textfile:
+            return None
+        return metrics.TextfileWriter(
+            Path(self.config.metrics_textfile).expanduser(),
+            registry,
+            lambda: self.config.metrics_interval,
         )
 
     def _cache_limits(self) -> None:

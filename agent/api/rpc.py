@@ -30,9 +30,7 @@ from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
-from agent.api import metrics
 from agent.api.caches import list_caches, remove_caches
-from agent.api.export import export
 from agent.api.images import prune_images
 from agent.api.peers import Peer
 from agent.api.schedules import Schedules
@@ -57,12 +55,26 @@ class Call:
     closed: Callable[[], bool]
 
 
+def _metrics(call: Call, params: Any) -> str:
+    # prometheus_client is imported on the first call, not at start: the agent answers sooner.
+    from agent.api import metrics  # noqa: PLC0415
+
+    return metrics.render(call.service.store, call.service.status)
+
+
+def _export(call: Call, params: Any) -> Any:
+    # The exporters are imported on the first call, not at start (as _metrics).
+    from agent.api.export import export  # noqa: PLC0415
+
+    return export(call.service, params, peer=call.peer)
+
+
 #: What each method does with its bound params: the use case it calls, with
 #: the connection's peer (whose rights owners.py checks) and notifications.
 USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.PING: lambda call, params: "pong",
     protocol.INFO: lambda call, params: call.service.info(),
-    protocol.METRICS: lambda call, params: metrics.render(call.service.store, call.service.status),
+    protocol.METRICS: _metrics,
     protocol.SUBMIT: lambda call, params: call.service.submit(params, peer=call.peer),
     protocol.GET: lambda call, params: call.service.get(params, peer=call.peer),
     protocol.LIST: lambda call, params: call.service.list(params, peer=call.peer),
@@ -89,7 +101,7 @@ USE_CASES: dict[str, Callable[[Call, Any], Any]] = {
     protocol.SCHEDULE_LIST: lambda call, params: call.schedules.list(params, peer=call.peer),
     protocol.SCHEDULE_REMOVE: lambda call, params: call.schedules.remove(params, peer=call.peer),
     protocol.SCHEDULE_TRIGGER: lambda call, params: call.schedules.trigger(params, peer=call.peer),
-    protocol.EXPORT: lambda call, params: export(call.service, params, peer=call.peer),
+    protocol.EXPORT: _export,
     protocol.TOP: lambda call, params: top(call.service, peer=call.peer),
     protocol.IMAGE_PRUNE: lambda call, params: prune_images(call.service, peer=call.peer),
     protocol.CACHE_LIST: lambda call, params: list_caches(call.service),

@@ -35,9 +35,6 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-from dateutil.tz import tzstr
-
 from agent.protocol.errors import InvalidParams
 from agent.protocol.schedules import MAX_HISTORY, POLICIES
 from agent.protocol.states import TERMINAL
@@ -62,7 +59,7 @@ def check_cron(expr: Any) -> str:
     if expr.startswith("@"):
         if expr not in ALIASES:
             raise InvalidParams(f"cron: unknown alias {expr!r}; use one of {', '.join(ALIASES)}")
-    elif len(expr.split()) != 5 or not croniter.is_valid(expr):
+    elif len(expr.split()) != 5 or not _croniter().is_valid(expr):
         raise InvalidParams(
             f"cron: {expr!r} is not a valid expression of five fields "
             "(minute hour day-of-month month day-of-week)"
@@ -117,6 +114,8 @@ def _posix_zone(rule: str) -> tzinfo | None:
     if not POSIX_TZ.fullmatch(rule):
         return None
     try:
+        from dateutil.tz import tzstr  # noqa: PLC0415 (as in _croniter)
+
         zone = tzstr(rule, posix_offset=True)
         datetime(2000, 1, 1, tzinfo=zone).utcoffset()  # an offset out of range fails here
     except ValueError:
@@ -135,16 +134,24 @@ def _named_zone(name: str) -> tzinfo | None:
         return None
 
 
+def _croniter() -> type:
+    """croniter's class, imported on first use: an agent with no schedule never
+    needs it, and its import is a good part of the agent's start."""
+    from croniter import croniter  # noqa: PLC0415
+
+    return croniter
+
+
 def next_fire(expr: str, after: float, timezone: str | None = None) -> float:
     """The first time after ``after`` (seconds since the epoch) the expression matches."""
     start = datetime.fromtimestamp(after, zone(timezone))
-    return float(croniter(expr, start).get_next(float))
+    return float(_croniter()(expr, start).get_next(float))
 
 
 def prev_fire(expr: str, before: float, timezone: str | None = None) -> float:
     """The last time strictly before ``before`` the expression matched."""
     start = datetime.fromtimestamp(before, zone(timezone))
-    return float(croniter(expr, start).get_prev(float))
+    return float(_croniter()(expr, start).get_prev(float))
 
 
 @dataclass(frozen=True)

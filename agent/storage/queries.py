@@ -389,11 +389,21 @@ class JobQueries(Database):
         return pw.Select([inner], [pw.fn.COUNT(pw.SQL("*")).alias("n")])
 
     def _job_row(self, job_id: str):
-        job = self.models.Job.get_or_none(self.models.Job.id == job_id)
+        # Every write's first read: its SELECT is built by peewee once (most of
+        # its cost), and the row is still read into a model, as peewee would.
+        Job = self.models.Job
+        statement = self._statements.get(_JOB_BY_ID)
+        if statement is None:
+            statement = (Job.select().where(Job.id == job_id).sql()[0], [])
+            self._statements[_JOB_BY_ID] = statement
+        job = next(iter(Job.raw(statement[0], job_id)), None)
         if job is None:
             raise NoSuchJob(f"no job {job_id}")
         return job
 
+
+#: ``_job_row``'s key in the database's statements.
+_JOB_BY_ID = "job-by-id"
 
 #: The states of the jobs the controller drives (an ``IN``, which the index serves).
 _NOT_ENDED = [state.value for state in State if state not in TERMINAL]
