@@ -11,8 +11,6 @@ from agent.protocol import spec as specs
 from agent.protocol.errors import Unauthorized
 from agent.protocol.states import State
 from agent.rules.image_gc import choose, pinned
-from agent.runtime.changes import ChangeFeed
-from agent.storage.store import Store
 
 DAY = 86400.0
 NOW = 1000 * DAY
@@ -84,11 +82,9 @@ def test_pins_by_pattern_or_resolved_id():
 
 
 @pytest.fixture
-def store(tmp_path):
-    store = Store(tmp_path / "choo.db", ChangeFeed())
-    store.open()
-    yield store
-    store.close()
+def store(feed_store):
+    """A real store (tests/unit/conftest.py's)."""
+    return feed_store
 
 
 def test_the_store_names_images_of_live_jobs_and_schedules(store):

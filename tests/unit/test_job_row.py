@@ -8,17 +8,13 @@ import pytest
 
 from agent.protocol.errors import NoSuchJob
 from agent.protocol.states import State
-from agent.runtime.changes import ChangeFeed
-from agent.storage.store import Store
 from tests.unit.test_controller import submit
 
 
 @pytest.fixture
-def store(tmp_path):
-    opened = Store(tmp_path / "choo.db", ChangeFeed())
-    opened.open()
-    yield opened
-    opened.close()
+def store(feed_store):
+    """A real store (tests/unit/conftest.py's)."""
+    return feed_store
 
 
 def test_the_row_is_peewees_own_for_every_job_and_state(store):
