@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -336,6 +337,9 @@ class JobLogs:
 
     def __init__(self, root: Path):
         self.root = root
+        #: The attempts whose logs ``prepare`` made, until ``made_here`` is asked.
+        self._made: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
 
     def path(self, job_id: str, attempt: int) -> Path:
         return self.root / job_id / f"{attempt}.log"
@@ -354,12 +358,30 @@ class JobLogs:
         path = self.path(job_id, attempt)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.unlink(missing_ok=True)
+        with self._lock:  # before the file exists: whoever sees the file, sees this
+            self._made.add((job_id, attempt))
         try:
             log_space.reserve(path)
         except OSError:
             path.unlink(missing_ok=True)
+            with self._lock:
+                self._made.discard((job_id, attempt))
             raise
         return path
+
+    def made_here(self, job_id: str, attempt: int) -> bool:
+        """Whether ``prepare`` made the attempt's log in this process, and this is
+        the first time it is asked (later calls: False).
+
+        The shipper asks when it begins to copy an attempt: a log made here has
+        nothing in the journal yet, so it need not look there (a look maps
+        every journal file the agent may read: tens of MiB of its memory).
+        """
+        with self._lock:
+            if (job_id, attempt) not in self._made:
+                return False
+            self._made.discard((job_id, attempt))
+            return True
 
     def attempts(self, job_id: str) -> list[int]:
         """The attempts of a job that have a log, in order."""
@@ -372,4 +394,6 @@ class JobLogs:
         )
 
     def remove(self, job_id: str) -> None:
+        with self._lock:
+            self._made = {made for made in self._made if made[0] != job_id}
         shutil.rmtree(self.root / job_id, ignore_errors=True)

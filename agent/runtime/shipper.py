@@ -266,7 +266,8 @@ class Shipper:
         from us, or where the database says, whichever is further."""
         size = size_of(copy.path)
         candidates = []
-        start = self.journal.last_shipped(copy.job_id, copy.number)
+        made_here = self.logs.made_here(copy.job_id, copy.number)  # then none of it is shipped
+        start = None if made_here else self.journal.last_shipped(copy.job_id, copy.number)
         if start is not None:
             candidates.append(end_of_record_at(copy.path, start, copy.torn))
         if copy.saved:

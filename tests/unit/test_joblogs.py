@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 
 import pytest
@@ -112,6 +113,26 @@ def test_job_logs_paths(tmp_path):
     assert logs.attempts("JOB") == [1, 2]
     logs.remove("JOB")
     assert logs.attempts("JOB") == []
+
+
+def test_a_log_made_here_is_told_once_and_one_made_before_never(tmp_path, monkeypatch):
+    logs = joblogs.JobLogs(tmp_path / "logs")
+    logs.prepare("JOB", 1)
+    assert logs.made_here("JOB", 1) and not logs.made_here("JOB", 1)
+    earlier = joblogs.JobLogs(tmp_path / "logs")  # the agent that ran before this one
+    earlier.prepare("JOB", 2)
+    assert not logs.made_here("JOB", 2)
+    logs.prepare("GONE", 1)
+    logs.remove("GONE")
+    assert not logs.made_here("GONE", 1)
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(joblogs.log_space, "reserve", full)
+    with pytest.raises(OSError):
+        logs.prepare("JOB", 3)
+    assert not logs.made_here("JOB", 3) and not logs.path("JOB", 3).exists()
 
 
 #: conmon cut this record short (the disk was full), then wrote the next one after it.

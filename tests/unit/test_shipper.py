@@ -146,6 +146,19 @@ def test_restart_resumes_after_the_journal_s_newest_entry(world, change_feed):
     assert journal.data(job) == b"a\nb\nc\n"
 
 
+def test_the_journal_is_asked_only_of_a_log_this_agent_did_not_make(world, change_feed):
+    store, logs, journal, shipper = world
+    asked = []
+    journal.last_shipped = lambda job_id, attempt: asked.append((job_id, attempt))
+    job = running_job(store, logs, [line(b"a")])
+    shipper.recover()
+    shipper.ship_round()
+    assert asked == [] and journal.data(job) == b"a\n"  # made here: nothing shipped before
+    restarted = Shipper(store, change_feed, JobLogs(logs.root), journal)
+    restarted.recover()
+    assert asked == [(job, 1)]  # made by the agent before: the journal says how far
+
+
 def test_restart_falls_back_on_the_database_when_the_journal_has_nothing(world, change_feed):
     store, logs, journal, shipper = world
     job = running_job(store, logs, [line(b"a"), line(b"b")])
