@@ -163,8 +163,9 @@ def test_where_a_copy_stopped_is_only_taken_from_the_agent_s_uid(image, world):
     # Another uid's agent does not see it: the _UID match is part of the query.
     other = JournalWriter(uid=os.getuid() + 1)
     assert other.last_shipped(job_id, 1) is None
-    # And the shipper never trusts an offset the file does not back: nothing skipped.
-    shipper = Shipper(store, feed, logs, writer)
+    # And a later agent's shipper never trusts an offset the file does not back:
+    # nothing skipped.
+    shipper = Shipper(store, feed, JobLogs(logs.root), writer)
     shipper.recover()
     while shipper.ship_round():
         pass
