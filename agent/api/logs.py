@@ -304,6 +304,7 @@ def follow(
     closed: Callable[[], bool],
     wait: Callable[[float], None],
     watch: Callable[[Path], None] = lambda path: None,
+    idle: Callable[[], None] = lambda: None,
 ) -> int:
     """Pass each entry to ``emit`` as it is written, until the job has ended
     and its logs are read to their ends, or the client hung up.
@@ -323,6 +324,9 @@ def follow(
             (agent/runtime/output_wakes.py's ``Waiter``).
         watch: be woken by writes to this log from now on (called before
             each read of it, so a write after the read ends the next wait).
+        idle: called before each wait, to give back what the follower holds
+            only while it reads (its database connection: fifty followers
+            waiting need none).
 
     Returns:
         How many entries were sent.
@@ -343,5 +347,6 @@ def follow(
             if done:
                 break
             if reading.attempt == at:  # else watch the later attempt's log first
+                idle()
                 wait(FALLBACK)
     return sent

@@ -370,6 +370,7 @@ class Service(Removal, Watching, Holding, Reruns, Pausing):
                 closed=closed,
                 wait=waiter.wait,
                 watch=waiter.watch,
+                idle=self.store.release_thread,
             )
         if reading.cut:
             # The shipper counts what the cap dropped; the record the client

@@ -1,6 +1,8 @@
 """The jobs database file: its connection, its schema on open, and the one way to write it.
 
-``Database`` opens the SQLite file (peewee keeps one connection per thread),
+``Database`` opens the SQLite file (peewee gives each thread a connection of
+its own; a thread that is done with it gives it back for the next one,
+``release_thread``),
 refuses a damaged file (``PRAGMA quick_check``) with what to do about it,
 brings an older schema up to ``SCHEMA_VERSION`` through migrations.py, keeps
 the agent's identity in step with ``identity.py``'s copy beside the file, and
@@ -34,6 +36,44 @@ log = logging.getLogger(__name__)
 #: Each wait is bounded, so a locked database fails a write in at most twice
 #: this however many submits are queued, and the loop is never held longer.
 BUSY_TIMEOUT = 10.0
+
+
+#: Connections given back that wait for the next thread needing one. Each holds
+#: its own copy of the schema (about 200 KiB; the triggers are most of it):
+#: fifty followers each keeping one cost 11 MiB, and opening one anew costs
+#: that parse again. Past these, a connection given back is closed.
+IDLE_KEPT = 8
+
+
+class _SharedConnections(pw.SqliteDatabase):
+    """peewee's SQLite database whose closed connections wait, up to IDLE_KEPT,
+    for the next thread to open one (peewee still gives each thread its own)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._idle: list[Any] = []
+        self._idle_lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        with self._idle_lock:
+            if self._idle:
+                return self._idle.pop()  # pragmas set, schema read: ready as it is
+        return super()._connect()
+
+    def _close(self, conn: Any) -> None:
+        with self._idle_lock:
+            # One inside a transaction peewee does not know of is never handed on.
+            if len(self._idle) < IDLE_KEPT and not conn.in_transaction:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close_idle(self) -> None:
+        """Close every connection that waits for a thread."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def slot(name: str) -> str:
@@ -78,7 +118,7 @@ class Database:
         self.feed = feed
         #: The copy of the agent's identity that outlives this file.
         self.identity_path = path.parent / identity.FILE_NAME
-        self.db = pw.SqliteDatabase(
+        self.db = _SharedConnections(
             None,
             lock_type="IMMEDIATE",
             # FULL: a job acknowledged to a client must survive a power loss.
@@ -164,11 +204,11 @@ class Database:
         except pw.OperationalError as exc:
             raise _storage_error(self.path, exc) from exc
         except pw.DatabaseError as exc:  # SQLITE_CORRUPT, SQLITE_NOTADB
-            self.db.close()
+            self.close()
             raise self._damaged(str(exc)) from exc
         problems = [line for row in rows for line in str(row[0]).splitlines()]
         if problems != ["ok"]:
-            self.db.close()
+            self.close()
             # The first few problems say enough; a badly damaged file has thousands.
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise self._damaged("; ".join(problems[:3]) + more)
@@ -190,17 +230,21 @@ class Database:
         return self.models.Setting.get_by_id("agent_id").value
 
     def close(self) -> None:
-        """Close the calling thread's connection."""
+        """Close the calling thread's connection, and those that wait for a thread."""
         self.db.close()
+        self.db.close_idle()
 
     def release_thread(self) -> None:
-        """Close the calling thread's connection, if it opened one.
+        """Give back the calling thread's connection, if it holds one (not
+        inside a transaction): the next thread that reads or writes takes it
+        (or, past IDLE_KEPT waiting, it is closed).
 
-        peewee keeps one connection per thread; a thread about to end (a
-        client's) closes its own at once instead of leaving its three file
-        descriptors to the garbage collector.
+        A thread about to end (a client's) gives its own back at once instead
+        of leaving it to the garbage collector; a thread that waits long
+        between reads (a follower) gives it back before each wait, so fifty of
+        them share a few connections instead of holding fifty.
         """
-        if not self.db.is_closed():
+        if not self.db.is_closed() and not self.db.in_transaction():
             self.db.close()
 
     @contextlib.contextmanager

@@ -140,9 +140,11 @@ def test_follow_sends_what_is_written_until_the_job_ended_and_its_log_is_read(lo
     written = [[("stdout", b"first\n")], [("stderr", b"second\n")], []]
     sent = []
     state = {"ended": False}
+    calls = []
 
     def wait(seconds):
         # Each idle poll, the "job" writes its next piece; then it ends.
+        calls.append("wait")
         chunks = written.pop(0) if written else []
         with open(path, "ab") as log:
             for stream, data in chunks:
@@ -157,9 +159,13 @@ def test_follow_sends_what_is_written_until_the_job_ended_and_its_log_is_read(lo
         emit=sent.append,
         closed=lambda: False,
         wait=wait,
+        idle=lambda: calls.append("idle"),
     )
     assert count == 2 and [entry_bytes(e) for e in sent] == [b"first\n", b"second\n"]
     assert all(e["id"] == JOB for e in sent)
+    # What it holds only while it reads (a database connection) is given back
+    # before each wait.
+    assert calls == ["idle", "wait"] * 3
 
 
 def test_follow_stops_when_the_client_hangs_up(logs):
