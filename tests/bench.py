@@ -290,29 +290,45 @@ def _follow_one(args: tuple[str, str]) -> list[float]:
 
 def bench_follow_many(make_agent, image: str, pairs: int, jobs: int = 50, count: int = 100) -> None:
     """Follow latency under load: ``jobs`` running jobs, each printing a line
-    every 50 ms and followed by a follower of its own; and the agent's memory."""
+    every 50 ms and followed by a follower of its own; and the agent's memory
+    (VmRSS, sampled every 0.1 s: its peaks are short), while they start and are
+    followed, and once the followers are gone."""
     agent = make_agent(max_concurrent=jobs)
+    pid = agent.process.pid
     script = f"sleep 2; for i in $(seq 1 {count}); do echo $i; usleep 50000; done"
     ids = [
         agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", script]})["id"]
         for _ in range(jobs)
     ]
     context = multiprocessing.get_context("fork")
-    cpu_before = _cpu_seconds(agent.process.pid)
+    cpu_before = _cpu_seconds(pid)
     with context.Pool(jobs) as pool:
         pending = pool.map_async(_follow_one, [(str(agent.socket), i) for i in ids], chunksize=1)
-        rss = 0.0
+        peak = _memory(pid)
         while not pending.ready():
-            rss = max(rss, rss_mib(agent.process.pid))
-            pending.wait(0.5)
+            peak = max(peak, _memory(pid))
+            pending.wait(0.1)
         latencies = [x for r in pending.get() for x in r]
-    cpu = _cpu_seconds(agent.process.pid) - cpu_before
+    cpu = _cpu_seconds(pid) - cpu_before
+    after = _memory(pid)
     print(f"\n## follow latency under load: {jobs} jobs, a line every 50 ms each, a follower each")
     print(f"  entries:         {len(latencies)} (of {jobs * count})")
     print(f"  latency:         {_follow_percentiles(latencies)}")
     print("  target:          <= 50 ms")
-    print(f"  agent VmRSS max: {rss:8.1f} MiB   (target < 100 MiB)")
+    print(
+        f"  agent VmRSS max: {peak[0]:8.1f} MiB   (target < 100 MiB; {peak[1]:.1f} MiB of it files)"
+    )
+    print(f"  followers gone:  {after[0]:8.1f} MiB   ({after[1]:.1f} MiB of it files)")
     print(f"  agent CPU:       {cpu:8.1f} s while followed")
+
+
+def _memory(pid: int) -> tuple[float, float]:
+    """A process's resident memory, and the part of it that is mapped files
+    (RssFile: its code, and any file it maps, such as journal files), in MiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "RssFile"))
 
 
 def _cpu_seconds(pid: int) -> float:
