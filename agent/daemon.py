@@ -136,7 +136,10 @@ class Agent:
             on_podman_down=self._revive_podman,
             files=self.files,
             executor=BoundedPool(
-                self.config.max_concurrent + SPARE_WORKERS, grace=WORK_GRACE, name="podman"
+                self.config.max_concurrent + SPARE_WORKERS,
+                grace=WORK_GRACE,
+                name="podman",
+                idle=self.store.release_thread,
             ),
             exit_files=ExitFiles(default_exits_dir()),
         )

@@ -32,12 +32,22 @@ class BoundedPool(Executor):
         max_workers: the most threads (started as work arrives).
         grace: the longest ``shutdown(wait=True)`` waits for work in flight.
         name: the threads' name prefix.
+        idle: called on a thread each time it is free again (the agent gives
+            back the thread's database connection: fifty threads waiting need none).
     """
 
-    def __init__(self, max_workers: int, *, grace: float, name: str = "pool"):
+    def __init__(
+        self,
+        max_workers: int,
+        *,
+        grace: float,
+        name: str = "pool",
+        idle: Callable[[], None] = lambda: None,
+    ):
         self.max_workers = max_workers
         self.grace = grace
         self.name = name
+        self.idle = idle
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -120,4 +130,8 @@ class BoundedPool(Executor):
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
+            try:
+                self.idle()
+            except Exception:  # the thread must go on taking work
+                log.exception("%s: a free thread could not give back what it held", self.name)
             self._idle.release()

@@ -79,3 +79,22 @@ pool.submit(threading.Event().wait)
 pool.shutdown()
 print("shut down")
 """
+
+
+def test_a_thread_free_again_calls_idle_first_and_goes_on_if_it_fails(caplog):
+    calls: list[tuple[str, int]] = []
+
+    def idle() -> None:
+        calls.append(("idle", threading.get_ident()))
+        if len(calls) == 2:
+            raise OSError("cannot give back")
+
+    pool = BoundedPool(1, grace=5, name="t", idle=idle)
+    for _ in range(3):
+        assert pool.submit(lambda: calls.append(("work", threading.get_ident()))).result(5) is None
+        pool.submit(lambda: None).result(5)  # the idle call before this one is recorded
+    pool.shutdown()
+    works = [i for i, (what, _) in enumerate(calls) if what == "work"]
+    assert all(calls[i + 1][0] == "idle" for i in works)
+    assert len({ident for _, ident in calls}) == 1  # on the thread that ran the work
+    assert "could not give back" in caplog.text
