@@ -267,9 +267,13 @@ def valid(request: dict[str, Any]) -> None:
         raise ValueError("not a JSON-RPC 2.0 request")
 
 
+#: NaN and Infinity are not JSON: refused (one encoder for every answer).
+_ENCODER = json.JSONEncoder(allow_nan=False)
+
+
 def _dumps(reply: dict[str, Any]) -> str:
     try:
-        return json.dumps(reply, allow_nan=False)
+        return _ENCODER.encode(reply)
     except (TypeError, ValueError):
         log.exception("cannot serialise the answer to request %r", reply.get("id"))
         return json.dumps(_error(INTERNAL_ERROR, "Internal error", None, reply.get("id")))
