@@ -20,10 +20,10 @@ A valid request goes straight to jsonrpcserver's dispatcher (``dispatch_request`
 the method looked up, the params checked against its signature, the call, the
 result checked) and its response shaping (``to_response``,
 ``to_serializable_one``), skipping the pipeline around them that
-``dispatch_to_serializable`` adds for text we have parsed and checked already
-(a deserializer, a validator, batch plumbing and a ``typing.cast`` each
-wrapped in OSlash): 35 -> 16 us of an ``agent.ping``. tests/unit/test_rpc.py
-checks the answers against that whole pipeline.
+``dispatch_to_serializable`` adds for a request we have parsed and checked
+already (a deserializer, a validator and batch plumbing, each step wrapped in
+OSlash's Either, and a ``typing.cast`` built per call): about 36 -> 18 us of an
+``agent.ping``. tests/unit/test_rpc.py holds every answer to that whole pipeline.
 """
 
 from __future__ import annotations
