@@ -12,7 +12,7 @@ exited containers), idle (the agent's CPU and memory with 50 running jobs),
 cancel (job.cancel of a running job to its job.wait answer, against its
 stop_timeout), socket (on 100,000 finished jobs: agent.ping round trips alone
 and under 50 concurrent clients, 50 clients making 3 pings : 1 job.list, the
-agent's CPU per call and memory), output (`seq 1 200000`
+agent's CPU per call and memory: tests/bench_socket.py), output (`seq 1 200000`
 through chooctl run against podman run, with podman's journald log driver as
 a reference), follow (how soon a line a running job prints reaches a
 follower: p50/p99), logs (lines per second through chooctl logs), history
@@ -29,7 +29,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,14 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.bench_history import (  # noqa: E402
-    HISTORY_JOBS,
-    bench_history,
-    history_database,
-    place_database,
-    settle,
-)
+from tests.bench_history import bench_history, place_database  # noqa: E402
 from tests.bench_restart import bench_idle, bench_ready, load, rss_mib, spread  # noqa: E402
+from tests.bench_socket import bench_socket, percentiles  # noqa: E402
 from tests.bench_usage import bench_usage  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService, podman  # noqa: E402
 
@@ -144,7 +138,7 @@ def bench_end(make_agent, image: str, pairs: int) -> None:
         podman("--url", agent.podman_url, "rm", "-f", attempt["container_id"], check=False)
     print("\n## job end recorded after the container's own finish time (FinishedAt)")
     print(f"  jobs:            {len(lags)}   ({load()})")
-    print(f"  lag:             {_percentiles(lags)}   (target p99 < 20 ms)")
+    print(f"  lag:             {percentiles(lags)}   (target p99 < 20 ms)")
     print(f"                   {spread(lags)}")
     print(f"  job.wait answer: {spread(answered)}   (committed, packed, told a waiter)")
 
@@ -167,79 +161,6 @@ def bench_cancel(make_agent, image: str, pairs: int, stop_timeout: int = 2) -> N
     print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
     print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
     print(f"  target:          <= stop_timeout + 5 s = {(stop_timeout + 5) * 1000:.0f} ms")
-
-
-_PING = b'{"jsonrpc":"2.0","id":1,"method":"agent.ping"}\n'
-#: The mixed load's other call: the newest page of ``chooctl ps -a``, 10 jobs long.
-_LIST = b'{"jsonrpc":"2.0","id":2,"method":"job.list","params":{"all":true,"limit":10}}\n'
-
-
-def _socket_client(args: tuple[str, int, bool]) -> list[float]:
-    """One client process: ``calls`` round trips on one connection; their latencies.
-    Mixed: every fourth call a ``job.list``, the others ``agent.ping``."""
-    path, calls, mixed = args
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(path)
-    reader = sock.makefile("rb")
-    latencies = []
-    for i in range(calls):
-        request = _LIST if mixed and i % 4 == 3 else _PING
-        start = time.perf_counter()
-        sock.sendall(request)
-        answer = reader.readline()
-        latencies.append(time.perf_counter() - start)
-        if b'"error"' in answer or (request is _LIST and answer.count(b'"id"') < 11):
-            raise SystemExit(f"bench: the agent answered {answer[:300]!r}")
-    sock.close()
-    return latencies
-
-
-def _percentiles(latencies: list[float]) -> str:
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return f"p50 {cuts[49] * 1e6:7.0f} us   p99 {cuts[98] * 1e6:7.0f} us"
-
-
-def bench_socket(make_agent, image: str, pairs: int, scratch: Path, clients: int = 50) -> None:
-    """On an agent holding 100,000 finished jobs (tests/bench_history.py's database):
-    agent.ping latency on one connection; the throughput of 50 concurrent clients
-    making pings, then 3 pings : 1 ``job.list`` (limit 10); the agent's CPU per call
-    (which a busy machine's waits for a CPU leave out) and its memory."""
-    agent = make_agent(database=history_database(scratch))
-    pid = agent.process.pid
-    settle(pid)  # its start-up work on the history done
-    rss_before = rss_mib(pid)
-    calls = 200 * max(1, pairs)
-    _socket_client((str(agent.socket), 200, False))  # warm-up
-    before = _cpu_seconds(pid)
-    alone = _socket_client((str(agent.socket), calls, False))
-    cpu = (_cpu_seconds(pid) - before) / calls
-    print(f"\n## socket: agent.ping round trips, one client, {HISTORY_JOBS:,} jobs held")
-    print(f"  calls:           {calls}   ({load()})")
-    print(f"  latency:         {_percentiles(alone)}   (target p50 < 100 us)")
-    print(f"  agent CPU:       {cpu * 1e6:7.0f} us/call")
-    context = multiprocessing.get_context("fork")
-    per_client = 40 * max(1, pairs)
-    for mixed in (False, True):
-        with context.Pool(clients) as pool:
-            before = _cpu_seconds(pid)
-            start = time.perf_counter()
-            results = pool.map(
-                _socket_client, [(str(agent.socket), per_client, mixed)] * clients, chunksize=1
-            )
-            elapsed = time.perf_counter() - start
-            cpu = _cpu_seconds(pid) - before
-        latencies = [x for r in results for x in r]
-        what = "3 agent.ping : 1 job.list (all, limit 10)" if mixed else "agent.ping"
-        target = "   (target >= 5,000)" if mixed else ""
-        print(f"\n## socket: {clients} concurrent clients, {what}")
-        print(f"  calls:           {len(latencies)} in {elapsed:.2f} s   ({load()})")
-        print(f"  throughput:      {len(latencies) / elapsed:8.0f} calls/s{target}")
-        print(f"  latency:         {_percentiles(latencies)}")
-        print(f"  agent CPU:       {cpu / len(latencies) * 1e6:7.0f} us/call")
-    rss_after = rss_mib(pid)
-    print("\n## socket: agent memory (VmRSS)")
-    print(f"  before load:     {rss_before:8.1f} MiB")
-    print(f"  after load:      {rss_after:8.1f} MiB")
 
 
 def bench_output(make_agent, image: str, pairs: int, lines: int = 200_000) -> None:
