@@ -10,8 +10,9 @@ max_concurrent=4), end (how soon after a container's FinishedAt its job's
 end is recorded: p50/p99), ready (restart while adopting 50 running and 50
 exited containers), idle (the agent's CPU and memory with 50 running jobs),
 cancel (job.cancel of a running job to its job.wait answer, against its
-stop_timeout), socket (agent.ping round trips alone and under 50 concurrent
-clients, and the agent's memory before and after), output (`seq 1 200000`
+stop_timeout), socket (on 100,000 finished jobs: agent.ping round trips alone
+and under 50 concurrent clients, 50 clients making 3 pings : 1 job.list, the
+agent's CPU per call and memory: tests/bench_socket.py), output (`seq 1 200000`
 through chooctl run against podman run, with podman's journald log driver as
 a reference), follow (how soon a line a running job prints reaches a
 follower: p50/p99), logs (lines per second through chooctl logs), history
@@ -28,7 +29,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.bench_history import bench_history, place_database  # noqa: E402
 from tests.bench_restart import bench_idle, bench_ready, load, rss_mib, spread  # noqa: E402
+from tests.bench_socket import bench_socket, percentiles  # noqa: E402
 from tests.bench_usage import bench_usage  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService, podman  # noqa: E402
 
@@ -137,7 +138,7 @@ def bench_end(make_agent, image: str, pairs: int) -> None:
         podman("--url", agent.podman_url, "rm", "-f", attempt["container_id"], check=False)
     print("\n## job end recorded after the container's own finish time (FinishedAt)")
     print(f"  jobs:            {len(lags)}   ({load()})")
-    print(f"  lag:             {_percentiles(lags)}   (target p99 < 20 ms)")
+    print(f"  lag:             {percentiles(lags)}   (target p99 < 20 ms)")
     print(f"                   {spread(lags)}")
     print(f"  job.wait answer: {spread(answered)}   (committed, packed, told a waiter)")
 
@@ -160,68 +161,6 @@ def bench_cancel(make_agent, image: str, pairs: int, stop_timeout: int = 2) -> N
     print(f"  median:          {statistics.median(times) * 1000:8.1f} ms")
     print(f"  min / max:       {min(times) * 1000:.1f} / {max(times) * 1000:.1f} ms")
     print(f"  target:          <= stop_timeout + 5 s = {(stop_timeout + 5) * 1000:.0f} ms")
-
-
-_PING = b'{"jsonrpc":"2.0","id":1,"method":"agent.ping"}\n'
-_LIST = b'{"jsonrpc":"2.0","id":2,"method":"job.list","params":{"limit":10}}\n'
-
-
-def _socket_client(args: tuple[str, int, bool]) -> list[float]:
-    """One client process: ``calls`` round trips on one connection; their latencies."""
-    path, calls, mixed = args
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(path)
-    reader = sock.makefile("rb")
-    latencies = []
-    for i in range(calls):
-        request = _LIST if mixed and i % 4 == 3 else _PING
-        start = time.perf_counter()
-        sock.sendall(request)
-        if b'"error"' in reader.readline():
-            raise SystemExit("bench: the agent answered with an error")
-        latencies.append(time.perf_counter() - start)
-    sock.close()
-    return latencies
-
-
-def _percentiles(latencies: list[float]) -> str:
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return f"p50 {cuts[49] * 1e6:7.0f} us   p99 {cuts[98] * 1e6:7.0f} us"
-
-
-def bench_socket(make_agent, image: str, pairs: int, clients: int = 50) -> None:
-    """agent.ping latency on one connection; throughput of 50 concurrent clients."""
-    agent = make_agent()
-    pid = agent.process.pid
-    # A few jobs, so job.list has something to return.
-    for _ in range(10):
-        agent.call("job.submit", spec={"image": image, "command": ["true"]})
-    rss_before = rss_mib(pid)
-    calls = 200 * max(1, pairs)
-    _socket_client((str(agent.socket), 200, False))  # warm-up
-    alone = _socket_client((str(agent.socket), calls, False))
-    print("\n## socket: agent.ping round trips, one client")
-    print(f"  calls:           {calls}")
-    print(f"  latency:         {_percentiles(alone)}")
-    context = multiprocessing.get_context("fork")
-    per_client = 40 * max(1, pairs)
-    for mixed in (False, True):
-        with context.Pool(clients) as pool:
-            start = time.perf_counter()
-            results = pool.map(
-                _socket_client, [(str(agent.socket), per_client, mixed)] * clients, chunksize=1
-            )
-            elapsed = time.perf_counter() - start
-        latencies = [x for r in results for x in r]
-        what = "3 pings : 1 job.list (limit 10)" if mixed else "agent.ping"
-        print(f"\n## socket: {clients} concurrent clients, {what}")
-        print(f"  calls:           {len(latencies)} in {elapsed:.2f} s")
-        print(f"  throughput:      {len(latencies) / elapsed:8.0f} calls/s")
-        print(f"  latency:         {_percentiles(latencies)}")
-    rss_after = rss_mib(pid)
-    print("\n## socket: agent memory (VmRSS)")
-    print(f"  before load:     {rss_before:8.1f} MiB")
-    print(f"  after load:      {rss_after:8.1f} MiB")
 
 
 def bench_output(make_agent, image: str, pairs: int, lines: int = 200_000) -> None:
@@ -389,7 +328,11 @@ def main() -> None:
             return agent.start()
 
         try:
-            benches = {**BENCHES, "history": functools.partial(bench_history, scratch=root)}
+            benches = {
+                **BENCHES,
+                "history": functools.partial(bench_history, scratch=root),
+                "socket": functools.partial(bench_socket, scratch=root),
+            }
             for name in args.only:
                 benches[name](make_agent, args.image, args.pairs)
         finally:

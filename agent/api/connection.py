@@ -41,8 +41,6 @@ class Host(Protocol):
 
     def end_call(self, connection: Connection) -> None: ...
 
-    def in_flight(self) -> contextlib.AbstractContextManager[None]: ...
-
 
 class Connection:
     """One client: read lines, answer each, allow notifications in between.
@@ -70,6 +68,10 @@ class Connection:
         self.busy = False
         self.evicted = False
         self.last_active = time.monotonic()
+        #: The socket's timeout as last set: set again only when it changes, as
+        #: each settimeout() is a system call (and a hand-off of the GIL).
+        self._timeout: float | None = None
+        conn.settimeout(None)
 
     @property
     def uid(self) -> int:
@@ -90,10 +92,7 @@ class Connection:
         scanned = 0  # bytes of ``buffer`` known to hold no newline
         deadline: float | None = None  # when the incomplete request in ``buffer`` times out
         while True:
-            if deadline is None:
-                self.conn.settimeout(None)
-            else:
-                self.conn.settimeout(max(0.001, deadline - time.monotonic()))
+            self._set_timeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
             try:
                 chunk = self.conn.recv(65536)
             except TimeoutError:
@@ -121,8 +120,7 @@ class Connection:
                     if not self.server.begin_call(self):
                         return
                     try:
-                        with self.server.in_flight():
-                            self._answer(line)
+                        self._answer(line)
                     finally:
                         self.server.end_call(self)
                 if self.server.stopping:
@@ -173,12 +171,23 @@ class Connection:
         return any(mask & (select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
 
     def _write(self, text: str) -> None:
-        # A client that stops reading must not hold this thread forever: the
-        # write times out (and the connection ends) after request_timeout.
-        timeout = self.server.config.request_timeout or None
+        data = text.encode() + b"\n"
         with self.write_lock:
+            # An answer usually fits the socket's buffer: one send, no waiting.
+            try:
+                sent = self.conn.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                # A client that stops reading must not hold this thread forever: the
+                # write times out (and the connection ends) after request_timeout.
+                self._set_timeout(self.server.config.request_timeout or None)
+                self.conn.sendall(memoryview(data)[sent:])
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        if timeout != self._timeout:
             self.conn.settimeout(timeout)
-            self.conn.sendall(text.encode() + b"\n")
+            self._timeout = timeout
 
 
 def _error_text(req_id, code: int, message: str, data=None) -> str:

@@ -55,13 +55,14 @@ class Server:
         self.policy = AccessPolicy(config)
         self.agent_uid = os.getuid()
         self._connections: set[Connection] = set()
+        #: Guards the slots, each connection's busy/evicted/last_active and the
+        #: count of calls in flight: one lock, taken once as a call begins and
+        #: once as it ends (a lock per concern cost a hand-off each, per call).
         self._slots = threading.Lock()
         raise_fd_limit(config.max_connections)
         self._stopping = threading.Event()
-        self._active: set[socket.socket] = set()
-        self._lock = threading.Lock()
         self._in_flight = 0
-        self._idle = threading.Condition()
+        self._idle = threading.Condition(self._slots)
 
     def serve_forever(self) -> None:
         # Wait with a timeout rather than block in accept(): stop() cannot wake
@@ -95,18 +96,6 @@ class Server:
         self.sock.close()
         with self._idle:
             self._idle.wait_for(lambda: self._in_flight == 0, grace)
-
-    @contextlib.contextmanager
-    def in_flight(self):
-        """Count a call (and the writing of its answer) as in flight."""
-        with self._idle:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._in_flight -= 1
-                self._idle.notify_all()
 
     def _accepted(self, conn: socket.socket) -> None:
         """Check the peer and take a connection slot; serve it on a thread of its own.
@@ -185,17 +174,23 @@ class Server:
             self._connections.discard(connection)
 
     def begin_call(self, connection: Connection) -> bool:
-        """Mark ``connection`` inside a call; False if it was evicted meanwhile."""
+        """Mark ``connection`` inside a call, counted in flight until ``end_call``
+        (the writing of its answer included); False if it was evicted meanwhile."""
         with self._slots:
             if connection.evicted:
                 return False
             connection.busy = True
+            self._in_flight += 1
             return True
 
     def end_call(self, connection: Connection) -> None:
+        """The call ``begin_call`` admitted has answered."""
         with self._slots:
             connection.busy = False
             connection.last_active = time.monotonic()
+            self._in_flight -= 1
+            if self._stopping.is_set():
+                self._idle.notify_all()  # stop() waits for the last one
 
     @property
     def stopping(self) -> bool:

@@ -5,10 +5,12 @@ A real Service over a real SQLite store; no Podman (no call here starts a job).
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from jsonrpcserver import dispatch_to_serializable
 
 from agent.adapters.joblogs import JobLogs
 from agent.api import rpc
@@ -20,35 +22,49 @@ from agent.runtime.changes import ChangeFeed
 from agent.runtime.scheduler import Scheduler
 from agent.storage.store import Store
 from tests.rpc_checks import NASTY, PING, check_answer, codes
-from tests.rpc_fuzz import lines
+from tests.rpc_fuzz import lines, requests
 
 
-@pytest.fixture
-def service(tmp_path):
-    store = Store(tmp_path / "choo.db", ChangeFeed())
+@contextlib.contextmanager
+def serving(root):
+    """A Call over a Service and Schedules on a fresh store under ``root``."""
+    store = Store(root / "choo.db", ChangeFeed())
     store.open()
-    config = Config(socket=tmp_path / "agent.sock", state_dir=tmp_path)
-    yield Service(
-        store, ChangeFeed(), JobLogs(tmp_path / "logs"), config, wake=lambda: None, status=dict
+    config = Config(socket=root / "agent.sock", state_dir=root)
+    service = Service(
+        store, ChangeFeed(), JobLogs(root / "logs"), config, wake=lambda: None, status=dict
     )
-    store.close()
+    schedules = Schedules(store, Scheduler(store, service, config), service)
+    try:
+        yield rpc.Call(
+            service=service,
+            schedules=schedules,
+            peer=Peer(pid=1, uid=1000, gid=1000),
+            notify=lambda method, params: None,
+            closed=lambda: False,
+        )
+    finally:
+        store.close()
 
 
 @pytest.fixture
-def schedules(service):
-    scheduler = Scheduler(service.store, service, service.config)
-    return Schedules(service.store, scheduler, service)
+def call(tmp_path):
+    with serving(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture
-def call(service, schedules):
-    return rpc.Call(
-        service=service,
-        schedules=schedules,
-        peer=Peer(pid=1, uid=1000, gid=1000),
-        notify=lambda method, params: None,
-        closed=lambda: False,
-    )
+def service(call):
+    return call.service
+
+
+@pytest.fixture
+def twin(tmp_path):
+    """A second agent's Call, on a store of its own: the oracle's."""
+    root = tmp_path / "twin"
+    root.mkdir()
+    with serving(root) as made:
+        yield made
 
 
 def answer(line: bytes, call) -> str:
@@ -137,6 +153,53 @@ def test_any_line_gets_a_valid_answer_or_none(line, call):
     if reply:
         check_answer(reply)
         assert "\n" not in reply
+
+
+# -- differential: jsonrpcserver's whole pipeline is the oracle ------------------
+
+
+def oracle(request, call):
+    """What jsonrpcserver's public dispatch (its JSON-schema validator, its
+    batch plumbing) answers to one parsed request object."""
+    return dispatch_to_serializable(
+        "", methods=rpc.METHODS, context=call, deserializer=lambda _text: request
+    )
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(request=requests("localhost/choo-test"))
+def test_a_request_gets_what_jsonrpcservers_pipeline_answers(request, call, twin):
+    # Each on an agent of its own, fed the same requests: a call that changes
+    # state (a schedule added, a job removed) does so once on each.
+    ours, theirs = rpc._one(request, call), oracle(request, twin)
+    if ours is None or theirs is None:
+        assert ours is theirs  # a notification, answered by neither
+    elif "error" in ours or "error" in theirs:
+        # Codes, messages and data alike (NaN ids too: compared as text).
+        assert json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
+    else:
+        # Both succeeded; a submit's second job has its own ID and times.
+        assert ours.keys() == theirs.keys() and ours["id"] == theirs["id"]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"jsonrpc": "2.0", "id": 1, "method": "agent.ping"},
+        {"jsonrpc": "2.0", "id": 1, "method": "job.list", "params": {"all": True, "limit": 5}},
+        {"jsonrpc": "2.0", "id": 1, "method": "job.list", "params": [None, None]},
+        {"jsonrpc": "2.0", "id": "x", "method": "agent.ping", "params": [1]},
+        {"jsonrpc": "2.0", "id": 2, "method": "job.get", "params": {"nope": 1}},
+        {"jsonrpc": "2.0", "id": 2, "method": "job.get", "params": {"id": "0NOSUCHJOB"}},
+        {"jsonrpc": "2.0", "id": 3, "method": "no.such"},
+        {"jsonrpc": "2.0", "method": "agent.ping"},
+        {"jsonrpc": "2.0", "id": 4},
+        {"jsonrpc": "1.0", "id": 5, "method": "agent.ping"},
+    ],
+    ids=repr,
+)
+def test_each_kind_of_answer_is_jsonrpcservers(request_, call, twin):
+    assert rpc._one(request_, call) == oracle(request_, twin)
 
 
 def test_ping_batch_is_fast_enough(call):
