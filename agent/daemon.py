@@ -8,6 +8,7 @@ command line, signals and exit statuses are agent/entry.py's.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ from agent.adapters.podman.scrub import ROOTFS_DIR, Scrubber
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
 from agent.adapters.secrets import Credentials
+from agent.adapters.start_clock import StartClock
 from agent.adapters.systemd import Notifier
 from agent.api.listener import activated_socket, bind, socket_identity, unlink_if_ours
 from agent.api.schedules import Schedules
@@ -65,8 +67,16 @@ WORK_GRACE = 10.0
 class Agent:
     """Every long-lived object of one agent process, wired together."""
 
-    def __init__(self, config: configuration.Config, config_path: Path | None, overrides: dict):
+    def __init__(
+        self,
+        config: configuration.Config,
+        config_path: Path | None,
+        overrides: dict,
+        *,
+        clock: StartClock | None = None,
+    ):
         self.config = config
+        self.clock = clock or StartClock()
         self.config_path = config_path
         self.overrides = overrides
         self.notifier = Notifier()
@@ -97,6 +107,7 @@ class Agent:
         """Open everything, recover, listen. Raises ChooError/OSError on failure."""
         self.notifier.status("starting: opening the database")
         self.store.open()
+        self.clock.mark("database")
         url = self.config.podman_url or default_url()
         self.notifier.status(f"starting: connecting to Podman at {url}")
         if self.config.podman_url:
@@ -121,11 +132,14 @@ class Agent:
         self.podman = Podman(url, **options)
         self._cache_limits()
         self.podman_version = self.podman.version()
+        self.podman.ask_resource_limits()  # agent.info's; the start does not wait for it
+        self.clock.mark("podman")
         # What a job chowned to a subordinate uid goes in a throwaway container;
         # any a dead agent left go first.
         self.scrubber = Scrubber(self.podman, self.config.state_dir / ROOTFS_DIR)
         self.files.unshare = self.scrubber.remove
         self.scrubber.sweep()
+        self.clock.mark("scrub sweep")
         self.controller = Controller(
             self.store,
             self.podman,
@@ -180,25 +194,27 @@ class Agent:
             self.bound_path = self.config.socket
             self.sock_identity = socket_identity(self.bound_path)
         self.server = Server(self.sock, self.service, schedules, self.config)
+        self.clock.mark("services and socket")
         # The recovery pass: adopt what happened while the agent was down
-        # before telling anyone it is ready.
+        # before telling anyone it is ready. Its ends' removals wait: they
+        # would compete with its records for Podman.
         self.notifier.status("starting: recovery pass")
+        self.controller.hold_cleanups()
         self.controller.reconcile_safely(admit=False)
+        self.clock.mark("recovery pass")
         # The pass hands its Podman work (recording jobs that ended while we
         # were down) to a pool; READY waits for it, within reason. Queued jobs
         # are started by the loop's first pass, after READY.
         if not self.controller.settle(self.config.podman_timeout):
             log.info("recovery still busy after %.0fs; ready anyway", self.config.podman_timeout)
+        self.clock.mark("recorded ends")
         self.controller.start_event_stream()
-        # Job output to the journal: it first finds where each copy left off.
-        self.shipper.start()
-        self.wakes.start()
-        self.usage.start()
-        if self.textfile is not None:
-            self.textfile.start()
-        # Notifications still pending from before a restart go out first.
-        self.deliveries.start()
-        self.image_gc.start()
+        threading.Thread(target=self.server.serve_forever, name="server", daemon=True).start()
+        self.notifier.ready(self._status_line())
+        self.clock.mark("serving")
+        # The rest starts once READY is out. The held removals go to the pool
+        # before the loop (or a call) can act on their jobs again.
+        self.controller.release_cleanups()
         self.controller_thread = threading.Thread(
             target=self.controller.run, name="controller", daemon=True
         )
@@ -208,12 +224,24 @@ class Agent:
             target=self.scheduler.run, name="scheduler", daemon=True
         )
         self.scheduler_thread.start()
+        # Job output to the journal: it first finds where each copy left off.
+        self.shipper.start()
+        self.wakes.start()
+        self.usage.start()
+        if self.textfile is not None:
+            self.textfile.start()
+        # Notifications still pending from before a restart go out first.
+        self.deliveries.start()
+        self.image_gc.start()
         self.service.start_leftover_sweep()  # folders a removal left when the agent died
-        threading.Thread(target=self.server.serve_forever, name="server", daemon=True).start()
-        self.notifier.ready(self._status_line())
+        # What the start loaded and built lives as long as the agent: out of the
+        # collector's passes from now on (agent/__main__.py turned it off).
+        gc.freeze()
+        gc.enable()
         log.info(
-            "choo-agent %s ready: socket %s, Podman %s at %s",
+            "choo-agent %s ready in %s: socket %s, Podman %s at %s",
             __version__,
+            self.clock.summary(),
             self.config.socket if self.bound_path else "(socket activation)",
             self.podman_version,
             url,

@@ -21,6 +21,7 @@ from agent import __version__
 from agent import config as configuration
 from agent.adapters import preflight
 from agent.adapters.journal import setup_logging
+from agent.adapters.start_clock import StartClock
 from agent.adapters.state_lock import StateDirBusy, StateLock
 from agent.daemon import Agent
 from agent.protocol.errors import ChooError
@@ -85,6 +86,8 @@ def main(config_path, socket, state_dir, podman_url, log_level) -> int:
     a Unix socket, and drives rootless Podman. Stop it with Ctrl-C or SIGTERM;
     running jobs keep running and are adopted on the next start.
     """
+    clock = StartClock()
+    clock.mark("python and imports")
     overrides = {
         key: str(value)
         for key, value in (
@@ -106,6 +109,7 @@ def main(config_path, socket, state_dir, podman_url, log_level) -> int:
         for problem in problems:
             log.error("%s", problem)
         sys.exit(EXIT_START_FAILED)
+    clock.mark("configuration and preflight")
     # Before anything of the state directory is opened, and held until exit.
     lock = StateLock(config.state_dir)
     try:
@@ -116,7 +120,7 @@ def main(config_path, socket, state_dir, podman_url, log_level) -> int:
     except OSError as exc:
         log.error("cannot start: cannot lock the state directory %s: %s", config.state_dir, exc)
         sys.exit(EXIT_START_FAILED)
-    agent = Agent(config, config_path, overrides)
+    agent = Agent(config, config_path, overrides, clock=clock)
     try:
         code = _serve(agent)
     except DatabaseDamaged as exc:

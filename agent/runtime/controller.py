@@ -191,6 +191,14 @@ class Controller:
         self.events.start()
         self.exits.start()
 
+    def hold_cleanups(self) -> None:
+        """Record ends from now on without their cleanups (for the recovery pass)."""
+        self.recording.hold_cleanups()
+
+    def release_cleanups(self) -> None:
+        """Hand the pool the cleanups held back; call it before the loop runs."""
+        self.recording.release_cleanups(self.workers)
+
     def settle(self, timeout: float) -> bool:
         """Wait until every end a full pass handed out (e.g. the recovery pass's)
         is recorded; their cleanups may still run (``recording``).

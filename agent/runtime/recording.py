@@ -9,7 +9,10 @@ recorded: the start-up recovery pass reports ready then, with every job's
 record true, while the removals go on. The job stays busy on the pool until
 they are done, so nothing else acts on it meanwhile; an agent killed before
 they are done leaves strays of an ended job, which the next start's sweeps
-remove. Never records or removes anything itself.
+remove. While the recovery pass runs, cleanups are held back
+(``hold_cleanups``): fifty removals would compete with its records for
+Podman. ``release_cleanups`` hands them to the pool, before anything else can
+act on those jobs. Never records or removes anything itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class Recording:
     def __init__(self) -> None:
         self._jobs: set[str] = set()
         self._changed = threading.Condition()  # notified as each end is recorded
+        #: Cleanups held back (job ID, cleanup) while the recovery pass runs; None: not held.
+        self._held: list[tuple[str, Callable[[], None]]] | None = None
 
     def hand_out(
         self, workers: Workers, job_id: str, record: Callable[[], Callable[[], None]]
@@ -64,7 +69,32 @@ class Recording:
             cleanup = record()
         finally:
             self.done(job_id)
+        with self._changed:
+            if self._held is not None:
+                self._held.append((job_id, cleanup))
+                return
         cleanup()
+
+    def hold_cleanups(self) -> None:
+        """Keep the cleanups of the ends recorded from now on until ``release_cleanups``."""
+        with self._changed:
+            if self._held is None:
+                self._held = []
+
+    def release_cleanups(self, workers: Workers) -> None:
+        """Hand the pool every cleanup held back; cleanups run at once again from now.
+
+        Call it before anything else may start work on those jobs (the
+        loop's thread, the socket): between its record and this, a job's
+        end is recorded but its container not yet removed.
+
+        Args:
+            workers: the pool.
+        """
+        with self._changed:
+            held, self._held = self._held or [], None
+        for job_id, cleanup in held:
+            workers.submit(job_id, cleanup)
 
     def wait(self, timeout: float) -> bool:
         """Wait until no end is handed out unrecorded.

@@ -119,3 +119,47 @@ def test_the_cleanup_runs_after_the_record_is_counted():
 
     recording.hand_out(Workers(Inline(), wake=lambda: None, on_error=print), "J", record)
     assert seen == [("recording", False), ("cleaning", True)]
+
+
+def test_held_cleanups_wait_for_the_release_and_then_run_on_the_pool():
+    recording = Recording()
+    workers = Workers(ThreadPoolExecutor(2), wake=lambda: None, on_error=print)
+    cleaned, release = [], threading.Event()
+
+    def cleanup(job_id):
+        release.wait(30)
+        cleaned.append(job_id)
+
+    recording.hold_cleanups()
+    for job_id in ("A", "B"):
+        recording.hand_out(workers, job_id, lambda j=job_id: lambda: cleanup(j))
+    assert recording.wait(30) is True
+    assert workers.settle(30) is True  # recorded; nothing runs on the pool meanwhile
+    assert cleaned == [] and workers.busy() == set()
+    recording.release_cleanups(workers)
+    assert workers.busy() == {"A", "B"}  # busy again until their removals are done
+    release.set()
+    assert workers.settle(30) is True
+    assert sorted(cleaned) == ["A", "B"]
+    # Released: a cleanup runs right after its record again.
+    recording.hand_out(workers, "C", lambda: lambda: cleaned.append("C"))
+    assert workers.settle(30) is True
+    assert cleaned[-1] == "C"
+
+
+def test_the_recovery_pass_records_ends_and_leaves_their_removals_to_the_release(world):
+    store, podman, controller, clock = world
+    controller = build(store, podman, controller.config, clock, executor=ThreadPoolExecutor(4))
+    job_id = submit(store)
+    controller.reconcile()
+    wait_until(lambda: store.get(job_id)["state"] == "running", what="it runs")
+    podman.exit(job_id, 0)
+    controller.hold_cleanups()
+    controller.reconcile(admit=False)  # as the recovery pass
+    assert controller.settle(30) is True
+    assert controller.workers.settle(30) is True
+    assert store.get(job_id)["state"] == "succeeded"
+    assert job_id in podman.containers  # its removal is held back
+    controller.release_cleanups()
+    assert controller.workers.settle(30) is True
+    assert podman.containers == {}

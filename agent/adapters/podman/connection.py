@@ -9,6 +9,8 @@ agent. Nothing here decides what to create, stop or remove.
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import podman
@@ -17,8 +19,12 @@ from agent.adapters.podman.errors import answered, mapped
 from agent.adapters.podman.names import LABEL_AGENT
 from agent.protocol.errors import ChooError, PodmanUnavailable
 
+log = logging.getLogger(__name__)
+
 #: The oldest Podman the agent is tested against.
 MIN_API_VERSION = (4, 3)
+#: How long ``resource_limits`` waits for Podman's answer on its way.
+LIMITS_WAIT = 1.0
 
 
 class Connection:
@@ -54,6 +60,9 @@ class Connection:
         self.ulimits = ulimits or {}
         self.client = podman.PodmanClient(base_url=url, timeout=timeout)
         self._limits: dict[str, Any] | None = None
+        self._limits_error = ""
+        self._limits_lock = threading.Lock()
+        self._asking: threading.Thread | None = None
 
     def version(self) -> str:
         """Return the API version, refusing a Podman older than we test against.
@@ -81,20 +90,52 @@ class Connection:
             )
         return version
 
+    def ask_resource_limits(self) -> None:
+        """Start asking Podman what it enforces, unless an ask is on its way or answered.
+
+        ``GET /info`` takes Podman hundreds of milliseconds, seconds while it
+        is busy, so it is asked in a thread of its own: the agent's start
+        does not wait for it, and ``agent.info`` waits only a moment.
+        """
+        with self._limits_lock:
+            if self._limits is not None or (self._asking and self._asking.is_alive()):
+                return
+            self._asking = threading.Thread(
+                target=self._learn_limits, name="podman-info", daemon=True
+            )
+            self._asking.start()
+
     def resource_limits(self) -> dict[str, Any]:
         """Whether Podman enforces memory/cpu/pids limits here, and why not.
 
         Rootless Podman on cgroup v1 ignores them (it warns and creates the
         container anyway); on cgroup v2 it needs the controllers delegated to
-        the user. Asked once; the answer is kept.
+        the user. The answer is kept once Podman gave it. An ask on its way
+        is waited for ``LIMITS_WAIT`` at most; past that, or when Podman
+        could not answer, ``enforced`` is None and ``reason`` says why (the
+        next call asks again).
         """
+        self.ask_resource_limits()
+        asking = self._asking
+        if self._limits is None and asking is not None:
+            asking.join(LIMITS_WAIT)
         if self._limits is not None:
             return self._limits
+        if asking is not None and asking.is_alive():
+            return {"enforced": None, "reason": "unknown yet: Podman has not answered `info`"}
+        return {"enforced": None, "reason": f"unknown: {self._limits_error}"}
+
+    def _learn_limits(self) -> None:
         try:
             with mapped("ask Podman for host information"):
                 host = (self.client.info() or {}).get("host") or {}
         except ChooError as exc:
-            return {"enforced": None, "reason": f"unknown: {exc.message}"}
+            self._limits_error = exc.message
+            return
+        except Exception as exc:  # a thread of its own: nobody else would see it
+            log.warning("asking Podman for host information failed: %r", exc)
+            self._limits_error = f"asking Podman failed: {exc!r}"
+            return
         version = host.get("cgroupVersion") or "unknown"
         rootless = bool((host.get("security") or {}).get("rootless"))
         controllers = host.get("cgroupControllers") or []
@@ -117,7 +158,6 @@ class Connection:
             "rootless": rootless,
             "controllers": controllers,
         }
-        return self._limits
 
     def close(self) -> None:
         """Close the client's connections."""
