@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.bench_history import bench_history, place_database  # noqa: E402
-from tests.bench_restart import bench_idle, bench_ready, load, rss_mib, spread  # noqa: E402
+from tests.bench_restart import bench_idle, bench_ready, load, spread  # noqa: E402
 from tests.bench_socket import bench_socket, percentiles  # noqa: E402
 from tests.bench_usage import bench_usage  # noqa: E402
 from tests.harness import IMAGE, AgentProcess, PodmanService, podman  # noqa: E402
