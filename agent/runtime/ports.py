@@ -2,10 +2,10 @@
 
 Each Protocol lists exactly the methods the runtime calls, with the adapter's
 own signatures: ``agent.adapters.podman.Podman`` (containers, /out volumes,
-secrets; and, on a connection of its own, the event stream),
-and ``agent.adapters.files.JobFiles`` (workspaces, archives, /out directories). (Job output files,
-``agent.adapters.joblogs.JobLogs``, are used as they are: tests hand in the
-real one over a temporary directory.)
+whose a job's process is, secrets; and, on a connection of its own, the event
+stream), and ``agent.adapters.files.JobFiles`` (workspaces, archives, /out
+directories). (Job output files, ``agent.adapters.joblogs.JobLogs``, are used
+as they are: tests hand in the real one over a temporary directory.)
 The controller's parameters are typed with them, and a unit test checks that
 the real classes and the tests' fakes both match them, so a fake cannot drift.
 Holds no code.
