@@ -77,11 +77,17 @@ class OutDirs:
                 os.chmod(path, OUT_MODE)
         return path
 
-    def remove(self, job_id: str) -> bool:
+    def remove(self, job_id: str, *, helped: bool = True) -> bool:
         """Delete the job's /out directory, whatever the job left in it.
 
         A first failure is logged (the sweeps try again, about once a minute);
         nothing is raised.
+
+        Args:
+            job_id: the job.
+            helped: what the agent alone cannot delete goes to ``unshare``
+                (False: on the way out, where a scrub container could hold
+                the stop; the next start's sweep does it).
 
         Returns:
             True when it is gone (or never was).
@@ -90,7 +96,7 @@ class OutDirs:
         if not os.path.lexists(path):
             return True
         error = remove_tree(path)
-        unshare = self.unshare()
+        unshare = self.unshare() if helped else None
         if error is not None and unshare is not None:
             error = unshare(path)
         with self._lock:

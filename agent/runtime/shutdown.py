@@ -111,7 +111,9 @@ def remove_ended_out_dirs(store: Store, files: JobFiles, config: Config) -> int:
 
     Under ``keep_containers`` none is touched: a kept container keeps its
     /out, and only the next start's sweep, which lists the containers, can
-    tell which are kept.
+    tell which are kept. What only a scrub container could delete (files
+    chowned to a subordinate uid) is left to that sweep too: it must not
+    hold the stop.
 
     Args:
         store: the job store (still open).
@@ -135,7 +137,7 @@ def remove_ended_out_dirs(store: Store, files: JobFiles, config: Config) -> int:
     removed = 0
     for job_id in job_ids:
         state = states.get(job_id)
-        if (state is None or state in TERMINAL) and files.remove_out_dir(job_id):
+        if (state is None or state in TERMINAL) and files.out.remove(job_id, helped=False):
             removed += 1
     if removed:
         log.info("removed the /out directories of %d ended job(s)", removed)

@@ -147,3 +147,21 @@ def test_a_job_begun_by_an_older_agent_with_a_volume_is_finished_from_it(make_ag
     assert done["state"] == "succeeded", done
     assert _archive(done) == {"f": b"old\n"}
     _nothing_stray(agent, job_id)
+
+
+def test_an_agent_stopped_right_after_cancels_leaves_no_out_directory(make_agent, image):
+    """The ends of cancelled jobs are recorded; the stop comes before their
+    cleanups may have run: the stop itself removes their /out directories."""
+    agent = make_agent(max_concurrent=8).start()
+    spec = {"image": image, "command": ["sh", "-c", f"echo x > /out/f; {HOLD}"]}
+    ids = [agent.call("job.submit", spec=spec)["id"] for _ in range(8)]
+    for job_id in ids:
+        agent.wait_state(job_id, "running", timeout=120)
+    for job_id in ids:
+        agent.call("job.cancel", id=job_id)
+    for job_id in ids:
+        assert agent.call("job.wait", id=job_id, timeout=120)["state"] == "cancelled"
+    assert agent.stop() == 0
+    assert [j for j in ids if (agent.state_dir / "out" / j).exists()] == []
+    agent.start()  # removes any container whose removal the stop cut short
+    wait_until(lambda: agent.containers() == [], timeout=60, what="no container left")

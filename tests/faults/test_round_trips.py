@@ -15,6 +15,7 @@ import re
 
 import pytest
 
+from tests.conftest import out_volumes
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.podman
@@ -62,7 +63,10 @@ def test_a_root_job_makes_no_volume_call_and_a_users_job_one_create_and_one_remo
     for _ in range(jobs):
         job = agent.call("job.submit", spec=spec)
         assert agent.call("job.wait", id=job["id"], timeout=120)["state"] == "succeeded"
-        wait_until(lambda: agent.containers() == [], what="the job's container removed")
+        wait_until(
+            lambda: agent.containers() == [] and out_volumes(agent) == [],
+            what="the job's container and /out removed",
+        )
     calls = _own_calls(podman_relay)
     volume_calls = [c for c in calls if "/volumes/" in c]
     image_inspects = [c for c in calls if c.endswith(f"/images/{image}/json")]
