@@ -255,28 +255,19 @@ class Finisher:
         if outcome.retry:
             self._retry(job, outcome, {}, attempt_fields)
             return
-        # Without its container, /out is not read (and goes too).
-        if outcome.state == State.CANCELLED:
-            move(
-                self.store,
-                job,
-                State.CANCELLED,
-                expect=ACTIVE,
-                attempt_fields=attempt_fields,
-                reason=outcome.reason,  # None, or shutdown
-                **_LOST_OUT,
-            )
-        else:
-            move(
-                self.store,
-                job,
-                outcome.state,
-                expect=ACTIVE,
-                detail={"reason": outcome.reason},
-                attempt_fields=attempt_fields,
-                reason=outcome.reason,
-                **_LOST_OUT,
-            )
+        # Without its container, /out is not read (and goes too). A cancel's
+        # event names no reason (its own is None, or shutdown).
+        cancelled = outcome.state == State.CANCELLED
+        move(
+            self.store,
+            job,
+            outcome.state,
+            expect=ACTIVE,
+            attempt_fields=attempt_fields,
+            reason=outcome.reason,
+            **({} if cancelled else {"detail": {"reason": outcome.reason}}),
+            **_LOST_OUT,
+        )
         self.workers.submit(job["id"], remove_out, self.podman, self.files, job["id"])
 
     def _retry(self, job: dict, outcome: Outcome, fields: dict, attempt_fields: dict) -> None:
