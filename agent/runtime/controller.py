@@ -325,8 +325,7 @@ class Controller:
 
         self.sweeps.containers(containers, live, now)
         if admit:  # the recovery pass leaves the listings to the loop's first pass, after READY
-            # A queued job (waiting for a retry) keeps its /out too, and so
-            # does a job with a container (kept, or being removed).
+            # A queued job (waiting for a retry) keeps its /out, as does one with a container.
             self.sweeps.volumes_if_due(known | containers.keys(), mono)
 
         self.admitting.admit(now, mono, start=admit)
