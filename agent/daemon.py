@@ -195,16 +195,14 @@ class Agent:
             self.sock_identity = socket_identity(self.bound_path)
         self.server = Server(self.sock, self.service, schedules, self.config)
         self.clock.mark("services and socket")
-        # The recovery pass: adopt what happened while the agent was down
-        # before telling anyone it is ready. Its ends' removals wait: they
-        # would compete with its records for Podman.
+        # The recovery pass: adopt what happened while the agent was down before
+        # READY. Its ends' removals wait: they would compete with its records.
         self.notifier.status("starting: recovery pass")
         self.controller.hold_cleanups()
         self.controller.reconcile_safely(admit=False)
         self.clock.mark("recovery pass")
-        # The pass hands its Podman work (recording jobs that ended while we
-        # were down) to a pool; READY waits for it, within reason. Queued jobs
-        # are started by the loop's first pass, after READY.
+        # READY waits, within reason, for the pool to record the ends it handed
+        # out. Queued jobs are started by the loop's first pass, after READY.
         if not self.controller.settle(self.config.podman_timeout):
             log.info("recovery still busy after %.0fs; ready anyway", self.config.podman_timeout)
         self.clock.mark("recorded ends")
@@ -234,8 +232,8 @@ class Agent:
         self.deliveries.start()
         self.image_gc.start()
         self.service.start_leftover_sweep()  # folders a removal left when the agent died
-        # What the start loaded and built lives as long as the agent: out of the
-        # collector's passes from now on (agent/__main__.py turned it off).
+        # What the start built lives as long as the agent: out of the collector's
+        # passes from now on (agent/__main__.py turned it off).
         gc.freeze()
         gc.enable()
         log.info(
