@@ -9,13 +9,12 @@ tests/harness.py's business.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 
 import pytest
 
-from tests.harness import IMAGE, AgentProcess, PodmanService, podman, wait_until
+from tests.harness import IMAGE, AgentProcess, PodmanService, podman, volumes_of, wait_until
 from tests.podman_relay import PodmanRelay
 
 
@@ -53,17 +52,7 @@ def podman_relay(podman_service, tmp_path):
 
 def out_volumes(agent: AgentProcess) -> list[str]:
     """The names of the agent's /out volumes (``choo-out-<ID>``) Podman holds."""
-    out = podman(
-        "--url",
-        agent.podman_url,
-        "volume",
-        "ls",
-        "--format",
-        "json",
-        "--filter",
-        f"label=io.choo.agent={agent.agent_id}",
-    ).stdout
-    return [v["Name"] for v in json.loads(out or "[]") if v["Name"].startswith("choo-out-")]
+    return [name for name in volumes_of(agent) if name.startswith("choo-out-")]
 
 
 @pytest.fixture

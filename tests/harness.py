@@ -34,6 +34,21 @@ def podman(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProc
     return subprocess.run(["podman", *args], check=check, capture_output=True, text=True, **kwargs)
 
 
+def volumes_of(agent: AgentProcess) -> list[str]:
+    """The names of the volumes Podman holds labelled as this agent's (/out and caches)."""
+    out = podman(
+        "--url",
+        agent.podman_url,
+        "volume",
+        "ls",
+        "--format",
+        "json",
+        "--filter",
+        f"label=io.choo.agent={agent.agent_id}",
+    ).stdout
+    return [v["Name"] for v in json.loads(out or "[]")]
+
+
 class PodmanService:
     """A ``podman system service`` of the tests' own, on a private socket."""
 

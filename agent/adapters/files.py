@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from agent.adapters import archive
 from agent.adapters.out_dirs import OUT_ROOT, OutDirs
-from agent.adapters.removal import remove_tree
+from agent.adapters.removal import remove_tree, say_cannot_remove
 from agent.adapters.snapshot import O_DIR, Reader, Refused, copy_tree, fsync_dir, open_dir
 from agent.adapters.usage import Usage
 from agent.protocol.errors import ChooError, InvalidParams, StorageError
@@ -337,13 +337,7 @@ class JobFiles:
             base, cap = REMOVE_RETRY
             self._pending[job_id] = (failures + 1, self.clock() + min(cap, base * 2**failures))
         if not failures:
-            log.warning(
-                "cannot remove %s: %s; will try again later (or remove it as the agent's "
-                "user: podman unshare rm -rf %s)",
-                path,
-                error,
-                path,
-            )
+            say_cannot_remove(log, path, error)
         return False
 
     def retry_removals(self) -> list[str]:

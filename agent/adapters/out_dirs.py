@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.adapters.removal import remove_tree
+from agent.adapters.removal import remove_tree, say_cannot_remove
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,7 @@ class OutDirs:
             first = job_id not in self._failed
             self._failed.add(job_id)
         if first:
-            log.warning(
-                "cannot remove %s: %s; will try again later (or remove it as the agent's "
-                "user: podman unshare rm -rf %s)",
-                path,
-                error,
-                path,
-            )
+            say_cannot_remove(log, path, error)
         return False
 
     def job_ids(self) -> list[str]:

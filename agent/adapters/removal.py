@@ -12,11 +12,23 @@ neither decides when to retry (agent/adapters/files.py does) nor raises.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
 
 from agent.adapters.snapshot import O_DIR
+
+
+def say_cannot_remove(log: logging.Logger, path: Path, error: OSError | str) -> None:
+    """Warn that ``path`` could not be removed yet, and how a person can remove it."""
+    log.warning(
+        "cannot remove %s: %s; will try again later (or remove it as the agent's "
+        "user: podman unshare rm -rf %s)",
+        path,
+        error,
+        path,
+    )
 
 
 def remove_tree(path: Path) -> OSError | None:

@@ -10,23 +10,9 @@ import tarfile
 
 import pytest
 
-from tests.harness import podman, wait_until
+from tests.harness import volumes_of, wait_until
 
 pytestmark = pytest.mark.podman
-
-
-def volumes(agent) -> list[str]:
-    out = podman(
-        "--url",
-        agent.podman_url,
-        "volume",
-        "ls",
-        "--format",
-        "json",
-        "--filter",
-        f"label=io.choo.agent={agent.agent_id}",
-    ).stdout
-    return [v["Name"] for v in json.loads(out or "[]")]
 
 
 @pytest.fixture
@@ -99,7 +85,7 @@ def test_artifacts_round_trip_byte_for_byte(files_agent, image, tmp_path):
         assert tar.extractfile("note").read() == b"done\n"
     as_json = json.loads(agent.chooctl("artifacts", "--json", job_id).stdout)
     assert as_json["sha256"] == record["sha256"]
-    wait_until(lambda: volumes(agent) == [], what="no /out volume left")
+    wait_until(lambda: volumes_of(agent) == [], what="no /out volume left")
 
 
 def test_files_the_agent_cannot_read_are_packed_through_podman(files_agent, image, tmp_path):
@@ -215,7 +201,7 @@ def test_pull_policy_never_on_a_missing_image_fails_with_reason_image(agent):
     assert (job["state"], job["reason"]) == ("failed", "image")
     assert "pull policy is 'never'" in job["log_tail"]
     assert "never" in done.stderr
-    wait_until(lambda: volumes(agent) == [], what="no /out volume left")
+    wait_until(lambda: volumes_of(agent) == [], what="no /out volume left")
 
 
 def test_pull_policy_missing_reports_the_registrys_message(agent):
@@ -290,7 +276,7 @@ def test_files_a_job_made_undeletable_are_removed_with_the_job(files_agent, imag
     assert removed.returncode == 0, removed.stderr
     assert not job_dir.exists()
     assert "cannot remove" not in agent.log()
-    wait_until(lambda: volumes(agent) == [], what="no /out volume left")
+    wait_until(lambda: volumes_of(agent) == [], what="no /out volume left")
 
 
 def test_the_disk_cap_refuses_a_submit_past_it_and_keeps_nothing(make_agent, image, tmp_path):

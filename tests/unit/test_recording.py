@@ -35,6 +35,17 @@ def _held(podman, method):
     return entered, release
 
 
+def _one_ended(world):
+    """A controller on a real pool, and a job whose container has just exited 0."""
+    store, podman, controller, clock = world
+    controller = build(store, podman, controller.config, clock, executor=ThreadPoolExecutor(4))
+    job_id = submit(store)
+    controller.reconcile()
+    wait_until(lambda: store.get(job_id)["state"] == "running", what="it runs")
+    podman.exit(job_id, 0)
+    return store, podman, controller, job_id
+
+
 def test_settle_returns_once_the_ends_are_recorded_while_their_removals_go_on(world):
     store, podman, controller, clock = world
     controller = build(store, podman, controller.config, clock, executor=ThreadPoolExecutor(4))
@@ -65,12 +76,7 @@ def test_settle_returns_once_the_ends_are_recorded_while_their_removals_go_on(wo
 
 
 def test_settle_waits_for_a_record_in_flight(world):
-    store, podman, controller, clock = world
-    controller = build(store, podman, controller.config, clock, executor=ThreadPoolExecutor(4))
-    job_id = submit(store)
-    controller.reconcile()
-    wait_until(lambda: store.get(job_id)["state"] == "running", what="it runs")
-    podman.exit(job_id, 0)
+    store, podman, controller, job_id = _one_ended(world)
     inspecting, release = _held(podman, "inspect")  # no exit files here: the finish inspects
     try:
         controller.reconcile(admit=False)
@@ -148,12 +154,7 @@ def test_held_cleanups_wait_for_the_release_and_then_run_on_the_pool():
 
 
 def test_the_recovery_pass_records_ends_and_leaves_their_removals_to_the_release(world):
-    store, podman, controller, clock = world
-    controller = build(store, podman, controller.config, clock, executor=ThreadPoolExecutor(4))
-    job_id = submit(store)
-    controller.reconcile()
-    wait_until(lambda: store.get(job_id)["state"] == "running", what="it runs")
-    podman.exit(job_id, 0)
+    store, podman, controller, job_id = _one_ended(world)
     controller.hold_cleanups()
     controller.reconcile(admit=False)  # as the recovery pass
     assert controller.settle(30) is True
