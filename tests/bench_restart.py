@@ -91,6 +91,9 @@ def bench_ready(make_agent, image: str, pairs: int, running: int = 50, exited: i
         raise SystemExit("bench: the adopted jobs are not running")
     for job_id in runners:
         agent.call("job.cancel", id=job_id)
+    # The agent removes them in parallel; left to the bench's teardown, they
+    # would go one `podman rm -f` at a time (minutes under load).
+    wait_until(lambda: not agent.containers(), timeout=300, what="the runners' containers gone")
     print(f"\n## agent start to ready, adopting {running} running and {exited} exited containers")
     print(f"  restarts:        {len(times)}   ({load()})")
     print(f"  start to READY:  {spread(times)}   (target < 1000 ms)")
