@@ -191,21 +191,15 @@ class Controller:
         self.events.start()
         self.exits.start()
 
-    def hold_cleanups(self) -> None:
-        """Record ends from now on without their cleanups (for the recovery pass)."""
+    def hold_cleanups(self) -> None:  # for the recovery pass: records without removals
         self.recording.hold_cleanups()
 
-    def release_cleanups(self) -> None:
-        """Hand the pool the cleanups held back; call it before the loop runs."""
+    def release_cleanups(self) -> None:  # to the pool, before the loop runs
         self.recording.release_cleanups(self.workers)
 
     def settle(self, timeout: float) -> bool:
-        """Wait until every end a full pass handed out (e.g. the recovery pass's)
-        is recorded; their cleanups may still run (``recording``).
-
-        Returns:
-            True when they are recorded, False when ``timeout`` seconds passed first.
-        """
+        """True once every end a full pass handed out (e.g. the recovery pass's) is
+        recorded, cleanups aside (``recording``); False if ``timeout`` s passed first."""
         return self.recording.wait(timeout)
 
     @property

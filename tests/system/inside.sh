@@ -142,7 +142,7 @@ systemctl restart choo-agent
 
 step "the agent's own journal"
 expect "ready line under _SYSTEMD_UNIT=choo-agent.service" \
-    journal_has "ready: socket (socket activation)" -u choo-agent
+    journal_has ": socket (socket activation), Podman" -u choo-agent
 expect "no tracebacks" sh -c '! journalctl -u choo-agent --no-pager -o cat | grep -q Traceback'
 
 step "systemctl stop leaves running jobs; the next start adopts them"
@@ -190,7 +190,7 @@ expect "her agent runs her job" test "$out" = mine
 expect "her socket is 0600 alice" \
     test "$(stat -c '%a %U' "/run/user/$auid/choo/agent.sock")" = "600 alice"
 expect "her agent uses her podman.socket" as_alice_user systemctl --user is-active -q podman.socket
-expect "her agent logs to the journal" journal_has "ready: socket (socket activation)" \
+expect "her agent logs to the journal" journal_has ": socket (socket activation), Podman" \
     _SYSTEMD_USER_UNIT=choo-agent.service
 as_alice_user systemctl --user disable --now choo-agent.socket choo-agent
 
