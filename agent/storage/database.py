@@ -28,6 +28,7 @@ from ulid import ULID
 from agent.protocol.errors import StorageError
 from agent.storage import identity, migrations
 from agent.storage.models import SCHEMA_VERSION, bind
+from agent.storage.writer_turns import WriterTurns
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class Database:
             check_same_thread=False,
         )
         self.models = bind(self.db)
-        self._write_lock = threading.RLock()  # re-entrant: atomic() blocks nest
+        self._writers = WriterTurns(patience=BUSY_TIMEOUT)
         #: shape -> (SQL, its parameters: a slot's name, or a constant), for ``rows``.
         self._statements: dict[Hashable, tuple[str, list[tuple[str | None, Any]]]] = {}
 
@@ -269,35 +270,35 @@ class Database:
     def writing(self) -> Iterator[None]:
         """One IMMEDIATE write transaction; SQLite failures become ``StorageError``.
 
-        The agent's own writers queue on a lock first. SQLite's busy handler
-        polls with growing sleeps, so with hundreds of clients writing at once
-        an unlucky writer could wait past ``busy_timeout`` and fail with
-        "database is locked"; the lock hands over at once, in turn. (Another
-        process holding the database still meets ``busy_timeout``; and the
-        turn is awaited ``BUSY_TIMEOUT`` at most, since behind writers that
-        each wait out a lock held from outside it could take minutes.)
+        The agent's own writers wait their turn first (``WriterTurns``: in
+        arrival order, as long as the turns keep passing). SQLite's busy
+        handler polls with growing sleeps, so with hundreds of clients writing
+        at once an unlucky writer could wait past ``busy_timeout`` and fail
+        with "database is locked"; the turn hands over at once. A writer gives
+        up when no turn has gone through for ``BUSY_TIMEOUT``: the writers
+        ahead are stuck behind a lock held from outside, and waiting on would
+        hold this thread (the loop's, a client's) for minutes.
 
         Raises:
             StorageError: SQLite failed (disk full, read-only, locked...).
         """
-        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT):
-            # Queued behind writers that each wait out SQLite's busy timeout:
-            # the database is locked from outside, and waiting on would hold
-            # this thread (the loop's, a client's) for minutes.
+        if not self._writers.acquire():
             raise _storage_error(
                 self.path,
                 pw.OperationalError(
-                    f"database is locked: waited {BUSY_TIMEOUT:g} s behind the agent's "
-                    "other writers"
+                    f"database is locked: the agent's writers have not moved for "
+                    f"{BUSY_TIMEOUT:g} s (another process holds it?)"
                 ),
             )
+        went_through = True  # a use case's own error too: the database moved on
         try:
             with self.db.atomic():
                 yield
         except pw.OperationalError as exc:
+            went_through = False
             raise _storage_error(self.path, exc) from exc
         finally:
-            self._write_lock.release()
+            self._writers.release(went_through=went_through)
 
     def rows(
         self, shape: Hashable, build: Callable[[], pw.Query], values: dict[str, Any]

@@ -78,6 +78,7 @@ class ExitFiles:
             default_storage_roots() if storage_roots is None else tuple(storage_roots)
         )
         self._inotify: Inotify | None = None
+        self._drivers_dirs: tuple[Path, ...] = ()
 
     def status(self, container_id: str) -> ExitStatus | None:
         """How the container's process ended, as its exit file says.
@@ -111,11 +112,21 @@ class ExitFiles:
         """
         if not _CONTAINER_ID.fullmatch(container_id):
             return None
-        bundles = [self.directory.parent / "persist" / container_id]
-        for root in self.storage_roots:
-            bundles.extend(root.glob(f"*-containers/{container_id}/userdata"))
-        found = [bundle for bundle in bundles if bundle.is_dir()]
+        found = self._bundles(container_id, self._drivers_dirs)
+        if not found:  # a storage driver new since the last look (podman system reset)
+            self._drivers_dirs = self._find_drivers_dirs()
+            found = self._bundles(container_id, self._drivers_dirs)
         return any((bundle / "oom").exists() for bundle in found) if found else None
+
+    def _bundles(self, container_id: str, drivers_dirs: Sequence[Path]) -> list[Path]:
+        bundles = [self.directory.parent / "persist" / container_id]
+        bundles += [path / container_id / "userdata" for path in drivers_dirs]
+        return [bundle for bundle in bundles if bundle.is_dir()]
+
+    def _find_drivers_dirs(self) -> tuple[Path, ...]:
+        """Each graph root's ``<driver>-containers`` directories (listing a root is
+        what costs: once, and again only when a bundle is not found in them)."""
+        return tuple(path for root in self.storage_roots for path in root.glob("*-containers"))
 
     def open(self) -> str | None:
         """Start watching; returns None, or why the directory cannot be watched."""
