@@ -375,7 +375,8 @@ class Service(Removal, Watching, Holding, Reruns, Pausing):
         if reading.cut:
             # The shipper counts what the cap dropped; the record the client
             # gets should say so (the shipper's output-cut event wakes this).
-            self.feed.wait_for(
-                lambda: bool(self.store.get(full).get("log_dropped")) or closed(), DROPPED_WAIT
+            job = self._wait_until(
+                full, lambda job: bool(job.get("log_dropped")), DROPPED_WAIT, closed
             )
+            return {"entries": sent, "job": job}
         return {"entries": sent, "job": self.store.get(full)}

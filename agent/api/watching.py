@@ -50,9 +50,10 @@ class Watching:
         self._visible(full, peer)
         timeout = params.timeout
         limit = MAX_WAIT if timeout is None else specs.parse_duration(timeout, "timeout")
-        state = self._watch_state(full)
-        self.feed.wait_for(lambda: state() in TERMINAL or closed(), min(limit, MAX_WAIT))
-        return self.owners.shown(peer, self.store.get(full))
+        job = self._wait_until(
+            full, lambda job: job["state"] in TERMINAL, min(limit, MAX_WAIT), closed
+        )
+        return self.owners.shown(peer, job)
 
     def subscribe(
         self,
@@ -106,6 +107,32 @@ class Watching:
             except NoSuchJob:  # removed: its last event says so, to admins only
                 owners[job_id] = None
         return self.owners.may_touch(peer, owners[job_id])
+
+    def _wait_until(
+        self,
+        job_id: str,
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float,
+        closed: Callable[[], bool],
+    ) -> dict[str, Any]:
+        """The job's record once ``done(record)`` holds, ``timeout`` seconds pass or
+        the client hangs up (looked at once a second).
+
+        The record is read again only after an event of this job: the database
+        is never read under the feed's lock, and other jobs' events wake no one.
+        """
+        deadline = time.monotonic() + timeout
+        seq = self.feed.seq  # before the read: an event after it wakes the wait
+        job = self.store.get(job_id)
+        while not done(job) and not closed():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            newest = self.feed.wait_job(job_id, after=seq, timeout=min(remaining, 1.0))
+            if newest is not None:
+                seq = newest
+                job = self.store.get(job_id)
+        return job if done(job) else self.store.get(job_id)  # as it is now, if not done
 
     def _watch_state(self, job_id: str) -> Callable[[], str]:
         """A cheap ``state()`` that reads the database only after a new event."""

@@ -1,9 +1,12 @@
 """A feed of committed job events that threads can wait on.
 
 The store publishes every event here *after* its transaction commits; waiters
-(``job.wait``, log followers, ``events.subscribe``, the controller) block on
-``wait_for`` instead of polling the database. It holds a bounded window of
-recent events so a subscriber that falls briefly behind misses nothing.
+(log followers, ``events.subscribe``, the shipper, the notifier) block on
+``wait_after`` instead of polling the database, and a waiter for one job
+(``job.wait``) on ``wait_job``, which only that job's events wake: with fifty
+clients waiting, an event wakes one of them, not fifty, and nobody reads the
+database under the feed's lock. It holds a bounded window of recent events so
+a subscriber that falls briefly behind misses nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ class ChangeFeed:
             maxlen=window
         )
         self._seq = 0
+        #: job ID -> (the condition its waiters wait on, how many wait).
+        self._jobs: dict[str, tuple[threading.Condition, int]] = {}
 
     @property
     def seq(self) -> int:
@@ -39,6 +44,9 @@ class ChangeFeed:
             for event in events:
                 self._seq += 1
                 self._events.append((self._seq, event))
+                waiting = self._jobs.get(event.get("job_id"))  # type: ignore[arg-type]
+                if waiting is not None:
+                    waiting[0].notify_all()
             self._cond.notify_all()
 
     def since(self, seq: int) -> tuple[int, list[dict[str, Any]]]:
@@ -46,23 +54,47 @@ class ChangeFeed:
         with self._cond:
             return self._seq, [e for s, e in self._events if s > seq]
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Block until ``predicate()`` holds (checked after every event) or time runs out.
+    def wait_job(self, job_id: str, *, after: int, timeout: float) -> int | None:
+        """Block until an event of ``job_id`` newer than ``after`` is published, or
+        ``timeout`` passes; only that job's events wake the caller.
+
+        Args:
+            job_id: the job.
+            after: a sequence number the caller has looked at the job since
+                (``seq`` before it read the job).
+            timeout: seconds to wait at most.
 
         Returns:
-            The last value of ``predicate()``.
+            The newest sequence number once the job has moved (or may have: the
+            window no longer reaches back to ``after``): read the job again.
+            None when the time ran out with no event of the job.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         with self._cond:
-            while True:
-                if predicate():
-                    return True
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                # Wake at least once a second so a predicate that depends on
-                # something other than events (a closed socket) is re-checked.
-                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+            condition, count = self._jobs.get(job_id) or (threading.Condition(self._cond), 0)
+            self._jobs[job_id] = (condition, count + 1)
+            try:
+                while not self._moved(job_id, after):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    condition.wait(remaining)
+                return self._seq
+            finally:
+                condition, count = self._jobs[job_id]
+                if count == 1:
+                    del self._jobs[job_id]
+                else:
+                    self._jobs[job_id] = (condition, count - 1)
+
+    def _moved(self, job_id: str, after: int) -> bool:
+        """Whether the window holds an event of ``job_id`` after ``after`` (or has lost some)."""
+        for seq, event in reversed(self._events):
+            if seq <= after:
+                return False
+            if event.get("job_id") == job_id:
+                return True
+        return bool(self._events) and self._events[0][0] > after + 1
 
     def wait_after(self, seq: int, timeout: float) -> int:
         """Block until an event newer than ``seq`` exists or ``timeout`` passes."""

@@ -93,65 +93,93 @@ def test_window_keeps_only_the_most_recent_events():
     assert feed.since(0) == (5, [{"n": 3}, {"n": 4}, {"n": 5}])
 
 
-def test_wait_for_returns_at_once_when_predicate_holds(feed, watched):
-    assert feed.wait_for(lambda: True, timeout=5) is True
-    assert watched.wakes == []  # never waited
+def _once_job_waiting(feed: ChangeFeed, job_id: str, action) -> threading.Thread:
+    """Run ``action`` on another thread once a ``wait_job`` for ``job_id`` is blocked.
 
+    The waiter registers under the feed's lock and waits in the same hold, so a
+    publish from ``action`` (which takes that lock) always lands on a blocked waiter.
+    """
 
-def test_wait_for_times_out_with_false(feed, watched):
-    start = time.monotonic()
-    assert feed.wait_for(lambda: False, timeout=0.2) is False
-    assert time.monotonic() - start >= 0.2  # not before its time
-    assert watched.wakes and not any(watched.wakes)
+    def run():
+        deadline = time.monotonic() + 10
+        while True:
+            with feed._cond:
+                if job_id in feed._jobs:
+                    break
+            assert time.monotonic() < deadline, f"nobody waited for {job_id}"
+            time.sleep(0.001)
+        action()
 
-
-def test_wait_for_with_zero_timeout_checks_once(feed, watched):
-    assert feed.wait_for(lambda: False, timeout=0) is False
-    assert watched.wakes == []
-
-
-def test_wait_for_wakes_on_publish_from_another_thread(feed, watched):
-    seen = []
-    _once_waiting(watched, lambda: (seen.append(1), feed.publish({"kind": "state"})))
-    assert feed.wait_for(lambda: bool(seen), timeout=5) is True
-    # The publish woke it, not the once-a-second fallback (which may have
-    # come first on a slow machine, and found nothing).
-    assert watched.wakes[-1] is True
-
-
-def test_wait_for_without_timeout_wakes_on_publish(feed, watched):
-    done = []
-    _once_waiting(watched, lambda: (done.append(1), feed.publish({})))
-    assert feed.wait_for(lambda: bool(done), timeout=None) is True
-    assert watched.wakes[-1] is True
-
-
-def test_wait_for_rechecks_predicate_without_events(feed, watched):
-    # A predicate that depends on something other than events (a closed
-    # socket) must still be noticed, by the periodic wake-up.
-    flag = threading.Event()
-    _once_waiting(watched, flag.set)
-    assert feed.wait_for(flag.is_set, timeout=5) is True
-    assert watched.wakes[-1] is False  # the fallback wake-up saw it, no event did
-
-
-def test_wait_for_keeps_waiting_through_irrelevant_events(feed, watched):
-    target = []
-
-    def publisher():
-        for waits in range(1, 6):
-            watched.wait_for_waits(waits)
-            feed.publish({"kind": "noise"})
-        watched.wait_for_waits(6)
-        target.append(1)
-        feed.publish({"kind": "wanted"})
-
-    thread = threading.Thread(target=publisher, daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert feed.wait_for(lambda: bool(target), timeout=5) is True
+    return thread
+
+
+def test_wait_job_returns_the_newest_seq_at_once_when_the_job_already_moved(feed):
+    feed.publish({"job_id": "a"})
+    feed.publish({"job_id": "b"})
+    assert feed.wait_job("a", after=0, timeout=5) == 2
+    assert feed.wait_job("a", after=1, timeout=0) is None  # only b since 1
+    assert feed._jobs == {}
+
+
+def test_wait_job_times_out_with_none(feed):
+    start = time.monotonic()
+    assert feed.wait_job("a", after=0, timeout=0.2) is None
+    assert time.monotonic() - start >= 0.2  # not before its time
+    assert feed._jobs == {}
+
+
+def test_wait_job_is_woken_by_its_own_job_only(feed):
+    notified: list[str] = []
+
+    def noise_then_the_job():
+        condition, _ = feed._jobs["a"]
+        original = condition.notify_all
+        condition.notify_all = lambda: (notified.append("a"), original())
+        for _ in range(5):
+            feed.publish({"job_id": "b"})
+        feed.publish({"kind": "schedule"})  # an event of no job
+        assert notified == []  # five events of another job woke nobody waiting for a
+        feed.publish({"job_id": "a"})
+
+    thread = _once_job_waiting(feed, "a", noise_then_the_job)
+    assert feed.wait_job("a", after=0, timeout=30) == 7
     thread.join(5)
-    assert feed.seq == 6
-    assert watched.wakes[-1] is True  # the wanted event woke it; noise before it did not end it
+    assert notified == ["a"]
+    assert feed._jobs == {}
+
+
+def test_wait_job_counts_a_window_that_lost_events_as_moved():
+    feed = ChangeFeed(window=3)
+    for _ in range(5):
+        feed.publish({"job_id": "b"})
+    assert feed.wait_job("a", after=0, timeout=5) == 5  # events 1-2 gone: read the job again
+    assert feed.wait_job("a", after=2, timeout=0) is None  # 3-5 are all there, none of a
+
+
+def test_waiters_for_one_job_are_all_woken_and_leave_nothing_behind(feed):
+    results: list[int | None] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(feed.wait_job("a", after=0, timeout=30)))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+
+    def all_waiting() -> bool:
+        with feed._cond:
+            return "a" in feed._jobs and feed._jobs["a"][1] == 3
+
+    deadline = time.monotonic() + 10
+    while not all_waiting():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    feed.publish({"job_id": "a"})
+    for thread in threads:
+        thread.join(10)
+    assert results == [1, 1, 1]
+    assert feed._jobs == {}
 
 
 def test_wait_after_returns_at_once_when_already_behind(feed, watched):
@@ -216,11 +244,33 @@ def test_concurrent_publishers_lose_nothing(feed):
 def test_a_store_commit_wakes_a_service_waiting_on_the_same_feed(feed_store, feed_service):
     spec = specs.normalize({"image": "alpine", "command": ["true"]})
     job_id = feed_store.add_job(spec, trigger="rpc", queue_limit=10)["id"]
-    watched = WatchedCondition()
-    feed_store.feed._cond = watched
-    _once_waiting(watched, lambda: feed_store.transition(job_id, State.CANCELLED))
+    _once_job_waiting(
+        feed_store.feed, job_id, lambda: feed_store.transition(job_id, State.CANCELLED)
+    )
     assert feed_service.wait(WaitParams(job_id, timeout=30))["state"] == "cancelled"
-    assert watched.wakes[-1] is True  # the store's publish woke the service's wait
+
+
+def test_a_service_wait_reads_the_job_only_after_its_own_events(feed_store, feed_service):
+    spec = specs.normalize({"image": "alpine", "command": ["true"]})
+    job_id, *others = (
+        feed_store.add_job(spec, trigger="rpc", queue_limit=10)["id"] for _ in "abcdef"
+    )
+    reads: list[str] = []
+    original = feed_store.get
+    feed_store.get = lambda jid, *a, **k: (reads.append(jid), original(jid, *a, **k))[1]
+
+    waiting: list[int] = []
+
+    def others_then_this():
+        waiting.append(len(reads))
+        for other in others:
+            feed_store.transition(other, State.CANCELLED)
+        feed_store.transition(job_id, State.CANCELLED)
+
+    _once_job_waiting(feed_store.feed, job_id, others_then_this)
+    assert feed_service.wait(WaitParams(job_id, timeout=30))["state"] == "cancelled"
+    # While it waited, five other jobs' events read nothing; its own, the job once.
+    assert reads[waiting[0] :] == [job_id], reads
 
 
 def test_relay_passes_on_the_wanted_events_from_now_until_the_count():

@@ -10,6 +10,7 @@ from ulid import ULID
 from agent.protocol.states import State
 from agent.runtime.shipped_mark import SHIPPED_MARK, leave_mark, take_mark
 from agent.runtime.shipper import RESUME_WINDOW, Shipper
+from tests.harness import wait_until
 from tests.unit.test_shipper import (
     append,
     line,
@@ -42,7 +43,7 @@ def test_a_clean_stop_leaves_the_oldest_followed_job_and_the_next_start_reads_fr
     store.transition(done, State.SUCCEEDED)
     running = running_job(store, logs, [line(b"a")])
     shipper.start()
-    assert change_feed.wait_for(lambda: journal.data(running) == b"a\n", timeout=30)
+    wait_until(lambda: journal.data(running) == b"a\n", 30, "the journal to hold the output")
     shipper.stop(timeout=30)
     assert float(mark.read_text()) == ULID.from_str(running).timestamp
     # While the agent is down the job ends, with output the journal has not seen.

@@ -21,6 +21,7 @@ from agent.protocol.states import State
 from agent.runtime import log_limit
 from agent.runtime import shipper as shipping
 from agent.runtime.shipper import JournalPort, Shipper
+from tests.harness import wait_until
 
 SPEC = {"image": "img", "command": ["x"], "pull": "missing", "retries": 1, "stop_timeout": 5}
 
@@ -284,9 +285,9 @@ def test_the_thread_ships_new_output_and_stops(world, change_feed):
     shipper.start()
     try:
         job = running_job(store, logs, [line(b"a")])
-        assert change_feed.wait_for(lambda: journal.data(job) == b"a\n", timeout=30)
+        wait_until(lambda: journal.data(job) == b"a\n", 30, "the journal to hold the output")
         append(logs, job, line(b"b"))
-        assert change_feed.wait_for(lambda: journal.data(job) == b"a\nb\n", timeout=30)
+        wait_until(lambda: journal.data(job) == b"a\nb\n", 30, "the journal to hold the output")
     finally:
         shipper.stop(timeout=30)
     assert not shipper._thread.is_alive()

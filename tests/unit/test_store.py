@@ -335,14 +335,18 @@ def test_published_events_carry_job_id_and_name(store, feed):
 
 def test_waiter_in_another_thread_sees_the_transition(store, feed):
     job_id = add(store)["id"]
+    seq = feed.seq
     result = {}
 
     def waiter():
-        result["ok"] = feed.wait_for(lambda: store.get(job_id)["state"] == "running", 5)
+        after = seq
+        while store.get(job_id)["state"] != "running":
+            after = feed.wait_job(job_id, after=after, timeout=5)
+            assert after is not None, "no event of the job came"
+        result["ok"] = True
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(0.05)
     run_to(store, job_id, ST, R)
     thread.join(5)
     assert result == {"ok": True}
