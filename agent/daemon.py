@@ -47,7 +47,7 @@ from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipped_mark import SHIPPED_MARK
 from agent.runtime.shipper import Shipper
-from agent.runtime.shutdown import stop_running_jobs
+from agent.runtime.shutdown import remove_ended_out_dirs, stop_running_jobs
 from agent.runtime.usage import UsageSampler, running_job_ids
 from agent.storage.store import Store
 
@@ -364,6 +364,7 @@ class Agent:
                 )
             except ChooError as exc:
                 log.error("could not stop the running jobs: %s; the next start adopts them", exc)
+        remove_ended_out_dirs(self.store, self.files, self.config)  # what a cut cleanup left
         if self.bound_path is not None:
             unlink_if_ours(self.bound_path, self.sock_identity)
         if self.podman_service is not None:

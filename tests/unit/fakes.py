@@ -14,6 +14,7 @@ import dataclasses
 import io
 from concurrent.futures import Executor, Future
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agent.adapters.podman import ContainerState
 
@@ -39,6 +40,9 @@ class FakePodman:
         self.volumes: set[str] = set()
         self.secrets: list[tuple[str, str]] = []
         self.log_paths: list[str] = []
+        #: What ``runs_as_root`` answers; the /out each run was given (None: volume).
+        self.root = True
+        self.out_dirs: list[str | None] = []
 
     def run(
         self,
@@ -53,10 +57,14 @@ class FakePodman:
         *,
         checkpoint=lambda: None,
         pull_timeout=600.0,
+        out_dir=None,
     ):
         checkpoint()
         cid = f"c-{job_id}-{attempt}"
         self.log_paths.append(log_path)
+        self.out_dirs.append(out_dir)
+        if out_dir is None:
+            self.volumes.add(job_id)
         with open(log_path, "ab") as log:
             log.write(
                 b"2026-12-01T22:23:30.410197384+00:00 stdout F "
@@ -73,6 +81,9 @@ class FakePodman:
             created_at=self.clock(),
         )
         return cid
+
+    def runs_as_root(self, spec):
+        return self.root
 
     def exit(self, job_id, code, oom=False):
         c = self.containers[job_id]
@@ -158,10 +169,12 @@ class FakeExits:
 
 
 class FakeFiles:
-    """Packs nothing; records what it was asked to pack."""
+    """Packs nothing; records what it was asked to pack. Its /out directories
+    are a set of job IDs (``out``)."""
 
     def __init__(self):
         self.packed: list[str] = []
+        self.out: set[str] = set()
 
     def workspace_dir(self, job_id):
         return None
@@ -172,6 +185,20 @@ class FakeFiles:
 
     def pack_dir(self, job_id, source):
         return None  # as for files the agent cannot read: packed through Podman
+
+    def out_dir(self, job_id):
+        return Path("/out-dirs", job_id) if job_id in self.out else None
+
+    def make_out_dir(self, job_id):
+        self.out.add(job_id)
+        return Path("/out-dirs", job_id)
+
+    def remove_out_dir(self, job_id):
+        self.out.discard(job_id)
+        return True
+
+    def out_dir_jobs(self):
+        return sorted(self.out)
 
 
 class Clock:

@@ -1,0 +1,119 @@
+"""Jobs' /out as host directories: ``STATE_DIR/out/<ID>/``, made, listed and removed.
+
+A job whose container runs as root of the agent's user namespace (the
+agent's own uid, rootless) gets this directory bind-mounted at /out instead
+of a Podman volume: a ``mkdir`` and a local removal instead of two Podman
+calls. The directories live beside ``jobs/``, not in it: they are not job
+files counted against ``max_files_bytes`` (a volume never was either), and
+the folder holds only the directories of jobs still running (or of a kept
+container), so listing it for strays is cheap. A job's attempts share it.
+
+What a job chowned to a subordinate uid there is deleted through
+``unshare`` (agent/adapters/podman/scrub.py), as in a job's own directory.
+Which job gets a directory, and when one is a stray, is the runtime's call;
+this module never talks to the Podman API or the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.adapters.removal import remove_tree, say_cannot_remove
+
+log = logging.getLogger(__name__)
+
+#: The folder, under the state directory, holding one directory per job.
+OUT_ROOT = "out"
+#: The mode of a job's /out directory: what a new Podman volume has.
+OUT_MODE = 0o755
+
+
+class OutDirs:
+    """The host directories jobs see at /out.
+
+    Args:
+        root: ``STATE_DIR/out``.
+        unshare: returns the hook deleting a tree the agent alone cannot
+            (None: nothing more is tried); read at each removal, as the
+            composition root sets it once Podman is up.
+    """
+
+    def __init__(self, root: Path, unshare: Callable[[], Callable[[Path], OSError | None] | None]):
+        self.root = root
+        self.unshare = unshare
+        self._lock = threading.Lock()
+        #: Jobs whose directory could not be removed (logged once each).
+        self._failed: set[str] = set()
+
+    def path(self, job_id: str) -> Path:
+        """Where the job's /out directory is (whether or not it exists)."""
+        return self.root / job_id
+
+    def exists(self, job_id: str) -> bool:
+        """Whether the job has a /out directory (it was given one)."""
+        return os.path.isdir(self.path(job_id))
+
+    def make(self, job_id: str) -> Path:
+        """The job's /out directory, made if missing (an earlier attempt's is kept).
+
+        Raises:
+            OSError: it cannot be made (the disk is full, ...).
+        """
+        path = self.path(job_id)
+        if not os.path.isdir(path):
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                os.mkdir(path, OUT_MODE)
+            except FileExistsError:
+                pass
+            else:
+                # Not narrowed by the umask. Not fsynced either: a power cut
+                # ends the container too, and a retry without the directory
+                # gets a volume (agent/runtime/launch.py).
+                os.chmod(path, OUT_MODE)
+        return path
+
+    def remove(self, job_id: str, *, helped: bool = True) -> bool:
+        """Delete the job's /out directory, whatever the job left in it.
+
+        A first failure is logged (the sweeps try again, about once a minute);
+        nothing is raised.
+
+        Args:
+            job_id: the job.
+            helped: what the agent alone cannot delete goes to ``unshare``
+                (False: on the way out, where a scrub container could hold
+                the stop; the next start's sweep does it).
+
+        Returns:
+            True when it is gone (or never was).
+        """
+        path = self.path(job_id)
+        if not os.path.lexists(path):
+            return True
+        error = remove_tree(path)
+        unshare = self.unshare() if helped else None
+        if error is not None and unshare is not None:
+            error = unshare(path)
+        with self._lock:
+            if error is None:
+                if job_id in self._failed:
+                    self._failed.discard(job_id)
+                    log.info("removed %s at last", path)
+                return True
+            first = job_id not in self._failed
+            self._failed.add(job_id)
+        if first:
+            say_cannot_remove(log, path, error)
+        return False
+
+    def job_ids(self) -> list[str]:
+        """The IDs of the jobs that have a /out directory."""
+        try:
+            return os.listdir(self.root)
+        except FileNotFoundError:
+            return []
