@@ -73,7 +73,7 @@ class JobFiles:
         self.clock = clock
         self.unshare = unshare
         self.usage = Usage(self.root, lambda: self.config.max_files_bytes)
-        self.out = OutDirs(state_dir / OUT_ROOT, lambda: self.unshare)
+        self.out = OutDirs((state_dir / OUT_ROOT).absolute(), lambda: self.unshare)
         # Guards _pending (removals run on connection and scheduler threads).
         self._lock = threading.Lock()
         #: Job directories whose removal failed: (failures, monotonic time due).
@@ -214,6 +214,14 @@ class JobFiles:
     def out_dir_jobs(self) -> list[str]:
         """The IDs of the jobs that have a /out directory."""
         return self.out.job_ids()
+
+    def out_dirs_enabled(self) -> bool:
+        """Whether a new job running as root gets a /out directory (``OutDirs.use``)."""
+        return self.out.enabled
+
+    def use_out_dirs(self, enabled: bool, reason: str) -> bool:
+        """Start or stop handing out /out directories; True when that changed the mode."""
+        return self.out.use(enabled, reason)
 
     # -- artifacts -----------------------------------------------------------
 

@@ -8,6 +8,11 @@ files counted against ``max_files_bytes`` (a volume never was either), and
 the folder holds only the directories of jobs still running (or of a kept
 container), so listing it for strays is cheap. A job's attempts share it.
 
+New directories are handed out only once ``use`` says Podman sees this
+folder at its path (agent/adapters/podman/peer_view.py checks it at start;
+the launcher turns them off for good when a create still cannot find one):
+otherwise every job gets a volume, as it would without this module.
+
 What a job chowned to a subordinate uid there is deleted through
 ``unshare`` (agent/adapters/podman/scrub.py), as in a job's own directory.
 Which job gets a directory, and when one is a stray, is the runtime's call;
@@ -30,6 +35,9 @@ log = logging.getLogger(__name__)
 OUT_ROOT = "out"
 #: The mode of a job's /out directory: what a new Podman volume has.
 OUT_MODE = 0o755
+#: ``OutDirs.mode``: what a job running as root gets at /out.
+MODE_DIRECTORY = "directory"
+MODE_VOLUME = "volume"
 
 
 class OutDirs:
@@ -48,6 +56,38 @@ class OutDirs:
         self._lock = threading.Lock()
         #: Jobs whose directory could not be removed (logged once each).
         self._failed: set[str] = set()
+        #: Whether new jobs get a directory (``use``), and why or why not.
+        self.enabled = False
+        self.reason = "Podman's view of the state directory is not checked yet"
+
+    def use(self, enabled: bool, reason: str) -> bool:
+        """Hand out directories to new jobs, or stop (a job that has one keeps it).
+
+        Args:
+            enabled: whether Podman sees ``root`` at its path.
+            reason: why (agent.info shows it).
+
+        Returns:
+            Whether this changed the mode.
+        """
+        with self._lock:
+            changed = enabled != self.enabled
+            self.enabled, self.reason = enabled, reason
+        return changed
+
+    @property
+    def mode(self) -> str:
+        """``MODE_DIRECTORY`` or ``MODE_VOLUME``: what a new job running as root gets."""
+        return MODE_DIRECTORY if self.enabled else MODE_VOLUME
+
+    def make_root(self) -> Path:
+        """``root``, made if missing (Podman's view of it is checked before any job's).
+
+        Raises:
+            OSError: it cannot be made.
+        """
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.root
 
     def path(self, job_id: str) -> Path:
         """Where the job's /out directory is (whether or not it exists)."""
@@ -65,7 +105,7 @@ class OutDirs:
         """
         path = self.path(job_id)
         if not os.path.isdir(path):
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.make_root()
             try:
                 os.mkdir(path, OUT_MODE)
             except FileExistsError:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.adapters.podman import ContainerState
+from agent.protocol.errors import CreateError
 
 
 class Inline(Executor):
@@ -43,6 +44,8 @@ class FakePodman:
         #: What ``runs_as_root`` answers; the /out each run was given (None: volume).
         self.root = True
         self.out_dirs: list[str | None] = []
+        #: Refuse a create given a host directory, as a Podman that cannot see it does.
+        self.unseen_out_dirs = False
 
     def run(
         self,
@@ -63,6 +66,10 @@ class FakePodman:
         cid = f"c-{job_id}-{attempt}"
         self.log_paths.append(log_path)
         self.out_dirs.append(out_dir)
+        if out_dir is not None and self.unseen_out_dirs:
+            raise CreateError(
+                f"create container for job {job_id}: statfs {out_dir}: no such file or directory"
+            )
         if out_dir is None:
             self.volumes.add(job_id)
         with open(log_path, "ab") as log:
@@ -175,6 +182,9 @@ class FakeFiles:
     def __init__(self):
         self.packed: list[str] = []
         self.out: set[str] = set()
+        #: ``out_dirs_enabled``; why, as ``use_out_dirs`` last said.
+        self.out_enabled = True
+        self.out_reason = ""
 
     def workspace_dir(self, job_id):
         return None
@@ -199,6 +209,14 @@ class FakeFiles:
 
     def out_dir_jobs(self):
         return sorted(self.out)
+
+    def out_dirs_enabled(self):
+        return self.out_enabled
+
+    def use_out_dirs(self, enabled, reason):
+        changed = enabled != self.out_enabled
+        self.out_enabled, self.out_reason = enabled, reason
+        return changed
 
 
 class Clock:

@@ -20,6 +20,7 @@ from agent.adapters.out_dirs import OutDirs
 from agent.adapters.podman import Podman
 from agent.adapters.podman.image_users import USER_TTL, is_root_user
 from agent.adapters.podman.run import Hardening
+from agent.protocol.errors import CreateError
 from agent.runtime.shutdown import remove_ended_out_dirs
 from tests.unit.fakes import FakeFiles
 from tests.unit.test_controller import build, submit
@@ -54,6 +55,52 @@ def test_a_job_running_as_another_user_gets_a_volume(files_world):
     podman.exit(job, 0)
     controller.reconcile()
     assert podman.volumes == set()
+
+
+def test_while_podman_is_not_known_to_see_the_state_directory_every_job_gets_a_volume(
+    files_world,
+):
+    store, podman, controller, files = files_world
+    files.out_enabled = False
+    job = submit(store)
+    controller.reconcile()
+    assert podman.out_dirs == [None] and podman.volumes == {job} and files.out == set()
+    podman.exit(job, 0)
+    controller.reconcile()
+    assert store.get(job)["state"] == "succeeded" and podman.volumes == set()
+
+
+def test_a_create_that_cannot_find_the_directory_is_made_again_with_a_volume(files_world, caplog):
+    """Once: the next jobs get volumes straight away, and the attempt is not a failed one."""
+    store, podman, controller, files = files_world
+    podman.unseen_out_dirs = True
+    first = submit(store)
+    controller.reconcile()
+    assert podman.out_dirs == [f"/out-dirs/{first}", None]
+    assert store.get(first)["state"] == "running" and store.get(first)["attempt"] == 1
+    assert files.out == set() and podman.volumes == {first}
+    assert not files.out_enabled and "statfs" in files.out_reason
+    second = submit(store)
+    controller.reconcile()
+    assert podman.out_dirs[2:] == [None] and store.get(second)["state"] == "running"
+    assert caplog.text.count("jobs get /out volumes from now on") == 1
+    podman.exit(first, 0)
+    controller.reconcile()
+    assert store.get(first)["state"] == "succeeded" and podman.volumes == {second}
+
+
+def test_an_other_create_error_with_a_directory_fails_the_job_as_before(files_world):
+    store, podman, controller, files = files_world
+
+    def refuse(*args, **kwargs):
+        raise CreateError("create container for job x: invalid reference format")
+
+    podman.run = refuse
+    job = submit(store)
+    controller.reconcile()
+    done = store.get(job)
+    assert (done["state"], done["reason"]) == ("failed", "create")
+    assert files.out_enabled
 
 
 @pytest.mark.parametrize("first_root", [True, False])
