@@ -71,6 +71,7 @@ def test_a_root_job_makes_no_volume_call_and_a_users_job_one_create_and_one_remo
     volume_calls = [c for c in calls if "/volumes/" in c]
     image_inspects = [c for c in calls if c.endswith(f"/images/{image}/json")]
     if user is None:
+        assert agent.call("agent.info")["podman"]["out"]["mode"] == "directory"
         assert volume_calls == [], calls
         assert len(image_inspects) == 1, calls  # the image's user, then cached
         assert len(calls) == 1 + 3 * jobs, calls  # create, start, remove per job
