@@ -25,7 +25,6 @@ from agent.adapters.joblogs import JobLogs
 from agent.adapters.journal import JournalWriter
 from agent.adapters.podman import Podman
 from agent.adapters.podman.exits import ExitFiles, default_exits_dir
-from agent.adapters.podman.peer_view import podman_view
 from agent.adapters.podman.scrub import ROOTFS_DIR, Scrubber
 from agent.adapters.podman_service import PodmanService, answers, default_url
 from agent.adapters.proc_usage import ProcReader
@@ -122,9 +121,8 @@ class Agent:
                 log_level=self.config.podman_log_level,
             )
             self.podman_service.ensure()
-        agent_id = self.store.agent_id
         options = dict(
-            agent_id=agent_id,
+            agent_id=self.store.agent_id,
             timeout=self.config.podman_timeout,
             runtime=self.config.runtime,
             init=self.config.container_init,
@@ -135,9 +133,8 @@ class Agent:
         self.podman_version = self.podman.version()
         self.podman.ask_resource_limits()  # agent.info's; the start does not wait for it
         self.clock.mark("podman")
-        self._choose_out_mode(url)
-        # What a job chowned to a subordinate uid goes in a throwaway container;
-        # any a dead agent left go first.
+        self.files.out.choose(url)  # host directories only where Podman sees them
+        # Files chowned to a subordinate uid go in a throwaway container (a dead agent's first).
         self.scrubber = Scrubber(self.podman, self.config.state_dir / ROOTFS_DIR)
         self.files.unshare = self.scrubber.remove
         self.scrubber.sweep()
@@ -273,21 +270,6 @@ class Agent:
             lambda: self.config.metrics_interval,
         )
 
-    def _choose_out_mode(self, url: str) -> None:
-        """Give jobs running as root /out host directories only if Podman sees
-        them where the agent does (agent/adapters/podman/peer_view.py); say which, once.
-
-        Raises:
-            OSError: ``STATE_DIR/out`` cannot be made.
-        """
-        view = podman_view(url, self.files.out.make_root())
-        self.files.use_out_dirs(view.same, view.reason)
-        log.info(
-            "/out of a job running as root: %s (%s)",
-            "a host directory under state_dir/out" if view.same else "a Podman volume",
-            view.reason,
-        )
-
     def _cache_limits(self) -> None:
         self.podman.cache_max_bytes = self.config.cache_max_bytes
         self.podman.cache_max_age = self.config.cache_max_age
@@ -298,7 +280,7 @@ class Agent:
                 "url": self.podman.url,
                 "version": self.podman_version,
                 "resource_limits": self.podman.resource_limits(),
-                "out": {"mode": self.files.out.mode, "reason": self.files.out.reason},
+                "out": self.files.out.info(),
             },
             "degraded": self.controller.degraded,
         }

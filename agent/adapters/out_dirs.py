@@ -16,7 +16,8 @@ otherwise every job gets a volume, as it would without this module.
 What a job chowned to a subordinate uid there is deleted through
 ``unshare`` (agent/adapters/podman/scrub.py), as in a job's own directory.
 Which job gets a directory, and when one is a stray, is the runtime's call;
-this module never talks to the Podman API or the database.
+this module never talks to the Podman API or the database (peer_view.py asks the
+kernel, not Podman).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.adapters.podman.peer_view import podman_view
 from agent.adapters.removal import remove_tree, say_cannot_remove
 
 log = logging.getLogger(__name__)
@@ -80,14 +82,25 @@ class OutDirs:
         """``MODE_DIRECTORY`` or ``MODE_VOLUME``: what a new job running as root gets."""
         return MODE_DIRECTORY if self.enabled else MODE_VOLUME
 
-    def make_root(self) -> Path:
-        """``root``, made if missing (Podman's view of it is checked before any job's).
+    def choose(self, podman_url: str) -> None:
+        """Hand out directories only if the Podman at ``podman_url`` sees ``root`` as the
+        agent does (agent/adapters/podman/peer_view.py); log which it is, and why.
 
         Raises:
-            OSError: it cannot be made.
+            OSError: ``root`` cannot be made.
         """
+        self.make_root()
+        view = podman_view(podman_url, self.root)
+        self.use(view.same, view.reason)
+        log.info("/out of a job running as root: a %s (%s)", self.mode, view.reason)
+
+    def info(self) -> dict[str, str]:
+        """agent.info's ``podman.out``: ``mode`` and ``reason``."""
+        return {"mode": self.mode, "reason": self.reason}
+
+    def make_root(self) -> None:
+        """``root``, made if missing (raises OSError)."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return self.root
 
     def path(self, job_id: str) -> Path:
         """Where the job's /out directory is (whether or not it exists)."""

@@ -135,7 +135,7 @@ def test_a_job_that_ends_while_the_disk_is_full_is_recorded_once_space_returns(
     out = agent.call("agent.info")["podman"]["out"]
     assert out["mode"] == "volume", out
     assert "another directory" in out["reason"] or "cannot see" in out["reason"], out
-    assert "/out of a job running as root: a Podman volume" in agent.log()
+    assert "/out of a job running as root: a volume" in agent.log()
     assert f"choo-out-{job['id']}" in volumes_of(agent)
     assert not (seen / "out" / job["id"]).exists()
     filler = _fill(seen)

@@ -55,7 +55,7 @@ def test_a_root_job_writes_a_host_directory_a_user_job_a_volume_and_both_pack_al
     out = agent.call("agent.info")["podman"]["out"]
     assert out["mode"] == "directory", out
     assert "sees" in out["reason"] and str(out_root) in out["reason"], out
-    assert "/out of a job running as root: a host directory" in agent.log()
+    assert "/out of a job running as root: a directory" in agent.log()
     root_job = _held(agent, image, WRITE)
     assert (out_root / root_job / "a" / "b" / "f").read_text() == "one\n"
     assert stat.S_IMODE((out_root / root_job).stat().st_mode) == 0o755

@@ -7,11 +7,13 @@ that cannot tell answers "no" (the jobs get volumes) without raising.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 import pytest
 
+from agent.adapters.out_dirs import OutDirs
 from agent.adapters.podman import peer_view
 from agent.adapters.podman.peer_view import podman_view, socket_path
 
@@ -86,3 +88,14 @@ def test_a_directory_podman_cannot_find_is_not_the_same(listening, tmp_path, mon
     monkeypatch.setattr(peer_view.os, "stat", stat)
     view = podman_view(f"unix://{listening}", tmp_path)
     assert not view.same and "No such file or directory" in view.reason
+
+
+def test_out_dirs_choose_directories_only_where_podman_sees_them(listening, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    out = OutDirs(tmp_path / "state" / "out", lambda: None)
+    assert out.info()["mode"] == "volume", "none before the check"
+    out.choose(f"unix://{listening}")
+    assert out.info() == {"mode": "directory", "reason": out.reason} and out.root.is_dir()
+    assert "/out of a job running as root: a directory" in caplog.text
+    out.choose("tcp://127.0.0.1:8080")
+    assert out.info()["mode"] == "volume" and "not on a local unix socket" in out.reason

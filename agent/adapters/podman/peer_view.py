@@ -31,6 +31,8 @@ from urllib.parse import unquote, urlsplit
 UNIX_SCHEMES = ("unix", "http+unix")
 #: ``struct ucred``: pid, uid, gid.
 UCRED = struct.Struct("3i")
+#: Who the pid is, in what the agent says (Podman, or systemd holding its socket).
+LISTENER = "the process listening on Podman's socket"
 #: How long connecting to the socket may take (it only has to be accepted).
 CONNECT_TIMEOUT = 5.0
 
@@ -81,6 +83,7 @@ def podman_view(url: str, directory: Path) -> View:
         ``View(same=True, ...)`` only when the listener's view of the path is
         the agent's directory; otherwise why not. Never raises.
     """
+    directory = Path(os.path.abspath(directory))  # /proc/PID/root + an absolute path
     path = socket_path(url)
     if path is None:
         return View(False, f"Podman is reached at {url}, not on a local unix socket")
@@ -96,8 +99,8 @@ def podman_view(url: str, directory: Path) -> View:
         theirs = os.stat(f"/proc/{pid}/root{directory}")
     except OSError as exc:
         return View(
-            False, f"cannot see {directory} as Podman (pid {pid}) does: {exc.strerror or exc}"
+            False, f"cannot see {directory} as {LISTENER} (pid {pid}) does: {exc.strerror or exc}"
         )
     if (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
-        return View(False, f"Podman (pid {pid}) sees another directory at {directory}")
-    return View(True, f"Podman (pid {pid}) sees {directory} as the agent does")
+        return View(False, f"{LISTENER} (pid {pid}) sees another directory at {directory}")
+    return View(True, f"{LISTENER} (pid {pid}) sees {directory} as the agent does")
