@@ -47,7 +47,7 @@ from agent.runtime.pool import BoundedPool
 from agent.runtime.scheduler import MAX_SLEEP, Scheduler
 from agent.runtime.shipped_mark import SHIPPED_MARK
 from agent.runtime.shipper import Shipper
-from agent.runtime.shutdown import stop_running_jobs
+from agent.runtime.shutdown import remove_ended_out_dirs, stop_running_jobs
 from agent.runtime.usage import UsageSampler, running_job_ids
 from agent.storage.store import Store
 
@@ -121,9 +121,8 @@ class Agent:
                 log_level=self.config.podman_log_level,
             )
             self.podman_service.ensure()
-        agent_id = self.store.agent_id
         options = dict(
-            agent_id=agent_id,
+            agent_id=self.store.agent_id,
             timeout=self.config.podman_timeout,
             runtime=self.config.runtime,
             init=self.config.container_init,
@@ -134,8 +133,8 @@ class Agent:
         self.podman_version = self.podman.version()
         self.podman.ask_resource_limits()  # agent.info's; the start does not wait for it
         self.clock.mark("podman")
-        # What a job chowned to a subordinate uid goes in a throwaway container;
-        # any a dead agent left go first.
+        self.files.out.choose(url)  # host directories only where Podman sees them
+        # Files chowned to a subordinate uid go in a throwaway container (a dead agent's first).
         self.scrubber = Scrubber(self.podman, self.config.state_dir / ROOTFS_DIR)
         self.files.unshare = self.scrubber.remove
         self.scrubber.sweep()
@@ -281,6 +280,7 @@ class Agent:
                 "url": self.podman.url,
                 "version": self.podman_version,
                 "resource_limits": self.podman.resource_limits(),
+                "out": self.files.out.info(),
             },
             "degraded": self.controller.degraded,
         }
@@ -364,6 +364,7 @@ class Agent:
                 )
             except ChooError as exc:
                 log.error("could not stop the running jobs: %s; the next start adopts them", exc)
+        remove_ended_out_dirs(self.store, self.files, self.config)  # what a cut cleanup left
         if self.bound_path is not None:
             unlink_if_ours(self.bound_path, self.sock_identity)
         if self.podman_service is not None:

@@ -8,12 +8,13 @@ tests/harness.py's business.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
 import pytest
 
-from tests.harness import IMAGE, AgentProcess, PodmanService, podman
+from tests.harness import IMAGE, AgentProcess, PodmanService, podman, volumes_of, wait_until
 from tests.podman_relay import PodmanRelay
 
 
@@ -49,9 +50,18 @@ def podman_relay(podman_service, tmp_path):
     relay.close()
 
 
+def out_volumes(agent: AgentProcess) -> list[str]:
+    """The names of the agent's /out volumes (``choo-out-<ID>``) Podman holds."""
+    return [name for name in volumes_of(agent) if name.startswith("choo-out-")]
+
+
 @pytest.fixture
 def make_agent(podman_service, tmp_path):
-    """Factory for agents; each is stopped, and its containers checked, at teardown."""
+    """Factory for agents; each is stopped, and its containers and /out volumes
+    checked, at teardown.
+
+    A running agent first gets the time to finish the removals an end it
+    recorded handed out (a test may stop right after ``job.wait``)."""
     agents: list[AgentProcess] = []
 
     def make(**settings) -> AgentProcess:
@@ -62,13 +72,20 @@ def make_agent(podman_service, tmp_path):
         return agent
 
     yield make
-    leftovers = []
+    leftovers, volumes = [], []
     for agent in agents:
+        if agent.agent_id and agent.process is not None and agent.process.poll() is None:
+            with contextlib.suppress(AssertionError):  # what is left is reported below
+                wait_until(lambda a=agent: not out_volumes(a), 30, "no /out volume", 0.2)
         agent.stop()
         if agent.agent_id:
             leftovers += agent.containers()
             agent.remove_containers()
+            volumes += out_volumes(agent)
+            for name in out_volumes(agent):
+                podman("--url", agent.podman_url, "volume", "rm", "-f", name, check=False)
     assert not leftovers, f"containers left behind: {[c['Names'] for c in leftovers]}"
+    assert not volumes, f"/out volumes left behind: {volumes}"
 
 
 @pytest.fixture

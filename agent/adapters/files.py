@@ -10,7 +10,8 @@ snapshotting it (by file descriptor, agent/adapters/snapshot.py), packing
 ``/out`` (agent/adapters/archive.py), reading the archive back in chunks,
 deleting a job's directory (agent/adapters/removal.py, retried with backoff),
 and the total bytes of job files against ``max_files_bytes``
-(agent/adapters/usage.py). Files
+(agent/adapters/usage.py); and, through agent/adapters/out_dirs.py, the
+``STATE_DIR/out/<ID>/`` directories jobs running as root see at ``/out``. Files
 are fsynced, and their directories, before a method returns them: the row
 that names them is committed after. It never talks to the Podman API or the
 database.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.adapters import archive
+from agent.adapters.out_dirs import OUT_ROOT, OutDirs
 from agent.adapters.removal import remove_tree, say_cannot_remove
 from agent.adapters.snapshot import O_DIR, Reader, Refused, copy_tree, fsync_dir, open_dir
 from agent.adapters.usage import Usage
@@ -71,6 +73,7 @@ class JobFiles:
         self.clock = clock
         self.unshare = unshare
         self.usage = Usage(self.root, lambda: self.config.max_files_bytes)
+        self.out = OutDirs((state_dir / OUT_ROOT).absolute(), lambda: self.unshare)
         # Guards _pending (removals run on connection and scheduler threads).
         self._lock = threading.Lock()
         #: Job directories whose removal failed: (failures, monotonic time due).
@@ -194,6 +197,32 @@ class JobFiles:
             raise
         return dest, copied
 
+    # -- /out directories (out_dirs.py) ---------------------------------------
+
+    def out_dir(self, job_id: str) -> Path | None:
+        """The job's /out directory, or None when it has none (it uses a volume)."""
+        return self.out.path(job_id) if self.out.exists(job_id) else None
+
+    def make_out_dir(self, job_id: str) -> Path:
+        """The job's /out directory, made if missing (``OutDirs.make``; raises OSError)."""
+        return self.out.make(job_id)
+
+    def remove_out_dir(self, job_id: str) -> bool:
+        """Delete the job's /out directory; True when it is gone (``OutDirs.remove``)."""
+        return self.out.remove(job_id)
+
+    def out_dir_jobs(self) -> list[str]:
+        """The IDs of the jobs that have a /out directory."""
+        return self.out.job_ids()
+
+    def out_dirs_enabled(self) -> bool:
+        """Whether a new job running as root gets a /out directory (``OutDirs.use``)."""
+        return self.out.enabled
+
+    def use_out_dirs(self, enabled: bool, reason: str) -> bool:
+        """Start or stop handing out /out directories; True when that changed the mode."""
+        return self.out.use(enabled, reason)
+
     # -- artifacts -----------------------------------------------------------
 
     def pack(self, job_id: str, stream: IO[bytes]) -> dict[str, Any]:
@@ -289,7 +318,8 @@ class JobFiles:
     # -- removal -------------------------------------------------------------
 
     def remove(self, job_id: str) -> bool:
-        """Delete a job's directory, whatever permissions the job left in it.
+        """Delete a job's directory (and its /out directory, should one be left),
+        whatever permissions the job left in them.
 
         Directories the agent owns get the permissions needed to empty them;
         what is left (files chowned to a subordinate uid) goes through
@@ -299,6 +329,7 @@ class JobFiles:
         Returns:
             True when the directory is gone.
         """
+        self.out.remove(job_id)
         path = self.job_dir(job_id)
         error = remove_tree(path) if os.path.lexists(path) else None
         if error is not None and self.unshare is not None:

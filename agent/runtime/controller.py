@@ -158,7 +158,7 @@ class Controller:
             monotonic=monotonic,
             sleep=sleep,
         )
-        self.sweeps = Sweeps(store, podman, config, self.workers)
+        self.sweeps = Sweeps(store, podman, config, self.workers, files)
         self.stops = Stops(store, podman, self.deadlines, clock)
         self.enforcing = Enforcing(self.workers, self.stops, self.deadlines, self.overdue)
         self.admitting = Admitting(store, config, self.deadlines, self._launch)
@@ -327,8 +327,8 @@ class Controller:
 
         self.sweeps.containers(containers, live, now)
         if admit:  # the recovery pass leaves the listings to the loop's first pass, after READY
-            # A queued job (waiting for a retry) keeps its volume too.
-            self.sweeps.volumes_if_due(known, mono)
+            # A queued job (waiting for a retry) keeps its /out, as does one with a container.
+            self.sweeps.volumes_if_due(known | containers.keys(), mono)
 
         self.admitting.admit(now, mono, start=admit)
         retry = self.workers.next_retry()

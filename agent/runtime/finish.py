@@ -9,8 +9,10 @@ leaves something the next pass can finish. The outcome is decided by
 
 How the container ended is read from its exit file when the loop has it
 (``ExitStatus``: the exit code and the OOM flag, as Podman itself reads
-them), and /out from its volume's directory, found beside the last one
-Podman named; only what those cannot tell sends an inspect to Podman.
+them), and /out from the job's host directory (agent/adapters/out_dirs.py)
+or else its volume's directory, found beside the last one Podman named; only
+what those cannot tell sends an inspect to Podman. A job begun by an older
+agent, with a volume, is finished the same way.
 
 An end that cannot be recorded for want of space (the archive hits ENOSPC,
 or the database is full) is put off, not lost: nothing is recorded, the
@@ -37,7 +39,7 @@ from agent.protocol.spec import container_name
 from agent.protocol.states import ACTIVE, State
 from agent.rules.outcome import Outcome, decide
 from agent.runtime.ports import ArtifactFiles, PodmanPort
-from agent.runtime.steps import adopt, clean_up, move, retry_later
+from agent.runtime.steps import adopt, clean_up, move, remove_out, retry_later
 from agent.runtime.workers import Workers
 from agent.storage.store import LOG_TAIL_LINES, Store
 
@@ -228,7 +230,7 @@ class Finisher:
                 **fields,
             )
         return functools.partial(
-            clean_up, self.podman, self.config, job, info.id, retried=outcome.retry
+            clean_up, self.podman, self.config, self.files, job, info.id, retried=outcome.retry
         )
 
     def lost(self, job: dict) -> None:
@@ -253,29 +255,20 @@ class Finisher:
         if outcome.retry:
             self._retry(job, outcome, {}, attempt_fields)
             return
-        # Without its container, /out cannot be read (the volume goes too).
-        if outcome.state == State.CANCELLED:
-            move(
-                self.store,
-                job,
-                State.CANCELLED,
-                expect=ACTIVE,
-                attempt_fields=attempt_fields,
-                reason=outcome.reason,  # None, or shutdown
-                **_LOST_OUT,
-            )
-        else:
-            move(
-                self.store,
-                job,
-                outcome.state,
-                expect=ACTIVE,
-                detail={"reason": outcome.reason},
-                attempt_fields=attempt_fields,
-                reason=outcome.reason,
-                **_LOST_OUT,
-            )
-        self.workers.submit(job["id"], self.podman.remove_out_volume, job["id"])
+        # Without its container, /out is not read (and goes too). A cancel's
+        # event names no reason (its own is None, or shutdown).
+        cancelled = outcome.state == State.CANCELLED
+        move(
+            self.store,
+            job,
+            outcome.state,
+            expect=ACTIVE,
+            attempt_fields=attempt_fields,
+            reason=outcome.reason,
+            **({} if cancelled else {"detail": {"reason": outcome.reason}}),
+            **_LOST_OUT,
+        )
+        self.workers.submit(job["id"], remove_out, self.podman, self.files, job["id"])
 
     def _retry(self, job: dict, outcome: Outcome, fields: dict, attempt_fields: dict) -> None:
         """Put the job back in the queue, due after its backoff."""
@@ -316,12 +309,17 @@ class Finisher:
         return info
 
     def _out_source(self, job_id: str) -> str | None:
-        """The directory of the job's /out volume, when Podman's volumes' place is known.
+        """The directory of the job's /out: its host directory, or its volume's
+        when Podman's volumes' place is known.
 
         Podman's local volume driver keeps a volume's files in
         ``<volumes>/<name>/_data``; the place is learnt from the first
         inspect, and a directory that is not there sends the finish to Podman.
         """
+        if self.files is not None:
+            out_dir = self.files.out_dir(job_id)
+            if out_dir is not None:
+                return str(out_dir)
         if self._volumes is None:
             return None
         source = self._volumes / out_volume_name(job_id) / "_data"
@@ -347,9 +345,10 @@ class Finisher:
     def _pack(self, job_id: str, info: ContainerState) -> dict[str, Any]:
         """Pack the container's /out into the job's archive; the artifacts columns.
 
-        Read straight from the volume's directory when the agent can read all
-        of it (the usual case: the job ran as the container's root, which is
-        the agent's user), else through Podman, which reads as any user.
+        Read straight from the host directory or the volume's when the agent
+        can read all of it (the usual case: the job ran as the container's
+        root, which is the agent's user), else through Podman, which reads as
+        any user (a file made unreadable, or chowned to a subordinate uid).
 
         Raises:
             StorageError: no space for the archive (nothing was kept).

@@ -11,6 +11,15 @@ or not at all, leaves the job ``starting`` with its attempt open: the loop's
 next pass looks at what Podman did (no container, created, running, exited)
 and carries on from there, so a late reply never makes the job run twice.
 Never picks which job starts (``agent.rules.admission`` does).
+
+A job's /out is a host directory (agent/adapters/out_dirs.py) when its
+command runs as root of the agent's user namespace, the agent's own uid:
+no Podman volume to create and remove. A job running as another user gets a
+volume, which Podman hands to that user. The first attempt chooses; the
+others take what it took (they share /out): the directory if there is one.
+Directories are handed out only while Podman is known to see the agent's
+state directory (``ArtifactFiles.out_dirs_enabled``, checked at start); a
+create that cannot find one turns them off and is made again with a volume.
 """
 
 from __future__ import annotations
@@ -28,10 +37,13 @@ from agent.protocol.spec import container_name, parse_size
 from agent.protocol.states import Reason, State
 from agent.rules.outcome import decide, retried
 from agent.runtime.ports import ArtifactFiles, PodmanPort
-from agent.runtime.steps import move, remove_secrets, retry_later
+from agent.runtime.steps import move, remove_out, remove_secrets, retry_later
 from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
+
+#: How Podman's error names a bind mount source it cannot find (``statfs PATH: ...``).
+NOT_FOUND = "no such file or directory"
 
 
 class StartStopped(Exception):
@@ -122,25 +134,18 @@ class Launcher:
         try:
             self._checkpoint(job, deadline)
             log_path = self.logs.prepare(job["id"], job["attempt"])
-            container_id = self.podman.run(
-                job["id"],
-                job["attempt"],
-                job["spec"],
-                str(log_path),
-                on_pull=lambda image: self.store.note(job["id"], "pulling", {"image": image}),
-                workspace=self._workspace(job["id"]),
-                secrets=Credentials(self.config).resolve(
-                    job["spec"].get("secrets") or [], job["id"]
-                ),
-                hardening=hardening(self.config),
-                checkpoint=lambda: self._checkpoint(job, deadline),
-                pull_timeout=self.config.pull_timeout,
-            )
+            out_dir = self._out_dir(job)
+            try:
+                container_id = self._run(job, str(log_path), deadline, out_dir)
+            except CreateError as exc:
+                if out_dir is None or not self._unseen(job["id"], out_dir, exc):
+                    raise
+                container_id = self._run(job, str(log_path), deadline, None)
         except StartStopped as stop:
             self._stop(job, stop.reason)
             return
         except OSError as exc:
-            self._fail(job, CreateError(f"cannot make the job's log file: {exc}"))
+            self._fail(job, CreateError(f"cannot make the job's log file or /out directory: {exc}"))
             return
         except PodmanUnavailable as exc:
             # What Podman did is unknown: the next pass looks (and the job's
@@ -174,6 +179,69 @@ class Launcher:
             return
         if job["state"] == State.STARTING:
             self._mark_running(job, container.id)
+
+    def _run(self, job: dict, log_path: str, deadline: float | None, out_dir: str | None) -> str:
+        """``podman.run`` of the job's attempt, with /out at ``out_dir`` (None: its volume)."""
+        return self.podman.run(
+            job["id"],
+            job["attempt"],
+            job["spec"],
+            log_path,
+            on_pull=lambda image: self.store.note(job["id"], "pulling", {"image": image}),
+            workspace=self._workspace(job["id"]),
+            secrets=Credentials(self.config).resolve(job["spec"].get("secrets") or [], job["id"]),
+            hardening=hardening(self.config),
+            checkpoint=lambda: self._checkpoint(job, deadline),
+            pull_timeout=self.config.pull_timeout,
+            out_dir=out_dir,
+        )
+
+    def _unseen(self, job_id: str, out_dir: str, error: CreateError) -> bool:
+        """Whether a refused create says Podman cannot find the job's /out directory;
+        if so, hand out no more directories and take this one back for a volume.
+
+        The start's check (agent/adapters/podman/peer_view.py) makes this rare:
+        a view that changed since, or one the check could not tell apart. The
+        create failed, so nothing of the attempt is left in Podman (run()
+        removed its secrets) and it is simply made again with a volume; the
+        directory must go first, as its existence is what says a job's /out
+        is there (finish.py, steps.py).
+
+        Returns:
+            True when the create may be made again with a volume.
+        """
+        unseen = f"statfs {out_dir}" in error.message and NOT_FOUND in error.message
+        if not unseen or self.files is None:
+            return False
+        reason = f"Podman could not find a job's /out directory: {error.message}"
+        if self.files.use_out_dirs(False, reason):
+            log.warning("%s; jobs get /out volumes from now on", reason)
+        return self.files.remove_out_dir(job_id)
+
+    def _out_dir(self, job: dict) -> str | None:
+        """The host directory to mount at the job's /out, made if new; None: its volume.
+
+        A later attempt (or a start resumed after a restart) takes what the
+        first took: the directory when it exists, else the volume. Only the
+        first asks Podman whose the process is (cached per image): root, or
+        an image not pulled yet (``:U`` makes the directory fit any user),
+        gets the directory.
+
+        Raises:
+            OSError: the directory cannot be made.
+            PodmanUnavailable: Podman did not answer the image inspect.
+        """
+        if self.files is None:
+            return None
+        job_id = job["id"]
+        existing = self.files.out_dir(job_id)
+        if existing is not None:
+            return str(existing)
+        if job["attempt"] > 1 or not self.files.out_dirs_enabled():
+            return None
+        if self.podman.runs_as_root(job["spec"]) is False:
+            return None
+        return str(self.files.make_out_dir(job_id))
 
     def _deadline(self, job: dict) -> float | None:
         """When (monotonic) the job's timeout ends its start, or None."""
@@ -251,7 +319,7 @@ class Launcher:
         note: str | None = None,
         **fields: str,
     ) -> None:
-        """Record the end of a job that never ran, and remove its /out volume."""
+        """Record the end of a job that never ran, and remove its /out."""
         self._began.pop(job["id"], None)
         move(
             self.store,
@@ -264,7 +332,7 @@ class Launcher:
             log_tail=message,
             **fields,
         )
-        self.podman.remove_out_volume(job["id"])
+        remove_out(self.podman, self.files, job["id"])
 
     def _mark_running(self, job: dict, container_id: str) -> None:
         self._began.pop(job["id"], None)

@@ -2,10 +2,10 @@
 
 Each Protocol lists exactly the methods the runtime calls, with the adapter's
 own signatures: ``agent.adapters.podman.Podman`` (containers, /out volumes,
-secrets; and, on a connection of its own, the event stream),
-and ``agent.adapters.files.JobFiles``. (Job output files,
-``agent.adapters.joblogs.JobLogs``, are used as they are: tests hand in the
-real one over a temporary directory.)
+whose a job's process is, secrets; and, on a connection of its own, the event
+stream), and ``agent.adapters.files.JobFiles`` (workspaces, archives, /out
+directories). (Job output files, ``agent.adapters.joblogs.JobLogs``, are used
+as they are: tests hand in the real one over a temporary directory.)
 The controller's parameters are typed with them, and a unit test checks that
 the real classes and the tests' fakes both match them, so a fake cannot drift.
 Holds no code.
@@ -38,7 +38,10 @@ class PodmanPort(Protocol):
         *,
         checkpoint: Callable[[], None] = ...,
         pull_timeout: float = ...,
+        out_dir: str | None = None,
     ) -> str: ...
+
+    def runs_as_root(self, spec: dict[str, Any]) -> bool | None: ...
 
     def start(self, name_or_id: str) -> None: ...
 
@@ -89,3 +92,15 @@ class ArtifactFiles(Protocol):
     def pack(self, job_id: str, stream: IO[bytes]) -> dict[str, Any]: ...
 
     def pack_dir(self, job_id: str, source: Path) -> dict[str, Any] | None: ...
+
+    def out_dir(self, job_id: str) -> Path | None: ...
+
+    def make_out_dir(self, job_id: str) -> Path: ...
+
+    def remove_out_dir(self, job_id: str) -> bool: ...
+
+    def out_dir_jobs(self) -> list[str]: ...
+
+    def out_dirs_enabled(self) -> bool: ...
+
+    def use_out_dirs(self, enabled: bool, reason: str) -> bool: ...

@@ -3,13 +3,13 @@
 A full pass hands the end of each job whose container exited to the pool.
 The work records it (``Finisher.record``: the job's state, exit code, log
 tail and /out archive, in the database), says so here, and only then runs
-the cleanup that end leaves (removing the container, its /out volume and
-secrets), the slow part. ``wait`` returns once every end handed out is
-recorded: the start-up recovery pass reports ready then, with every job's
-record true, while the removals go on. The job stays busy on the pool until
-they are done, so nothing else acts on it meanwhile; an agent killed before
-they are done leaves strays of an ended job, which the next start's sweeps
-remove. While the recovery pass runs, cleanups are held back
+the cleanup that end leaves (removing the container, its /out volume or
+directory, and secrets), the slow part. ``wait`` returns once every end
+handed out is recorded: the start-up recovery pass reports ready then, with
+every job's record true, while the removals go on. The job stays busy on
+the pool until they are done, so nothing else acts on it meanwhile; an agent
+killed before they are done leaves strays of an ended job, which the next
+start's sweeps remove. While the recovery pass runs, cleanups are held back
 (``hold_cleanups``): fifty removals would compete with its records for
 Podman. ``release_cleanups`` hands them to the pool, before anything else can
 act on those jobs. Never records or removes anything itself.

@@ -10,6 +10,12 @@ meanwhile is simply done. Whatever is not finished within the bound is
 finished by the next start's recovery pass, which reads the same recorded
 reason. A job still being created (no running container yet) is left to the
 next start, which starts it: its command never ran.
+
+``remove_ended_out_dirs`` runs on every way out: the /out host directories
+of jobs that ended (a cancel just before the stop, say) whose cleanup the
+stop cut short go at once, a local removal. The /out volumes of such jobs
+(jobs running as a non-root user) are Podman calls: they are left to the
+next start, whose first pass sweeps them (agent/runtime/sweeps.py).
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from agent.adapters.files import JobFiles
 from agent.adapters.podman import ContainerState, Podman
+from agent.config import Config
 from agent.protocol.errors import ChooError
 from agent.protocol.spec import DEFAULT_STOP_TIMEOUT
-from agent.protocol.states import ACTIVE
+from agent.protocol.states import ACTIVE, TERMINAL
 from agent.rules.outcome import SHUTDOWN
 from agent.runtime.finish import Finisher
 from agent.runtime.pool import BoundedPool
@@ -96,3 +104,41 @@ def _stop_and_finish(
     except Exception:
         # Whatever went wrong, the recorded stop reason lets the next start finish it.
         log.exception("job %s: stopping it failed; the next start records its end", job_id)
+
+
+def remove_ended_out_dirs(store: Store, files: JobFiles, config: Config) -> int:
+    """Remove the /out directories of jobs that ended or are unknown (the loop has stopped).
+
+    Under ``keep_containers`` none is touched: a kept container keeps its
+    /out, and only the next start's sweep, which lists the containers, can
+    tell which are kept. What only a scrub container could delete (files
+    chowned to a subordinate uid) is left to that sweep too: it must not
+    hold the stop.
+
+    Args:
+        store: the job store (still open).
+        files: the jobs' files.
+        config: ``keep_containers``.
+
+    Returns:
+        How many directories were removed (0 when the database cannot be
+        read: the next start's sweep removes them).
+    """
+    if config.keep_containers:
+        return 0
+    job_ids = files.out_dir_jobs()
+    if not job_ids:
+        return 0
+    try:
+        states = store.states_of(job_ids)
+    except Exception as exc:  # on the way out: the next start's sweep covers it
+        log.warning("cannot tell which /out directories to remove: %s", exc)
+        return 0
+    removed = 0
+    for job_id in job_ids:
+        state = states.get(job_id)
+        if (state is None or state in TERMINAL) and files.out.remove(job_id, helped=False):
+            removed += 1
+    if removed:
+        log.info("removed the /out directories of %d ended job(s)", removed)
+    return removed

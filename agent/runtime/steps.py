@@ -15,7 +15,7 @@ from agent.config import Config
 from agent.protocol.errors import InvalidTransition
 from agent.protocol.states import Reason, State
 from agent.rules import admission
-from agent.runtime.ports import PodmanPort
+from agent.runtime.ports import ArtifactFiles, PodmanPort
 from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -124,14 +124,34 @@ def remove_secrets(podman: PodmanPort, job: dict) -> None:
         podman.remove_secrets(job["id"])
 
 
+def remove_out(podman: PodmanPort, files: ArtifactFiles | None, job_id: str) -> None:
+    """Remove a job's /out: its host directory, a local removal, when it has one
+    (agent/adapters/out_dirs.py), else its Podman volume (a job running as
+    another user, or one begun by an agent before host directories).
+
+    Raises:
+        PodmanUnavailable: Podman did not answer the volume's removal.
+    """
+    if files is not None and files.out_dir(job_id) is not None:
+        files.remove_out_dir(job_id)  # a failure is logged; the sweeps try again
+    else:
+        podman.remove_out_volume(job_id)
+
+
 def clean_up(
-    podman: PodmanPort, config: Config, job: dict, container_id: str, *, retried: bool
+    podman: PodmanPort,
+    config: Config,
+    files: ArtifactFiles | None,
+    job: dict,
+    container_id: str,
+    *,
+    retried: bool,
 ) -> None:
     """Remove what an attempt's recorded end leaves behind.
 
     A retry's container always goes (the next attempt takes its name); its
-    /out volume stays (a job's attempts share it). A final end keeps its
-    container under ``keep_containers``, and its volume goes with it.
+    /out stays (a job's attempts share it). A final end keeps its container
+    under ``keep_containers``, and its /out with it.
 
     Raises:
         PodmanUnavailable: Podman did not answer (the sweeps remove the rest).
@@ -139,5 +159,5 @@ def clean_up(
     if retried or not config.keep_containers:
         podman.remove(container_id)
     if not retried and not config.keep_containers:
-        podman.remove_out_volume(job["id"])
+        remove_out(podman, files, job["id"])
     remove_secrets(podman, job)

@@ -1,4 +1,5 @@
-"""Sweeps: remove containers, /out volumes and secrets of ours that no live job needs.
+"""Sweeps: remove containers, /out volumes and directories, and secrets of ours that no
+live job needs.
 
 Run from the loop's pass; the removals themselves go to the worker pool.
 Everything labelled as this agent's without a live job is a stray: an orphan
@@ -7,7 +8,11 @@ ended job, or the container of an earlier attempt of a live job (its removal
 failed before the next attempt began). So are the Podman secrets of an ended
 or unknown job (the agent died before removing them, or Podman did not
 answer the removal): they go with its stray container, or else at the next
-volume sweep. Never touches a job's state.
+volume sweep, which also removes the /out host directories
+(agent/adapters/out_dirs.py) of jobs that ended or are unknown and have no
+container (an agent killed between a job's end and its cleanup). The first
+sweep comes with the loop's first pass after a start. Never touches a job's
+state.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from agent.adapters.podman import ContainerState
 from agent.config import Config
 from agent.protocol.errors import NoSuchJob
 from agent.protocol.states import TERMINAL
-from agent.runtime.ports import PodmanPort
+from agent.runtime.ports import ArtifactFiles, PodmanPort
+from agent.runtime.steps import remove_out
 from agent.runtime.workers import Workers
 from agent.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-#: How often a pass also looks for /out volumes and secrets no live job needs.
+#: How often a pass also looks for /out volumes and directories, and secrets, no
+#: live job needs.
 VOLUME_SWEEP_INTERVAL = 60.0
 
 
@@ -36,13 +43,22 @@ class Sweeps:
         podman: the Podman connection of the loop and its workers.
         config: ``orphan_grace`` and ``keep_containers``, read at each use.
         workers: the pool that removes.
+        files: the jobs' /out directories (None: none).
     """
 
-    def __init__(self, store: Store, podman: PodmanPort, config: Config, workers: Workers):
+    def __init__(
+        self,
+        store: Store,
+        podman: PodmanPort,
+        config: Config,
+        workers: Workers,
+        files: ArtifactFiles | None = None,
+    ):
         self.store = store
         self.podman = podman
         self.config = config
         self.workers = workers
+        self.files = files
         self._volumes_swept_at = float("-inf")
 
     def containers(self, containers: dict[str, ContainerState], live: set[str], now: float) -> None:
@@ -78,9 +94,9 @@ class Sweeps:
                 log.info("removing stray container %s", container.name)
 
     def _remove_ended(self, container_id: str, job_id: str) -> None:
-        """Remove the container of an ended or unknown job, then its volume and secrets."""
+        """Remove the container of an ended or unknown job, then its /out and secrets."""
         self.podman.remove(container_id)
-        self.podman.remove_out_volume(job_id)
+        remove_out(self.podman, self.files, job_id)
         self.podman.remove_secrets(job_id)
 
     def earlier_attempt(self, job: dict, container: ContainerState) -> None:
@@ -100,19 +116,27 @@ class Sweeps:
             )
 
     def volumes_if_due(self, live: set[str], now: float) -> None:
-        """Every ``VOLUME_SWEEP_INTERVAL``: remove /out volumes and Podman
-        secrets whose job has ended or is unknown.
+        """Every ``VOLUME_SWEEP_INTERVAL``: remove /out volumes and directories,
+        and Podman secrets, whose job has ended or is unknown.
 
         A volume still used by a kept container (``keep_containers``) stays;
-        Podman refuses to remove it until the container is gone.
+        Podman refuses to remove it until the container is gone. A directory
+        stays while its job has a container (``live`` says so).
 
         Args:
-            live: the IDs of the jobs whose volume stays (every non-terminal job).
+            live: the IDs of the jobs whose /out stays (every non-terminal
+                job, and every job with a container).
             now: the current monotonic time.
         """
         if now - self._volumes_swept_at < VOLUME_SWEEP_INTERVAL:
             return
         self._volumes_swept_at = now
+        if self.files is not None:
+            for job_id in self.files.out_dir_jobs():
+                if job_id not in live and self.workers.submit(
+                    job_id, self.files.remove_out_dir, job_id
+                ):
+                    log.info("removing the /out directory of job %s (ended or unknown)", job_id)
         for _name, job_id in self.podman.list_out_volumes():
             if job_id not in live:
                 self.workers.submit(job_id, self.podman.remove_out_volume, job_id)

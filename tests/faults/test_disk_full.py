@@ -9,7 +9,8 @@ shared between runs and could be left full). The test fills the tmpfs through
 A job that ends while the disk is full is not recorded until there is room
 for its archive and its end: its container stays, the end is retried with
 backoff, and once space returns it is recorded with its exit code and the
-whole of its /out.
+whole of its /out. Podman, outside the namespace, does not see the tmpfs: the
+agent tells so at start and gives every job a volume at /out.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from agent.protocol.errors import StorageError
-from tests.harness import HOLD, podman, release, wait_until
+from tests.harness import HOLD, podman, release, volumes_of, wait_until
 
 pytestmark = pytest.mark.podman
 
@@ -129,6 +130,14 @@ def test_a_job_that_ends_while_the_disk_is_full_is_recorded_once_space_returns(
     command = f"head -c 300000 /dev/urandom > /out/r; sha256sum /out/r > /out/sum; {HOLD}; exit 7"
     job = agent.call("job.submit", spec={"image": image, "command": ["sh", "-c", command]})
     agent.wait_state(job["id"], "running")
+    # Podman, outside the namespace, cannot see the tmpfs: even a job running
+    # as root gets a volume, not a directory under state_dir/out.
+    out = agent.call("agent.info")["podman"]["out"]
+    assert out["mode"] == "volume", out
+    assert "another directory" in out["reason"] or "cannot see" in out["reason"], out
+    assert "/out of a job running as root: a volume" in agent.log()
+    assert f"choo-out-{job['id']}" in volumes_of(agent)
+    assert not (seen / "out" / job["id"]).exists()
     filler = _fill(seen)
     release(agent.podman_url, job["id"])
 

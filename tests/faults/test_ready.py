@@ -120,16 +120,17 @@ def test_sigkill_while_the_removals_run_after_ready_ends_each_job_once(
     _assert_recorded(agent, codes)
     wait_until(lambda: not _names(agent, codes), what="the strays of the ended jobs removed")
 
-    def volumes_gone() -> bool:
+    def out_gone() -> bool:
         return all(
-            podman(
+            not (agent.state_dir / "out" / job_id).exists()
+            and podman(
                 "--url", agent.podman_url, "volume", "exists", out_volume_name(job_id), check=False
             ).returncode
             for job_id in codes
         )
 
-    # Volumes go with their stray container's removal (or the minute's sweep).
-    wait_until(volumes_gone, timeout=90, what="the ended jobs' /out volumes removed")
+    # /out goes with its stray container's removal (or the minute's sweep).
+    wait_until(out_gone, timeout=90, what="the ended jobs' /out directories and volumes removed")
     for job_id in codes:
         _ended_once(agent, job_id)
     _end_the_runners(agent, runners)

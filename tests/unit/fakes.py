@@ -14,8 +14,10 @@ import dataclasses
 import io
 from concurrent.futures import Executor, Future
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agent.adapters.podman import ContainerState
+from agent.protocol.errors import CreateError
 
 
 class Inline(Executor):
@@ -39,6 +41,11 @@ class FakePodman:
         self.volumes: set[str] = set()
         self.secrets: list[tuple[str, str]] = []
         self.log_paths: list[str] = []
+        #: What ``runs_as_root`` answers; the /out each run was given (None: volume).
+        self.root = True
+        self.out_dirs: list[str | None] = []
+        #: Refuse a create given a host directory, as a Podman that cannot see it does.
+        self.unseen_out_dirs = False
 
     def run(
         self,
@@ -53,10 +60,18 @@ class FakePodman:
         *,
         checkpoint=lambda: None,
         pull_timeout=600.0,
+        out_dir=None,
     ):
         checkpoint()
         cid = f"c-{job_id}-{attempt}"
         self.log_paths.append(log_path)
+        self.out_dirs.append(out_dir)
+        if out_dir is not None and self.unseen_out_dirs:
+            raise CreateError(
+                f"create container for job {job_id}: statfs {out_dir}: no such file or directory"
+            )
+        if out_dir is None:
+            self.volumes.add(job_id)
         with open(log_path, "ab") as log:
             log.write(
                 b"2026-12-01T22:23:30.410197384+00:00 stdout F "
@@ -73,6 +88,9 @@ class FakePodman:
             created_at=self.clock(),
         )
         return cid
+
+    def runs_as_root(self, spec):
+        return self.root
 
     def exit(self, job_id, code, oom=False):
         c = self.containers[job_id]
@@ -158,10 +176,15 @@ class FakeExits:
 
 
 class FakeFiles:
-    """Packs nothing; records what it was asked to pack."""
+    """Packs nothing; records what it was asked to pack. Its /out directories
+    are a set of job IDs (``out``)."""
 
     def __init__(self):
         self.packed: list[str] = []
+        self.out: set[str] = set()
+        #: ``out_dirs_enabled``; why, as ``use_out_dirs`` last said.
+        self.out_enabled = True
+        self.out_reason = ""
 
     def workspace_dir(self, job_id):
         return None
@@ -172,6 +195,28 @@ class FakeFiles:
 
     def pack_dir(self, job_id, source):
         return None  # as for files the agent cannot read: packed through Podman
+
+    def out_dir(self, job_id):
+        return Path("/out-dirs", job_id) if job_id in self.out else None
+
+    def make_out_dir(self, job_id):
+        self.out.add(job_id)
+        return Path("/out-dirs", job_id)
+
+    def remove_out_dir(self, job_id):
+        self.out.discard(job_id)
+        return True
+
+    def out_dir_jobs(self):
+        return sorted(self.out)
+
+    def out_dirs_enabled(self):
+        return self.out_enabled
+
+    def use_out_dirs(self, enabled, reason):
+        changed = enabled != self.out_enabled
+        self.out_enabled, self.out_reason = enabled, reason
+        return changed
 
 
 class Clock:

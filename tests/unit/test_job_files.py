@@ -27,7 +27,7 @@ from agent.adapters.snapshot import Reader
 from agent.protocol.errors import InvalidParams, StorageError
 from agent.protocol.methods import SubmitParams
 from agent.runtime import finish as finish_module
-from tests.unit.fakes import FakePodman
+from tests.unit.fakes import FakeFiles, FakePodman
 from tests.unit.test_controller import build, submit
 from tests.unit.test_controller import world as world  # a fixture
 
@@ -190,24 +190,19 @@ def test_an_archive_is_fsynced_then_its_directory_then_the_end_is_recorded(
 # -- an end put off while the disk is full ------------------------------------
 
 
-class FullDisk:
+class FullDisk(FakeFiles):
     """Job files whose pack fails for want of space ``failures`` times."""
 
     def __init__(self, failures):
+        super().__init__()
         self.failures = failures
         self.tries = 0
-
-    def workspace_dir(self, job_id):
-        return None
 
     def pack(self, job_id, stream):
         self.tries += 1
         if self.tries <= self.failures:
             raise StorageError("no space left to pack /out: No space left on device")
         return {"artifacts_state": "packed", "artifacts_size": 2}
-
-    def pack_dir(self, job_id, source):
-        return None
 
 
 def test_an_end_without_space_is_put_off_with_backoff_then_recorded(world, caplog):

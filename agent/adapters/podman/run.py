@@ -2,7 +2,8 @@
 
 ``Hardening`` is how every job's container is confined (from the agent's
 configuration); ``JobContainers.run`` turns a normalised spec into a labelled
-``choo-<ID>`` container with its /out volume, workspace mount and secrets,
+``choo-<ID>`` container with its /out (a host directory it is given, else the
+job's volume), workspace mount and secrets,
 pulling the image as the spec's pull policy allows. Every step is done once
 in effect even when Podman answers late: a create whose reply was lost is
 looked up by name and adopted if it is this attempt's (a container of an
@@ -23,6 +24,7 @@ from podman import api as podman_api
 from agent.adapters.podman.caches import Caches
 from agent.adapters.podman.containers import Containers, ContainerState
 from agent.adapters.podman.errors import done_once, mapped
+from agent.adapters.podman.image_users import ImageUsers
 from agent.adapters.podman.images import Images
 from agent.adapters.podman.names import (
     LABEL_AGENT,
@@ -41,6 +43,12 @@ log = logging.getLogger(__name__)
 
 #: Where Podman mounts a file secret (its ``target`` is relative to it).
 SECRETS_DIR = "/run/secrets"
+#: How a host directory is mounted at /out: as Podman mounts a named volume
+#: (``nosuid,nodev``, executables allowed), handed to the container's user
+#: (``U``: a no-op for root, the agent's own uid; right whatever user an
+#: image's stale cached ``USER`` hid). No SELinux relabelling: the agent's own
+#: paths need none rootless (and the workspace mount has none either).
+OUT_DIR_OPTIONS = ("U", "nosuid", "nodev")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class Hardening:
     secret_files: bool = False
 
 
-class JobContainers(Containers, Caches, Secrets, Images):
+class JobContainers(Containers, Caches, Secrets, Images, ImageUsers):
     """``Podman.run``: the container of one attempt of a job."""
 
     def run(
@@ -78,6 +86,7 @@ class JobContainers(Containers, Caches, Secrets, Images):
         *,
         checkpoint: Callable[[], None] = lambda: None,
         pull_timeout: float = 600.0,
+        out_dir: str | None = None,
     ) -> str:
         """Create and start the container of one attempt of a job.
 
@@ -101,6 +110,9 @@ class JobContainers(Containers, Caches, Secrets, Images):
                 stops the start there and is raised from here (the container,
                 if made, is left for the caller to remove).
             pull_timeout: the most seconds one pull may take.
+            out_dir: host directory to mount at /out (made by the caller;
+                ``runs_as_root`` tells when one serves). None: the job's
+                named volume, created here if missing.
 
         Returns:
             The container ID.
@@ -112,7 +124,7 @@ class JobContainers(Containers, Caches, Secrets, Images):
                 too slow to tell what it did; the container may exist).
         """
         hardening = hardening or Hardening()
-        kwargs = self._create_kwargs(job_id, attempt, spec, log_path, workspace, hardening)
+        kwargs = self._create_kwargs(job_id, attempt, spec, log_path, workspace, hardening, out_dir)
         secret_names = self.create_secrets(job_id, attempt, secrets or {})
         if secret_names and hardening.secret_files:
             kwargs["secrets"] = [
@@ -125,7 +137,8 @@ class JobContainers(Containers, Caches, Secrets, Images):
         elif secret_names:
             kwargs["secret_env"] = secret_names
         try:
-            self.create_out_volume(job_id)
+            if out_dir is None:
+                self.create_out_volume(job_id)
             kwargs["volumes"].update(self.cache_mounts(spec))
             checkpoint()
 
@@ -244,6 +257,7 @@ class JobContainers(Containers, Caches, Secrets, Images):
         log_path: str,
         workspace: str | None,
         hardening: Hardening,
+        out_dir: str | None,
     ) -> dict[str, Any]:
         """podman-py's ``containers.create`` arguments for one attempt of a job."""
         name = container_name(job_id)
@@ -291,14 +305,23 @@ class JobContainers(Containers, Caches, Secrets, Images):
         pids = resources.get("pids") or hardening.pids
         if pids:
             kwargs["pids_limit"] = pids
-        # /out is a named volume of the job's (see create_out_volume); with a
-        # `user`, :U hands it to that user, whose files Podman (not the agent)
-        # then reads when packing and deletes with the volume. No SELinux
-        # relabelling options: the agent's own paths need none rootless.
-        out_options = ["U"] if spec.get("user") else []
-        kwargs["volumes"] = {
-            out_volume_name(job_id): {"bind": OUT_MOUNT, "mode": "rw", "extended_mode": out_options}
-        }
+        if out_dir is not None:
+            out = {"bind": OUT_MOUNT, "mode": "rw", "extended_mode": list(OUT_DIR_OPTIONS)}
+            kwargs["volumes"] = {out_dir: out}
+        else:
+            # The job's named volume (see create_out_volume), which Podman
+            # hands to the container's user when first mounted; with a
+            # `user`, :U hands it to that user at every attempt. Podman then
+            # (not the agent) reads its files when packing and deletes them
+            # with the volume.
+            out_options = ["U"] if spec.get("user") else []
+            kwargs["volumes"] = {
+                out_volume_name(job_id): {
+                    "bind": OUT_MOUNT,
+                    "mode": "rw",
+                    "extended_mode": out_options,
+                }
+            }
         if workspace:
             kwargs["mounts"] = [
                 {"type": "bind", "source": workspace, "target": WORKSPACE_MOUNT, "read_only": False}
