@@ -4,7 +4,8 @@
 once per bench run) and times ``agent.ping`` round trips on one connection,
 then 50 client processes at once making pings, then 3 pings : 1 ``job.list``
 (all states, limit 10: the newest page of ``chooctl ps -a``); with the agent's
-CPU per call, which a busy machine's waits for a CPU leave out.
+CPU per call, which a busy machine's waits for a CPU leave out, and what of it
+a ``job.list`` takes (the mixed round's, less its pings at the pings round's).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def bench_socket(make_agent, image: str, pairs: int, scratch: Path, clients: int
     print(f"  agent CPU:       {cpu * 1e6:7.0f} us/call")
     context = multiprocessing.get_context("fork")
     per_client = 40 * max(1, pairs)
+    ping_cpu = 0.0  # the pings round's agent CPU per call
     for mixed in (False, True):
         with context.Pool(clients) as pool:
             before = _cpu_seconds(pid)
@@ -80,6 +82,13 @@ def bench_socket(make_agent, image: str, pairs: int, scratch: Path, clients: int
         print(f"  throughput:      {len(latencies) / elapsed:8.0f} calls/s{target}")
         print(f"  latency:         {percentiles(latencies)}")
         print(f"  agent CPU:       {cpu / len(latencies) * 1e6:7.0f} us/call")
+        if not mixed:
+            ping_cpu = cpu / len(latencies)
+            continue
+        # The round's CPU less its pings' (at the pings round's cost), per job.list.
+        lists = clients * sum(1 for i in range(per_client) if i % 4 == 3)
+        list_cpu = (cpu - (len(latencies) - lists) * ping_cpu) / lists
+        print(f"  of a job.list:   {list_cpu * 1e6:7.0f} us/call (its pings at the round above's)")
     rss_after = rss_mib(pid)
     print("\n## socket: agent memory (VmRSS)")
     print(f"  before load:     {rss_before:8.1f} MiB")

@@ -92,6 +92,11 @@ class Connection:
         scanned = 0  # bytes of ``buffer`` known to hold no newline
         deadline: float | None = None  # when the incomplete request in ``buffer`` times out
         while True:
+            # Wait for the client with no database connection held: the clients'
+            # threads then share the few that are inside a call at once, each
+            # warm (schema read, pages cached), instead of one each, opened
+            # cold, per client (as many as 50 at once took more than the calls).
+            self.server.service.release_thread()
             self._set_timeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
             try:
                 chunk = self.conn.recv(65536)

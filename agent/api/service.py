@@ -122,7 +122,8 @@ class Service(Removal, Watching, Holding, Reruns, Pausing):
         }
 
     def release_thread(self) -> None:
-        """The calling thread is done with the service (its client hung up)."""
+        """The calling thread is done with the service for now (its client hung up,
+        or it waits for the client's next request)."""
         self.store.release_thread()
 
     # -- jobs ----------------------------------------------------------------

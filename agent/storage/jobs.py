@@ -93,6 +93,7 @@ class Jobs(JobQueries, Notifications):
         Dependency = self.models.Dependency
         now = time.time()
         job_id = job_id or str(ULID())
+        after = spec.get("after", [])
         with self.writing():
             queued = Job.select().where(Job.state == State.QUEUED).count()
             if queued >= queue_limit:
@@ -112,6 +113,10 @@ class Jobs(JobQueries, Notifications):
                 submitted_at=now,
                 submitter_uid=uid,
                 submitter_pid=pid,
+                # What a job.list summary shows of the spec (models.py, schema 9).
+                image=spec.get("image"),
+                command=json.dumps(spec.get("command", [])),
+                after_ids=json.dumps([dep["id"] for dep in after]) if after else None,
                 **(fields or {}),
             )
             labels = spec.get("labels", {})
@@ -120,7 +125,6 @@ class Jobs(JobQueries, Notifications):
                     [(job_id, key, value) for key, value in labels.items()],
                     fields=[Label.job, Label.key, Label.value],
                 ).execute()
-            after = spec.get("after", [])
             if after:
                 Dependency.insert_many(
                     [(job_id, dep["id"], dep["condition"]) for dep in after],

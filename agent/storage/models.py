@@ -18,7 +18,7 @@ import peewee as pw
 from agent.storage.tally import TALLY_TRIGGERS
 
 #: The schema these models describe; migrations.py upgrades older files to it.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,13 @@ def bind(db: pw.Database) -> Models:
         held = pw.BooleanField(null=True)
         # Schema 5: the job this one reruns (``chooctl rerun``).
         rerun_of = pw.CharField(null=True, index=True)
+        # Schema 9: what a ``job.list`` summary shows of the spec (which stays the
+        # record's source), copied at submit so a page parses no spec: its image,
+        # its command (JSON text) and the IDs of the jobs it waits for (JSON text;
+        # None when it waits for none, as most do).
+        image = pw.TextField(null=True)
+        command = pw.TextField(null=True)
+        after_ids = pw.TextField(null=True)
 
         class Meta:
             # Schema 4: a state or name filter reads its jobs in ID order from the

@@ -16,7 +16,7 @@ It never writes (jobs.py does) and never talks to Podman.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import peewee as pw
@@ -24,13 +24,14 @@ from ulid import ULID
 
 from agent.protocol.errors import AmbiguousPrefix, InvalidParams, NoSuchJob
 from agent.protocol.states import TERMINAL, State
-from agent.storage.database import Database, Row, slot
+from agent.storage.database import Database, slot
 from agent.storage.records import (
-    SUMMARY_COLUMNS,
+    SUMMARY_JOB_COLUMNS,
+    SUMMARY_USAGE_COLUMNS,
     attempt_dict,
     event_dict,
     job_dict,
-    summary_dict,
+    summaries,
 )
 
 #: Characters in a job ID (a ULID in Crockford's base32, upper case).
@@ -115,8 +116,8 @@ class JobQueries(Database):
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Full records of jobs newest first, filtered (as ``summaries``), for the runtime."""
-        rows = self._page("list", self.models.Job.select, states, name, labels, since, after, limit)
-        return [job_dict(row) for row in rows]
+        page = self._page("list", self.models.Job.select, states, name, labels, since, after, limit)
+        return [job_dict(row) for row in self.rows(*page)]
 
     def summaries(
         self,
@@ -139,26 +140,21 @@ class JobQueries(Database):
             limit: at most this many jobs.
 
         Returns:
-            The summaries (``records.summary_dict``): no spec, environment or log tail.
+            The summaries (``records.summaries``): no spec, environment or log tail.
         """
         Job = self.models.Job
         Attempt = self.models.Attempt.alias("latest")
 
         def select() -> pw.ModelSelect:
-            columns = [getattr(Job, column) for column in SUMMARY_COLUMNS]
-            columns += [
-                Job.labels,
-                pw.fn.json_extract(Job.spec, "$.image").alias("image"),
-                pw.fn.json_extract(Job.spec, "$.command").alias("command"),
-                pw.fn.json_extract(Job.spec, "$.after").alias("after"),
-                # The latest attempt's usage: one unique-index lookup per job of
-                # the page (its alias named, so the filters' own stay as they were).
-                Attempt.cpu_seconds,
-                Attempt.memory_peak,
-            ]
+            # In records.summaries' order: no spec is read (schema 9 copied
+            # what a summary shows of it), and the latest attempt's usage is
+            # one unique-index lookup per job of the page.
+            columns = [getattr(Job, column) for column in SUMMARY_JOB_COLUMNS]
+            columns += [getattr(Attempt, column) for column in SUMMARY_USAGE_COLUMNS]
             return Job.select(*columns)
 
         def joined(query: pw.ModelSelect) -> pw.ModelSelect:
+            # The alias named, so the filters' own stay as they were.
             return query.join_from(
                 Job,
                 Attempt,
@@ -166,8 +162,8 @@ class JobQueries(Database):
                 on=(Attempt.job == Job.id) & (Attempt.number == Job.attempt),
             )
 
-        rows = self._page("summaries", select, states, name, labels, since, after, limit, joined)
-        return [summary_dict(row) for row in rows]
+        page = self._page("summaries", select, states, name, labels, since, after, limit, joined)
+        return summaries(self.tuples(*page))
 
     def nonterminal(self) -> list[dict[str, Any]]:
         """Every job the controller still has to drive, in admission order."""
@@ -302,8 +298,9 @@ class JobQueries(Database):
         after: str | None,
         limit: int,
         finish: Callable[[pw.ModelSelect], pw.ModelSelect] = lambda query: query,
-    ) -> list[Row]:
-        """The rows of ``select()`` filtered, newest first, at most ``limit``.
+    ) -> tuple[Hashable, Callable[[], pw.ModelSelect], dict[str, Any]]:
+        """The query of ``select()`` filtered, newest first, at most ``limit``: its
+        shape, builder and values, for ``rows`` or ``tuples``.
 
         The page is read from the narrowest filter's index: a label's entries
         (already in ID order, so reading stops at ``limit``) or the job's own
@@ -351,7 +348,7 @@ class JobQueries(Database):
                 query = query.where(order < slot("after"))
             return query.order_by(order.desc()).limit(slot("limit"))
 
-        return self.rows(shape, build, values)
+        return shape, build, values
 
     def _narrowest(self, labels: list[tuple[str, str]], states: list[str]) -> int | None:
         """Which of ``labels`` matches the fewest jobs, or None when the states

@@ -53,7 +53,7 @@ def job_dict(job) -> dict[str, Any]:
     }
 
 
-#: The job columns of a summary; ``image`` and ``command`` come out of the spec.
+#: The job columns of a summary, as they are.
 SUMMARY_COLUMNS = (
     "id",
     "name",
@@ -77,28 +77,45 @@ SUMMARY_COLUMNS = (
     "not_before",
     "held",
 )
+#: The job columns a summary row holds, in order: ``SUMMARY_COLUMNS``, then
+#: schema 9's copies of the spec and the labels (JSON text, but ``image``).
+SUMMARY_JOB_COLUMNS = (*SUMMARY_COLUMNS, "image", "command", "after_ids", "labels")
+#: The latest attempt's columns that follow them in the row.
+SUMMARY_USAGE_COLUMNS = ("cpu_seconds", "memory_peak")
+_IMAGE, _COMMAND, _AFTER, _LABELS, _CPU, _MEMORY = range(
+    len(SUMMARY_COLUMNS), len(SUMMARY_JOB_COLUMNS) + len(SUMMARY_USAGE_COLUMNS)
+)
 
 
-def summary_dict(row: dict[str, Any]) -> dict[str, Any]:
-    """A lean ``job`` row (``SUMMARY_COLUMNS``, ``labels``, the spec's ``image``,
-    ``command`` and ``after`` as SQLite extracted them, and its latest attempt's
-    ``cpu_seconds`` and ``memory_peak``) as its summary (a ``job.list`` entry).
+def summaries(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Lean ``job`` rows as their summaries (``job.list`` entries).
+
+    A summary is the row's ``SUMMARY_COLUMNS`` (SQLite's 0/1 as booleans),
+    ``image``, ``command``, ``after`` (the IDs of the jobs it waits for:
+    ``chooctl ps`` names them), ``labels``, ``container`` and ``usage``. The
+    page's JSON columns are decoded by one ``json.loads``: on texts this small
+    its fixed cost per call is most of the work (half of a page's, one per column).
 
     Args:
-        row: the columns read, by name; ``labels`` and ``command`` as JSON text.
+        rows: ``SUMMARY_JOB_COLUMNS`` then ``SUMMARY_USAGE_COLUMNS``, each a tuple.
     """
-    out = {column: row[column] for column in SUMMARY_COLUMNS}
-    out["cancel_requested"] = bool(out["cancel_requested"])
-    out["catch_up"] = bool(out["catch_up"])
-    out["held"] = bool(out["held"])
-    out["image"] = row["image"]
-    out["command"] = json.loads(row["command"] or "[]")
-    # The jobs it waits for (``after``), by ID: ``chooctl ps`` names them (most have none).
-    after = row["after"]
-    out["after"] = [dep["id"] for dep in json.loads(after)] if after else []
-    out["labels"] = json.loads(row["labels"])
-    out["container"] = container_name(row["id"])
-    out["usage"] = {"cpu_seconds": row["cpu_seconds"], "memory_peak": row["memory_peak"]}
+    texts = []
+    for row in rows:
+        texts += (row[_COMMAND] or "[]", row[_AFTER] or "[]", row[_LABELS])
+    decoded = json.loads("[" + ",".join(texts) + "]") if rows else []
+    if len(decoded) != len(texts):  # a column holding more than one JSON value
+        raise ValueError("a job's command, after_ids or labels column is not one JSON value")
+    out = []
+    for i, row in enumerate(rows):
+        summary = dict(zip(SUMMARY_COLUMNS, row, strict=False))
+        summary["cancel_requested"] = bool(summary["cancel_requested"])
+        summary["catch_up"] = bool(summary["catch_up"])
+        summary["held"] = bool(summary["held"])
+        summary["image"] = row[_IMAGE]
+        summary["command"], summary["after"], summary["labels"] = decoded[3 * i : 3 * i + 3]
+        summary["container"] = container_name(summary["id"])
+        summary["usage"] = {"cpu_seconds": row[_CPU], "memory_peak": row[_MEMORY]}
+        out.append(summary)
     return out
 
 

@@ -407,6 +407,10 @@ def test_v5_database_gains_the_notification_outbox(tmp_path):
             ("job", "rerun_of"),
             ("schedule", "suspended_at"),
             ("schedule", "suspended_by"),
+            # ...and schema 9's copies of the spec.
+            ("job", "image"),
+            ("job", "command"),
+            ("job", "after_ids"),
         ):
             con.execute(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
         con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")

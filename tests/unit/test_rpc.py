@@ -190,6 +190,11 @@ def test_a_request_gets_what_jsonrpcservers_pipeline_answers(request, call, twin
         {"jsonrpc": "2.0", "id": 1, "method": "job.list", "params": [None, None]},
         {"jsonrpc": "2.0", "id": "x", "method": "agent.ping", "params": [1]},
         {"jsonrpc": "2.0", "id": 2, "method": "job.get", "params": {"nope": 1}},
+        # Params that fit skip jsonrpcserver's check; these do not, and get its words.
+        {"jsonrpc": "2.0", "id": 2, "method": "job.get", "params": {}},
+        {"jsonrpc": "2.0", "id": 2, "method": "job.get"},
+        {"jsonrpc": "2.0", "id": 2, "method": "job.get", "params": {"id": "0NO", "call": 1}},
+        {"jsonrpc": "2.0", "id": 2, "method": "agent.ping", "params": {}},
         {"jsonrpc": "2.0", "id": 2, "method": "job.get", "params": {"id": "0NOSUCHJOB"}},
         {"jsonrpc": "2.0", "id": 3, "method": "no.such"},
         {"jsonrpc": "2.0", "method": "agent.ping"},

@@ -192,6 +192,30 @@ def test_a_summary_has_exactly_the_fields_of_its_type(store):
     }
 
 
+def test_a_page_of_summaries_shows_what_each_spec_says(store):
+    # Read from the columns submit copies the spec into (schema 9), each page's
+    # JSON decoded at once: every job keeps its own, in the spec's order.
+    first = add(store, command=["sh", "-c", 'echo "a, b" [c]'], labels={"x": "1,2"})
+    second = add(store, image="registry.example/tool:1", command=[], labels={})
+    waiter = add(
+        store,
+        command=["make", "}"],
+        after=[{"id": second, "condition": "any"}, {"id": first, "condition": "ok"}],
+    )
+    page = store.summaries()
+    assert [summary["id"] for summary in page] == [waiter, second, first]
+    for summary in page:
+        spec = store.get(summary["id"])["spec"]
+        assert (summary["image"], summary["command"], summary["labels"]) == (
+            spec["image"],
+            spec["command"],
+            spec["labels"],
+        )
+        assert summary["after"] == [dep["id"] for dep in spec["after"]]
+    assert page[0]["after"] == [second, first]
+    assert store.summaries(after=waiter, limit=1)[0]["command"] == []
+
+
 # -- counts ----------------------------------------------------------------------
 
 
