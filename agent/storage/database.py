@@ -28,6 +28,7 @@ from ulid import ULID
 from agent.protocol.errors import StorageError
 from agent.storage import identity, migrations
 from agent.storage.models import SCHEMA_VERSION, bind
+from agent.storage.page_cache import PageCache
 from agent.storage.writer_turns import WriterTurns
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,9 @@ class Database:
         )
         self.models = bind(self.db)
         self._writers = WriterTurns(patience=BUSY_TIMEOUT)
+        #: Write transactions committed so far (what a kept page is valid for: page_cache.py).
+        self.generation = 0
+        self.pages = PageCache()  # job.list pages until the next write
         #: shape -> (SQL, its parameters: a slot's name, or a constant), for ``rows``.
         self._statements: dict[Hashable, tuple[str, list[tuple[str | None, Any]]]] = {}
 
@@ -298,6 +302,8 @@ class Database:
             went_through = False
             raise _storage_error(self.path, exc) from exc
         finally:
+            if not self.db.in_transaction():  # the outermost block: committed or rolled back
+                self.generation += 1  # still this writer's turn: no other writer counts
             self._writers.release(went_through=went_through)
 
     def rows(

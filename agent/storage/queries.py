@@ -140,7 +140,8 @@ class JobQueries(Database):
             limit: at most this many jobs.
 
         Returns:
-            The summaries (``records.summaries``): no spec, environment or log tail.
+            The summaries (``records.summaries``): no spec, environment or log
+            tail. Kept until the next write (``page_cache.py``): never change them.
         """
         Job = self.models.Job
         Attempt = self.models.Attempt.alias("latest")
@@ -163,7 +164,10 @@ class JobQueries(Database):
             )
 
         page = self._page("summaries", select, states, name, labels, since, after, limit, joined)
-        return summaries(self.tuples(*page))
+        if since is not None:  # an age: the page changes with the clock
+            return summaries(self.tuples(*page))
+        key = (page[0], tuple(sorted(page[2].items())))  # the query's shape and values
+        return self.pages.get(key, self.generation, lambda: summaries(self.tuples(*page)))
 
     def nonterminal(self) -> list[dict[str, Any]]:
         """Every job the controller still has to drive, in admission order."""
