@@ -1,5 +1,21 @@
 """Schemas as choo-agent created them at earlier versions, frozen from their
-sqlite_master, for the tests that upgrade an old file."""
+sqlite_master, for the tests that upgrade an old file, and how those tests read
+a file (through a connection of their own: committed data only)."""
+
+import contextlib
+import sqlite3
+
+
+def sql(path, query, *args):
+    """The rows of ``query`` on the database at ``path``, through a connection of its own."""
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        return con.execute(query, args).fetchall()
+
+
+def schema(path):
+    """Every table, index and trigger of the database at ``path``, sorted."""
+    return sorted(sql(path, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
+
 
 #: What choo-agent created at SCHEMA_VERSION 4.
 V4_SCHEMA = """

@@ -10,7 +10,7 @@ import sqlite3
 
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import SCHEMA_VERSION, Store
-from tests.unit.frozen_schemas import V7_SCHEMA
+from tests.unit.frozen_schemas import V7_SCHEMA, schema, sql
 
 AGENT_ID = "01JD0000000000000000000000"
 JOB = "01JD0000000000000000000030"
@@ -36,15 +36,6 @@ def make_v7(path):
             " ('nightly', '@daily', ?, 'allow', 1, 10, 30.0, 1000, 30.0, '1970: missed')",
             (json.dumps(SPEC),),
         )
-
-
-def sql(path, query):
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        return con.execute(query).fetchall()
-
-
-def schema(path):
-    return sorted(sql(path, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
 
 
 def test_v7_database_gains_suspension_and_an_empty_queue_control(tmp_path):

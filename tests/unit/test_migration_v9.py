@@ -12,7 +12,7 @@ import sqlite3
 from agent.protocol import spec as specs
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import SCHEMA_VERSION, Store
-from tests.unit.frozen_schemas import V8_SCHEMA
+from tests.unit.frozen_schemas import V8_SCHEMA, schema, sql
 
 AGENT_ID = "01JD0000000000000000000000"
 FIRST = "01JD0000000000000000000010"
@@ -52,15 +52,6 @@ def make_v8(path):
                 " (?, NULL, 'queued', 0, 'cli', ?, ?, 0, 0, 0, ?)",
                 (job_id, json.dumps(spec), json.dumps(spec["labels"]), 40.0 + number),
             )
-
-
-def sql(path, query):
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        return con.execute(query).fetchall()
-
-
-def schema(path):
-    return sorted(sql(path, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
 
 
 def shown(summary):

@@ -18,7 +18,7 @@ from agent.protocol.errors import AmbiguousPrefix, StorageError
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import SCHEMA_VERSION, Store
-from tests.unit.frozen_schemas import V4_SCHEMA
+from tests.unit.frozen_schemas import V4_SCHEMA, schema, sql
 
 V1_SCHEMA = """
 CREATE TABLE "job" ("id" VARCHAR(26) NOT NULL PRIMARY KEY, "name" VARCHAR(255), "state" VARCHAR(255) NOT NULL, "reason" VARCHAR(255), "exit_code" INTEGER, "priority" INTEGER NOT NULL, "trigger" VARCHAR(255) NOT NULL, "spec" TEXT NOT NULL, "labels" TEXT NOT NULL, "attempt" INTEGER NOT NULL, "retries_left" INTEGER NOT NULL, "cancel_requested" INTEGER NOT NULL, "submitted_at" REAL NOT NULL, "started_at" REAL, "ended_at" REAL, "not_before" REAL, "stop_sent_at" REAL, "stop_reason" VARCHAR(255), "submitter_uid" INTEGER, "submitter_pid" INTEGER, "log_tail" TEXT);
@@ -80,11 +80,6 @@ def make_v1(path):
                 " ?, '{}')",
                 (FINISHED, state),
             )
-
-
-def sql(path, query):
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        return con.execute(query).fetchall()
 
 
 @pytest.fixture
@@ -297,10 +292,6 @@ def make_v3(path):
                 "INSERT INTO attempt (job_id, number, trigger, oom) VALUES (?, 1, 'cli', 0)",
                 (job_id,),
             )
-
-
-def schema(path):
-    return sorted(sql(path, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
 
 
 @pytest.fixture

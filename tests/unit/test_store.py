@@ -21,6 +21,7 @@ from agent.protocol.errors import (
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.storage.store import SCHEMA_VERSION, Store
+from tests.unit.frozen_schemas import sql
 
 Q, ST, R = State.QUEUED, State.STARTING, State.RUNNING
 OK, FAIL, CANC = State.SUCCEEDED, State.FAILED, State.CANCELLED
@@ -50,12 +51,6 @@ def spec(**fields):
 
 def add(store, queue_limit=1000, trigger="rpc", **fields):
     return store.add_job(spec(**fields), trigger=trigger, queue_limit=queue_limit)
-
-
-def sql(path, query, *args):
-    """Read through a separate connection: it sees committed data only."""
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        return con.execute(query, args).fetchall()
 
 
 def run_to(store, job_id, *path):

@@ -3,9 +3,7 @@ and EXPLAIN QUERY PLAN checks that the hot ones are served by an index."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sqlite3
 
 import pytest
 from ulid import ULID
@@ -18,6 +16,7 @@ from agent.runtime.changes import ChangeFeed
 from agent.storage import jobs as jobs_module
 from agent.storage.queries import first_id_at, prefix_range
 from agent.storage.store import Store
+from tests.unit.frozen_schemas import sql
 
 ST, R, OK, FAIL = State.STARTING, State.RUNNING, State.SUCCEEDED, State.FAILED
 
@@ -54,11 +53,6 @@ def finish(store, job_id, target=OK, **fields):
     store.transition(job_id, ST, new_attempt="rpc")
     store.transition(job_id, R)
     store.transition(job_id, target, **fields)
-
-
-def sql(path, query, *args):
-    with contextlib.closing(sqlite3.connect(path)) as con:
-        return con.execute(query, args).fetchall()
 
 
 # -- ID prefixes -----------------------------------------------------------------
