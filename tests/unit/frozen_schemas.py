@@ -5,6 +5,10 @@ a file (through a connection of their own: committed data only)."""
 import contextlib
 import sqlite3
 
+from agent.runtime.changes import ChangeFeed
+from agent.storage.models import SCHEMA_VERSION
+from agent.storage.store import Store
+
 
 def sql(path, query, *args):
     """The rows of ``query`` on the database at ``path``, through a connection of its own."""
@@ -15,6 +19,20 @@ def sql(path, query, *args):
 def schema(path):
     """Every table, index and trigger of the database at ``path``, sorted."""
     return sorted(sql(path, "SELECT type, name, tbl_name, sql FROM sqlite_master"))
+
+
+def assert_as_new(path, scratch):
+    """The upgraded database at ``path`` has the schema a new one gets (made under
+    the directory ``scratch``) and the current schema version."""
+    fresh = scratch / "fresh" / "choo.db"
+    fresh.parent.mkdir()
+    made = Store(fresh, ChangeFeed())
+    made.open()
+    made.close()
+    assert schema(path) == schema(fresh)
+    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
 
 
 #: What choo-agent created at SCHEMA_VERSION 4.

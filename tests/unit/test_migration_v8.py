@@ -9,8 +9,8 @@ import json
 import sqlite3
 
 from agent.runtime.changes import ChangeFeed
-from agent.storage.store import SCHEMA_VERSION, Store
-from tests.unit.frozen_schemas import V7_SCHEMA, schema, sql
+from agent.storage.store import Store
+from tests.unit.frozen_schemas import V7_SCHEMA, assert_as_new, sql
 
 AGENT_ID = "01JD0000000000000000000000"
 JOB = "01JD0000000000000000000030"
@@ -58,15 +58,7 @@ def test_v7_database_gains_suspension_and_an_empty_queue_control(tmp_path):
         assert store.get_schedule("nightly")["suspended_at"] == 60.0
     finally:
         store.close()
-    fresh = tmp_path / "fresh" / "choo.db"
-    fresh.parent.mkdir()
-    made = Store(fresh, ChangeFeed())
-    made.open()
-    made.close()
-    assert schema(path) == schema(fresh)
-    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
-        (str(SCHEMA_VERSION),)
-    ]
+    assert_as_new(path, tmp_path)
 
 
 def test_v7_upgrade_keeps_the_tally_of_skips_counting(tmp_path):

@@ -11,8 +11,8 @@ import sqlite3
 
 from agent.protocol import spec as specs
 from agent.runtime.changes import ChangeFeed
-from agent.storage.store import SCHEMA_VERSION, Store
-from tests.unit.frozen_schemas import V8_SCHEMA, schema, sql
+from agent.storage.store import Store
+from tests.unit.frozen_schemas import V8_SCHEMA, assert_as_new, sql
 
 AGENT_ID = "01JD0000000000000000000000"
 FIRST = "01JD0000000000000000000010"
@@ -90,12 +90,4 @@ def test_v8_jobs_list_what_their_specs_say(tmp_path):
     assert sql(path, f"SELECT after_ids FROM job WHERE id = '{WAITER}'") == [
         (json.dumps([SECOND, FIRST], separators=(",", ":")),)
     ]
-    fresh = tmp_path / "fresh" / "choo.db"
-    fresh.parent.mkdir()
-    made = Store(fresh, ChangeFeed())
-    made.open()
-    made.close()
-    assert schema(path) == schema(fresh)
-    assert sql(path, "SELECT value FROM meta WHERE key = 'schema_version'") == [
-        (str(SCHEMA_VERSION),)
-    ]
+    assert_as_new(path, tmp_path)
