@@ -14,15 +14,18 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
-#: Pages kept at most; past it the oldest reads go (a few KB each).
-MAX_PAGES = 64
+#: Pages kept at most; past it the oldest reads go.
+MAX_PAGES = 32
+#: A longer page is not kept: at most MAX_PAGES x MAX_ROWS summaries (~3 MB) are held.
+MAX_ROWS = 100
 
 
 class PageCache:
     """Pages by their query's shape and values, each valid for one generation."""
 
-    def __init__(self, max_pages: int = MAX_PAGES):
+    def __init__(self, max_pages: int = MAX_PAGES, max_rows: int = MAX_ROWS):
         self.max_pages = max_pages
+        self.max_rows = max_rows
         self._lock = threading.Lock()
         self._pages: dict[Hashable, tuple[int, list[dict[str, Any]]]] = {}
 
@@ -46,6 +49,8 @@ class PageCache:
         if kept is not None and kept[0] == generation:
             return kept[1]
         page = read()
+        if len(page) > self.max_rows:
+            return page
         with self._lock:
             self._pages.pop(key, None)  # re-inserted last: the dict keeps reading order
             while len(self._pages) >= self.max_pages:

@@ -86,3 +86,11 @@ def test_the_oldest_pages_go_past_the_bound():
     cache.get("c", 0, lambda: ["c"])  # a was read last but kept first: it goes
     assert cache.get("b", 0, lambda: ["b again"]) == ["b"]
     assert cache.get("a", 0, lambda: ["a again"]) == ["a again"]
+
+
+def test_a_long_page_is_not_kept():
+    cache = PageCache(max_rows=2)
+    assert cache.get("long", 0, lambda: [1, 2, 3]) == [1, 2, 3]
+    assert cache.get("long", 0, lambda: ["read again"]) == ["read again"]
+    assert cache.get("short", 0, lambda: [1, 2]) == [1, 2]
+    assert cache.get("short", 0, lambda: pytest.fail("kept")) == [1, 2]
