@@ -20,11 +20,11 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import peewee as pw
-from ulid import ULID
 
 from agent.protocol.errors import AmbiguousPrefix, InvalidParams, NoSuchJob
 from agent.protocol.states import TERMINAL, State
 from agent.storage.database import Database, slot
+from agent.storage.id_ranges import ID_LENGTH, first_id_at, prefix_range
 from agent.storage.records import (
     SUMMARY_JOB_COLUMNS,
     SUMMARY_USAGE_COLUMNS,
@@ -34,34 +34,8 @@ from agent.storage.records import (
     summaries,
 )
 
-#: Characters in a job ID (a ULID in Crockford's base32, upper case).
-ID_LENGTH = 26
-#: The greatest character of that alphabet: pads a prefix to the last ID it covers.
-_LAST_CHAR = "Z"
 #: How far the matches of a filter are counted to find the narrowest one.
 _PROBE = 1024
-
-
-def first_id_at(seconds: float) -> str:
-    """The smallest ULID of the millisecond ``seconds`` falls in (none is earlier).
-
-    Args:
-        seconds: a time since the epoch; before the epoch counts as the epoch.
-
-    Returns:
-        A 26-character ID: that millisecond, then all-zero randomness.
-    """
-    millis = max(0, int(seconds * 1000))
-    return str(ULID.from_bytes(millis.to_bytes(6, "big") + bytes(10)))
-
-
-def prefix_range(prefix: str) -> tuple[str, str]:
-    """The first and last ID an upper-case ID prefix can stand for (both included).
-
-    Args:
-        prefix: 1 to 26 characters of an ID, upper case.
-    """
-    return prefix, prefix + _LAST_CHAR * (ID_LENGTH - len(prefix))
 
 
 class JobQueries(Database):

@@ -14,7 +14,7 @@ from agent.protocol.errors import AmbiguousPrefix, NoSuchJob
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
 from agent.storage import jobs as jobs_module
-from agent.storage.queries import first_id_at, prefix_range
+from agent.storage.id_ranges import first_id_at, prefix_range
 from agent.storage.store import Store
 from tests.unit.frozen_schemas import sql
 
