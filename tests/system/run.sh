@@ -78,10 +78,12 @@ boot() {
         -e PIP_NO_INDEX=1 -e PIP_FIND_LINKS=/var/cache/wheels \
         "$image" /sbin/init >/dev/null
     local state="" try
-    # Until systemd's bus is up, systemctl cannot even ask.
-    for try in $(seq 100); do
+    # Until systemd's bus is up, systemctl cannot even ask: it prints nothing,
+    # or "offline" ("Failed to connect to bus"), at once; --wait waits only for
+    # a manager it reached. A loaded machine boots slowly: a minute at most.
+    for try in $(seq 600); do
         state=$(pm exec "$name" systemctl is-system-running --wait 2>/dev/null || true)
-        [ -n "$state" ] && break
+        [ -n "$state" ] && [ "$state" != offline ] && break
         sleep 0.1
     done
     [ "$state" = running ] || {
