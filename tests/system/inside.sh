@@ -40,11 +40,13 @@ as_choo() { runuser -u choo -- env XDG_RUNTIME_DIR="/run/user/$(id -u choo)" "$@
 state_of() { as_alice chooctl inspect "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["state"])'; }
 running() { [ "$(state_of "$1")" = running ]; }
 container_runs() { as_choo podman ps --format '{{.Names}}' | grep -qx "choo-$1"; }
-journal_has() { # journal_has PATTERN JOURNALCTL-ARGS...
+journal_grep() { # journal_grep PATTERN JOURNALCTL-ARGS...
     local pattern=$1
     shift
     journalctl "$@" --no-pager -o cat | grep -q -- "$pattern"
 }
+# journald stores a line a moment after it is written (the READY line comes after READY=1).
+journal_has() { until_true 10 journal_grep "$@"; }
 status_has_counts() { prop StatusText | grep -Eq '^[0-9]+ running, [0-9]+ queued'; }
 bob_refused() { ! runuser -u bob -- chooctl --socket /run/choo/agent.sock ps >/dev/null 2>&1; }
 reads_journal() { id -nG "$1" | grep -qw systemd-journal; }
