@@ -11,6 +11,7 @@ from agent.protocol import spec as specs
 from agent.protocol.methods import WaitParams
 from agent.protocol.states import State
 from agent.runtime.changes import ChangeFeed
+from tests.harness import wait_until
 
 
 class WatchedCondition(threading.Condition):
@@ -93,6 +94,17 @@ def test_window_keeps_only_the_most_recent_events():
     assert feed.since(0) == (5, [{"n": 3}, {"n": 4}, {"n": 5}])
 
 
+def _await_job_waiters(feed: ChangeFeed, job_id: str, count: int) -> None:
+    """Block until ``count`` threads wait in ``wait_job`` for ``job_id`` (the feed's own
+    record of them, read under its lock)."""
+
+    def waiting() -> bool:
+        with feed._cond:
+            return feed._jobs.get(job_id, (None, 0))[1] >= count
+
+    wait_until(waiting, 10, f"{count} waiters for {job_id}", interval=0.001)
+
+
 def _once_job_waiting(feed: ChangeFeed, job_id: str, action) -> threading.Thread:
     """Run ``action`` on another thread once a ``wait_job`` for ``job_id`` is blocked.
 
@@ -101,13 +113,7 @@ def _once_job_waiting(feed: ChangeFeed, job_id: str, action) -> threading.Thread
     """
 
     def run():
-        deadline = time.monotonic() + 10
-        while True:
-            with feed._cond:
-                if job_id in feed._jobs:
-                    break
-            assert time.monotonic() < deadline, f"nobody waited for {job_id}"
-            time.sleep(0.001)
+        _await_job_waiters(feed, job_id, 1)
         action()
 
     thread = threading.Thread(target=run, daemon=True)
@@ -167,14 +173,7 @@ def test_waiters_for_one_job_are_all_woken_and_leave_nothing_behind(feed):
     for thread in threads:
         thread.start()
 
-    def all_waiting() -> bool:
-        with feed._cond:
-            return "a" in feed._jobs and feed._jobs["a"][1] == 3
-
-    deadline = time.monotonic() + 10
-    while not all_waiting():
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    _await_job_waiters(feed, "a", 3)
     feed.publish({"job_id": "a"})
     for thread in threads:
         thread.join(10)

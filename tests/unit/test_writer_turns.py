@@ -9,14 +9,12 @@ import time
 import pytest
 
 from agent.storage.writer_turns import WriterTurns
+from tests.harness import wait_until
 
 
 def _queued(turns: WriterTurns, count: int) -> None:
     """Wait until ``count`` threads are queued (the lock's own record of them)."""
-    deadline = time.monotonic() + 10
-    while len(turns._queue) < count:
-        assert time.monotonic() < deadline, "threads did not queue"
-        time.sleep(0.001)
+    wait_until(lambda: len(turns._queue) >= count, 10, f"{count} threads queued", interval=0.001)
 
 
 def test_turns_go_in_arrival_order():
