@@ -143,7 +143,8 @@ class Database:
         )
         self.models = bind(self.db)
         self._writers = WriterTurns(patience=BUSY_TIMEOUT)
-        #: Write transactions committed so far (what a kept page is valid for: page_cache.py).
+        #: Moves on twice per write transaction, around its commit (what a kept page
+        #: is valid for: page_cache.py).
         self.generation = 0
         self.pages = PageCache()  # job.list pages until the next write
         #: shape -> (SQL, its parameters: a slot's name, or a constant), for ``rows``.
@@ -298,12 +299,17 @@ class Database:
         try:
             with self.db.atomic():
                 yield
+                if self.db.transaction_depth() == 1:
+                    # Before the commit, so no kept page is served once it lands ...
+                    self.generation += 1
         except pw.OperationalError as exc:
             went_through = False
             raise _storage_error(self.path, exc) from exc
         finally:
             if not self.db.in_transaction():  # the outermost block: committed or rolled back
-                self.generation += 1  # still this writer's turn: no other writer counts
+                # ... and after it, so none read before it is kept as new. Still
+                # this writer's turn: no other writer counts meanwhile.
+                self.generation += 1
             self._writers.release(went_through=went_through)
 
     def rows(

@@ -4,6 +4,7 @@ SQLite file: a page read twice runs its query once, and any committed write
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -94,3 +95,29 @@ def test_a_long_page_is_not_kept():
     assert cache.get("long", 0, lambda: ["read again"]) == ["read again"]
     assert cache.get("short", 0, lambda: [1, 2]) == [1, 2]
     assert cache.get("short", 0, lambda: pytest.fail("kept")) == [1, 2]
+
+
+def test_a_page_asked_for_between_a_commit_and_the_writer_leaving_sees_the_commit(store):  # noqa: F811
+    """Another client asks for the page right after the commit, before the writer's
+    block has ended: it must get the new state, not the page kept before."""
+    job = add(store)
+    assert [j["state"] for j in store.summaries(limit=10)] == ["queued"]
+    seen: list[str] = []
+    real = store.db.in_transaction
+
+    def after_the_commit() -> bool:  # writing() asks this once the commit is done
+        inside = real()
+        if not inside and not seen:
+            reader = threading.Thread(
+                target=lambda: seen.extend(j["state"] for j in store.summaries(limit=10))
+            )
+            reader.start()
+            reader.join(10)
+        return inside
+
+    store.db.in_transaction = after_the_commit
+    try:
+        store.transition(job, ST, new_attempt="rpc")
+    finally:
+        store.db.in_transaction = real
+    assert seen == ["starting"]
